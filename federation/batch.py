@@ -1,0 +1,131 @@
+"""Operator input: batches of additions and withdrawals as CSV or JSONL.
+
+Pure: text lines in, validated ``Add``/``Withdraw`` operations out (their
+``time`` is 0; the publisher stamps it). Errors name the line number.
+
+CSV columns (header required): ``op,type,hash,case,labels,reason``.
+``labels`` is separated by ``;`` or spaces. JSONL: one object per line with
+the same field names, ``labels`` as a list or string.
+
+Hash values are normalised on the way in: md5/sha1/sha256/pdq are hex
+(any case; PDQ is 64 hex digits), PhotoDNA is 144 bytes given as 288 hex
+digits, base64, or 144 comma-separated integers 0..255.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import csv
+import json
+from collections.abc import Iterable, Iterator
+
+from .entries import HASH_LENGTHS, WITHDRAW_REASONS, Add, Withdraw, validate
+from .errors import InputError, MalformedError
+
+FIELDS = ("op", "type", "hash", "case", "labels", "reason")
+
+
+def parse_hash(hash_type: str, text: str) -> bytes:
+    """Normalise a hash given as text to its raw bytes; raises ``InputError``."""
+    hash_type = (hash_type or "").strip().lower()
+    if hash_type not in HASH_LENGTHS:
+        raise InputError(f"unknown hash type {hash_type!r} (known: {', '.join(HASH_LENGTHS)})")
+    want = HASH_LENGTHS[hash_type]
+    text = (text or "").strip()
+    raw: bytes | None = None
+    if len(text) == 2 * want:
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = None
+    if raw is None and hash_type == "photodna":
+        if "," in text:
+            try:
+                ints = [int(x) for x in text.split(",")]
+                if all(0 <= i <= 255 for i in ints):
+                    raw = bytes(ints)
+            except ValueError:
+                raw = None
+        else:
+            try:
+                raw = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raw = None
+    if raw is None or len(raw) != want:
+        form = f"{2 * want} hex digits" + (", base64 or 144 comma-separated bytes" if hash_type == "photodna" else "")
+        raise InputError(f"{hash_type} hash {text[:80]!r} is not {form}")
+    return raw
+
+
+def _labels(value) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        parts = value.replace(";", " ").split()
+    elif isinstance(value, list) and all(isinstance(x, str) for x in value):
+        parts = value
+    else:
+        raise InputError(f"labels must be a list of strings or a ';'-separated string, got {value!r}")
+    return tuple(sorted({p.strip().lower() for p in parts if p.strip()}))
+
+
+def operation(record: dict) -> Add | Withdraw:
+    """One input record to an operation; raises ``InputError``."""
+    unknown = set(record) - set(FIELDS)
+    if unknown:
+        raise InputError(f"unknown field(s) {sorted(unknown)}")
+    op = (record.get("op") or "").strip().lower()
+    case = (record.get("case") or "").strip() or None
+    try:
+        if op == "add":
+            if case is None:
+                raise InputError("add needs a case id")
+            value = parse_hash(record.get("type"), record.get("hash"))
+            return validate(Add(record["type"].strip().lower(), value, case, _labels(record.get("labels")), 0))
+        if op == "withdraw":
+            reason = (record.get("reason") or "").strip().lower()
+            if reason not in WITHDRAW_REASONS:
+                raise InputError(f"withdraw needs a reason, one of {', '.join(WITHDRAW_REASONS)}")
+            if record.get("hash"):
+                value = parse_hash(record.get("type"), record.get("hash"))
+                return validate(Withdraw(reason, 0, record["type"].strip().lower(), value, case))
+            if case is None:
+                raise InputError("withdraw needs a hash (with its type) or a case id")
+            return validate(Withdraw(reason, 0, case=case))
+    except MalformedError as e:
+        raise InputError(str(e)) from e
+    raise InputError(f"op must be 'add' or 'withdraw', got {op!r}")
+
+
+def read_csv(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
+    reader = csv.DictReader(lines)
+    if reader.fieldnames is None or not {"op"} <= set(reader.fieldnames):
+        raise InputError("CSV needs a header line with at least: op,type,hash,case,labels,reason")
+    for row in reader:
+        try:
+            yield operation({k: v for k, v in row.items() if k is not None and v not in (None, "")})
+        except InputError as e:
+            raise InputError(f"line {reader.line_num}: {e}") from None
+
+
+def read_jsonl(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise InputError("each line must be a JSON object")
+            yield operation(record)
+        except json.JSONDecodeError as e:
+            raise InputError(f"line {n}: invalid JSON: {e.msg}") from None
+        except InputError as e:
+            raise InputError(f"line {n}: {e}") from None
+
+
+def read_batch(lines: Iterable[str], fmt: str) -> Iterator[Add | Withdraw]:
+    if fmt == "csv":
+        return read_csv(lines)
+    if fmt == "jsonl":
+        return read_jsonl(lines)
+    raise InputError(f"unknown batch format {fmt!r}; use csv or jsonl")

@@ -1,0 +1,40 @@
+"""SQLite connections with the pragmas every store here relies on."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import StorageError
+
+
+def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
+    """Open a database in WAL mode (readers never block the single writer).
+
+    ``isolation_level=None``: transactions are explicit, via ``write_txn``.
+    """
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None,
+                                   check_same_thread=False, timeout=30)
+        else:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed version survives power loss, not only a process crash.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error as e:
+        raise StorageError(f"cannot open database {path}: {e}") from e
+    return conn
+
+
+@contextmanager
+def write_txn(conn: sqlite3.Connection):
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

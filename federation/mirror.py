@@ -1,0 +1,254 @@
+"""The mirror's SQLite store: followed feeds, their active sets and logs.
+
+Invariant: for every followed feed, the row in ``follows`` describes exactly
+the rows in ``hashes``, ``tiles`` and ``changes`` for that feed. Both change
+only inside ``apply_version``, one transaction per version, so a crash leaves
+the last applied version and nothing of the next.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import entries as E
+from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, join_labels
+from .checkpoint import Checkpoint, parse_checkpoint_body
+from .db import connect, write_txn
+from .errors import DigestError, InputError, StorageError
+from .lthash import LtHash16
+from .merkle import CompactRange, leaf_hash
+from .note import parse_note, parse_vkey
+from .tiles import parse_bundle
+from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
+from .verify import TrustedState, Version
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS follows (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL UNIQUE,
+    vkeys TEXT NOT NULL,               -- trusted log keys, one per line
+    urls TEXT NOT NULL,                -- tlog-tiles prefixes, one per line, tried in order
+    verified_checkpoint BLOB,          -- newest verified signed note (may be ahead of applied)
+    checkpoint BLOB,                   -- signed note whose size == applied_size (re-served by relays)
+    applied_size INTEGER NOT NULL DEFAULT 0,
+    compact BLOB NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    count INTEGER NOT NULL DEFAULT 0,
+    digest BLOB NOT NULL,
+    updated INTEGER,
+    last_sync INTEGER,
+    last_error TEXT
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    feed INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    action TEXT NOT NULL,              -- add | relabel | withdraw
+    hash_type TEXT NOT NULL,
+    value BLOB NOT NULL,
+    case_id TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    reason TEXT,
+    time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    feed INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    applied_at INTEGER NOT NULL,
+    PRIMARY KEY (feed, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hashes_by_value ON hashes (hash_type, value);
+""" 
+
+
+@dataclass(frozen=True)
+class Follow:
+    id: int
+    name: str
+    origin: str
+    vkeys: tuple[str, ...]
+    urls: tuple[str, ...]
+    verified_checkpoint: bytes | None
+    checkpoint: bytes | None
+    applied_size: int
+    compact: bytes
+    version: int
+    count: int
+    digest: bytes
+    updated: int | None
+    last_sync: int | None
+    last_error: str | None
+
+    def verified(self) -> Checkpoint | None:
+        if self.verified_checkpoint is None:
+            return None
+        return parse_checkpoint_body(parse_note(self.verified_checkpoint).text)
+
+    def trusted_state(self) -> TrustedState:
+        return TrustedState(self.verified(), self.applied_size, CompactRange.from_bytes(self.compact), self.version)
+
+
+@dataclass(frozen=True)
+class Match:
+    feed: str
+    hash_type: str
+    value: bytes
+    case: str
+    labels: tuple[str, ...]
+    added_version: int
+
+
+class Mirror:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        self.conn.executescript(TILES_SCHEMA + ACTIVE_SCHEMA + SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- follows ---------------------------------------------------------------
+
+    def follow(self, name: str, origin: str, vkeys: list[str], urls: list[str]) -> Follow:
+        for v in vkeys:
+            parse_vkey(v)  # InputError on a bad key
+        if not urls:
+            raise InputError("at least one upstream URL is needed")
+        with write_txn(self.conn):
+            try:
+                self.conn.execute(
+                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest) VALUES (?,?,?,?,?,?)",
+                    (name, origin, "\n".join(vkeys), "\n".join(urls), CompactRange().to_bytes(), LtHash16().digest()),
+                )
+            except sqlite3.IntegrityError:
+                raise InputError(f"already following a feed named {name!r} or with origin {origin!r}") from None
+        return self.get(name)
+
+    def get(self, name: str) -> Follow:
+        row = self.conn.execute("SELECT * FROM follows WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise InputError(f"not following a feed named {name!r} (see 'federation follow')")
+        return self._follow(row)
+
+    def all(self) -> list[Follow]:
+        return [self._follow(r) for r in self.conn.execute("SELECT * FROM follows ORDER BY name")]
+
+    @staticmethod
+    def _follow(row) -> Follow:
+        r = list(row)
+        r[3] = tuple(r[3].split("\n"))
+        r[4] = tuple(r[4].split("\n"))
+        return Follow(*r)
+
+    def record_sync(self, name: str, error: str | None) -> None:
+        self.conn.execute("UPDATE follows SET last_sync=?, last_error=? WHERE name=?", (int(time.time()), error, name))
+
+    # ---- applying --------------------------------------------------------------
+
+    def apply_version(self, name: str, v: Version, verified_note: bytes, verified: Checkpoint) -> None:
+        """Apply one verified version in one transaction, or nothing.
+
+        ``v``'s entries were already authenticated against ``verified``; here
+        the seal's count and digest are checked against the mirror's own
+        state after applying, and any mismatch rolls back (``DigestError``).
+        """
+        with write_txn(self.conn):
+            f = self.get(name)
+            if f.applied_size != v.start:
+                raise StorageError(f"feed {name}: mirror is at {f.applied_size}, version starts at {v.start}; "
+                                   "another sync ran concurrently")
+            active = ActiveSet(self.conn, f.id)
+            # 1. rows of the active set
+            res = active.apply(v.ops, v.seal.version, LtHash16(f.digest), f.count)
+            if res.count != v.seal.count or res.digest.digest() != v.seal.digest:
+                raise DigestError(
+                    f"feed {name} version {v.seal.version}: seal says {v.seal.count} hashes and digest "
+                    f"{v.seal.digest[:8].hex()}..., mirror computes {res.count} and {res.digest.digest()[:8].hex()}...")
+            # 2. change stream rows
+            self.conn.executemany(
+                "INSERT INTO changes (feed, version, action, hash_type, value, case_id, labels, reason, time)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                [(f.id, v.seal.version, c.action, c.hash_type, c.value, c.case, join_labels(c.labels), c.reason,
+                  v.seal.time) for c in res.changes],
+            )
+            # 3. tiles and bundles, rebuilt from the verified entries
+            log = TileStore(self.conn, f.id).appender(f.applied_size, CompactRange.from_bytes(f.compact))
+            log.append(v.encoded, v.hashes)
+            log.finish()
+            # 4. last, the head: position, digest, and the signed checkpoints.
+            served = verified_note if v.end == verified.size else None
+            self.conn.execute(
+                "INSERT INTO versions VALUES (?,?,?,?,?,?)",
+                (f.id, v.seal.version, v.end, v.seal.time, res.count, int(time.time())),
+            )
+            cur = self.conn.execute(
+                "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
+                " count=?, digest=?, updated=? WHERE id=? AND applied_size=?",
+                (verified_note, served, v.end, log.compact.to_bytes(), v.seal.version, res.count,
+                 res.digest.digest(), int(time.time()), f.id, f.applied_size),
+            )
+            if cur.rowcount != 1:
+                raise StorageError(f"feed {name} changed during apply; retry")
+
+    # ---- queries ----------------------------------------------------------------
+
+    def lookup(self, hash_type: str, value: bytes) -> list[Match]:
+        rows = self.conn.execute(
+            "SELECT f.name, h.hash_type, h.value, h.case_id, h.labels, h.added_version FROM hashes h"
+            " JOIN follows f ON f.id = h.feed WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
+            (hash_type, value),
+        ).fetchall()
+        return [Match(n, t, val, c, tuple(x for x in labels.split(",") if x), ver) for n, t, val, c, labels, ver in rows]
+
+    def changes(self, name: str, after: int = 0, limit: int = 1000) -> list[dict]:
+        f = self.get(name)
+        rows = self.conn.execute(
+            "SELECT seq, version, action, hash_type, value, case_id, labels, reason, time FROM changes"
+            " WHERE feed=? AND seq>? ORDER BY seq LIMIT ?", (f.id, after, limit)).fetchall()
+        return [dict(seq=s, version=v, action=a, type=t, hash=val.hex(), case=c,
+                     labels=[x for x in lab.split(",") if x], reason=r, time=tm)
+                for s, v, a, t, val, c, lab, r, tm in rows]
+
+    def audit(self, name: str) -> list[str]:
+        """Recompute digest, count and root from the mirror's own rows.
+
+        Returns a list of problems (empty when the mirror is consistent).
+        """
+        f = self.get(name)
+        problems = []
+        digest, count = ActiveSet(self.conn, f.id).recompute_digest()
+        if count != f.count:
+            problems.append(f"active rows: {count}, head says {f.count}")
+        if digest.digest() != f.digest:
+            problems.append("state digest recomputed from rows differs from the applied seal's digest")
+        # Root: replay every stored entry bundle into a fresh compact range.
+        tiles = TileStore(self.conn, f.id)
+        cr = CompactRange()
+        last_seal = None
+        for index in range((f.applied_size + 255) // 256):
+            width = min(256, f.applied_size - index * 256)
+            data = tiles.get(-1, index, width)
+            if data is None:
+                problems.append(f"entry bundle {index} (width {width}) missing")
+                break
+            for raw in parse_bundle(data, width):
+                cr.append(leaf_hash(raw))
+                entry = E.decode(raw)
+                if isinstance(entry, E.Seal):
+                    last_seal = entry
+        else:
+            if cr.root() != CompactRange.from_bytes(f.compact).root():
+                problems.append("Merkle root recomputed from stored entries differs from the stored tree")
+            if f.checkpoint is not None:
+                cp = parse_checkpoint_body(parse_note(f.checkpoint).text)
+                if cp.size == f.applied_size and cp.root != cr.root():
+                    problems.append("Merkle root recomputed from stored entries differs from the signed checkpoint")
+            if last_seal is not None and (last_seal.digest != digest.digest() or last_seal.count != count):
+                problems.append(f"rows disagree with the last seal (version {last_seal.version})")
+        return problems

@@ -1,0 +1,182 @@
+"""The publisher: a feed's append-only log, its tiles and its signed head.
+
+One SQLite file holds every feed a node publishes. Storage never touches key
+files: ``publish`` takes the signer as an argument (injected signer).
+
+Crash safety. ``publish`` runs in one ``BEGIN IMMEDIATE`` transaction, in this
+order; a crash (or error) at any step rolls the whole transaction back and
+leaves the previous version served, and the next publish starts from it:
+
+1. entries are applied to the active set (rows only),
+2. full tiles and bundles are inserted as they fill, then the partial ones,
+3. last, the feed row gets the new size, digest and signed checkpoint.
+
+Readers (the server) see either the old or the new version, never a mix,
+because they read the checkpoint and tiles from the same WAL snapshot and
+tiles of a size are written before the checkpoint that names it.
+"""
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import entries as E
+from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet
+from .checkpoint import Checkpoint
+from .db import connect, write_txn
+from .errors import InputError, StorageError
+from .lthash import LtHash16
+from .merkle import CompactRange
+from .note import Signer
+from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS feeds (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    origin TEXT NOT NULL UNIQUE,
+    vkey TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    compact BLOB NOT NULL,
+    checkpoint BLOB NOT NULL,
+    updated INTEGER NOT NULL
+);
+""" + TILES_SCHEMA + ACTIVE_SCHEMA
+
+CHUNK = 256 * 64  # entries processed per step while streaming a batch
+
+
+@dataclass(frozen=True)
+class Feed:
+    id: int
+    name: str
+    origin: str
+    vkey: str
+    size: int
+    version: int
+    count: int
+    digest: bytes
+    compact: bytes
+    checkpoint: bytes
+    updated: int
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    feed: str
+    version: int
+    old_size: int
+    size: int
+    adds: int
+    withdrawals: int
+    no_effect: int
+    count: int
+
+
+class Publisher:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- reads ---------------------------------------------------------------
+
+    def feeds(self) -> list[Feed]:
+        return [Feed(*r) for r in self.conn.execute("SELECT * FROM feeds ORDER BY name")]
+
+    def feed(self, name: str) -> Feed:
+        row = self.conn.execute("SELECT * FROM feeds WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise InputError(f"no feed named {name!r} in {self.path}")
+        return Feed(*row)
+
+    def tile(self, feed_id: int, level: int, index: int, width: int) -> bytes | None:
+        return TileStore(self.conn, feed_id).get(level, index, width)
+
+    # ---- writes --------------------------------------------------------------
+
+    def create_feed(self, name: str, origin: str, signer: Signer) -> Feed:
+        """Create an empty feed and sign its size-0 checkpoint."""
+        if signer.name != origin:
+            raise InputError(f"key name {signer.name!r} must equal the feed origin {origin!r}")
+        cp = Checkpoint(origin, 0, CompactRange().root()).sign([signer])
+        with write_txn(self.conn):
+            try:
+                self.conn.execute(
+                    "INSERT INTO feeds (name, origin, vkey, size, version, count, digest, compact, checkpoint, updated)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (name, origin, signer.vkey, 0, 0, 0, LtHash16().digest(), CompactRange().to_bytes(), cp, int(time.time())),
+                )
+            except sqlite3.IntegrityError:
+                raise InputError(f"a feed named {name!r} or with origin {origin!r} already exists") from None
+        return self.feed(name)
+
+    def publish(self, name: str, ops: Iterable[E.Add | E.Withdraw], signer: Signer,
+                allow_unknown_withdrawals: bool = False, now: int | None = None) -> PublishResult:
+        """Append ``ops`` and a seal as the next version, in one transaction.
+
+        Withdrawals that match nothing active are refused (``InputError``)
+        unless ``allow_unknown_withdrawals``: they are almost always a typo,
+        and a typo would leave the intended hash blocked.
+        """
+        stamp = int(time.time()) if now is None else now
+        with write_txn(self.conn):
+            feed = self.feed(name)
+            if signer.vkey != feed.vkey:
+                raise InputError(f"signer {signer.vkey} is not the key of feed {name!r} ({feed.vkey})")
+            active = ActiveSet(self.conn, feed.id)
+            digest, count = LtHash16(feed.digest), feed.count
+            log = TileStore(self.conn, feed.id).appender(feed.size, CompactRange.from_bytes(feed.compact))
+            n_add = n_withdraw = n_none = 0
+            it = iter(ops)
+            while chunk := list(itertools.islice(it, CHUNK)):
+                stamped = [E.Add(o.hash_type, o.value, o.case, o.labels, stamp) if isinstance(o, E.Add)
+                           else E.Withdraw(o.reason, stamp, o.hash_type, o.value, o.case) for o in chunk]
+                res = active.apply(stamped, feed.version + 1, digest, count)
+                if not allow_unknown_withdrawals:
+                    bad = next((o for o in res.no_effect if isinstance(o, E.Withdraw)), None)
+                    if bad is not None:
+                        what = f"case {bad.case}" if bad.by_case else f"{bad.hash_type} {bad.value.hex()}"
+                        raise InputError(f"withdrawal of {what} matches no active hash; nothing was published")
+                digest, count = res.digest, res.count
+                n_add += sum(1 for o in stamped if isinstance(o, E.Add))
+                n_withdraw += sum(1 for o in stamped if isinstance(o, E.Withdraw))
+                n_none += len(res.no_effect)
+                log.append([E.encode(o) for o in stamped])
+            if n_add + n_withdraw == 0:
+                raise InputError("the batch is empty; nothing was published")
+            seal = E.Seal(feed.version + 1, stamp, count, digest.digest())
+            log.append([E.encode(seal)])
+            # Partial tiles and bundle of the new size, before the checkpoint that names them.
+            log.finish()
+            compact = log.compact
+            cp = Checkpoint(feed.origin, compact.size, compact.root()).sign([signer])
+            # Signed head last. The WHERE clause is a compare-and-swap: a
+            # concurrent publisher would have changed size, and we roll back.
+            cur = self.conn.execute(
+                "UPDATE feeds SET size=?, version=?, count=?, digest=?, compact=?, checkpoint=?, updated=?"
+                " WHERE id=? AND size=?",
+                (compact.size, seal.version, count, seal.digest, compact.to_bytes(), cp, stamp, feed.id, feed.size),
+            )
+            if cur.rowcount != 1:
+                raise StorageError(f"feed {name!r} changed during publish; retry")
+        return PublishResult(name, seal.version, feed.size, compact.size, n_add, n_withdraw, n_none, count)
+
+    def resign(self, name: str, signer: Signer) -> bytes:
+        """Re-sign the current checkpoint (same tree) and store it."""
+        with write_txn(self.conn):
+            feed = self.feed(name)
+            compact = CompactRange.from_bytes(feed.compact)
+            cp = Checkpoint(feed.origin, feed.size, compact.root()).sign([signer])
+            self.conn.execute("UPDATE feeds SET checkpoint=? WHERE id=? AND size=?", (cp, feed.id, feed.size))
+        return cp

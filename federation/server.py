@@ -1,0 +1,149 @@
+"""The read side over HTTP (tlog-tiles), as an aiohttp app.
+
+Routes, per feed ``NAME`` (``/feeds/NAME/`` is the tlog-tiles prefix):
+
+* ``GET /feeds/NAME/checkpoint`` -- ``text/plain; charset=utf-8``, cacheable
+  for a few seconds only (it is mutable).
+* ``GET /feeds/NAME/tile/<L>/<N>[.p/<W>]`` and ``.../tile/entries/...`` --
+  ``application/octet-stream``, ``immutable`` for a year: a path names fixed
+  content. Entry bundles are gzip-compressed when the client accepts it.
+* ``GET /feeds`` -- JSON list of feeds (name, origin, vkey, size).
+* ``GET /healthz``.
+
+Paths are parsed by ``layout.parse_tile_path`` (a strict regex) and looked up
+in SQLite; nothing touches the filesystem, so traversal is impossible.
+Unknown feeds and tiles are 404.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from .db import connect
+from .errors import MalformedError
+from .layout import ENTRIES, TILE_WIDTH, parse_tile_path
+
+CHECKPOINT_CACHE = "public, max-age=2"
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+
+
+class FeedSource(Protocol):
+    """Where a server reads feeds from (publisher DB, mirror DB for relays)."""
+
+    def names(self) -> list[dict]: ...
+    def checkpoint(self, name: str) -> bytes | None: ...
+    def tile(self, name: str, level: int, index: int, width: int) -> bytes | None: ...
+
+
+class PublisherSource:
+    """Reads a publisher database through its own read-only connection."""
+
+    def __init__(self, path: Path | str):
+        self.conn = connect(path, readonly=True)
+        self._ids: dict[str, int] = {}
+
+    def names(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, origin, vkey, size, version FROM feeds ORDER BY name")
+        return [dict(name=n, origin=o, vkey=v, size=s, version=ver) for n, o, v, s, ver in rows]
+
+    def _id(self, name: str) -> int | None:
+        if name not in self._ids:
+            row = self.conn.execute("SELECT id FROM feeds WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return None
+            self._ids[name] = row[0]
+        return self._ids[name]
+
+    def checkpoint(self, name: str) -> bytes | None:
+        row = self.conn.execute("SELECT checkpoint FROM feeds WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def tile(self, name: str, level: int, index: int, width: int) -> bytes | None:
+        fid = self._id(name)
+        if fid is None:
+            return None
+        row = self.conn.execute(
+            "SELECT data FROM tiles WHERE feed=? AND level=? AND idx=? AND width=?", (fid, level, index, width)
+        ).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+SOURCES = web.AppKey("sources", list)
+TILE_CACHE = web.AppKey("tile_cache", OrderedDict)
+TILE_CACHE_MAX = 4096
+
+
+def _find(app: web.Application, name: str, fn: str, *args):
+    for source in app[SOURCES]:
+        value = getattr(source, fn)(name, *args)
+        if value is not None:
+            return value
+    return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def list_feeds(request: web.Request) -> web.Response:
+    feeds = [f for s in request.app[SOURCES] for f in s.names()]
+    return web.json_response({"feeds": feeds})
+
+
+async def get_checkpoint(request: web.Request) -> web.Response:
+    data = _find(request.app, request.match_info["name"], "checkpoint")
+    if data is None:
+        raise web.HTTPNotFound(text="no such feed\n")
+    return web.Response(body=data, content_type="text/plain", charset="utf-8",
+                        headers={"Cache-Control": CHECKPOINT_CACHE})
+
+
+async def get_tile(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        level, index, width = parse_tile_path("tile/" + request.match_info["path"])
+    except MalformedError:
+        raise web.HTTPNotFound(text="not a tile path\n") from None
+    cache = request.app[TILE_CACHE]
+    key = (name, level, index, width)
+    data = cache.get(key)
+    if data is None:
+        data = _find(request.app, name, "tile", level, index, width)
+        if data is None:
+            raise web.HTTPNotFound(text="no such tile\n")
+        if width == TILE_WIDTH:  # only full tiles are worth keeping hot
+            cache[key] = data
+            if len(cache) > TILE_CACHE_MAX:
+                cache.popitem(last=False)
+    resp = web.Response(body=data, content_type="application/octet-stream",
+                        headers={"Cache-Control": IMMUTABLE_CACHE})
+    if level == ENTRIES:
+        resp.enable_compression()  # tlog-tiles: bundles SHOULD be compressed
+    return resp
+
+
+def create_app(sources: list[FeedSource]) -> web.Application:
+    """App factory: serve ``sources`` (first match wins) read-only."""
+    app = web.Application(client_max_size=64 * 1024)
+    app[SOURCES] = sources
+    app[TILE_CACHE] = OrderedDict()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/feeds", list_feeds)
+    app.router.add_get("/feeds/{name}/checkpoint", get_checkpoint)
+    app.router.add_get("/feeds/{name}/tile/{path:.+}", get_tile)
+
+    async def close_sources(app: web.Application):
+        yield
+        for s in app[SOURCES]:
+            close = getattr(s, "close", None)
+            if close:
+                close()
+
+    app.cleanup_ctx.append(close_sources)
+    return app
