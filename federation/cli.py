@@ -1,0 +1,364 @@
+"""Command line: a thin layer over the library (click).
+
+Exit codes: 0 success; 1 verification failure (the mirror kept its last
+verified version); 2 bad input or usage; 3 transport failure; 4 storage.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .batch import parse_hash, read_batch
+from .errors import FederationError, InputError, StorageError, TransportError, VerificationError
+from .home import Home
+from .keys import load_signer, write_new_key
+
+log = logging.getLogger("federation")
+
+EXIT = {VerificationError: 1, InputError: 2, TransportError: 3, StorageError: 4}
+
+
+def _fail(e: FederationError) -> None:
+    code = next((c for cls, c in EXIT.items() if isinstance(e, cls)), 1)
+    click.echo(f"error ({e.kind}): {e}", err=True)
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """Turns FederationError into one clear line and an exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FederationError as e:
+            _fail(e)
+
+
+@click.group(cls=Group)
+@click.option("--home", envvar="FEDERATION_HOME", type=click.Path(file_okay=False),
+              help="Node directory (default ~/.federation, or $FEDERATION_HOME).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details to stderr.")
+@click.version_option(__version__)
+@click.pass_context
+def cli(ctx, home, verbose):
+    """Signed, verifiable hash-list feeds: publish, serve, mirror.
+
+    \b
+    Example:
+      federation demo
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = Home.resolve(home)
+
+
+# ---- publisher ------------------------------------------------------------------
+
+@cli.group()
+def feed():
+    """Create and list the feeds this node publishes.
+
+    \b
+    Example:
+      federation feed create tid --origin clearinghouse.example/feeds/tid
+    """
+
+
+@feed.command("create")
+@click.argument("name")
+@click.option("--origin", help="Checkpoint origin and key name (default localhost/feeds/NAME). "
+              "Use your public URL prefix without scheme.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the new private key (default HOME/private/NAME.key, mode 0600).")
+@click.pass_obj
+def feed_create(home: Home, name, origin, key_path):
+    """Create feed NAME with a new Ed25519 log key and print its vkey.
+
+    \b
+    Example:
+      federation feed create tid --origin clearinghouse.example/feeds/tid
+    """
+    from .publisher import Publisher
+    origin = origin or f"localhost/feeds/{name}"
+    key_path = key_path or home.key_path(name)
+    signer = write_new_key(key_path, origin)
+    pub = Publisher(home.publisher_db)
+    try:
+        pub.create_feed(name, origin, signer)
+    except InputError:
+        key_path.unlink()
+        raise
+    click.echo(f"created feed {name}\norigin: {origin}\nvkey:   {signer.vkey}\nkey:    {key_path} (keep it secret)")
+
+
+@feed.command("list")
+@click.pass_obj
+def feed_list(home: Home):
+    """List published feeds with their size, version and vkey.
+
+    \b
+    Example:
+      federation feed list
+    """
+    from .publisher import Publisher
+    for f in Publisher(home.publisher_db).feeds():
+        click.echo(f"{f.name}\tversion {f.version}\tsize {f.size}\t{f.count} active\t{f.vkey}")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("batch", type=click.File("r", encoding="utf-8"))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="Batch format (default: from the file extension).")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Private key file (default HOME/private/NAME.key).")
+@click.option("--allow-unknown-withdrawals", is_flag=True,
+              help="Publish withdrawals that match no active hash (normally refused as likely typos).")
+@click.pass_obj
+def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
+    """Publish BATCH (CSV or JSONL, '-' for stdin) as the next version of NAME.
+
+    The whole batch is one version, sealed and signed in one transaction:
+    on any error nothing is published.
+
+    \b
+    CSV header: op,type,hash,case,labels,reason
+    Example:
+      federation publish tid batch.csv
+      echo '{"op":"withdraw","case":"c-17","reason":"submitter_request"}' | federation publish tid - --format jsonl
+    """
+    from .publisher import Publisher
+    fmt = fmt or ("jsonl" if batch.name.endswith((".jsonl", ".ndjson")) else "csv")
+    signer = load_signer(key_path or home.key_path(name))
+    r = Publisher(home.publisher_db).publish(name, read_batch(batch, fmt), signer,
+                                             allow_unknown_withdrawals=allow_unknown_withdrawals)
+    click.echo(f"published {name} version {r.version}: {r.adds} adds, {r.withdrawals} withdrawals"
+               f" ({r.no_effect} without effect); tree size {r.old_size} -> {r.size}; {r.count} active hashes")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.pass_obj
+def serve(home: Home, host, port):
+    """Serve the published feeds read-only over HTTP (C2SP tlog-tiles).
+
+    Feeds appear under http://HOST:PORT/feeds/NAME/ (checkpoint, tile/...).
+
+    \b
+    Example:
+      federation serve --port 8080
+    """
+    from aiohttp import web
+    from .publisher import Publisher
+    from .server import PublisherSource, create_app
+    Publisher(home.publisher_db).close()  # create the schema if new
+    web.run_app(create_app([PublisherSource(home.publisher_db)]), host=host, port=port,
+                print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
+
+
+# ---- mirror ---------------------------------------------------------------------
+
+@cli.command()
+@click.argument("name")
+@click.option("--url", "urls", multiple=True, required=True,
+              help="tlog-tiles prefix of the feed, e.g. http://host:8080/feeds/tid/ (repeat for fallbacks).")
+@click.option("--origin", required=True, help="The feed's checkpoint origin.")
+@click.option("--vkey", "vkeys", multiple=True, required=True, help="Trusted log key (name+id+key); repeatable.")
+@click.pass_obj
+def follow(home: Home, name, urls, origin, vkeys):
+    """Start following a feed into this node's mirror as NAME.
+
+    \b
+    Example:
+      federation follow tid --url http://127.0.0.1:8080/feeds/tid/ \\
+        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...'
+    """
+    from .mirror import Mirror
+    f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls))
+    click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}")
+
+
+def _progress_bar(name: str):
+    from tqdm import tqdm
+    bar = tqdm(desc=f"sync {name}", unit=" entries", disable=not sys.stderr.isatty(), leave=False)
+
+    def on_version(v):
+        bar.update(v.end - v.start)
+        if not sys.stderr.isatty():
+            log.info("%s: applied version %d (log size %d)", name, v.seal.version, v.end)
+
+    return bar, on_version
+
+
+async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) -> int:
+    from .mirror import Mirror
+    from .sync import sync_once
+    mirror = Mirror(home.mirror_db)
+    names = names or [f.name for f in mirror.all()]
+    if not names:
+        raise InputError("no followed feeds (see 'federation follow')")
+    worst = 0
+    while True:
+        for name in names:
+            bar, on_version = _progress_bar(name)
+            try:
+                r = await sync_once(mirror, name, progress=on_version)
+                msg = (f"{name}: version {r.old_version} -> {r.version}, size {r.old_size} -> {r.size}"
+                       if r.changed else f"{name}: up to date at version {r.version} (size {r.size})")
+                click.echo(msg)
+            except FederationError as e:
+                click.echo(f"{name}: error ({e.kind}): {e}", err=True)
+                worst = worst or next((c for cls, c in EXIT.items() if isinstance(e, cls)), 1)
+            finally:
+                bar.close()
+        if not watch:
+            return worst
+        await asyncio.sleep(interval)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--watch", is_flag=True, help="Keep syncing every --interval seconds.")
+@click.option("--interval", default=30.0, show_default=True, help="Seconds between syncs with --watch.")
+@click.pass_obj
+def sync(home: Home, names, watch, interval):
+    """Fetch, verify and apply new versions of followed feeds (all by default).
+
+    Exits 1 if any feed failed verification (that feed keeps its last
+    verified version), 3 on transport failure.
+
+    \b
+    Example:
+      federation sync tid
+      federation sync --watch --interval 10
+    """
+    code = asyncio.run(_sync_all(home, list(names), watch, interval))
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def status(home: Home, as_json):
+    """Show every followed and published feed: version, size, count, last error.
+
+    \b
+    Example:
+      federation status --json
+    """
+    from .mirror import Mirror
+    from .publisher import Publisher
+    out = {"published": [], "followed": []}
+    if home.publisher_db.exists():
+        for f in Publisher(home.publisher_db).feeds():
+            out["published"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.size,
+                                         count=f.count, updated=f.updated, vkey=f.vkey))
+    if home.mirror_db.exists():
+        for f in Mirror(home.mirror_db).all():
+            v = f.verified()
+            out["followed"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.applied_size,
+                                        verified_size=v.size if v else 0, count=f.count, updated=f.updated,
+                                        last_sync=f.last_sync, last_error=f.last_error, urls=list(f.urls)))
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for f in out["published"]:
+        click.echo(f"published {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active")
+    for f in out["followed"]:
+        err = f"  last error: {f['last_error']}" if f["last_error"] else ""
+        click.echo(f"followed  {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active{err}")
+
+
+@cli.command()
+@click.argument("hash_type")
+@click.argument("value")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def lookup(home: Home, hash_type, value, as_json):
+    """Look up one hash in the mirror; exit 0 if active, 1 if not.
+
+    \b
+    Example:
+      federation lookup md5 9e107d9d372bb6826bd81d3542a419d6
+    """
+    from .mirror import Mirror
+    raw = parse_hash(hash_type, value)
+    matches = Mirror(home.mirror_db).lookup(hash_type.lower(), raw)
+    if as_json:
+        click.echo(json.dumps([dict(feed=m.feed, type=m.hash_type, hash=m.value.hex(), case=m.case,
+                                    labels=list(m.labels), added_version=m.added_version) for m in matches]))
+    else:
+        for m in matches:
+            click.echo(f"MATCH feed={m.feed} case={m.case} labels={','.join(m.labels)} version={m.added_version}")
+        if not matches:
+            click.echo("no match")
+    sys.exit(0 if matches else 1)
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def verify(home: Home, names):
+    """Audit the mirror: recompute digest, count and Merkle root from its rows.
+
+    \b
+    Example:
+      federation verify tid
+    """
+    from .mirror import Mirror
+    mirror = Mirror(home.mirror_db)
+    bad = 0
+    for name in names or [f.name for f in mirror.all()]:
+        problems = mirror.audit(name)
+        f = mirror.get(name)
+        if problems:
+            bad += 1
+            for p in problems:
+                click.echo(f"{name}: FAIL {p}")
+        else:
+            click.echo(f"{name}: ok (version {f.version}, size {f.applied_size}, {f.count} active; "
+                       "digest and root recomputed from rows)")
+    sys.exit(1 if bad else 0)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--after", default=0, show_default=True, help="Return changes after this sequence number.")
+@click.option("--limit", default=100, show_default=True)
+@click.pass_obj
+def changes(home: Home, name, after, limit):
+    """Print applied changes of a followed feed as JSON lines, oldest first.
+
+    \b
+    Example:
+      federation changes tid --after 0
+    """
+    from .mirror import Mirror
+    for c in Mirror(home.mirror_db).changes(name, after, limit):
+        click.echo(json.dumps(c))
+
+
+@cli.command()
+@click.option("--home", "demo_home", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep the demo's files here (default: a temporary directory).")
+def demo(demo_home):
+    """Run the whole story on loopback: publish, serve, mirror, withdraw.
+
+    \b
+    Example:
+      federation demo
+    """
+    from .demo import run_demo
+    ok = asyncio.run(run_demo(demo_home))
+    sys.exit(0 if ok else 1)
+
+
+def main() -> None:
+    cli(prog_name="federation")
