@@ -360,5 +360,19 @@ def demo(demo_home):
     sys.exit(0 if ok else 1)
 
 
+# Commands of other parts of the node live in their own modules; each
+# module's register(cli) adds its commands. Add one line per module here.
+EXTENSION_MODULES: list[str] = []
+
+
+def _register_extensions() -> None:
+    import importlib
+    for name in EXTENSION_MODULES:
+        importlib.import_module(f"federation.{name}").register(cli)
+
+
+_register_extensions()
+
+
 def main() -> None:
     cli(prog_name="federation")

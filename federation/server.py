@@ -128,9 +128,15 @@ async def get_tile(request: web.Request) -> web.Response:
     return resp
 
 
-def create_app(sources: list[FeedSource]) -> web.Application:
-    """App factory: serve ``sources`` (first match wins) read-only."""
-    app = web.Application(client_max_size=64 * 1024)
+def create_app(sources: list[FeedSource], extensions: list | None = None,
+               middlewares: list | None = None) -> web.Application:
+    """App factory: serve ``sources`` (first match wins) read-only.
+
+    ``extensions`` are callables ``install(app)`` that add routes, app keys
+    or cleanup contexts of other parts of the node (lookup API, witness,
+    publishing API, ...), each from its own module.
+    """
+    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares or [])
     app[SOURCES] = sources
     app[TILE_CACHE] = OrderedDict()
     app.router.add_get("/healthz", healthz)
@@ -146,4 +152,6 @@ def create_app(sources: list[FeedSource]) -> web.Application:
                 close()
 
     app.cleanup_ctx.append(close_sources)
+    for install in extensions or []:
+        install(app)
     return app
