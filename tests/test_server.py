@@ -1,0 +1,69 @@
+"""The read-side HTTP server against a real publisher database."""
+import gzip
+
+import pytest
+from aiohttp import web
+
+from federation.entries import Add
+from federation.note import Signer
+from federation.publisher import Publisher
+from federation.server import PublisherSource, create_app
+
+ORIGIN = "example.org/feeds/t"
+
+
+@pytest.fixture
+async def client(tmp_path, aiohttp_client):
+    p = Publisher(tmp_path / "pub.db")
+    s = Signer.generate(ORIGIN)
+    p.create_feed("t", ORIGIN, s)
+    p.publish("t", [Add("md5", i.to_bytes(16, "big"), "c", (), 0) for i in range(300)], s)
+    app = create_app([PublisherSource(tmp_path / "pub.db")])
+    c = await aiohttp_client(app)
+    c.publisher = p
+    yield c
+    p.close()
+
+
+async def test_checkpoint_headers(client):
+    r = await client.get("/feeds/t/checkpoint")
+    assert r.status == 200
+    assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert r.headers["Cache-Control"] == "public, max-age=2"
+    assert (await r.read()) == client.publisher.feed("t").checkpoint
+
+
+async def test_tiles_and_bundles(client):
+    r = await client.get("/feeds/t/tile/0/000")
+    assert r.status == 200 and len(await r.read()) == 8192
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert "immutable" in r.headers["Cache-Control"]
+    r = await client.get("/feeds/t/tile/0/001.p/45")
+    assert r.status == 200 and len(await r.read()) == 45 * 32
+    r = await client.get("/feeds/t/tile/1/000.p/1")
+    assert r.status == 200 and len(await r.read()) == 32
+    r = await client.get("/feeds/t/tile/entries/000", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert r.status == 200 and r.headers.get("Content-Encoding") == "gzip"
+    body = gzip.decompress(await r.read())
+    assert body.startswith(b"\x00")  # first entry's uint16 length
+
+
+@pytest.mark.parametrize("path", [
+    "/feeds/nope/checkpoint", "/feeds/nope/tile/0/000", "/feeds/t/tile/0/002", "/feeds/t/tile/0/001.p/44",
+    "/feeds/t/tile/0/../../../etc/passwd", "/feeds/t/tile/0/%2e%2e/%2e%2e/etc/passwd", "/feeds/t/tile/9/000",
+    "/feeds/t/tile/entries/0000", "/feeds/t/checkpoint/x", "/nothing", "/feeds/t/tile/0/000.p/256",
+])
+async def test_unknown_paths_404(client, path):
+    r = await client.get(path)
+    assert r.status == 404
+
+
+async def test_health_and_listing(client):
+    assert (await client.get("/healthz")).status == 200
+    feeds = (await (await client.get("/feeds")).json())["feeds"]
+    assert [f["name"] for f in feeds] == ["t"] and feeds[0]["size"] == 301
+
+
+async def test_write_methods_refused(client):
+    r = await client.post("/feeds/t/checkpoint", data=b"x")
+    assert r.status == 405
