@@ -8,10 +8,10 @@ signed byte is auditable.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from dataclasses import dataclass
 
+from .b64 import b64decode_canonical
 from .errors import MalformedError, SignatureError
 from .note import Note, Signer, Verifier, open_note, sign_note
 
@@ -50,9 +50,9 @@ def parse_checkpoint_body(text: bytes) -> Checkpoint:
     if not _SIZE_RE.match(size_line):
         raise MalformedError(f"checkpoint tree size {size_line!r} is not a canonical decimal")
     try:
-        root = base64.b64decode(root_line.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as e:
-        raise MalformedError("checkpoint root hash is not base64") from e
+        root = b64decode_canonical(root_line)
+    except ValueError as e:
+        raise MalformedError(f"checkpoint root hash: {e}") from e
     if len(root) != 32:
         raise MalformedError(f"checkpoint root hash is {len(root)} bytes, want 32")
     return Checkpoint(origin, int(size_line), root)

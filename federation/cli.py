@@ -145,8 +145,11 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
+              help="Node config (TOML): serve, follow, relay and accept publishes as it declares "
+                   "(see docs/node.md); --host/--port are then taken from its [node] listen.")
 @click.pass_obj
-def serve(home: Home, host, port):
+def serve(home: Home, host, port, config=None):
     """Serve the published feeds read-only over HTTP (C2SP tlog-tiles).
 
     Feeds appear under http://HOST:PORT/feeds/NAME/ (checkpoint, tile/...).
@@ -154,12 +157,18 @@ def serve(home: Home, host, port):
     \b
     Example:
       federation serve --port 8080
+      federation serve --config node.toml
     """
+    if config is not None:
+        from .cli_node import serve_config
+        return serve_config(home, config)
     from aiohttp import web
     from .publisher import Publisher
     from .server import PublisherSource, create_app
     Publisher(home.publisher_db).close()  # create the schema if new
-    web.run_app(create_app([PublisherSource(home.publisher_db)]), host=host, port=port,
+    from .snapshot import server_extension
+    web.run_app(create_app([PublisherSource(home.publisher_db)], extensions=[server_extension(home.publisher_db)]),
+                host=host, port=port,
                 print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
 
 
@@ -169,17 +178,27 @@ def serve(home: Home, host, port):
 @click.argument("name")
 @click.option("--url", "urls", multiple=True, required=True,
               help="tlog-tiles prefix of the feed, e.g. http://host:8080/feeds/tid/ (repeat for fallbacks).")
-@click.option("--origin", required=True, help="The feed's checkpoint origin.")
-@click.option("--vkey", "vkeys", multiple=True, required=True, help="Trusted log key (name+id+key); repeatable.")
+@click.option("--origin", help="The feed's checkpoint origin (required without --trust).")
+@click.option("--vkey", "vkeys", multiple=True, help="Trusted log key (name+id+key); repeatable (required without --trust).")
+@click.option("--trust", "trust_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Trust file (keys/NAME.trust): origin, log keys, witness quorum, max staleness, rotations.")
 @click.pass_obj
-def follow(home: Home, name, urls, origin, vkeys):
+def follow(home: Home, name, urls, origin, vkeys, trust_file=None):
     """Start following a feed into this node's mirror as NAME.
 
     \b
     Example:
+      federation follow tid --url http://127.0.0.1:8080/feeds/tid/ --trust keys/tid.trust
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ \\
         --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...'
     """
+    if trust_file is not None:
+        if origin or vkeys:
+            raise InputError("--trust gives the origin and keys; do not also pass --origin or --vkey")
+        from .cli_trust import follow_trusted
+        return follow_trusted(home, name, trust_file, list(urls))
+    if not origin or not vkeys:
+        raise InputError("--origin and --vkey are required without --trust")
     from .mirror import Mirror
     f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls))
     click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}")
@@ -304,14 +323,21 @@ def lookup(home: Home, hash_type, value, as_json):
 
 @cli.command()
 @click.argument("names", nargs=-1)
+@click.option("--against", "against", metavar="URL",
+              help="Another node's tlog-tiles prefix for the feed: prove our checkpoint consistent with its "
+                   "one, or print both signed notes as evidence of a fork (exit 1).")
 @click.pass_obj
-def verify(home: Home, names):
+def verify(home: Home, names, against=None):
     """Audit the mirror: recompute digest, count and Merkle root from its rows.
 
     \b
     Example:
       federation verify tid
+      federation verify tid --against http://other-member.example/feeds/tid/
     """
+    if against is not None:
+        from .cli_trust import verify_against_command
+        return verify_against_command(home, list(names), against)
     from .mirror import Mirror
     mirror = Mirror(home.mirror_db)
     bad = 0
@@ -362,7 +388,12 @@ def demo(demo_home):
 
 # Commands of other parts of the node live in their own modules; each
 # module's register(cli) adds its commands. Add one line per module here.
-EXTENSION_MODULES: list[str] = []
+EXTENSION_MODULES: list[str] = [
+    "cli_node",
+    "cli_trust",
+    "cli_platform",
+    "cli_scale",
+]
 
 
 def _register_extensions() -> None:

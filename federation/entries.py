@@ -106,7 +106,7 @@ def _check_time(t) -> None:
 
 
 def _check_hash(hash_type, value) -> None:
-    _check(hash_type in HASH_LENGTHS, f"unknown hash type {hash_type!r}")
+    _check(type(hash_type) is str and hash_type in HASH_LENGTHS, f"unknown hash type {hash_type!r}")
     _check(type(value) is bytes, "hash value must be bytes")
     want = HASH_LENGTHS[hash_type]
     _check(len(value) == want, f"{hash_type} hash is {len(value)} bytes, want {want}")
@@ -130,7 +130,7 @@ def validate(entry: Entry) -> Entry:
         _check_labels(entry.labels)
         _check_time(entry.time)
     elif isinstance(entry, Withdraw):
-        _check(entry.reason in WITHDRAW_REASONS, f"unknown withdraw reason {entry.reason!r}")
+        _check(type(entry.reason) is str and entry.reason in WITHDRAW_REASONS, f"unknown withdraw reason {entry.reason!r}")
         _check_time(entry.time)
         if entry.value is None:
             _check(entry.hash_type is None, "withdraw by case must not carry a hash type")
@@ -190,22 +190,29 @@ def decode(data: bytes) -> Entry:
         raise MalformedError(f"entry is not valid msgpack: {e}") from e
     _check(isinstance(m, dict), "entry is not a msgpack map")
     _check(m.get("v") == ENTRY_VERSION and type(m.get("v")) is int, f"unsupported entry version {m.get('v')!r}")
+    try:
+        entry = _from_map(m)
+        validate(entry)
+        canonical = encode(entry)
+    except (TypeError, ValueError, KeyError) as e:  # e.g. a list where a string belongs
+        raise MalformedError(f"entry has a field of the wrong type: {e}") from None
+    _check(canonical == data, "entry is not in canonical encoding")
+    return entry
+
+
+def _from_map(m: dict) -> Entry:
     op = m.get("op")
     if op == "add":
         _check(list(m) == _KEYS["add"], f"add entry keys {list(m)} != {_KEYS['add']}")
-        entry: Entry = Add(m["type"], m["hash"], m["case"], tuple(m["labels"]) if isinstance(m["labels"], list) else m["labels"], m["time"])
+        return Add(m["type"], m["hash"], m["case"], tuple(m["labels"]) if isinstance(m["labels"], list) else m["labels"], m["time"])
     elif op == "withdraw":
         keys = list(m)
         allowed = [["v", "op", "type", "hash", "reason", "time"],
                    ["v", "op", "type", "hash", "case", "reason", "time"],
                    ["v", "op", "case", "reason", "time"]]
         _check(keys in allowed, f"withdraw entry keys {keys} are not one of the allowed forms")
-        entry = Withdraw(m["reason"], m["time"], m.get("type"), m.get("hash"), m.get("case"))
+        return Withdraw(m["reason"], m["time"], m.get("type"), m.get("hash"), m.get("case"))
     elif op == "seal":
         _check(list(m) == _KEYS["seal"], f"seal entry keys {list(m)} != {_KEYS['seal']}")
-        entry = Seal(m["version"], m["time"], m["count"], m["digest"])
-    else:
-        raise MalformedError(f"unknown entry op {op!r}")
-    validate(entry)
-    _check(encode(entry) == data, "entry is not in canonical encoding")
-    return entry
+        return Seal(m["version"], m["time"], m["count"], m["digest"])
+    raise MalformedError(f"unknown entry op {op!r}")

@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS follows (
     vkeys TEXT NOT NULL,               -- trusted log keys, one per line
     urls TEXT NOT NULL,                -- tlog-tiles prefixes, one per line, tried in order
     verified_checkpoint BLOB,          -- newest verified signed note (may be ahead of applied)
-    checkpoint BLOB,                   -- signed note whose size == applied_size (re-served by relays)
+    checkpoint BLOB,                   -- newest signed note with size <= applied_size (re-served by relays)
     applied_size INTEGER NOT NULL DEFAULT 0,
     compact BLOB NOT NULL,
     version INTEGER NOT NULL DEFAULT 0,
@@ -182,7 +182,10 @@ class Mirror:
             log.append(v.encoded, v.hashes)
             log.finish()
             # 4. last, the head: position, digest, and the signed checkpoints.
-            served = verified_note if v.end == verified.size else None
+            # A relay re-serves `checkpoint`: during a multi-version catch-up it
+            # keeps the last complete one (its tiles stay stored) until the
+            # verified one is fully applied.
+            served = verified_note if v.end == verified.size else f.checkpoint
             self.conn.execute(
                 "INSERT INTO versions VALUES (?,?,?,?,?,?)",
                 (f.id, v.seal.version, v.end, v.seal.time, res.count, int(time.time())),

@@ -17,7 +17,6 @@ whole note (the spec's SHOULD, taken as MUST here); unknown keys are ignored.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -25,12 +24,14 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .b64 import b64decode_canonical
 from .errors import InputError, MalformedError, SignatureError
 
 SIG_ED25519 = 0x01
 SIG_COSIGNATURE_V1 = 0x04
 MAX_NOTE_BYTES = 64 * 1024
 MAX_SIGNATURES = 100  # spec: MUST accept at least 16
+MAX_COSIGNATURE_TIME = (1 << 63) - 1
 EM_DASH = "\u2014"
 
 _NAME_RE = re.compile(r"^[^\s+]+$")
@@ -50,9 +51,9 @@ def check_key_name(name: str) -> str:
 
 def _b64decode(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as e:
-        raise MalformedError(f"{what}: invalid base64") from e
+        return b64decode_canonical(text)
+    except ValueError as e:
+        raise MalformedError(f"{what}: {e}") from e
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Verifier:
             if len(signature) != 72:
                 return False
             timestamp = int.from_bytes(signature[:8], "big")
+            if timestamp > MAX_COSIGNATURE_TIME:  # tlog-cosignature: MUST NOT exceed 2^63 - 1
+                return False
             text = b"cosignature/v1\ntime %d\n" % timestamp + text
             signature = signature[8:]
         elif self.sig_type != SIG_ED25519:
@@ -108,15 +111,39 @@ def parse_vkey(vkey: str) -> Verifier:
     if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
         raise InputError(f"malformed vkey {vkey!r}: key ID must be 8 lower-case hex digits")
     try:
-        raw = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise InputError(f"malformed vkey {vkey!r}: bad base64") from e
+        raw = b64decode_canonical(blob)
+    except ValueError as e:
+        raise InputError(f"malformed vkey {vkey!r}: {e}") from e
     if len(raw) != 33 or raw[0] not in (SIG_ED25519, SIG_COSIGNATURE_V1):
         raise InputError(f"malformed vkey {vkey!r}: want type 0x01 or 0x04 and a 32-byte Ed25519 key")
     kid = int(hex_id, 16)
     if kid != key_id(name, raw[0], raw[1:]):
         raise InputError(f"malformed vkey {vkey!r}: key ID does not match the key")
     return Verifier(name, kid, raw[0], raw[1:])
+
+
+def format_private_key(name: str, sig_type: int, seed: bytes, kid: int) -> str:
+    blob = base64.b64encode(bytes([sig_type]) + seed).decode()
+    return f"PRIVATE+KEY+{name}+{kid:08x}+{blob}"
+
+
+def parse_private_key(text: str, sig_type: int) -> tuple[str, bytes, str]:
+    """``PRIVATE+KEY+name+keyid+base64(type || seed)`` -> (name, seed, hex key id).
+
+    The caller checks the key ID against the key it derives from the seed.
+    """
+    parts = text.strip().split("+", 4)  # the base64 part may itself contain '+'
+    if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
+        raise InputError("malformed private key: want PRIVATE+KEY+name+keyid+key")
+    name, hex_id, blob = parts[2:]
+    check_key_name(name)
+    try:
+        raw = b64decode_canonical(blob)
+    except ValueError as e:
+        raise InputError(f"malformed private key: {e}") from e
+    if len(raw) != 33 or raw[0] != sig_type:
+        raise InputError(f"malformed private key: want type 0x{sig_type:02x} and a 32-byte seed")
+    return name, raw[1:], hex_id
 
 
 class Signer:
@@ -141,23 +168,12 @@ class Signer:
         return self.verifier.vkey
 
     def private_key_text(self) -> str:
-        seed = self._key.private_bytes_raw()
-        blob = base64.b64encode(bytes([SIG_ED25519]) + seed).decode()
-        return f"PRIVATE+KEY+{self.name}+{self.verifier.key_id:08x}+{blob}"
+        return format_private_key(self.name, SIG_ED25519, self._key.private_bytes_raw(), self.verifier.key_id)
 
     @classmethod
     def from_private_key_text(cls, text: str) -> "Signer":
-        parts = text.strip().split("+", 4)
-        if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
-            raise InputError("malformed private key: want PRIVATE+KEY+name+keyid+key")
-        name, hex_id, blob = parts[2:]
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise InputError("malformed private key: bad base64") from e
-        if len(raw) != 33 or raw[0] != SIG_ED25519:
-            raise InputError("malformed private key: want type 0x01 and a 32-byte seed")
-        signer = cls.from_seed(name, raw[1:])
+        name, seed, hex_id = parse_private_key(text, SIG_ED25519)
+        signer = cls.from_seed(name, seed)
         if f"{signer.verifier.key_id:08x}" != hex_id:
             raise InputError("malformed private key: key ID does not match the key")
         return signer

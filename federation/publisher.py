@@ -122,8 +122,13 @@ class Publisher:
         return self.feed(name)
 
     def publish(self, name: str, ops: Iterable[E.Add | E.Withdraw], signer: Signer,
-                allow_unknown_withdrawals: bool = False, now: int | None = None) -> PublishResult:
+                allow_unknown_withdrawals: bool = False, now: int | None = None,
+                in_txn=None) -> PublishResult:
         """Append ``ops`` and a seal as the next version, in one transaction.
+
+        ``in_txn(conn, version, size)``, if given, runs inside that
+        transaction just before the signed head is written (the publishing
+        API records its idempotency key there, so both commit or neither).
 
         Withdrawals that match nothing active are refused (``InputError``)
         unless ``allow_unknown_withdrawals``: they are almost always a typo,
@@ -161,6 +166,8 @@ class Publisher:
             log.finish()
             compact = log.compact
             cp = Checkpoint(feed.origin, compact.size, compact.root()).sign([signer])
+            if in_txn is not None:
+                in_txn(self.conn, seal.version, compact.size)
             # Signed head last. The WHERE clause is a compare-and-swap: a
             # concurrent publisher would have changed size, and we roll back.
             cur = self.conn.execute(
@@ -179,4 +186,37 @@ class Publisher:
             compact = CompactRange.from_bytes(feed.compact)
             cp = Checkpoint(feed.origin, feed.size, compact.root()).sign([signer])
             self.conn.execute("UPDATE feeds SET checkpoint=? WHERE id=? AND size=?", (cp, feed.id, feed.size))
+        return cp
+
+    def replace_checkpoint(self, name: str, expected: bytes, note: bytes) -> bool:
+        """Store ``note`` (the same checkpoint with extra signature lines, e.g.
+        witness cosignatures) if the stored note is still ``expected``.
+
+        Compare-and-swap: False when a publish or another refresh got there
+        first; the caller's cosignatures are for an old note and are dropped.
+        """
+        with write_txn(self.conn):
+            cur = self.conn.execute("UPDATE feeds SET checkpoint=? WHERE name=? AND checkpoint=?",
+                                    (note, name, expected))
+            return cur.rowcount == 1
+
+    def rotate_key(self, name: str, old: Signer, new: Signer) -> bytes:
+        """Switch feed ``name`` to log key ``new`` (same name: the origin).
+
+        The current checkpoint is re-signed by both keys, so mirrors on the
+        old trust version and on the new one both accept it while they
+        rotate. The new key must already be in a published trust version.
+        """
+        with write_txn(self.conn):
+            feed = self.feed(name)
+            if old.vkey != feed.vkey:
+                raise InputError(f"signer {old.vkey} is not the current key of feed {name!r} ({feed.vkey})")
+            if new.name != feed.origin:
+                raise InputError(f"key name {new.name!r} must equal the feed origin {feed.origin!r}")
+            compact = CompactRange.from_bytes(feed.compact)
+            cp = Checkpoint(feed.origin, feed.size, compact.root()).sign([new, old])
+            cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=? WHERE id=? AND size=? AND vkey=?",
+                                    (new.vkey, cp, feed.id, feed.size, old.vkey))
+            if cur.rowcount != 1:
+                raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp

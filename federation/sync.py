@@ -46,7 +46,7 @@ class SyncResult:
         return self.size != self.old_size
 
 
-async def _ordered(fetcher: Fetcher, paths: list[tuple[tuple, str, int]], window: int):
+async def _ordered(fetcher: Fetcher, paths, window: int):
     """Fetch ``paths`` with up to ``window`` requests in flight, yield in order."""
     pending: collections.deque = collections.deque()
     it = iter(paths)
@@ -67,17 +67,29 @@ async def _ordered(fetcher: Fetcher, paths: list[tuple[tuple, str, int]], window
             task.cancel()
 
 
-async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None) -> SyncResult:
+async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, policy=None) -> SyncResult:
     """Bring feed ``name`` up to the upstream's signed checkpoint.
+
+    ``policy`` (``rotation.TrustPolicy``, for feeds followed with a trust
+    file): before anything else it follows the upstream's trust rotations
+    (each step stored atomically, replacing the trusted log keys), and every
+    checkpoint must carry its witness quorum, fresh enough; a failure there
+    (``QuorumError``, ``StaleError``, ...) leaves the feed's data unchanged.
 
     Raises a ``VerificationError`` subclass or ``TransportError`` on failure;
     returns a ``SyncResult`` (``changed`` False when nothing was new).
     """
+    if policy is not None:
+        await policy.refresh(fetcher)
     f = mirror.get(name)
     keys = [parse_vkey(k) for k in f.vkeys]
     state = f.trusted_state()
     raw = await fetcher.get("checkpoint", MAX_NOTE_BYTES)
     signed = open_checkpoint(raw, f.origin, keys)
+    if policy is not None:
+        # Before check_progress: an unchanged (frozen) checkpoint must be
+        # reported stale, not "up to date".
+        policy.check(signed)
     cp = signed.checkpoint
     try:
         V.check_progress(state, cp)
@@ -85,21 +97,21 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None) 
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
     # Step 3: prove the new leaves against the signed root.
-    needed = V.leaf_tiles(state.applied_size, cp.size)
+    needed = (((0, i, w), tile_path(0, i, w), MAX_TILE_BYTES) for _, i, w in V.leaf_tiles(state.applied_size, cp.size))
     tiles = []
-    async for (lvl, idx, w), data in _ordered(fetcher, [((0, i, w), tile_path(0, i, w), MAX_TILE_BYTES) for _, i, w in needed], fetcher.concurrency):
+    async for (lvl, idx, w), data in _ordered(fetcher, needed, fetcher.concurrency):
         tiles.append(parse_hash_tile(data, w, f"{f.origin} {tile_path(0, idx, w)}"))
     leaves = V.authenticate_leaves(state, cp, tiles)
     if leaves is None:
         root_tiles = {}
-        for lvl, idx, w in sorted(V.tiles_for_root(cp.size)):
+        for lvl, idx, w in sorted(V.tiles_for_fork_check(state, cp)):
             data = await fetcher.get(tile_path(lvl, idx, w), MAX_TILE_BYTES)
             root_tiles[(lvl, idx)] = parse_hash_tile(data, w, tile_path(lvl, idx, w))
-        raise V.classify_root_mismatch(cp, root_tiles, state.verified)
+        raise V.classify_root_mismatch(state, cp, root_tiles)
 
     # Step 4: entries, version by version.
     checker = V.EntryVerifier(state.applied_size, cp.size, leaves, state.version)
-    paths = [((i, w), tile_path(-1, i, w), MAX_BUNDLE_BYTES) for _, i, w in V.bundles(state.applied_size, cp.size)]
+    paths = (((i, w), tile_path(-1, i, w), MAX_BUNDLE_BYTES) for _, i, w in V.bundles(state.applied_size, cp.size))
     version = state.version
     async for (idx, w), data in _ordered(fetcher, paths, fetcher.concurrency):
         for v in checker.feed_bundle(idx, w, data):
@@ -112,12 +124,26 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None) 
 
 
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
-                    progress=None) -> SyncResult:
-    """Sync with a fetcher of our own, recording the outcome on the feed."""
+                    progress=None, policy=None, snapshots: bool = True) -> SyncResult:
+    """Sync with a fetcher of our own, recording the outcome on the feed.
+
+    A feed followed with a trust file syncs under its policy
+    (``rotation.policy_for``) unless ``policy`` is given.
+    With ``snapshots`` (default), a fresh mirror starts from the upstream's
+    newest snapshot if it offers one, and a mirror behind the upstream's
+    pruned range re-bootstraps by itself (``bootstrap.sync_with_snapshots``).
+    """
     f = mirror.get(name)
+    if policy is None:
+        from .rotation import policy_for
+        policy = policy_for(mirror, name)
     async with Fetcher(list(f.urls), concurrency=concurrency, headers=headers) as fetcher:
         try:
-            result = await sync_feed(mirror, name, fetcher, progress)
+            if snapshots:
+                from .bootstrap import sync_with_snapshots
+                result = await sync_with_snapshots(mirror, name, fetcher, progress, policy=policy)
+            else:
+                result = await sync_feed(mirror, name, fetcher, progress, policy=policy)
         except FederationError as e:
             mirror.record_sync(name, f"{e.kind}: {e}")
             raise

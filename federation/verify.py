@@ -7,21 +7,23 @@ No I/O here. ``sync`` fetches bytes and calls these in order:
 2. ``authenticate_leaves``: the level-0 hash tiles for the missing range,
    appended to the mirror's own compact range, reproduce the signed root.
    That proves both consistency (the new tree extends ours) and every new
-   leaf hash. If they do not, ``classify_root_mismatch`` tells a fork (the
-   tiles themselves reproduce the signed root) from tampered tiles.
+   leaf hash. If they do not, ``classify_root_mismatch`` tells a fork from
+   tampered tiles with an RFC 6962 consistency proof computed from the
+   served tiles.
 3. ``EntryVerifier``: each entry of each bundle hashes to its authenticated
    leaf hash, decodes strictly, and entries group into versions closed by a
    seal with the next version number.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import entries as E
 from .checkpoint import Checkpoint
 from .errors import ForkError, MalformedError, NothingNew, RollbackError
 from .layout import ENTRIES, TILE_WIDTH, tile_path, tile_width
-from .merkle import CompactRange, leaf_hash
+from .merkle import CompactRange, consistency_proof, leaf_hash, verify_consistency
 from .tiles import TileHashes, needed_tiles, parse_bundle
 
 
@@ -51,15 +53,18 @@ def check_progress(state: TrustedState, cp: Checkpoint) -> None:
         raise NothingNew()
 
 
-def leaf_tiles(start: int, size: int) -> list[tuple[int, int, int]]:
-    """Level-0 tiles (level, index, width) covering leaves [start, size)."""
-    if start >= size:
-        return []
-    return [(0, i, tile_width(0, i, size)) for i in range(start // TILE_WIDTH, (size - 1) // TILE_WIDTH + 1)]
+def leaf_tiles(start: int, size: int) -> Iterator[tuple[int, int, int]]:
+    """Level-0 tiles (level, index, width) covering leaves [start, size).
+
+    A generator: a signed but absurd size (2**40) costs nothing until the
+    tiles are actually fetched, and the first missing one ends the sync.
+    """
+    for i in range(start // TILE_WIDTH, (size - 1) // TILE_WIDTH + 1 if size > start else 0):
+        yield (0, i, tile_width(0, i, size))
 
 
-def bundles(start: int, size: int) -> list[tuple[int, int, int]]:
-    return [(ENTRIES, i, w) for _, i, w in leaf_tiles(start, size)]
+def bundles(start: int, size: int) -> Iterator[tuple[int, int, int]]:
+    return ((ENTRIES, i, w) for _, i, w in leaf_tiles(start, size))
 
 
 def authenticate_leaves(state: TrustedState, cp: Checkpoint, tiles: list[list[bytes]]) -> list[bytes] | None:
@@ -87,17 +92,48 @@ def tiles_for_root(size: int) -> set[tuple[int, int, int]]:
     return needed_tiles(size, lambda th: th.mth(0, size))
 
 
-def classify_root_mismatch(cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]], previous: Checkpoint | None) -> Exception:
+def _prefix_view(th: TileHashes, old: int, size: int) -> tuple[list[bytes], bytes]:
+    """From tiles: a consistency proof old -> size, and the tiles' root at ``old``."""
+    return consistency_proof(old, size, th.mth), th.mth(0, old)
+
+
+def _known_prefixes(state: TrustedState, cp: Checkpoint) -> list[tuple[int, bytes, str]]:
+    """(size, root, what) of every tree the new checkpoint must extend."""
+    out = []
+    v = state.verified
+    seen = f" (previously verified size {v.size})" if v is not None else ""
+    if 0 < state.applied_size < cp.size:
+        out.append((state.applied_size, state.compact.root(), f"the mirror's tree of size {state.applied_size}{seen}"))
+    if v is not None and state.applied_size < v.size < cp.size:
+        out.append((v.size, v.root, f"the checkpoint of previously verified size {v.size}"))
+    return out
+
+
+def tiles_for_fork_check(state: TrustedState, cp: Checkpoint) -> set[tuple[int, int, int]]:
+    need = tiles_for_root(cp.size)
+    for old, _, _ in _known_prefixes(state, cp):
+        need |= needed_tiles(cp.size, lambda th, old=old: _prefix_view(th, old, cp.size))
+    return need
+
+
+def classify_root_mismatch(state: TrustedState, cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]]) -> Exception:
     """Called when our tree plus the served leaf tiles miss the signed root.
 
-    If the served tiles alone hash to the signed root, they are authentic and
-    the signed tree does not contain ours: a fork. Otherwise the tiles were
-    tampered with (or are corrupt) on the way.
+    The served tiles are authentic only if they hash to the signed root. If
+    they do, a consistency proof computed from them, checked against the
+    signed root, pins the new tree's root at each size we already trust: a
+    different root there is a fork (two signed trees that cannot both be
+    true). In every other case the tiles were corrupted on the way.
     """
-    if cp.size and TileHashes(cp.size, tiles).mth(0, cp.size) == cp.root:
-        prev = f" (previously verified size {previous.size})" if previous else ""
-        return ForkError(f"signed tree of size {cp.size} does not extend the mirror's tree{prev}")
-    return MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}")
+    th = TileHashes(cp.size, tiles)
+    if th.mth(0, cp.size) != cp.root:
+        return MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}")
+    for old, root, what in _known_prefixes(state, cp):
+        proof, theirs = _prefix_view(th, old, cp.size)
+        if verify_consistency(old, cp.size, theirs, cp.root, proof) and theirs != root:
+            return ForkError(f"signed tree of size {cp.size} does not extend {what}")
+    return MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}: "
+                          "the level-0 tiles served for the new entries were altered")
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""Canonical standard base64 (RFC 4648 section 4), as signed notes need it.
+
+Python's ``base64.b64decode(validate=True)`` still accepts extra ``=`` after a
+complete group and non-zero padding bits, so one key or signature could be
+written as several strings; Go's ``encoding/base64`` (used by
+``sumdb/note``) rejects the extra padding. We accept exactly the string that
+``b64encode`` would produce.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+
+
+def b64decode_canonical(text: str | bytes) -> bytes:
+    """Decode ``text`` or raise ``ValueError`` unless it is canonical base64."""
+    if isinstance(text, str):
+        try:
+            text = text.encode("ascii")
+        except UnicodeEncodeError as e:
+            raise ValueError("base64 must be ASCII") from e
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"invalid base64: {e}") from e
+    if base64.b64encode(raw) != text:
+        raise ValueError("non-canonical base64 (extra padding or padding bits)")
+    return raw

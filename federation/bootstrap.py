@@ -1,0 +1,393 @@
+"""Bootstrap a mirror from a snapshot, verified against the signed log.
+
+A fresh mirror, or one that fell behind the publisher's pruned range, loads
+the newest snapshot (``federation.snapshot``) instead of replaying the log,
+then follows the log from the snapshot's tree size. The snapshot server is
+never trusted. With ``C`` the verified checkpoint and ``a`` the snapshot's
+tree size, ``verify_head`` (pure) proves from hash tiles at size ``C.size``:
+
+1. the seal closing the snapshot's version (the last entry of its last
+   bundle) is in the signed tree: an RFC 6962 inclusion proof to ``C.root``
+   (``malformed`` otherwise);
+2. the compact range at ``a`` (the Merkle state the mirror continues from),
+   read from the tiles, is consistent with ``C``: an RFC 6962 consistency
+   proof from ``root(a)`` to ``C.root``; and the bundle's entries, appended
+   to the compact range at the bundle's start, reproduce ``root(a)``
+   (``malformed`` otherwise);
+3. the header's count equals the seal's (``digest`` otherwise).
+
+Then ``load_snapshot`` streams the records into SQLite in primary-key order
+and checks, before committing, that their LtHash16 equals the seal's digest
+and their number its count (``digest`` otherwise, rolled back). The partial
+hash tiles at ``a`` and the last bundle are stored so the mirror can append
+and re-serve from there.
+
+Order of writes (one transaction; a crash anywhere leaves the mirror as it
+was before the bootstrap): rows, digest check, indexes, tiles, version row,
+and last the ``follows`` head (compare-and-swap on the applied size).
+
+Known limits: the change stream (``changes``) gets no rows for a bootstrap
+(a consumer must re-read the active set; the ``versions`` row and a log line
+mark it), and a bootstrapped mirror holds no entry bundles below ``a``, so
+``federation verify``'s full replay cannot run on it.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from . import entries as E
+from .activeset import join_labels
+from .checkpoint import Checkpoint, open_checkpoint
+from .db import write_txn
+from .errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
+from .fetcher import Fetcher
+from .layout import ENTRIES, TILE_WIDTH, tile_path
+from .lthash import LtHash16, ParallelSum
+from .merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
+from .mirror import Mirror
+from .note import MAX_NOTE_BYTES, parse_vkey
+from .snapshot import MAX_INDEX_BYTES, SnapshotHeader, SnapshotReader, SnapshotRef, bundle_range, parse_index, _progress
+from .tiles import TileHashes, needed_tiles, parse_bundle, parse_hash_tile
+from .tilestore import TileStore
+from . import verify as V
+
+log = logging.getLogger("federation.bootstrap")
+
+MAX_TILE_BYTES = 256 * 32
+MAX_SNAPSHOT_BYTES = 16 << 30
+PARALLEL_THRESHOLD = 50_000  # below this many records, worker start-up costs more than it saves
+
+
+@dataclass(frozen=True)
+class VerifiedHead:
+    """A snapshot header proven against a signed checkpoint."""
+
+    header: SnapshotHeader
+    seal: E.Seal
+    compact: CompactRange  # at header.size
+    tiles: dict[tuple[int, int, int], bytes]  # partial hash tiles at header.size, and the last bundle
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    feed: str
+    old_size: int
+    size: int
+    old_version: int
+    version: int
+    count: int
+    snapshot: str
+    seconds: float
+
+
+# ---- pure verification --------------------------------------------------------
+
+def _compact_nodes(size: int) -> list[tuple[int, int]]:
+    """[start, end) of the perfect subtrees of a tree of ``size``, largest first."""
+    out, start = [], 0
+    for k in range(size.bit_length() - 1, -1, -1):
+        if size >> k & 1:
+            out.append((start, start + (1 << k)))
+            start += 1 << k
+    return out
+
+
+def _head_proofs(th: TileHashes, header: SnapshotHeader, cp: Checkpoint):
+    """Everything ``verify_head`` reads from tiles: the compact ranges at the
+    snapshot's size and at the start of its last bundle, the consistency
+    proof to ``cp`` and the seal's inclusion proof."""
+    a = header.size
+    first = bundle_range(a)[0] * TILE_WIDTH
+    nodes = [th.mth(s, e) for s, e in _compact_nodes(a)]
+    before = [th.mth(s, e) for s, e in _compact_nodes(first)]
+    consistency = consistency_proof(a, cp.size, th.mth)
+    seal_proof = inclusion_proof(a - 1, cp.size, th.mth)
+    return nodes, before, consistency, seal_proof
+
+
+def head_tiles(header: SnapshotHeader, cp: Checkpoint) -> set[tuple[int, int, int]]:
+    """Hash tiles (level, index, width at ``cp.size``) that ``verify_head`` reads."""
+    if not 0 < header.size <= cp.size:
+        return set()
+    return needed_tiles(cp.size, lambda th: _head_proofs(th, header, cp))
+
+
+def verify_head(header: SnapshotHeader, origin: str, cp: Checkpoint,
+                tiles: dict[tuple[int, int], list[bytes]]) -> VerifiedHead:
+    """Prove a snapshot header against verified checkpoint ``cp``. Pure.
+
+    ``tiles`` maps (level, index) to the hashes of the tiles ``head_tiles``
+    named. Raises ``MalformedError`` (not in the signed tree, bad bytes) or
+    ``DigestError`` (header count differs from the seal's).
+    """
+    a = header.size
+    if header.origin != origin:
+        raise MalformedError(f"snapshot is of origin {header.origin!r}, want {origin!r}")
+    if not 0 < a <= cp.size:
+        raise MalformedError(f"snapshot tree size {a} is outside the signed tree of size {cp.size}")
+    bidx, bwidth = bundle_range(a)
+    where = f"snapshot of {origin} at size {a}: bundle {tile_path(ENTRIES, bidx, bwidth)}"
+    entries = parse_bundle(header.bundle, bwidth, where)
+    th = TileHashes(cp.size, tiles)
+    nodes, before, consistency, seal_proof = _head_proofs(th, header, cp)
+    if th.needed:
+        raise MalformedError(f"{where}: hash tiles missing for the proofs: {sorted(th.needed)[:4]}")
+    # 1. the seal closing the snapshot's version is in the signed tree.
+    if not verify_inclusion(leaf_hash(entries[-1]), a - 1, cp.size, seal_proof, cp.root):
+        raise MalformedError(f"{where}: the seal at entry {a - 1} is not in the signed tree "
+                             f"of size {cp.size} (inclusion proof fails)")
+    try:
+        seal = E.decode(entries[-1])
+    except MalformedError as e:
+        raise MalformedError(f"{where}: last entry: {e}") from None
+    if not isinstance(seal, E.Seal) or seal.version != header.version:
+        raise MalformedError(f"{where}: last entry is not the seal of version {header.version}")
+    # 2. the Merkle state at size a, from the tiles, is a prefix of the signed tree.
+    compact = CompactRange(a, nodes)
+    if not verify_consistency(a, cp.size, compact.root(), cp.root, consistency):
+        raise MalformedError(f"hash tiles at size {a} are not consistent with the signed root of size {cp.size}")
+    # ... and the bundle's other entries are its leaves [first, a): appended to
+    # the tree before the bundle, they reproduce that verified root.
+    rebuilt = CompactRange(bidx * TILE_WIDTH, before)
+    for raw in entries:
+        rebuilt.append(leaf_hash(raw))
+    if rebuilt.root() != compact.root():
+        raise MalformedError(f"{where}: entries are not the signed tree's leaves {bidx * TILE_WIDTH}..{a - 1}")
+    # 3. the count the loader will check records against is the seal's.
+    if header.count != seal.count:
+        raise DigestError(f"snapshot of {origin} version {seal.version} states {header.count} hashes, "
+                          f"its seal says {seal.count}")
+    # Partial tiles at size a, for the mirror's appender (tlog-tiles widths at a);
+    # every hash in them was read into the compact range just verified.
+    out: dict[tuple[int, int, int], bytes] = {(ENTRIES, bidx, bwidth): header.bundle}
+    level = 0
+    while a >> (8 * level):
+        count = a >> (8 * level)
+        w = count % TILE_WIDTH
+        if w:
+            out[(level, count // TILE_WIDTH, w)] = b"".join(tiles[(level, count // TILE_WIDTH)][:w])
+        level += 1
+    return VerifiedHead(header, seal, compact, out)
+
+
+def record_element(rec: tuple[str, bytes, str, tuple[str, ...]]) -> bytes:
+    """LtHash element of a snapshot record (module-level: runs in workers)."""
+    return E.element(*rec)
+
+
+def _record_elements(batch: list) -> list[bytes]:
+    return [E.element(t, v, c, labels) for t, v, c, labels in batch]
+
+
+# ---- loading (blocking; run in a thread) ---------------------------------------
+
+_DROP_INDEXES = ("hashes_by_case", "hashes_by_value")
+_INDEX_SQL = {
+    "hashes_by_case": "CREATE INDEX IF NOT EXISTS hashes_by_case ON hashes (feed, case_id)",
+    "hashes_by_value": "CREATE INDEX IF NOT EXISTS hashes_by_value ON hashes (hash_type, value)",
+}
+
+
+def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHead, reader: SnapshotReader,
+                  cp_note: bytes, cp: Checkpoint, workers: int | None = None,
+                  progress: bool | None = None) -> int:
+    """Replace feed ``name``'s active set with the snapshot's records, or change nothing.
+
+    Rows go in in primary-key order (the snapshot's order) with the secondary
+    indexes dropped, and the indexes are rebuilt after: SQLite's fast path.
+    LtHash work runs in ``workers`` processes meanwhile. Returns the count.
+    """
+    conn = mirror.conn
+    seal = head.seal
+    if workers is None:
+        workers = (os.cpu_count() or 1) if head.header.count >= PARALLEL_THRESHOLD else 0
+    bar = _progress(f"bootstrap {name}", head.header.count, progress)
+    with ParallelSum(workers) as summer, write_txn(conn):
+        f = mirror.get(name)
+        if f.applied_size != expect_size:
+            raise StorageError(f"feed {name}: mirror moved from {expect_size} to {f.applied_size} during bootstrap")
+        existing = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='hashes'")]
+        # 1. rows (old ones out; the indexes are rebuilt once at the end)
+        for ix in _DROP_INDEXES:
+            conn.execute(f"DROP INDEX IF EXISTS {ix}")
+        conn.execute("DELETE FROM hashes WHERE feed=?", (f.id,))
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: bounded, and enough for sorted appends
+        n = 0
+        insert = "INSERT INTO hashes VALUES (?,?,?,?,?,?,?)"
+        try:
+            for batch in reader.records():
+                conn.executemany(insert, [(f.id, t, v, c, join_labels(labels), seal.version, seal.time)
+                                          for t, v, c, labels in batch])
+                if workers:
+                    summer.add_with(_record_elements, batch)
+                else:
+                    summer.add(_record_elements(batch))
+                n += len(batch)
+                bar.update(len(batch))
+            digest = summer.result()
+        except (ValueError, TypeError, AttributeError) as e:
+            # element(): a field too long for its u8 length, or a non-str label
+            raise MalformedError(f"snapshot record cannot be an active record: {e}") from None
+        finally:
+            bar.close()
+        # 2. the state digest and count, before anything is committed
+        if n != seal.count or digest.digest() != seal.digest:
+            raise DigestError(f"feed {name} snapshot of version {seal.version}: seal says {seal.count} hashes and "
+                              f"digest {seal.digest[:8].hex()}..., snapshot holds {n} with digest "
+                              f"{digest.digest()[:8].hex()}...")
+        # 3. indexes rebuilt in one pass each
+        for ix in _DROP_INDEXES:
+            if ix in existing:
+                conn.execute(_INDEX_SQL[ix])
+        # 4. tiles: old entry bundles out (their entries may be withdrawn ones), new
+        #    partial tiles and the last bundle in; hash tiles of the old prefix stay valid.
+        conn.execute("DELETE FROM tiles WHERE feed=? AND level=?", (f.id, ENTRIES))
+        TileStore(conn, f.id).put(head.tiles)
+        conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
+                     (f.id, seal.version, head.header.size, seal.time, n, int(time.time())))
+        # 5. last, the head
+        served = cp_note if head.header.size == cp.size else None
+        cur = conn.execute(
+            "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
+            " count=?, digest=?, updated=? WHERE id=? AND applied_size=?",
+            (cp_note, served, head.header.size, head.compact.to_bytes(), seal.version, n, seal.digest,
+             int(time.time()), f.id, expect_size))
+        if cur.rowcount != 1:
+            raise StorageError(f"feed {name} changed during bootstrap; retry")
+    return n
+
+
+# ---- the I/O shell --------------------------------------------------------------
+
+async def fetch_index(fetcher: Fetcher) -> tuple[list[SnapshotRef], int]:
+    return parse_index(await fetcher.get("snapshot/index", MAX_INDEX_BYTES))
+
+
+async def _download(fetcher: Fetcher, ref: SnapshotRef, dest: Path) -> None:
+    """Stream ``snapshot/<sha256>`` to ``dest``; the bytes must hash to the name."""
+    session = fetcher._session
+    if session is None:
+        raise TransportError("fetcher is not open")
+    errors = []
+    limit = min(ref.bytes, MAX_SNAPSHOT_BYTES)
+    for prefix in fetcher.prefixes:
+        url = f"{prefix}snapshot/{ref.sha256}"
+        digest, n = hashlib.sha256(), 0
+        try:
+            async with fetcher.semaphore, session.get(url, headers=fetcher.headers,
+                                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as resp:
+                if resp.status != 200:
+                    raise TransportError(f"GET {url}: HTTP {resp.status}")
+                with open(dest, "wb") as out:
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        n += len(chunk)
+                        if n > limit:
+                            raise TransportError(f"GET {url}: more than the {limit} bytes the index states")
+                        digest.update(chunk)
+                        out.write(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            errors.append(f"GET {url}: {type(e).__name__}: {e}")
+            continue
+        except TransportError as e:
+            errors.append(str(e))
+            continue
+        if digest.hexdigest() != ref.sha256:
+            raise MalformedError(f"snapshot from {url} hashes to {digest.hexdigest()}, not its name")
+        return
+    raise TransportError("; ".join(errors))
+
+
+async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: int | None = None,
+                         progress: bool | None = None, policy=None) -> BootstrapResult | None:
+    """Load the newest usable snapshot of feed ``name`` into the mirror.
+
+    Returns None when the mirror is already at the signed checkpoint.
+    Raises ``TransportError`` when no snapshot newer than the mirror exists,
+    a ``VerificationError`` when one fails verification (mirror unchanged).
+    """
+    t0 = time.perf_counter()
+    if policy is not None:  # rotation.TrustPolicy: follow key rotations first, as sync_feed does
+        await policy.refresh(fetcher)
+    f = mirror.get(name)
+    keys = [parse_vkey(k) for k in f.vkeys]
+    signed = open_checkpoint(await fetcher.get("checkpoint", MAX_NOTE_BYTES), f.origin, keys)
+    if policy is not None:
+        policy.check(signed)
+    cp = signed.checkpoint
+    try:
+        V.check_progress(f.trusted_state(), cp)
+    except NothingNew:
+        return None
+    refs, _minimum = await fetch_index(fetcher)
+    usable = [r for r in refs if f.applied_size < r.size <= cp.size]
+    if not usable:
+        raise TransportError(f"feed {name}: no snapshot between size {f.applied_size} and {cp.size} is offered")
+    ref = usable[-1]
+    fd, tmp = tempfile.mkstemp(dir=mirror.path.parent, prefix=".snapshot-", suffix=".tmp")
+    os.close(fd)
+    try:
+        await _download(fetcher, ref, Path(tmp))
+        with open(tmp, "rb") as fh:
+            reader = SnapshotReader(fh)
+            header = reader.header
+            needed = sorted(head_tiles(header, cp)) if 0 < header.size <= cp.size else []
+            datas = await asyncio.gather(*(fetcher.get(tile_path(lvl, idx, w), MAX_TILE_BYTES) for lvl, idx, w in needed))
+            tiles = {(lvl, idx): parse_hash_tile(d, w, tile_path(lvl, idx, w)) for (lvl, idx, w), d in zip(needed, datas)}
+            head = verify_head(header, f.origin, cp, tiles)
+            n = await asyncio.to_thread(load_snapshot, mirror, name, f.applied_size, head, reader,
+                                        signed.raw, cp, workers, progress)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    dt = time.perf_counter() - t0
+    log.info("feed %s: bootstrapped from snapshot %s: version %d, size %d, %d hashes in %.1f s",
+             name, ref.sha256[:16], head.seal.version, header.size, n, dt)
+    return BootstrapResult(name, f.applied_size, header.size, f.version, head.seal.version, n, ref.sha256, dt)
+
+
+async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, policy=None):
+    """``sync.sync_feed``, bootstrapping from a snapshot when that is the way forward:
+
+    * a fresh mirror (nothing applied) starts from the newest snapshot, if the
+      upstream offers any (no snapshot index: it replays the log as before);
+    * a mirror whose next entry bundle the upstream no longer serves, and whose
+      position is below the advertised minimum index, re-bootstraps by itself
+      and says so in the log (WARNING), then follows the log again.
+    """
+    from .sync import SyncResult, sync_feed
+
+    f = mirror.get(name)
+    if f.applied_size == 0:
+        try:
+            refs, _ = await fetch_index(fetcher)
+        except (TransportError, MalformedError) as e:
+            log.debug("feed %s: no snapshot index (%s); replaying the log", name, e)
+            refs = []
+        if refs:
+            await bootstrap_feed(mirror, name, fetcher, policy=policy)
+    try:
+        r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
+    except TransportError as failure:
+        # Was it a pruned bundle? Ask the (unsigned) index; at worst a lying
+        # index makes us bootstrap, which is verified like any other.
+        try:
+            _, minimum = await fetch_index(fetcher)
+        except (TransportError, MalformedError):
+            raise failure from None
+        now = mirror.get(name)
+        if minimum <= now.applied_size:
+            raise
+        log.warning("feed %s: fell behind the upstream's pruned range (minimum index %d > applied size %d); "
+                    "re-bootstrapping from a snapshot", name, minimum, now.applied_size)
+        await bootstrap_feed(mirror, name, fetcher, policy=policy)
+        r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
+    return SyncResult(name, f.applied_size, r.size, f.version, r.version)

@@ -1,0 +1,230 @@
+"""CLI of the platform side: ``federation platform ...`` and ``federation doctor``.
+
+A thin layer over ``platform_node``, ``lookup``, ``changes_api`` and
+``doctor``. Registered through ``cli.EXTENSION_MODULES``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .home import Home
+from .pdq_index import DEFAULT_THRESHOLD
+
+
+def platform_db(home: Home) -> Path:
+    return home.root / "platform.db"
+
+
+@click.group()
+def platform():
+    """Serve and consume a mirror: lookup API, change stream, webhooks, metrics.
+
+    \b
+    Example:
+      federation platform serve --port 8081 --sync-interval 30
+    """
+
+
+@platform.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8081, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=int,
+              help="Default PDQ near-match threshold (Hamming distance) of the lookup API.")
+@click.option("--sync-interval", type=float, default=None,
+              help="Also sync every followed feed every N seconds in this process.")
+@click.option("--log-json", is_flag=True, help="Write logs as JSON lines (ts, level, logger, msg, ...).")
+@click.pass_obj
+def serve(home: Home, host, port, threshold, sync_interval, log_json):
+    """Serve the mirror's lookup API, change stream, webhooks and /metrics.
+
+    Routes: /lookup, /changes, /consumers/NAME/changes, /consumers/NAME/ack,
+    /webhooks, /metrics (see docs/openapi.yaml). There is no authentication:
+    listen on loopback or behind your own proxy.
+
+    \b
+    Example:
+      federation platform serve --port 8081 --sync-interval 30 --log-json
+    """
+    from aiohttp import web
+    from .platform_node import PlatformNode
+    if log_json:
+        from .jsonlog import use_json_logs
+        use_json_logs()
+    node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval)
+    web.run_app(node.app, host=host, port=port, access_log=None,
+                print=lambda *_: logging.getLogger("federation.platform").info(
+                    "serving the platform API of %s on http://%s:%d/", home.mirror_db, host, port))
+
+
+@platform.command("lookup")
+@click.argument("hash_type")
+@click.argument("values", nargs=-1, required=True)
+@click.option("--threshold", type=int, default=DEFAULT_THRESHOLD, show_default=True,
+              help="PDQ only: report hashes within this Hamming distance (0 = exact).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per value).")
+@click.pass_obj
+def lookup_cmd(home: Home, hash_type, values, threshold, as_json):
+    """Look up hashes in the mirror, PDQ by near-match; exit 0 if any matched.
+
+    Each match shows feed, case, labels, the version that added it and, for
+    PDQ, the Hamming distance.
+
+    \b
+    Example:
+      federation platform lookup pdq f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22
+      federation platform lookup pdq HEX --threshold 20 --json
+      federation platform lookup md5 9e107d9d372bb6826bd81d3542a419d6 d41d8cd98f00b204e9800998ecf8427e
+    """
+    from .lookup import Lookup, parse_query
+    lk = Lookup(home.mirror_db, threshold)
+    try:
+        queries = [parse_query({"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
+                   for v in values]
+        results = lk.answer(queries)
+    finally:
+        lk.close()
+    for r in results:
+        if as_json:
+            click.echo(json.dumps(r))
+            continue
+        for m in r["matches"]:
+            dist = f" distance={m['distance']}" if r["type"] == "pdq" else ""
+            click.echo(f"MATCH {r['type']} {r['hash']} -> feed={m['feed']} case={m['case']} "
+                       f"labels={','.join(m['labels'])} version={m['added_version']}{dist}"
+                       + (f" matched={m['hash']}" if m["hash"] != r["hash"] else ""))
+        if not r["matches"]:
+            click.echo(f"no match {r['type']} {r['hash']}")
+    sys.exit(0 if any(r["matched"] for r in results) else 1)
+
+
+@platform.command("changes")
+@click.option("--consumer", help="Read from this consumer's stored cursor and advance it after printing.")
+@click.option("--after", type=int, help="Read changes after this sequence number (no stored cursor).")
+@click.option("--feed", help="Only changes of this followed feed.")
+@click.option("--limit", default=100, show_default=True, help="At most this many changes.")
+@click.option("--no-ack", is_flag=True, help="With --consumer: print without advancing the cursor.")
+@click.pass_obj
+def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
+    """Print applied changes (add, relabel, withdraw) as JSON lines, oldest first.
+
+    With --consumer the cursor is stored in HOME/platform.db and advanced
+    only after every line was written, so a crash re-prints rather than
+    skips (at-least-once; deduplicate on "seq").
+
+    \b
+    Example:
+      federation platform changes --consumer moderation --limit 500
+      federation platform changes --after 0 --feed tid
+    """
+    from .changes_api import PlatformStore, head, read_changes
+    from .db import connect
+    from .errors import InputError
+    if (consumer is None) == (after is None):
+        raise InputError("give exactly one of --consumer NAME or --after SEQ")
+    mirror = connect(home.mirror_db, readonly=True)
+    store = PlatformStore(platform_db(home)) if consumer else None
+    start = store.cursor(consumer) if store else after
+    rows = read_changes(mirror, start, limit, feed)
+    for row in rows:
+        click.echo(json.dumps(row))
+    sys.stdout.flush()
+    if store and rows and not no_ack:
+        store.ack(consumer, rows[-1]["seq"], head(mirror))
+
+
+@platform.group()
+def webhook():
+    """Register webhooks that receive the change stream (HMAC-signed, retried).
+
+    \b
+    Example:
+      federation platform webhook add moderation https://platform.example/hooks/hashes
+    """
+
+
+@webhook.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--feed", help="Only this followed feed's changes (default: all).")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the shared HMAC secret as hex (default: generate one and print it).")
+@click.option("--from-now", is_flag=True, help="Start at the newest change instead of the beginning.")
+@click.pass_obj
+def webhook_add(home: Home, name, url, feed, secret_file, from_now):
+    """Deliver every change to URL as signed JSON POSTs, until it answers 2xx.
+
+    \b
+    Example:
+      federation platform webhook add moderation https://platform.example/hooks/hashes --feed tid
+    """
+    from .changes_api import PlatformStore, head
+    from .db import connect
+    from .mirror import Mirror
+    Mirror(home.mirror_db).close()
+    start = head(connect(home.mirror_db, readonly=True)) if from_now else 0
+    secret = secret_file.read_text().strip() if secret_file else None
+    hook = PlatformStore(platform_db(home)).add_webhook(name, url, secret, feed, start)
+    click.echo(f"webhook {hook.name} -> {hook.url} from seq {hook.cursor}")
+    if secret is None:
+        click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies X-Federation-Signature)")
+
+
+@webhook.command("list")
+@click.pass_obj
+def webhook_list(home: Home):
+    """Show webhooks with their cursor, pending batch and last error.
+
+    \b
+    Example:
+      federation platform webhook list
+    """
+    from .changes_api import PlatformStore
+    for h in PlatformStore(platform_db(home)).webhooks():
+        click.echo(json.dumps(h.public()))
+
+
+@webhook.command("remove")
+@click.argument("name")
+@click.pass_obj
+def webhook_remove(home: Home, name):
+    """Stop delivering to webhook NAME and forget its cursor.
+
+    \b
+    Example:
+      federation platform webhook remove moderation
+    """
+    from .changes_api import PlatformStore
+    PlatformStore(platform_db(home)).remove_webhook(name)
+    click.echo(f"removed webhook {name}")
+
+
+@click.command()
+@click.option("--no-network", is_flag=True, help="Skip the upstream reachability checks.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each upstream.")
+@click.pass_obj
+def doctor(home: Home, no_network, timeout):
+    """Check config, trust keys, key file permissions and upstream reachability.
+
+    Exits 1 if any check failed; changes nothing.
+
+    \b
+    Example:
+      federation doctor
+      federation doctor --no-network
+    """
+    from .doctor import FAIL, run_doctor
+    checks = asyncio.run(run_doctor(home, network=not no_network, timeout=timeout))
+    for c in checks:
+        click.echo(f"{c.status.upper():4} {c.what}: {c.detail}")
+    sys.exit(1 if any(c.status == FAIL for c in checks) else 0)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(platform)
+    cli.add_command(doctor)

@@ -1,0 +1,343 @@
+"""CLI for trust files, rotation, cosigning and witnessing (thin: see trust,
+rotation, cosign, witness and gossip for the logic).
+
+Commands: ``federation trust keygen|new|sign|check|publish``,
+``federation cosign keygen|run``, ``federation witness add-log|serve``.
+``federation follow --trust`` and ``federation verify --against`` live in
+``cli.py`` and call ``follow_trusted`` / ``verify_against_command`` here.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import FederationError, InputError
+from .home import Home
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    # Trust files are public; write atomically so a reader never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+@click.group()
+def trust():
+    """Trust files (keys/<feed>.trust): create, sign, check, publish.
+
+    \b
+    Example:
+      federation trust check keys/tid.trust
+    """
+
+
+@trust.command("keygen")
+@click.argument("name")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the private trust key (mode 0600). Keep it offline.")
+def trust_keygen(name, out):
+    """Create an Ed25519 trust key NAME (signs trust files) and print its vkey.
+
+    \b
+    Example:
+      federation trust keygen clearinghouse.example/trust/root-1 --out /secure/root-1.key
+    """
+    from .keys import write_new_key
+    click.echo(write_new_key(out, name).vkey)
+
+
+@trust.command("new")
+@click.option("--origin", required=True, help="The feed's checkpoint origin.")
+@click.option("--version", "version", default=1, show_default=True, help="Trust version number.")
+@click.option("--max-staleness", default=86400, show_default=True,
+              help="Seconds after which a checkpoint without fresh witness cosignatures is stale.")
+@click.option("--log-key", "log_keys", multiple=True, required=True, help="Log vkey (type 0x01); repeatable.")
+@click.option("--witness", "witnesses", multiple=True, required=True,
+              help="Witness cosigner vkey (type 0x04); repeatable.")
+@click.option("--quorum", default=1, show_default=True, help="Witness cosignatures required.")
+@click.option("--trust-key", "trust_keys", multiple=True, required=True,
+              help="Trust key vkey (signs the next version); repeatable.")
+@click.option("--threshold", default=1, show_default=True, help="Trust key signatures required.")
+@click.option("--sign", "sign_keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Private trust key file to sign with (old and/or new keys); repeatable.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Trust file to write.")
+def trust_new(origin, version, max_staleness, log_keys, witnesses, quorum, trust_keys, threshold, sign_keys, out):
+    """Write a trust file (version 1, or the next version for a rotation).
+
+    \b
+    Example:
+      federation trust new --origin clearinghouse.example/feeds/tid \\
+        --log-key 'clearinghouse.example/feeds/tid+1a2b3c4d+AW...' \\
+        --witness 'witness.platform-a.example+5e6f7a8b+BA...' --quorum 1 \\
+        --trust-key 'clearinghouse.example/trust/root-1+9c0d1e2f+AW...' --threshold 1 \\
+        --sign /secure/root-1.key -o keys/tid.trust
+    """
+    from .errors import MalformedError
+    from .keys import load_signer
+    from .trust import render_trust, sign_trust
+    try:
+        text = render_trust(origin, version, max_staleness, list(log_keys), list(witnesses), quorum,
+                            list(trust_keys), threshold)
+    except MalformedError as e:
+        raise InputError(f"refusing to write a trust file: {e}") from None
+    signers = [load_signer(p) for p in sign_keys]
+    if not signers:
+        raise InputError("sign with at least one trust key (--sign)")
+    _write_file(out, sign_trust(text, signers))
+    click.echo(f"wrote {out} (version {version}, {len(signers)} signature(s))")
+
+
+@trust.command("sign")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--key", "keys", multiple=True, required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Private trust key file; repeatable.")
+def trust_sign(file, keys):
+    """Add signatures to a trust file (each key holder in turn).
+
+    \b
+    Example:
+      federation trust sign keys/tid.trust --key /secure/root-2.key
+    """
+    from .keys import load_signer
+    from .trust import add_trust_signatures
+    _write_file(file, add_trust_signatures(file.read_bytes(), [load_signer(p) for p in keys]))
+    click.echo(f"signed {file}")
+
+
+@trust.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--previous", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The trust version before FILE: also check FILE is a valid rotation from it.")
+def trust_check(file, previous):
+    """Check a trust file (and optionally a rotation) and print what it trusts.
+
+    Exits 2 on a malformed, contradictory or under-signed file.
+
+    \b
+    Example:
+      federation trust check keys/tid.trust
+      federation trust check new.trust --previous keys/tid.trust
+    """
+    from .rotation import verify_successor
+    from .trust import load_trust_file
+    t = load_trust_file(file)
+    if previous is not None:
+        prev = load_trust_file(previous)
+        try:
+            verify_successor(prev, t.raw)
+        except FederationError as e:
+            raise InputError(f"{file} is not a valid rotation from {previous}: {e}") from None
+    click.echo(f"{file}: ok: trust version {t.version} for {t.origin}")
+    click.echo(f"  max staleness: {t.max_staleness} s")
+    for k in t.log_keys:
+        click.echo(f"  log key:   {k.vkey}")
+    click.echo(f"  witnesses ({t.quorum} of {len(t.witness_keys)} required):")
+    for k in t.witness_keys:
+        click.echo(f"    {k.vkey}")
+    click.echo(f"  trust keys ({t.threshold} of {len(t.trust_keys)} sign the next version):")
+    for k in t.trust_keys:
+        click.echo(f"    {k.vkey}")
+
+
+@trust.command("publish")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.pass_obj
+def trust_publish(home: Home, name, file):
+    """Add FILE to the trust chain the publisher serves for feed NAME.
+
+    The first file must verify on its own; each later one must be a valid
+    rotation (next version, threshold of old and new trust keys).
+
+    \b
+    Example:
+      federation trust publish tid keys/tid.trust
+    """
+    from .publisher import Publisher
+    from .rotation import publish_trust
+    pub = Publisher(home.publisher_db)
+    t = publish_trust(pub.conn, name, file.read_bytes())
+    click.echo(f"{name}: now serving trust version {t.version} (trust/latest)")
+
+
+# ---- cosign ---------------------------------------------------------------------
+
+
+@click.group()
+def cosign():
+    """Timestamped cosignatures (tlog-cosignature) for published checkpoints.
+
+    \b
+    Example:
+      federation cosign run tid --key /secure/tid-cosigner.key --interval 300
+    """
+
+
+@cosign.command("keygen")
+@click.argument("name")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the private cosigner key (mode 0600).")
+def cosign_keygen(name, out):
+    """Create an Ed25519 cosigner key NAME (type 0x04) and print its vkey.
+
+    \b
+    Example:
+      federation cosign keygen witness.platform-a.example --out /secure/witness.key
+    """
+    from .keys import write_new_cosigner_key
+    click.echo(write_new_cosigner_key(out, name).vkey)
+
+
+def _witness_specs(specs) -> list[tuple[str, str]]:
+    out = []
+    for s in specs:
+        url, sep, vkey = s.partition("=")
+        if not sep:
+            raise InputError(f"--witness {s!r}: want URL=VKEY")
+        out.append((url, vkey))
+    return out
+
+
+@cosign.command("run")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The publisher's own cosigner key file; repeatable.")
+@click.option("--witness", "witnesses", multiple=True,
+              help="A witness as SUBMISSION_PREFIX=VKEY, e.g. http://w:8081/witness=w.example+ab12cd34+BA...")
+@click.option("--interval", default=300.0, show_default=True,
+              help="Seconds between refreshes (keep well under the trust files' max staleness).")
+@click.option("--once", is_flag=True, help="Refresh once and exit.")
+@click.pass_obj
+def cosign_run(home: Home, names, keys, witnesses, interval, once):
+    """Collect fresh cosignatures for feeds NAMES, on a schedule, even when nothing changed.
+
+    \b
+    Example:
+      federation cosign run tid --key /secure/tid-cosigner.key \\
+        --witness 'http://witness.platform-a.example/witness=witness.platform-a.example+5e6f7a8b+BA...'
+    """
+    import aiohttp
+    from .cosign import WitnessClient, refresh_checkpoint, refresh_forever
+    from .keys import load_cosigner
+    from .note import parse_vkey
+    from .publisher import Publisher
+    cosigners = [load_cosigner(p) for p in keys]
+    specs = [(u, parse_vkey(v)) for u, v in _witness_specs(witnesses)]
+    if not cosigners and not specs:
+        raise InputError("give at least one --key or --witness")
+    pub = Publisher(home.publisher_db)
+
+    async def run():
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            clients = [WitnessClient(u, k, session) for u, k in specs]
+            if once:
+                for n in names:
+                    note = await refresh_checkpoint(pub, n, cosigners, clients)
+                    click.echo(f"{n}: {'cosigned' if note else 'changed meanwhile, retry'}")
+                return
+            await refresh_forever(pub, list(names), cosigners, clients, interval)
+
+    asyncio.run(run())
+
+
+# ---- witness --------------------------------------------------------------------
+
+
+@click.group()
+def witness():
+    """Run a C2SP tlog-witness for other nodes' feeds.
+
+    \b
+    Example:
+      federation witness serve --key /secure/witness.key --port 8081
+    """
+
+
+def _witness_db(home: Home) -> Path:
+    return home.root / "witness.db"
+
+
+@witness.command("add-log")
+@click.argument("origin")
+@click.option("--vkey", "vkeys", multiple=True, required=True, help="The log's key; repeatable.")
+@click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="This witness's cosigner key file.")
+@click.pass_obj
+def witness_add_log(home: Home, origin, vkeys, key):
+    """Accept checkpoints of log ORIGIN signed by --vkey.
+
+    \b
+    Example:
+      federation witness add-log clearinghouse.example/feeds/tid \\
+        --vkey 'clearinghouse.example/feeds/tid+1a2b3c4d+AW...' --key /secure/witness.key
+    """
+    from .keys import load_cosigner
+    from .witness import Witness
+    w = Witness(_witness_db(home), load_cosigner(key))
+    w.add_log(origin, list(vkeys))
+    click.echo(f"witnessing {origin}")
+
+
+@witness.command("serve")
+@click.option("--key", "key", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="This witness's cosigner key file.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8081, show_default=True, type=int)
+@click.pass_obj
+def witness_serve(home: Home, key, host, port):
+    """Serve POST /witness/add-checkpoint (C2SP tlog-witness).
+
+    \b
+    Example:
+      federation witness serve --key /secure/witness.key --port 8081
+    """
+    from aiohttp import web
+    from .keys import load_cosigner
+    from .server import create_app
+    from .witness import Witness, install_witness
+    c = load_cosigner(key)
+    w = Witness(_witness_db(home), c)
+    web.run_app(create_app([], extensions=[install_witness(w)]), host=host, port=port,
+                print=lambda *_: click.echo(f"witness {c.vkey} on http://{host}:{port}/witness/add-checkpoint"))
+
+
+# ---- helpers for cli.py's follow --trust and verify --against ---------------------
+
+
+def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str]) -> None:
+    from .mirror import Mirror
+    from .rotation import follow_with_trust
+    from .trust import load_trust_file
+    t = load_trust_file(trust_file)
+    f = follow_with_trust(Mirror(home.mirror_db), name, t, urls)
+    click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)} under trust version {t.version} "
+               f"({t.quorum} of {len(t.witness_keys)} witnesses, max staleness {t.max_staleness} s)")
+
+
+def verify_against_command(home: Home, names: list[str], url: str) -> None:
+    """Exit 0 when consistent, 1 on a fork (both notes printed), 3 on transport."""
+    from .gossip import SplitViewError, verify_against
+    from .mirror import Mirror
+    mirror = Mirror(home.mirror_db)
+    names = names or [f.name for f in mirror.all()]
+    if len(names) != 1:
+        raise InputError("--against compares one feed: name it")
+    try:
+        r = asyncio.run(verify_against(mirror, names[0], url))
+    except SplitViewError as e:
+        click.echo(f"{names[0]}: FORK: {e}", err=True)
+        click.echo(e.evidence())
+        sys.exit(1)
+    click.echo(f"{names[0]}: {r.describe()} (checked {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})")
+
+
+def register(cli) -> None:
+    cli.add_command(trust)
+    cli.add_command(cosign)
+    cli.add_command(witness)

@@ -1,0 +1,183 @@
+"""Lookup API of a mirror node: exact and PDQ near-match, with provenance.
+
+Routes (installed with ``create_app(..., extensions=[lookup_extension(path)])``):
+
+* ``GET /lookup/{type}/{hash}[?threshold=T]`` -- one hash. md5, sha1,
+  sha256 and photodna match exactly; pdq matches every active PDQ hash
+  within Hamming distance ``T`` (default 31, the PDQ standard; 0 = exact).
+* ``POST /lookup`` with ``{"queries": [{"type", "hash", "threshold"?}, ...]}``
+  -- up to ``MAX_BATCH`` queries, answered in order.
+
+Every match carries its provenance: feed name and origin, case id, labels,
+the version that added it, and for PDQ the distance. Answers only ever come
+from the mirror's active rows (``hashes``), read through a read-only
+connection, so a withdrawn hash is never reported once its withdrawal was
+applied. ``parse_query`` and ``answer`` are the pure core; the handlers
+only move JSON.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from .activeset import split_labels
+from .batch import parse_hash
+from .db import connect
+from .errors import FederationError, InputError
+from .pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
+
+MAX_BATCH = 1000
+MAX_BODY = MAX_BATCH * 400  # a PhotoDNA query is ~330 bytes of JSON
+
+
+@dataclass(frozen=True)
+class Query:
+    hash_type: str
+    value: bytes
+    threshold: int | None  # None: exact match (non-PDQ types)
+
+
+def parse_query(obj, default_threshold: int = DEFAULT_THRESHOLD) -> Query:
+    """Validate one JSON query object; raises ``InputError``."""
+    if not isinstance(obj, dict):
+        raise InputError("each query must be a JSON object with 'type' and 'hash'")
+    unknown = set(obj) - {"type", "hash", "threshold"}
+    if unknown:
+        raise InputError(f"unknown query field(s) {sorted(unknown)}")
+    hash_type, text = obj.get("type"), obj.get("hash")
+    if not isinstance(hash_type, str) or not isinstance(text, str):
+        raise InputError("query 'type' and 'hash' must be strings")
+    hash_type = hash_type.strip().lower()
+    value = parse_hash(hash_type, text)
+    threshold = obj.get("threshold")
+    if hash_type != "pdq":
+        if threshold not in (None, 0):
+            raise InputError(f"threshold applies to pdq only, not {hash_type}")
+        return Query(hash_type, value, None)
+    return Query(hash_type, value, check_threshold(default_threshold if threshold is None else threshold))
+
+
+class Lookup:
+    """Answers queries from a mirror database (read-only) and its PDQ index."""
+
+    def __init__(self, mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
+        self.conn: sqlite3.Connection = connect(mirror_path, readonly=True)
+        self.default_threshold = check_threshold(default_threshold)
+        self.index = PdqIndex(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _origins(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT name, origin FROM follows"))
+
+    def answer(self, queries: list[Query]) -> list[dict]:
+        """Answer queries in order (refreshing the PDQ index first)."""
+        self.index.refresh()
+        origins = self._origins()
+        # Near queries go to the index grouped by threshold (one faiss call per group).
+        near: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.threshold is not None:
+                near.setdefault(q.threshold, []).append(i)
+        near_results: dict[int, list] = {}
+        for threshold, idxs in near.items():
+            for i, found in zip(idxs, self.index.search([queries[i].value for i in idxs], threshold)):
+                near_results[i] = found
+        out = []
+        for i, q in enumerate(queries):
+            if q.threshold is None:
+                rows = self.conn.execute(
+                    "SELECT f.name, h.case_id, h.labels, h.added_version FROM hashes h JOIN follows f"
+                    " ON f.id=h.feed WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
+                    (q.hash_type, q.value)).fetchall()
+                matches = [dict(feed=f, origin=origins.get(f), type=q.hash_type, hash=q.value.hex(), case=c,
+                                labels=list(split_labels(lab)), added_version=v, distance=0)
+                           for f, c, lab, v in rows]
+            else:
+                matches = [dict(feed=m.feed, origin=origins.get(m.feed), type="pdq", hash=m.value.hex(),
+                                case=m.case, labels=list(m.labels), added_version=m.added_version,
+                                distance=m.distance) for m in near_results[i]]
+            item = dict(type=q.hash_type, hash=q.value.hex(), matched=bool(matches), matches=matches)
+            if q.threshold is not None:
+                item["threshold"] = q.threshold
+            out.append(item)
+        return out
+
+
+LOOKUP = web.AppKey("platform_lookup", Lookup)
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole request body, or None if it exceeds ``limit`` bytes."""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def error_response(e: FederationError, status: int = 400) -> web.Response:
+    return web.json_response({"error": str(e), "kind": e.kind}, status=status)
+
+
+async def get_lookup(request: web.Request) -> web.Response:
+    lk = request.app[LOOKUP]
+    obj: dict = {"type": request.match_info["type"], "hash": request.match_info["hash"]}
+    if "threshold" in request.query:
+        try:
+            obj["threshold"] = int(request.query["threshold"])
+        except ValueError:
+            return error_response(InputError("threshold must be an integer"))
+    try:
+        q = parse_query(obj, lk.default_threshold)
+    except InputError as e:
+        return error_response(e)
+    return web.json_response(lk.answer([q])[0])
+
+
+async def post_lookup(request: web.Request) -> web.Response:
+    lk = request.app[LOOKUP]
+    # Read the body ourselves: a full batch of PhotoDNA queries exceeds the
+    # server's 64 KiB client_max_size, which is right for every other route.
+    raw = await read_body(request, MAX_BODY)
+    if raw is None:
+        return error_response(InputError(f"body exceeds {MAX_BODY} bytes"), 413)
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return error_response(InputError("body must be JSON: {\"queries\": [...]}"))
+    try:
+        if not isinstance(body, dict) or not isinstance(body.get("queries"), list):
+            raise InputError("body must be a JSON object with a 'queries' list")
+        if len(body["queries"]) > MAX_BATCH:
+            raise InputError(f"at most {MAX_BATCH} queries per request")
+        queries = []
+        for i, obj in enumerate(body["queries"]):
+            try:
+                queries.append(parse_query(obj, lk.default_threshold))
+            except InputError as e:
+                raise InputError(f"query {i}: {e}") from None
+    except InputError as e:
+        return error_response(e)
+    return web.json_response({"results": lk.answer(queries)})
+
+
+def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
+    """An ``install(app)`` for ``server.create_app(extensions=...)``."""
+    def install(app: web.Application) -> None:
+        app[LOOKUP] = Lookup(mirror_path, default_threshold)
+        app.router.add_get("/lookup/{type}/{hash}", get_lookup)
+        app.router.add_post("/lookup", post_lookup)
+
+        async def close(app: web.Application):
+            yield
+            app[LOOKUP].close()
+
+        app.cleanup_ctx.append(close)
+    return install

@@ -1,0 +1,338 @@
+"""A node: one TOML file declares what it publishes, follows and relays.
+
+``parse_config`` is pure (text in, ``NodeConfig`` or ``InputError`` out);
+``build_app`` wires the parts into one aiohttp app:
+
+* read side: ``server.create_app`` over the publisher DB and, for followed
+  feeds with ``relay = true``, a ``relay.RelaySource`` over the mirror DB;
+* access control (``auth``) as the outermost middleware, then long-poll
+  (``push``), so an unauthenticated request is never held;
+* the publishing API (``publish_api``) for published feeds with ``api``;
+* one follower task per followed feed (``push.watch_feed``) in
+  ``cleanup_ctx``: started with the app, cancelled on shutdown. Each has its
+  own mirror connection, because a SQLite connection holds one transaction.
+
+Example (the README's platform node)::
+
+    [node]
+    listen = "127.0.0.1:8082"
+
+    [[publish]]
+    name = "internal"
+    access = "members"
+
+    [[follow]]
+    name = "tid"
+    origin = "clearinghouse.example/feeds/tid"
+    vkeys = ["clearinghouse.example/feeds/tid+1a2b3c4d+AW..."]
+    urls = ["http://127.0.0.1:8081/feeds/tid/", "http://127.0.0.1:8080/feeds/tid/"]
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from .errors import InputError
+from .home import Home
+
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+ACCESS = ("public", "members")
+
+_NODE_KEYS = {"listen", "home", "anonymous_rate", "anonymous_burst", "max_batch_bytes"}
+_PUBLISH_KEYS = {"name", "access", "api", "key"}
+_FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "token_env", "wait", "interval"}
+
+
+@dataclass(frozen=True)
+class PublishedFeed:
+    name: str
+    access: str = "public"
+    api: bool = True
+    key: Path | None = None  # default HOME/private/NAME.key
+
+
+@dataclass(frozen=True)
+class FollowedFeed:
+    name: str
+    origin: str
+    urls: tuple[str, ...]
+    vkeys: tuple[str, ...] = ()
+    trust: Path | None = None
+    relay: bool = False
+    access: str = "public"
+    token_env: str | None = None
+    wait: float = 20.0
+    interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    home: Path | None = None
+    anonymous_rate: float = 20.0
+    anonymous_burst: int = 100
+    max_batch_bytes: int = 8 * 1024 * 1024
+    publish: tuple[PublishedFeed, ...] = ()
+    follow: tuple[FollowedFeed, ...] = ()
+    path: Path | None = field(default=None, compare=False)
+
+    def access(self) -> dict[str, str]:
+        out = {p.name: p.access for p in self.publish}
+        out.update({f.name: f.access for f in self.follow if f.relay})
+        return out
+
+
+def _check(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise InputError(f"{where}: {msg}")
+
+
+def _unknown(table: dict, allowed: set, where: str) -> None:
+    extra = sorted(set(table) - allowed)
+    _check(not extra, where, f"unknown key(s) {extra}; allowed: {sorted(allowed)}")
+
+
+def _path(base: Path, value, where: str) -> Path:
+    _check(isinstance(value, str) and value != "", where, "must be a non-empty path string")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _number(table: dict, key: str, default, where: str, low: float, kind=float):
+    value = table.get(key, default)
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low,
+           where, f"{key} must be a number >= {low}")
+    return kind(value)
+
+
+def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
+    """Parse and validate a node config. Relative paths are relative to ``base``."""
+    base = Path(base)
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"node config is not valid TOML: {e}") from None
+    _unknown(doc, {"node", "publish", "follow"}, "node config")
+    node = doc.get("node", {})
+    _check(isinstance(node, dict), "[node]", "must be a table")
+    _unknown(node, _NODE_KEYS, "[node]")
+    listen = node.get("listen", "127.0.0.1:8080")
+    m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", listen) if isinstance(listen, str) else None
+    _check(m is not None and int(m[2]) < 65536, "[node] listen", f"want HOST:PORT, got {listen!r}")
+    home = _path(base, node["home"], "[node] home") if "home" in node else None
+
+    published = []
+    for i, t in enumerate(doc.get("publish", [])):
+        where = f"[[publish]] #{i + 1}"
+        _check(isinstance(t, dict), where, "must be a table")
+        _unknown(t, _PUBLISH_KEYS, where)
+        name = t.get("name")
+        _check(isinstance(name, str) and bool(NAME_RE.match(name)), where, f"name must match {NAME_RE.pattern}")
+        _check(t.get("access", "public") in ACCESS, where, f"access must be one of {ACCESS}")
+        _check(isinstance(t.get("api", True), bool), where, "api must be true or false")
+        published.append(PublishedFeed(name, t.get("access", "public"), t.get("api", True),
+                                       _path(base, t["key"], where + " key") if "key" in t else None))
+
+    followed = []
+    for i, t in enumerate(doc.get("follow", [])):
+        where = f"[[follow]] #{i + 1}"
+        _check(isinstance(t, dict), where, "must be a table")
+        _unknown(t, _FOLLOW_KEYS, where)
+        name = t.get("name")
+        _check(isinstance(name, str) and bool(NAME_RE.match(name)), where, f"name must match {NAME_RE.pattern}")
+        where = f"[[follow]] {name}"
+        origin = t.get("origin")
+        _check(isinstance(origin, str) and origin != "" and not any(c.isspace() for c in origin), where,
+               "origin must be a string without spaces")
+        urls = t.get("urls")
+        _check(isinstance(urls, list) and urls and all(isinstance(u, str) and re.match(r"^https?://", u) for u in urls),
+               where, "urls must be a non-empty list of http(s) URLs, tried in order")
+        vkeys = t.get("vkeys", [])
+        _check(isinstance(vkeys, list) and all(isinstance(v, str) for v in vkeys), where, "vkeys must be a list")
+        trust = _path(base, t["trust"], where + " trust") if "trust" in t else None
+        _check(bool(vkeys) or trust is not None, where, "needs vkeys or a trust file")
+        _check(t.get("access", "public") in ACCESS, where, f"access must be one of {ACCESS}")
+        _check(isinstance(t.get("relay", False), bool), where, "relay must be true or false")
+        token_env = t.get("token_env")
+        _check(token_env is None or isinstance(token_env, str), where, "token_env must be a string")
+        followed.append(FollowedFeed(name, origin, tuple(u if u.endswith("/") else u + "/" for u in urls),
+                                     tuple(vkeys), trust, t.get("relay", False), t.get("access", "public"),
+                                     token_env, _number(t, "wait", 20.0, where, 0.0),
+                                     _number(t, "interval", 30.0, where, 0.1)))
+    names = [p.name for p in published] + [f.name for f in followed]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    _check(not dup, "node config", f"feed name(s) {dup} declared twice (published and followed names share the URL space)")
+    return NodeConfig(m[1].strip("[]"), int(m[2]), home,
+                      _number(node, "anonymous_rate", 20.0, "[node]", 0.001),
+                      _number(node, "anonymous_burst", 100, "[node]", 1, int),
+                      _number(node, "max_batch_bytes", 8 * 1024 * 1024, "[node]", 1, int),
+                      tuple(published), tuple(followed))
+
+
+def load_config(path: Path | str) -> NodeConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read node config {path}: {e}") from None
+    cfg = parse_config(text, path.parent)
+    return NodeConfig(**{**cfg.__dict__, "path": path})
+
+
+# ---- wiring ------------------------------------------------------------------------
+
+
+def trusted_vkeys(f: FollowedFeed) -> list[str]:
+    """The feed's log keys: its ``vkeys`` plus, if given, its trust file's."""
+    keys = list(f.vkeys)
+    if f.trust is not None:
+        from .trust import load_trust_file  # issue 4's trust files
+        t = load_trust_file(f.trust)
+        if t.origin != f.origin:
+            raise InputError(f"[[follow]] {f.name}: trust file {f.trust} is for origin {t.origin!r}, not {f.origin!r}")
+        keys += [v.vkey for v in t.log_keys if v.vkey not in keys]
+    return keys
+
+
+def upstream_headers(f: FollowedFeed) -> dict | None:
+    if f.token_env is None:
+        return None
+    token = os.environ.get(f.token_env)
+    if not token:
+        raise InputError(f"[[follow]] {f.name}: environment variable {f.token_env} (its upstream token) is not set")
+    return {"Authorization": f"Bearer {token}"}
+
+
+def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
+    """Make the mirror's follows match the config (the config is the truth)."""
+    from .db import write_txn
+    from .mirror import Mirror
+    if not cfg.follow:
+        return
+    mirror = Mirror(home.mirror_db)
+    try:
+        for f in cfg.follow:
+            vkeys = trusted_vkeys(f)
+            try:
+                have = mirror.get(f.name)
+            except InputError:
+                if f.trust is not None and not f.vkeys:
+                    # Under a trust file: its chain (rotation, witnesses) governs the keys.
+                    from .rotation import follow_with_trust
+                    from .trust import load_trust_file
+                    follow_with_trust(mirror, f.name, load_trust_file(f.trust), list(f.urls))
+                else:
+                    mirror.follow(f.name, f.origin, vkeys, list(f.urls))
+                continue
+            if have.origin != f.origin:
+                raise InputError(f"[[follow]] {f.name}: the mirror follows origin {have.origin!r}, config says "
+                                 f"{f.origin!r}; follow it under a new name")
+            if f.trust is not None and not f.vkeys:
+                vkeys = list(have.vkeys)  # rotations may have moved past the file's keys
+            if list(have.vkeys) != vkeys or list(have.urls) != list(f.urls):
+                with write_txn(mirror.conn):
+                    mirror.conn.execute("UPDATE follows SET vkeys=?, urls=? WHERE id=?",
+                                        ("\n".join(vkeys), "\n".join(f.urls), have.id))
+    finally:
+        mirror.close()
+
+
+def load_signers(home: Home, cfg: NodeConfig) -> dict:
+    from .keys import load_signer
+    return {p.name: load_signer(p.key or home.key_path(p.name)) for p in cfg.publish if p.api}
+
+
+def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=None) -> web.Application:
+    """The node's app. ``signers`` (name -> Signer) defaults to the key files;
+    ``on_sync(name, SyncResult)`` is called after each sync that applied something."""
+    from . import push
+    from .auth import AccessControl, TokenStore, install_listing_filter
+    from .mirror import Mirror
+    from .publish_api import PublishAPI
+    from .publisher import Publisher
+    from .relay import RelaySource
+    from .server import PublisherSource, create_app
+
+    if cfg.publish:
+        pub = Publisher(home.publisher_db)  # creates the schema if new
+        have = {f.name for f in pub.feeds()}
+        pub.close()
+        missing = [p.name for p in cfg.publish if p.name not in have]
+        if missing:
+            raise InputError(f"published feed(s) {missing} do not exist in {home.publisher_db}; "
+                             "create them with 'federation feed create'")
+    prepare_mirror(home, cfg)
+    signers = load_signers(home, cfg) if signers is None else signers
+    headers = {f.name: upstream_headers(f) for f in cfg.follow}
+
+    sources = []
+    if cfg.publish:
+        sources.append(PublisherSource(home.publisher_db))
+    relayed = [f.name for f in cfg.follow if f.relay]
+    if relayed:
+        sources.append(RelaySource(home.mirror_db, relayed))
+    store = TokenStore(home.root / "auth.db")
+    ac = AccessControl(store, cfg.access(), anonymous_rate=cfg.anonymous_rate,
+                       anonymous_burst=cfg.anonymous_burst)
+    holder: dict = {}
+
+    def notify(name: str) -> None:
+        app = holder.get("app")
+        if app is not None and push.WATCH in app:
+            app[push.WATCH].notify(name)
+
+    extensions = [push.install]
+    api_signers = {n: s for n, s in signers.items() if any(p.name == n and p.api for p in cfg.publish)}
+    if api_signers:
+        extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store).install)
+
+    states = {f.name: push.FollowState(f.name) for f in cfg.follow}
+
+    def followers(app: web.Application):
+        async def ctx(app):
+            tasks, mirrors = [], []
+            for f in cfg.follow:
+                mirror = Mirror(home.mirror_db)  # one connection per follower
+                mirrors.append(mirror)
+                def on_change(r, n=f.name, relay=f.relay):
+                    if relay:
+                        notify(n)  # wake the relay's own long-pollers
+                    if on_sync is not None:
+                        on_sync(n, r)
+                tasks.append(asyncio.create_task(push.watch_feed(
+                    mirror, f.name, list(f.urls), headers[f.name], wait=f.wait, interval=f.interval,
+                    on_change=on_change, state=states[f.name]), name=f"follow {f.name}"))
+            yield
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for m in mirrors:
+                m.close()
+            store.close()
+
+        app.cleanup_ctx.append(ctx)
+
+    extensions.append(followers)
+    app = create_app(sources, extensions=extensions,
+                     middlewares=[ac.middleware, install_listing_filter(ac), push.longpoll_middleware])
+    app[NODE_STATES] = states
+    holder["app"] = app
+    return app
+
+
+NODE_STATES = web.AppKey("node_follow_states", dict)
+
+
+def run_node(cfg: NodeConfig, home: Home, print_fn=print) -> None:
+    """Serve, follow and accept publishes until interrupted."""
+    app = build_app(cfg, home)
+    web.run_app(app, host=cfg.host, port=cfg.port, access_log=None,
+                print=lambda *_: print_fn(f"node serving on http://{cfg.host}:{cfg.port}/feeds/ "
+                                          f"({len(cfg.publish)} published, {len(cfg.follow)} followed)"))

@@ -1,0 +1,147 @@
+"""The publishing API: ``POST /feeds/NAME/batches/BATCH_ID`` publishes a batch.
+
+The body is a batch exactly as ``federation publish`` reads it: JSONL
+(``application/x-ndjson``, the default) or CSV (``text/csv``). The whole
+batch becomes one signed version.
+
+Idempotency: ``BATCH_ID`` is chosen by the client (``[A-Za-z0-9._:-]{1,128}``).
+It is recorded in ``api_batches`` *inside* the publish transaction (via
+``Publisher.publish(in_txn=...)``), so a batch and its id commit together or
+not at all: a client that lost the answer retries with the same id and gets
+the original result (``200``, ``"replayed": true``) instead of a second
+version. The same id with a different body is ``409``.
+
+Who may call it is decided by ``auth.AccessControl`` (a publisher token
+scoped to the feed); here the request is size-limited, parsed and
+published. Status codes: 201 published, 200 replayed, 400 malformed request,
+404 not a feed this node signs, 409 batch id reused, 413 too large, 415
+unknown content type, 422 batch refused (bad line, empty, unknown
+withdrawal), 503 storage busy.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from .batch import read_batch
+from .errors import InputError, StorageError
+from .note import Signer
+from .publisher import Publisher
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_batches (
+    feed TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    body_sha256 BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    token TEXT,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (feed, batch_id)
+) WITHOUT ROWID;
+"""
+
+BATCH_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+MAX_BATCH_BYTES = 8 * 1024 * 1024
+FORMATS = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "application/json": "jsonl",
+           "text/csv": "csv", "": "jsonl", "application/octet-stream": "jsonl"}
+ROUTE = "/feeds/{name}/batches/{batch_id}"
+
+
+class PublishAPI:
+    """Publishes batches for the feeds in ``signers`` (name -> injected signer)."""
+
+    def __init__(self, publisher_db: Path | str, signers: dict[str, Signer], max_bytes: int = MAX_BATCH_BYTES,
+                 on_publish: Callable[[str], None] | None = None, audit=None):
+        self.publisher = Publisher(publisher_db)
+        self.publisher.conn.executescript(SCHEMA)
+        self.signers = dict(signers)
+        self.max_bytes = max_bytes
+        self.on_publish = on_publish
+        self.audit = audit  # auth.TokenStore or None
+        self.lock = asyncio.Lock()  # one publish at a time per node; SQLite would serialise anyway
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post(ROUTE, self.handle)
+
+        async def close(app):
+            yield
+            self.publisher.close()
+
+        app.cleanup_ctx.append(close)
+
+    async def _body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_bytes, actual_size=request.content_length,
+                                                text=f"batch over {self.max_bytes} bytes\n")
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(65536):
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise web.HTTPRequestEntityTooLarge(max_size=self.max_bytes, actual_size=len(body),
+                                                    text=f"batch over {self.max_bytes} bytes\n")
+        return bytes(body)
+
+    def _previous(self, name: str, batch_id: str):
+        return self.publisher.conn.execute(
+            "SELECT body_sha256, version, size, time FROM api_batches WHERE feed=? AND batch_id=?",
+            (name, batch_id)).fetchone()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        from .auth import CALLER
+        name, batch_id = request.match_info["name"], request.match_info["batch_id"]
+        if not BATCH_ID_RE.match(batch_id):
+            raise web.HTTPBadRequest(text="batch id must match [A-Za-z0-9._:-]{1,128}\n")
+        signer = self.signers.get(name)
+        if signer is None:
+            raise web.HTTPNotFound(text="this node does not publish that feed\n")
+        fmt = FORMATS.get(request.content_type)
+        if fmt is None:
+            raise web.HTTPUnsupportedMediaType(text="send application/x-ndjson or text/csv\n")
+        body = await self._body(request)
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="batch is not UTF-8\n") from None
+        digest = hashlib.sha256(body).digest()
+        token = request.get(CALLER)
+        async with self.lock:
+            prev = self._previous(name, batch_id)
+            if prev is not None:
+                return self._replay(name, batch_id, digest, prev)
+            try:
+                ops = list(read_batch(io.StringIO(text, newline=""), fmt))
+            except InputError as e:
+                raise web.HTTPUnprocessableEntity(text=f"batch refused: {e}\n") from None
+
+            def record(conn: sqlite3.Connection, version: int, size: int) -> None:
+                conn.execute("INSERT INTO api_batches VALUES (?,?,?,?,?,?,?)",
+                             (name, batch_id, digest, version, size, token.id if token else None, int(time.time())))
+
+            try:
+                r = await asyncio.to_thread(self.publisher.publish, name, ops, signer, in_txn=record)
+            except InputError as e:
+                raise web.HTTPUnprocessableEntity(text=f"batch refused: {e}\n") from None
+            except StorageError as e:
+                raise web.HTTPServiceUnavailable(text=f"try again: {e}\n") from None
+        if self.audit is not None:
+            self.audit.record("publish", name, token, r.size, f"batch {batch_id} version {r.version}")
+        if self.on_publish is not None:
+            self.on_publish(name)
+        return web.json_response(dict(feed=name, batch=batch_id, version=r.version, size=r.size, adds=r.adds,
+                                      withdrawals=r.withdrawals, no_effect=r.no_effect, count=r.count,
+                                      replayed=False), status=201)
+
+    def _replay(self, name: str, batch_id: str, digest: bytes, prev) -> web.Response:
+        if prev[0] != digest:
+            raise web.HTTPConflict(text=f"batch id {batch_id} was already used for a different batch\n")
+        return web.json_response(dict(feed=name, batch=batch_id, version=prev[1], size=prev[2], replayed=True))
+

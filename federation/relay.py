@@ -1,0 +1,76 @@
+"""A relay: re-serve followed feeds byte-for-byte from a mirror's verified data.
+
+``RelaySource`` is a ``server.FeedSource`` over a mirror database. It serves
+
+* the checkpoint: the exact signed note (with every cosignature) that the
+  mirror verified and whose size equals the mirror's applied size
+  (``follows.checkpoint``), never one it has not applied;
+* tiles and entry bundles: the mirror's ``tiles`` rows, which it rebuilt
+  from verified entries. Tiles are a pure function of the tree, so these are
+  the origin's bytes.
+
+Invariant: a relay never signs or rewrites anything. A client of the relay
+verifies against the origin publisher's key exactly as it would against the
+origin, so a relay that tampers, withholds or rolls back is caught by the
+client, not trusted.
+
+While the mirror applies a multi-version catch-up, ``follows.checkpoint`` is
+NULL between versions (the intermediate sizes have no signed note). The
+relay then keeps serving the last checkpoint it served: every tile of that
+smaller tree is still in the table (tiles are never deleted), so it remains a
+complete, verifiable view.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .db import connect
+
+
+class RelaySource:
+    """Serves the followed feeds ``names`` (all when None) of a mirror DB."""
+
+    def __init__(self, mirror_path: Path | str, names: list[str] | None = None):
+        self.conn = connect(mirror_path, readonly=True)
+        self.only = set(names) if names is not None else None
+        self._ids: dict[str, int] = {}
+        self._last: dict[str, bytes] = {}  # last checkpoint served, per feed
+
+    def _allowed(self, name: str) -> bool:
+        return self.only is None or name in self.only
+
+    def names(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, origin, vkeys, applied_size, version FROM follows ORDER BY name")
+        return [dict(name=n, origin=o, vkey=v.split("\n")[0], size=s, version=ver, relay=True)
+                for n, o, v, s, ver in rows if self._allowed(n)]
+
+    def _id(self, name: str) -> int | None:
+        if not self._allowed(name):
+            return None
+        if name not in self._ids:
+            row = self.conn.execute("SELECT id FROM follows WHERE name=?", (name,)).fetchone()
+            if row is None:
+                return None
+            self._ids[name] = row[0]
+        return self._ids[name]
+
+    def checkpoint(self, name: str) -> bytes | None:
+        if self._id(name) is None:
+            return None
+        row = self.conn.execute("SELECT checkpoint FROM follows WHERE name=?", (name,)).fetchone()
+        if row is not None and row[0] is not None:
+            self._last[name] = row[0]
+            return row[0]
+        return self._last.get(name)  # mid catch-up: the previous complete view
+
+    def tile(self, name: str, level: int, index: int, width: int) -> bytes | None:
+        fid = self._id(name)
+        if fid is None:
+            return None
+        row = self.conn.execute(
+            "SELECT data FROM tiles WHERE feed=? AND level=? AND idx=? AND width=?", (fid, level, index, width)
+        ).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,473 @@
+"""Test helpers: servers on loopback, a tampering HTTP proxy, forged logs, mirror snapshots.
+
+Everything here is plain functions and classes so that test modules and
+``conftest.py`` can share them (``import helpers_tamper``).
+
+* ``start_app`` runs an aiohttp app on 127.0.0.1 with an ephemeral port.
+* ``TamperProxy`` is a real HTTP proxy between a mirror and an upstream
+  server; rules rewrite (or replace) responses. ``proxy.clear()`` removes all
+  tampering, ``proxy.upstream = url`` points it at another server (a fork).
+* ``forge_append`` appends arbitrary raw entries to a publisher DB's log and
+  signs the new checkpoint with the real key: a validly signed tree holding
+  whatever bytes a test wants (malformed msgpack, wrong seals, ...).
+* ``snapshot`` dumps everything a mirror stores for a feed, for before/after
+  comparisons; ``expect_failure`` runs a sync that must fail and checks the
+  mirror did not move.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import gzip
+import hashlib
+import os
+import re
+import socket
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from federation import entries as E
+from federation.checkpoint import Checkpoint
+from federation.db import connect, write_txn
+from federation.layout import TILE_WIDTH, encode_index
+from federation.lthash import LtHash16
+from federation.merkle import CompactRange
+from federation.mirror import Mirror
+from federation.note import NoteSignature, Signer, parse_note
+from federation.sync import sync_once
+from federation.tiles import encode_bundle, parse_bundle
+from federation.tilestore import TileStore
+
+NAME = "t"
+ORIGIN = "example.org/feeds/t"
+SYNC_TIMEOUT = 15.0  # seconds; every sync in the tests is bounded by this
+
+
+# ---- servers -------------------------------------------------------------------
+
+async def start_app(app: web.Application, port: int = 0) -> tuple[web.AppRunner, str]:
+    """Run ``app`` on 127.0.0.1 (ephemeral port by default); return (runner, base URL)."""
+    runner = web.AppRunner(app, shutdown_timeout=0.5, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    sock_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{sock_port}"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def feed_url(base: str, name: str = NAME) -> str:
+    return f"{base}/feeds/{name}/"
+
+
+# ---- operations ----------------------------------------------------------------
+
+def adds(n: int, case: str = "case1", labels: tuple[str, ...] = ("csam",), hash_type: str = "md5") -> list[E.Add]:
+    size = E.HASH_LENGTHS[hash_type]
+    return [E.Add(hash_type, os.urandom(size), case, labels, 0) for _ in range(n)]
+
+
+# ---- mirror state --------------------------------------------------------------
+
+def _h(b: bytes | None) -> str | None:
+    return None if b is None else hashlib.sha256(b).hexdigest()
+
+
+def snapshot(m: Mirror, name: str = NAME, with_times: bool = True) -> dict:
+    """Everything the mirror stores for ``name`` except bookkeeping of sync attempts.
+
+    ``with_times=False`` drops wall-clock fields the mirror sets when applying
+    (so two mirrors that applied the same versions at different moments compare equal).
+    """
+    f = m.get(name)
+    c = m.conn
+    snap = dict(
+        applied_size=f.applied_size,
+        version=f.version,
+        count=f.count,
+        digest=_h(f.digest),
+        compact=f.compact.hex(),
+        verified_checkpoint=f.verified_checkpoint,
+        checkpoint=f.checkpoint,
+        hashes=c.execute(
+            "SELECT hash_type, hex(value), case_id, labels, added_version, added_time FROM hashes"
+            " WHERE feed=? ORDER BY hash_type, value, case_id", (f.id,)).fetchall(),
+        tiles=[(lvl, idx, w, _h(d)) for lvl, idx, w, d in c.execute(
+            "SELECT level, idx, width, data FROM tiles WHERE feed=? ORDER BY level, idx, width", (f.id,))],
+        changes=c.execute(
+            "SELECT seq, version, action, hash_type, hex(value), case_id, labels, reason, time FROM changes"
+            " WHERE feed=? ORDER BY seq", (f.id,)).fetchall(),
+        versions=c.execute(
+            "SELECT version, size, time, count" + (", applied_at" if with_times else "")
+            + " FROM versions WHERE feed=? ORDER BY version", (f.id,)).fetchall(),
+    )
+    if with_times:
+        snap["updated"] = f.updated
+    return snap
+
+
+def publisher_tiles(db: Path | str, name: str = NAME) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (fid,) = conn.execute("SELECT id FROM feeds WHERE name=?", (name,)).fetchone()
+        return [(lvl, idx, w, _h(d)) for lvl, idx, w, d in conn.execute(
+            "SELECT level, idx, width, data FROM tiles WHERE feed=? ORDER BY level, idx, width", (fid,))]
+    finally:
+        conn.close()
+
+
+def assert_matches_publisher(m, pf):
+    """Mirror head equals the publisher's head, the mirror audits clean and
+    stores the same tile bytes the publisher serves."""
+    f, h = m.get(pf.name), pf.head()
+    assert (f.applied_size, f.version, f.count, f.digest) == (h.size, h.version, h.count, h.digest)
+    assert CompactRange.from_bytes(f.compact).root() == CompactRange.from_bytes(h.compact).root()
+    assert f.checkpoint == h.checkpoint == f.verified_checkpoint
+    assert m.audit(pf.name) == []
+    assert [t for t in snapshot(m, pf.name)["tiles"]] == publisher_tiles(pf.path, pf.name)
+
+
+async def sync(m: Mirror, name: str = NAME, timeout: float = SYNC_TIMEOUT, **kw):
+    """``sync_once`` bounded in time."""
+    async with asyncio.timeout(timeout):
+        return await sync_once(m, name, **kw)
+
+
+async def expect_failure(m: Mirror, exc_type: type, kind: str, *words: str, name: str = NAME,
+                         timeout: float = SYNC_TIMEOUT, before: dict | None = None) -> Exception:
+    """Run a sync that must raise ``exc_type`` (with ``kind``, and ``words`` in
+    its message) and must leave the mirror exactly where it was."""
+    if before is None:
+        before = snapshot(m, name)
+    with pytest.raises(Exception) as info:
+        await sync(m, name, timeout=timeout)
+    e = info.value
+    assert type(e) is exc_type, f"want {exc_type.__name__}, got {type(e).__name__}: {e}"
+    assert e.kind == kind, f"want kind {kind!r}, got {e.kind!r}: {e}"
+    for w in words:
+        assert w in str(e), f"{w!r} not in error message {str(e)!r}"
+    assert snapshot(m, name) == before, "a failed sync changed the mirror"
+    assert m.audit(name) == []
+    assert m.get(name).last_error.startswith(f"{kind}: "), m.get(name).last_error
+    return e
+
+
+# ---- notes and bundles ---------------------------------------------------------
+
+def flip_signature(note: bytes, byte: int = 10) -> bytes:
+    """The same note with one byte of each signature (not the key ID) flipped."""
+    n = parse_note(note)
+    sigs = [NoteSignature(s.name, s.key_id, _flip(s.signature, byte)) for s in n.signatures]
+    return n.text + b"\n" + b"".join(s.line() for s in sigs)
+
+
+def _flip(b: bytes, i: int, mask: int = 0x01) -> bytes:
+    out = bytearray(b)
+    out[i] ^= mask
+    return bytes(out)
+
+
+def map_bundle(data: bytes, fn) -> bytes:
+    """Re-encode a bundle after ``fn(list_of_entries)`` edited its entries in place."""
+    items = parse_bundle(data, count_entries(data))
+    fn(items)
+    return encode_bundle(items)
+
+
+def flip_bundle_entry(data: bytes, offset: int) -> bytes:
+    """Flip the last byte of entry ``offset`` of a bundle, keeping it parseable."""
+    def fn(items):
+        items[offset] = _flip(items[offset], len(items[offset]) - 1)
+    return map_bundle(data, fn)
+
+
+def count_entries(data: bytes) -> int:
+    """How many length-prefixed entries a well-formed bundle holds."""
+    pos = n = 0
+    while pos < len(data):
+        pos += 2 + int.from_bytes(data[pos:pos + 2], "big")
+        n += 1
+    return n
+
+
+# ---- forged logs ---------------------------------------------------------------
+
+def clone_db(src: Path | str, dst: Path | str) -> Path:
+    """A consistent copy of a (WAL-mode) SQLite database."""
+    s = sqlite3.connect(str(src))
+    d = sqlite3.connect(str(dst))
+    try:
+        s.backup(d)
+    finally:
+        d.close()
+        s.close()
+    return Path(dst)
+
+
+def feed_head(db: Path | str, name: str = NAME) -> tuple[int, int, int, bytes]:
+    """(size, version, count, digest) of a publisher feed."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT size, version, count, digest FROM feeds WHERE name=?", (name,)).fetchone()
+    finally:
+        conn.close()
+
+
+def forge_append(db: Path | str, signer: Signer, raw_entries: list[bytes], name: str = NAME) -> bytes:
+    """Append ``raw_entries`` verbatim to the log of ``name`` in publisher DB ``db``
+    and sign the resulting tree with ``signer``; return the new signed checkpoint.
+
+    Nothing is validated and the active set is not touched: this builds a
+    validly signed, correctly hashed tree whose entries may be garbage.
+    """
+    conn = connect(db)
+    try:
+        with write_txn(conn):
+            fid, origin, size, compact = conn.execute(
+                "SELECT id, origin, size, compact FROM feeds WHERE name=?", (name,)).fetchone()
+            log = TileStore(conn, fid).appender(size, CompactRange.from_bytes(compact))
+            log.append(list(raw_entries))
+            log.finish()
+            cp = Checkpoint(origin, log.compact.size, log.compact.root()).sign([signer])
+            conn.execute("UPDATE feeds SET size=?, compact=?, checkpoint=? WHERE id=?",
+                         (log.compact.size, log.compact.to_bytes(), cp, fid))
+    finally:
+        conn.close()
+    return cp
+
+
+def forged_version(db: Path | str, ops: list[E.Add], name: str = NAME, *, digest_flip: bool = False,
+                   count_delta: int = 0, version_delta: int = 1, t: int = 1_700_000_000) -> list[bytes]:
+    """Encoded entries of a next version that adds ``ops`` (all new hashes),
+    closed by a seal that is right unless told to lie about digest, count or version."""
+    _, version, count, digest = feed_head(db, name)
+    ops = [E.Add(a.hash_type, a.value, a.case, a.labels, t) for a in ops]
+    d = LtHash16(digest).add([E.add_element(a) for a in ops]).digest()
+    if digest_flip:
+        d = _flip(d, 0)
+    seal = E.Seal(version + version_delta, t, count + len(ops) + count_delta, d)
+    return [E.encode(a) for a in ops] + [E.encode(seal)]
+
+
+# ---- the tampering proxy -------------------------------------------------------
+
+class TamperProxy:
+    """An HTTP proxy on 127.0.0.1 in front of ``upstream`` (a base URL).
+
+    Each request runs through ``rules`` in order; a rule is an async callable
+    ``rule(proxy, request, path) -> web.StreamResponse | None`` (``None``:
+    not mine). Unclaimed requests are forwarded unchanged. ``log`` counts
+    the paths requested.
+    """
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.rules: list = []
+        self.log: list[str] = []
+        self.url: str | None = None
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # lifecycle
+    async def start(self, port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", self._handle)
+        self._runner, self.url = await start_app(app, port)
+        self.port = int(self.url.rsplit(":", 1)[1])
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening (connections to the port are then refused)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def close(self) -> None:
+        await self.stop()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def feed_url(self, name: str = NAME) -> str:
+        return feed_url(self.url, name)
+
+    # rules
+    def add(self, *rules) -> "TamperProxy":
+        self.rules.extend(rules)
+        return self
+
+    def clear(self) -> None:
+        self.rules.clear()
+
+    def requests(self, pattern: str) -> list[str]:
+        return [p for p in self.log if re.search(pattern, p)]
+
+    async def fetch(self, path: str) -> tuple[int, str, bytes]:
+        """GET ``path`` from upstream: (status, content type, decoded body)."""
+        async with self._session.get(f"{self.upstream}/{path}") as r:
+            return r.status, r.content_type, await r.read()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["tail"]
+        self.log.append(path)
+        for rule in list(self.rules):
+            resp = await rule(self, request, path)
+            if resp is not None:
+                return resp
+        status, ctype, body = await self.fetch(path)
+        return web.Response(status=status, body=body, content_type=ctype)
+
+
+# Rule factories. ``pattern`` is a regex searched in the request path
+# (e.g. ``feeds/t/tile/entries/000.p/45``).
+
+CHECKPOINT = r"/checkpoint$"
+BUNDLES = r"/tile/entries/"
+LEAF_TILES = r"/tile/0/"
+
+
+def bundle_pattern(entry_index: int) -> str:
+    return rf"/tile/entries/{encode_index(entry_index // TILE_WIDTH)}(\.p/\d+)?$"
+
+
+def leaf_tile_pattern(leaf_index: int) -> str:
+    return rf"/tile/0/{encode_index(leaf_index // TILE_WIDTH)}(\.p/\d+)?$"
+
+
+def rewrite(pattern: str, fn):
+    """Rewrite the upstream body of 200 responses with ``fn(path, body) -> body``."""
+    async def rule(proxy, request, path):
+        if not re.search(pattern, path):
+            return None
+        status, ctype, body = await proxy.fetch(path)
+        if status == 200:
+            body = fn(path, body)
+        return web.Response(status=status, body=body, content_type=ctype)
+    return rule
+
+
+def upstream(pattern: str, base: str):
+    """Forward matching requests to another server (base URL) instead."""
+    async def rule(proxy, request, path):
+        if not re.search(pattern, path):
+            return None
+        async with proxy._session.get(f"{base.rstrip('/')}/{path}") as r:
+            return web.Response(status=r.status, body=await r.read(), content_type=r.content_type)
+    return rule
+
+
+def serve(pattern: str, body: bytes, status: int = 200, content_type: str = "application/octet-stream"):
+    async def rule(proxy, request, path):
+        if re.search(pattern, path):
+            return web.Response(status=status, body=body, content_type=content_type)
+        return None
+    return rule
+
+
+def status(pattern: str, code: int):
+    async def rule(proxy, request, path):
+        if re.search(pattern, path):
+            return web.Response(status=code, text=f"injected {code}\n")
+        return None
+    return rule
+
+
+def nth(pattern: str, n: int, inner):
+    """Apply ``inner`` only to the ``n``-th (1-based) request matching ``pattern``."""
+    seen = Counter()
+
+    async def rule(proxy, request, path):
+        if not re.search(pattern, path):
+            return None
+        seen["n"] += 1
+        return await inner(proxy, request, path) if seen["n"] == n else None
+    return rule
+
+
+def first_time(inner):
+    """Apply ``inner`` only to the first request of each path (a flaky tamperer)."""
+    seen: set[str] = set()
+
+    async def rule(proxy, request, path):
+        if path in seen:
+            return None
+        resp = await inner(proxy, request, path)
+        if resp is not None:
+            seen.add(path)
+        return resp
+    return rule
+
+
+def flip_entry(entry_index: int):
+    """Flip a byte inside log entry ``entry_index`` in the bundle that holds it."""
+    off = entry_index % TILE_WIDTH
+    return rewrite(bundle_pattern(entry_index), lambda path, body: flip_bundle_entry(body, off))
+
+
+def flip_leaf_hash(leaf_index: int, byte: int = 0):
+    """Flip a byte of leaf hash ``leaf_index`` in the level-0 tile that holds it."""
+    pos = (leaf_index % TILE_WIDTH) * 32 + byte
+    return rewrite(leaf_tile_pattern(leaf_index), lambda path, body: _flip(body, pos))
+
+
+def oversize(pattern: str, nbytes: int = 10 * 1024 * 1024, chunked: bool = False):
+    """A huge body: with a Content-Length, or streamed chunked without one."""
+    async def rule(proxy, request, path):
+        if not re.search(pattern, path):
+            return None
+        if not chunked:
+            return web.Response(body=b"\x00" * nbytes, content_type="application/octet-stream")
+        resp = web.StreamResponse()
+        resp.content_type = "application/octet-stream"
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b"\x00" * 65536
+        try:
+            for _ in range(nbytes // len(chunk)):
+                await resp.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up, as it should
+        return resp
+    return rule
+
+
+def gzip_bomb(pattern: str, nbytes: int = 10 * 1024 * 1024):
+    """A small gzip body (Content-Encoding: gzip) that inflates to ``nbytes``."""
+    body = gzip.compress(b"\x00" * nbytes, 9)
+
+    async def rule(proxy, request, path):
+        if re.search(pattern, path):
+            return web.Response(body=body, headers={"Content-Encoding": "gzip",
+                                                    "Content-Type": "application/octet-stream"})
+        return None
+    return rule
+
+
+def hang(pattern: str, seconds: float = 30.0):
+    """Never answer (within the test's lifetime)."""
+    async def rule(proxy, request, path):
+        if re.search(pattern, path):
+            await asyncio.sleep(seconds)
+            return web.Response(status=504)
+        return None
+    return rule
+
+
+def b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()

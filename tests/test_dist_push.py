@@ -1,0 +1,142 @@
+"""Push: long-poll on the checkpoint (server side) and the follower's watch loop."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from dist_fixtures import BOUND, bounded, feed, follow, servers  # noqa: F401
+from federation import push
+from federation.push import checkpoint_size, watch_feed
+from federation.relay import RelaySource
+from federation.server import PublisherSource, create_app
+
+
+def push_app(sources):
+    return create_app(sources, extensions=[push.install], middlewares=[push.longpoll_middleware])
+
+
+async def _get(url: str) -> tuple[int, bytes, dict]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND)) as s:
+        async with s.get(url) as r:
+            return r.status, await r.read(), dict(r.headers)
+
+
+async def test_longpoll_answers_at_once_when_newer_exists(feed, servers):
+    feed.publish_version()
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    size = feed.pub.feed("tid").size
+    started = time.monotonic()
+    status, body, headers = await _get(f"{url}/feeds/tid/checkpoint?wait=20&after={size - 1}")
+    assert status == 200 and body == feed.checkpoint() and time.monotonic() - started < 5
+    assert headers["Cache-Control"] == "no-store"
+
+
+async def test_longpoll_times_out_with_current_checkpoint(feed, servers):
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    started = time.monotonic()
+    status, body, _ = await _get(f"{url}/feeds/tid/checkpoint?wait=0.5&after=0")
+    assert status == 200 and body == feed.checkpoint()
+    assert time.monotonic() - started >= 0.45  # it was held, not answered at once
+
+
+async def test_longpoll_wakes_on_publish_by_another_writer(feed, servers):
+    """The publish happens on another connection (as 'federation publish' would);
+    the watch's poller notices it and the held request answers."""
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    app = servers.runners[-1].app
+    task = asyncio.create_task(_get(f"{url}/feeds/tid/checkpoint?wait=20&after=0"))
+    # Publish only once the request is held (an event, not a sleep).
+    watch = app[push.WATCH]
+    while "tid" not in watch._waiters:
+        await asyncio.sleep(0)
+        assert not task.done()
+    started = time.monotonic()
+    feed.publish_version()
+    status, body, _ = await bounded(task)
+    assert status == 200 and checkpoint_size(body) > 0 and body == feed.checkpoint()
+    assert time.monotonic() - started < 5  # well before the 20 s wait
+
+
+@pytest.mark.parametrize("query", ["wait=abc&after=0", "wait=-1&after=0", "wait=5&after=-3", "wait=nan&after=0",
+                                   "wait=5&after=99999999999999999999999", "wait=1e400&after=1"])
+async def test_malformed_longpoll_is_400(feed, servers, query):
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    status, _, _ = await _get(f"{url}/feeds/tid/checkpoint?{query}")
+    assert status == 400
+
+
+async def test_unknown_feed_longpoll_is_404_at_once(feed, servers):
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    started = time.monotonic()
+    status, _, _ = await _get(f"{url}/feeds/nope/checkpoint?wait=20&after=0")
+    assert status == 404 and time.monotonic() - started < 5
+
+
+async def test_follower_syncs_within_a_fraction_of_a_second(tmp_path, feed, servers):
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    m = follow(tmp_path / "m.db", feed, [f"{url}/feeds/tid/"])
+    changed: asyncio.Queue = asyncio.Queue()
+    task = asyncio.create_task(watch_feed(m, "tid", [f"{url}/feeds/tid/"], wait=20, interval=60,
+                                          on_change=changed.put_nowait))
+    try:
+        lags = []
+        for _ in range(3):
+            watch = servers.runners[-1].app[push.WATCH]
+            while "tid" not in watch._waiters:  # the follower is parked on the long-poll
+                await asyncio.sleep(0.01)
+            published = time.monotonic()
+            r = feed.publish_version()
+            res = await bounded(changed.get())
+            lags.append(time.monotonic() - published)
+            assert res.size == r.size and m.get("tid").version == r.version
+        assert max(lags) < 1.0, lags  # with a 60 s polling interval, only push explains this
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_follower_falls_back_to_polling_and_backs_off(tmp_path, feed, servers):
+    """Upstream without long-poll (answers at once): the follower polls at its
+    interval; a dead upstream makes it back off instead of spinning."""
+    plain = await servers.publisher(feed.path)  # no push extension: ignores ?wait
+    m = follow(tmp_path / "m.db", feed, [f"{plain}/feeds/tid/"])
+    changed: asyncio.Queue = asyncio.Queue()
+    task = asyncio.create_task(watch_feed(m, "tid", [f"{plain}/feeds/tid/"], wait=20, interval=0.2,
+                                          on_change=changed.put_nowait))
+    try:
+        r = feed.publish_version()
+        res = await bounded(changed.get())
+        assert res.size == r.size
+        r = feed.publish_version()
+        res = await bounded(changed.get())
+        assert res.size == r.size
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_relay_wakes_its_long_pollers_after_sync(tmp_path, feed, servers):
+    origin = await servers.start(push_app([PublisherSource(feed.path)]))
+    relay_m = follow(tmp_path / "relay.db", feed, [f"{origin}/feeds/tid/"])
+    relay_url = await servers.start(push_app([RelaySource(tmp_path / "relay.db")]))
+    relay_app = servers.runners[-1].app
+    relay_task = asyncio.create_task(watch_feed(
+        relay_m, "tid", [f"{origin}/feeds/tid/"], wait=20, interval=60,
+        on_change=lambda r: relay_app[push.WATCH].notify("tid")))
+    m = follow(tmp_path / "m.db", feed, [f"{relay_url}/feeds/tid/"])
+    changed: asyncio.Queue = asyncio.Queue()
+    task = asyncio.create_task(watch_feed(m, "tid", [f"{relay_url}/feeds/tid/"], wait=20, interval=60,
+                                          on_change=changed.put_nowait))
+    try:
+        feed.publish_version()
+        r = feed.publish_version(3)
+        while (await bounded(changed.get())).size < r.size:
+            pass
+        assert m.get("tid").version == r.version and m.audit("tid") == []
+    finally:
+        for t in (task, relay_task):
+            t.cancel()
+        await asyncio.gather(task, relay_task, return_exceptions=True)

@@ -1,0 +1,142 @@
+"""Operations: /metrics, JSON logs, ``federation doctor``, the OpenAPI description, CLI help."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from platform_fixtures import FEED, ORIGIN, deployment, md5_add  # noqa: F401
+
+from federation.cli import cli
+from federation.doctor import FAIL, OK, run_doctor
+from federation.home import Home
+from federation.jsonlog import JsonFormatter
+from federation.keys import write_new_key
+from federation.note import Signer
+from federation.platform_node import PlatformNode
+
+pytestmark = pytest.mark.timeout(60)
+
+OPENAPI = Path(__file__).parent.parent / "docs" / "openapi.yaml"
+
+
+async def metrics_text(url: str) -> str:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url + "metrics") as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            return await r.text()
+
+
+def value(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{series} not in metrics:\n{text}")
+
+
+async def test_metrics_versions_lag_requests_and_failures_by_kind(deployment):
+    deployment.publish([md5_add(f"m{i}", "c1") for i in range(3)])
+    # a second followed feed whose trusted key is wrong: its syncs fail signature verification
+    deployment.mirror.follow("bad", ORIGIN + "-bad", [Signer.generate(ORIGIN + "-bad").vkey], [deployment.feed_url])
+    results = await deployment.node.sync_all(deployment.mirror)
+    assert [type(r).__name__ for r in results] == ["SignatureError", "SyncResult"]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(deployment.url + "lookup/md5/" + "00" * 16) as r:
+            assert r.status == 200
+        async with s.get(deployment.url + "changes?after=x") as r:
+            assert r.status == 400
+    text = await metrics_text(deployment.url)
+    assert value(text, f'federation_feed_version{{feed="{FEED}"}}') == 1
+    assert value(text, f'federation_feed_size{{feed="{FEED}"}}') == 4
+    assert value(text, f'federation_feed_active_hashes{{feed="{FEED}"}}') == 3
+    assert value(text, f'federation_feed_lag_entries{{feed="{FEED}"}}') == 0
+    assert value(text, f'federation_feed_last_sync_failed{{feed="{FEED}"}}') == 0
+    assert value(text, 'federation_feed_last_sync_failed{feed="bad"}') == 1
+    assert value(text, "federation_changes_head") == 3
+    assert value(text, 'federation_verification_failures_total{feed="bad",kind="signature"}') == 1
+    assert value(text, 'federation_sync_failures_total{feed="bad",kind="signature"}') == 1
+    assert value(text, f'federation_sync_duration_seconds_count{{feed="{FEED}"}}') == 1
+    assert value(text, 'federation_http_requests_total{method="GET",route="/lookup/{type}/{hash}",status="200"}') == 1
+    assert value(text, 'federation_http_requests_total{method="GET",route="/changes",status="400"}') == 1
+
+
+def test_json_log_lines():
+    rec = logging.LogRecord("federation.platform", logging.WARNING, __file__, 1, "sync %s failed", ("tid",), None)
+    rec.feed, rec.kind = "tid", "signature"
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["level"] == "warning" and out["logger"] == "federation.platform"
+    assert out["msg"] == "sync tid failed" and out["feed"] == "tid" and out["kind"] == "signature"
+    assert out["ts"].endswith("Z")
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_doctor_checks_permissions_trust_and_upstreams(deployment):
+    home = Home.resolve(str(deployment.root))
+    write_new_key(home.key_path("tid"), ORIGIN)  # 0600
+    checks = await run_doctor(home, timeout=5)
+    assert not [c for c in checks if c.status == FAIL], checks
+    assert any(c.status == OK and "verified checkpoint" in c.detail for c in checks)
+    # loosen the key file, break an upstream, add a feed whose key does not match its origin
+    os.chmod(home.key_path("tid"), 0o644)
+    deployment.mirror.conn.execute("UPDATE follows SET urls=? WHERE name=?",
+                                   (f"http://127.0.0.1:{closed_port()}/feeds/tid/", FEED))
+    deployment.mirror.follow("odd", "other.example/feeds/x", [Signer.generate("someone.else").vkey],
+                             ["http://127.0.0.1:9/"])
+    checks = await run_doctor(home, network=True, timeout=5)
+    fails = {(c.what, c.detail.split(":")[0]) for c in checks if c.status == FAIL}
+    assert ("key file", f"{home.key_path('tid')} mode 644") in fails
+    assert any(w == f"feed {FEED} upstream" for w, _ in fails)
+    assert any(w == "feed odd trust" for w, _ in fails)
+    # the CLI runs its own event loop: give it a thread
+    r = await asyncio.to_thread(CliRunner().invoke, cli, ["--home", str(home.root), "doctor", "--no-network"])
+    assert r.exit_code == 1 and "FAIL key file" in r.output and "chmod 600" in r.output
+    os.chmod(home.key_path("tid"), 0o600)
+    deployment.mirror.conn.execute("DELETE FROM follows WHERE name='odd'")
+    deployment.mirror.conn.execute("UPDATE follows SET urls=? WHERE name=?", (deployment.feed_url, FEED))
+    r = await asyncio.to_thread(CliRunner().invoke, cli, ["--home", str(home.root), "doctor"])
+    assert r.exit_code == 0, r.output
+
+
+def test_openapi_matches_the_real_routes(tmp_path):
+    spec = yaml.safe_load(OPENAPI.read_text())
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    node = PlatformNode(tmp_path / "mirror.db", tmp_path / "platform.db")
+    served = {(r.method, r.resource.canonical) for r in node.app.router.routes() if r.method != "HEAD"}
+    assert documented == served
+    # every path parameter is declared
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            names = set()
+            for p in op.get("parameters", []):
+                if "$ref" in p:
+                    p = spec["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
+                if p["in"] == "path":
+                    names.add(p["name"])
+            assert names == {seg[1:-1] for seg in path.split("/") if seg.startswith("{")}, path
+
+
+def test_every_platform_command_has_help_with_example():
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+    for name in ("platform", "doctor"):
+        for path, cmd in walk(cli.commands[name], [name]):
+            assert cmd.help and "Example:" in cmd.help, " ".join(path)
+            r = CliRunner().invoke(cli, path + ["--help"])
+            assert r.exit_code == 0 and "Example:" in r.output, " ".join(path)

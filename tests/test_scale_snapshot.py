@@ -1,0 +1,325 @@
+"""Snapshots, bootstrap from a snapshot, pruning and automatic re-bootstrap,
+over real HTTP on loopback."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+import tracemalloc
+
+import aiohttp
+import msgpack
+import pytest
+
+from helpers_tamper import NAME, adds, feed_url, snapshot as mirror_state
+
+from federation import entries as E
+from federation.activeset import ActiveSet
+from federation.bootstrap import bootstrap_feed
+from federation.errors import DigestError, MalformedError, TransportError
+from federation.fetcher import Fetcher
+from federation.lthash import LtHash16, ParallelSum
+from federation.merkle import CompactRange
+from federation.server import PublisherSource, create_app
+from federation.snapshot import (SnapshotReader, bundle_range, ensure_schema, list_snapshots, parse_index, prune,
+                                 server_extension, snapshot_dir, write_snapshot)
+from federation.sync import sync_once
+from federation.tiles import parse_bundle
+
+TIMEOUT = 30.0
+
+
+def scale_app(db):
+    return create_app([PublisherSource(db)], extensions=[server_extension(db)])
+
+
+async def sync(m, **kw):
+    async with asyncio.timeout(TIMEOUT):
+        return await sync_once(m, NAME, **kw)
+
+
+def assert_same_set(m, pf):
+    """Mirror head and rows equal the publisher's, recomputed from rows."""
+    f, h = m.get(pf.name), pf.head()
+    assert (f.applied_size, f.version, f.count, f.digest) == (h.size, h.version, h.count, h.digest)
+    assert CompactRange.from_bytes(f.compact).root() == CompactRange.from_bytes(h.compact).root()
+    digest, count = ActiveSet(m.conn, f.id).recompute_digest()
+    assert (digest.digest(), count) == (h.digest, h.count)
+    rows = lambda conn, fid: conn.execute(  # noqa: E731
+        "SELECT hash_type, value, case_id, labels FROM hashes WHERE feed=? ORDER BY 1,2,3", (fid,)).fetchall()
+    assert rows(m.conn, f.id) == rows(pf.pub.conn, h.id)
+
+
+def bundle_rows(conn, feed_id):
+    return conn.execute("SELECT idx, width FROM tiles WHERE feed=? AND level=-1 ORDER BY idx, width",
+                        (feed_id,)).fetchall()
+
+
+@pytest.fixture
+def history(make_publisher, signer):
+    """A feed with three versions (adds, a withdrawal, a relabel), 700+ entries."""
+    pf = make_publisher("pub.db", signer)
+    _, first = pf.publish_adds(400, case="c1")
+    pf.publish(adds(300, case="c2", labels=("a", "b"), hash_type="sha256"))
+    pf.publish([E.Withdraw("legal", 0, first[0].hash_type, first[0].value)])
+    pf.publish([E.Add(first[1].hash_type, first[1].value, "c1", ("other",), 0)])
+    return pf
+
+
+async def test_fresh_mirror_bootstraps_then_follows_the_log(history, serve, make_mirror, caplog):
+    ref = write_snapshot(history.path, NAME, compress=True)
+    assert (ref.version, ref.count) == (4, 699)
+    url = await serve(scale_app(history.path))
+    m = make_mirror("m.db", feed_url(url))
+    with caplog.at_level(logging.INFO, logger="federation.bootstrap"):
+        r = await sync(m)
+    assert "bootstrapped from snapshot" in caplog.text
+    assert (r.old_version, r.version) == (0, 4)
+    assert_same_set(m, history)
+    f = m.get(NAME)
+    # Only the last bundle came from the snapshot: the log before it was never fetched.
+    assert bundle_rows(m.conn, f.id) == [bundle_range(ref.size)]
+    # It follows the log from there, over several bundles.
+    history.publish(adds(600, case="c3"))
+    history.publish([E.Withdraw("duplicate", 0, case="c2")])
+    r2 = await sync(m)
+    assert (r2.old_version, r2.version) == (4, 6)
+    assert_same_set(m, history)
+    assert m.get(NAME).checkpoint == history.head().checkpoint
+    assert m.lookup(first_hash(history)[0], first_hash(history)[1])
+
+
+def first_hash(pf):
+    return pf.pub.conn.execute("SELECT hash_type, value FROM hashes WHERE case_id='c3' LIMIT 1").fetchone()
+
+
+async def test_snapshot_behind_the_checkpoint_and_uncompressed(history, serve, make_mirror):
+    ref = write_snapshot(history.path, NAME, compress=False)
+    history.publish(adds(10, case="late"))
+    url = await serve(scale_app(history.path))
+    async with aiohttp.ClientSession() as s:
+        async with s.get(feed_url(url) + "snapshot/index") as resp:
+            refs, minimum = parse_index(await resp.read())
+        async with s.get(feed_url(url) + f"snapshot/{ref.sha256}") as resp:
+            body = await resp.read()
+    assert refs == [ref] and minimum == 0 and not ref.compressed
+    assert hashlib.sha256(body).hexdigest() == ref.sha256
+    m = make_mirror("m.db", feed_url(url))
+    async with Fetcher(feed_url(url)) as fetcher:
+        b = await bootstrap_feed(m, NAME, fetcher, workers=0)
+    assert (b.size, b.version, b.count) == (ref.size, 4, 699)
+    await sync(m)
+    assert_same_set(m, history)
+
+
+# ---- tampered snapshots ------------------------------------------------------------
+
+def _records(pf):
+    rows = pf.pub.conn.execute("SELECT hash_type, value, case_id, labels FROM hashes ORDER BY 1,2,3").fetchall()
+    return [[t, v, c, labels.split(",") if labels else []] for t, v, c, labels in rows]
+
+
+def _plant(pf, header: dict, records: list) -> str:
+    """Publish a forged snapshot file in the publisher's index (a malicious server)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    body = packer.pack(header) + b"".join(packer.pack(r) for r in records)
+    sha = hashlib.sha256(body).hexdigest()
+    fid = pf.head().id
+    ensure_schema(pf.pub.conn)
+    d = snapshot_dir(pf.path) / str(fid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{sha}.snap").write_bytes(body)
+    pf.pub.conn.execute("INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?)",
+                        (fid, sha, header["version"], header["size"], header["count"], len(body), 0, 0))
+    return sha
+
+
+def _honest_header(pf) -> dict:
+    h = pf.head()
+    idx, w = bundle_range(h.size)
+    bundle = pf.pub.tile(h.id, -1, idx, w)
+    return {"v": 1, "origin": pf.origin, "size": h.size, "version": h.version, "count": h.count, "bundle": bundle}
+
+
+def _forged_seal_bundle(pf, records) -> bytes:
+    """The honest last bundle with its seal replaced by one matching ``records``."""
+    h = pf.head()
+    idx, w = bundle_range(h.size)
+    entries = parse_bundle(pf.pub.tile(h.id, -1, idx, w), w)
+    seal = E.decode(entries[-1])
+    digest = LtHash16().add(E.element(t, v, c, tuple(labels)) for t, v, c, labels in records).digest()
+    forged = E.Seal(seal.version, seal.time, len(records), digest)
+    from federation.tiles import encode_bundle
+    return encode_bundle(entries[:-1] + [E.encode(forged)])
+
+
+def _tamper_digest(pf):
+    recs = _records(pf)
+    recs[5][3] = ["injected"]  # same count, one record's labels changed
+    return _honest_header(pf), recs
+
+
+def _tamper_count(pf):
+    recs = _records(pf)
+    del recs[7]  # a hash silently dropped; the header's count follows suit
+    header = _honest_header(pf)
+    header["count"] = len(recs)
+    return header, recs
+
+
+def _tamper_inclusion(pf):
+    recs = _records(pf)
+    del recs[3]  # drop a hash and forge a seal that agrees: not in the signed tree
+    header = _honest_header(pf)
+    header["count"] = len(recs)
+    header["bundle"] = _forged_seal_bundle(pf, recs)
+    return header, recs
+
+
+def _tamper_order(pf):
+    recs = _records(pf)
+    recs[1], recs[2] = recs[2], recs[1]
+    return _honest_header(pf), recs
+
+
+@pytest.mark.parametrize("tamper, exc, kind, words", [
+    (_tamper_digest, DigestError, "digest", "digest"),
+    (_tamper_count, DigestError, "digest", "states 698 hashes, its seal says 699"),
+    (_tamper_inclusion, MalformedError, "malformed", "inclusion proof"),
+    (_tamper_order, MalformedError, "malformed", "key order"),
+])
+async def test_tampered_snapshot_is_refused_and_mirror_unchanged(history, serve, make_mirror,
+                                                                 tamper, exc, kind, words):
+    header, recs = tamper(history)
+    _plant(history, header, recs)
+    url = await serve(scale_app(history.path))
+    m = make_mirror("m.db", feed_url(url))
+    before = mirror_state(m)
+    with pytest.raises(exc) as err:
+        await sync(m)
+    assert err.value.kind == kind and words in str(err.value)
+    assert mirror_state(m) == before
+    assert m.get(NAME).last_error.startswith(kind)
+    assert m.conn.execute("SELECT count(*) FROM hashes").fetchone()[0] == 0
+
+
+async def test_snapshot_not_matching_its_name_is_refused(history, serve, make_mirror):
+    ref = write_snapshot(history.path, NAME, compress=False)
+    path = snapshot_dir(history.path) / str(history.head().id) / f"{ref.sha256}.snap"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    url = await serve(scale_app(history.path))
+    m = make_mirror("m.db", feed_url(url))
+    before = mirror_state(m)
+    with pytest.raises(MalformedError, match="hashes to .* not its name"):
+        await sync(m)
+    assert mirror_state(m) == before
+
+
+async def test_server_without_snapshots_replays_the_log(history, serve, make_mirror):
+    url = await serve(history.path)  # plain server: no snapshot routes at all
+    m = make_mirror("m.db", feed_url(url))
+    await sync(m)
+    assert_same_set(m, history)
+    assert len(bundle_rows(m.conn, m.get(NAME).id)) > 1
+
+
+# ---- pruning -------------------------------------------------------------------------
+
+async def test_pruning_denies_bundles_keeps_tiles_and_lagging_mirror_rebootstraps(history, serve, make_mirror, caplog):
+    url = await serve(scale_app(history.path))
+    lagging = make_mirror("lag.db", feed_url(url))
+    await sync(lagging, snapshots=False)  # replays the log: at version 4
+    history.publish(adds(500, case="c4"))
+    history.publish([E.Withdraw("submitter_request", 0, case="c1")])
+    ref = write_snapshot(history.path, NAME)
+    with pytest.raises(Exception, match="never decreases|above the newest"):
+        prune(history.path, NAME, minimum=ref.size + 1)
+    minimum = prune(history.path, NAME)
+    assert minimum == ref.size == history.head().size
+    fid = history.head().id
+    # Erasure: no stored bundle ends at or below the minimum, except the partial
+    # bundle of the current size, kept for the next publish (and denied).
+    left = [(i, w) for i, w in bundle_rows(history.pub.conn, fid) if i * 256 + w <= minimum]
+    assert left in ([], [(minimum // 256, minimum % 256)])
+    async with aiohttp.ClientSession() as s:
+        async with s.get(feed_url(url) + "tile/entries/000") as resp:
+            assert resp.status == 410
+        async with s.get(feed_url(url) + "tile/0/000") as resp:
+            assert resp.status == 200  # hash tiles stay
+        async with s.get(feed_url(url) + "snapshot/index") as resp:
+            assert parse_index(await resp.read())[1] == minimum
+    with pytest.raises(Exception, match="never decreases"):
+        prune(history.path, NAME, minimum=minimum - 1)
+    # The publisher keeps publishing on top of a pruned log.
+    history.publish(adds(20, case="c5"))
+    with caplog.at_level(logging.WARNING, logger="federation.bootstrap"):
+        r = await sync(lagging)
+    assert "fell behind the upstream's pruned range" in caplog.text
+    assert (r.old_version, r.version) == (4, 7)
+    assert_same_set(lagging, history)
+    # Withdrawn hashes of the pruned range are no longer on the lagging mirror either.
+    assert not lagging.conn.execute("SELECT 1 FROM hashes WHERE case_id='c1'").fetchone()
+    assert min(i * 256 + w for i, w in bundle_rows(lagging.conn, lagging.get(NAME).id)) > minimum - 256
+
+
+async def test_lagging_mirror_without_snapshot_route_fails_as_transport(history, serve, make_mirror):
+    app_url = await serve(scale_app(history.path))
+    m = make_mirror("lag.db", feed_url(app_url))
+    await sync(m, snapshots=False)
+    history.publish(adds(300, case="c9"))
+    write_snapshot(history.path, NAME)
+    prune(history.path, NAME)
+    before = mirror_state(m)
+    with pytest.raises(TransportError, match="410"):
+        await sync(m, snapshots=False)
+    assert mirror_state(m) == before
+
+
+# ---- streaming and workers ----------------------------------------------------------
+
+def test_reader_streams_in_bounded_memory(tmp_path):
+    """500k records (~18 MB uncompressed): the reader's peak allocation stays
+    near its read size, not the file size."""
+    path = tmp_path / "big.snap"
+    n = 500_000
+    packer = msgpack.Packer(use_bin_type=True)
+    with open(path, "wb") as f:
+        f.write(packer.pack({"v": 1, "origin": "o", "size": 1, "version": 1, "count": n, "bundle": b""}))
+        for i in range(n):
+            f.write(packer.pack(["sha1", i.to_bytes(20, "big"), "case", ["x"]]))
+    size = path.stat().st_size
+    assert size > 17_000_000
+    tracemalloc.start()
+    try:
+        with open(path, "rb") as f:
+            reader = SnapshotReader(f, read_size=256 * 1024)
+            seen = sum(len(b) for b in reader.records(batch=1024))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == n
+    assert peak < size / 4, f"peak {peak} bytes for a {size}-byte file"
+
+
+def test_parallel_sum_equals_serial():
+    elems = [i.to_bytes(8, "big") * 3 for i in range(20_000)]
+    with ParallelSum(workers=1) as p:
+        for i in range(0, len(elems), 3000):
+            p.add(elems[i:i + 3000])
+        got = p.result()
+    assert got == LtHash16().add(elems)
+
+
+def test_snapshot_index_lists_and_rejects_malformed(history):
+    a = write_snapshot(history.path, NAME)
+    history.publish(adds(3, case="z"))
+    b = write_snapshot(history.path, NAME, compress=False)
+    conn = sqlite3.connect(history.path)
+    assert [r.size for r in list_snapshots(conn, history.head().id)] == [a.size, b.size]
+    conn.close()
+    for bad in (b"not json", b'{"snapshots": [{"sha256": "zz"}]}', b'{"snapshots": 3}'):
+        with pytest.raises(MalformedError):
+            parse_index(bad)

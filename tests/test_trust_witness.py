@@ -1,0 +1,103 @@
+"""The tlog-witness add-checkpoint endpoint over real HTTP: every status code
+the spec names, the 409 body and content type, and atomic check-and-persist."""
+from __future__ import annotations
+
+import asyncio
+
+from helpers_tamper import NAME, ORIGIN, adds
+from trust_fixtures import World, world  # noqa: F401
+
+from federation.checkpoint import Checkpoint
+from federation.cosign import add_checkpoint_body, publisher_proof
+from federation.note import Signer, parse_note
+
+
+async def post(world: World, body: bytes, i: int = 0):
+    async with world.session.post(world.witness_urls[i] + "/witness/add-checkpoint", data=body) as r:
+        return r.status, r.content_type, await r.read()
+
+
+def note_at(world: World) -> tuple[bytes, int]:
+    f = world.pub.feed(NAME)
+    return f.checkpoint, f.size
+
+
+async def test_witness_status_codes(world: World):
+    world.pub.publish(NAME, adds(3), world.log_key)
+    note, size = note_at(world)
+    # 400: body does not parse / old size above the checkpoint size / proof with old 0
+    assert (await post(world, b"old 01\n\n" + note))[0] == 400
+    assert (await post(world, b"garbage"))[0] == 400
+    assert (await post(world, add_checkpoint_body(size + 1, [], note)))[0] == 400
+    assert (await post(world, add_checkpoint_body(0, [b"\x00" * 32], note)))[0] == 400
+    # 404: unknown origin (signed by a key of that unknown log)
+    other = Signer.generate("other.example/log")
+    assert (await post(world, add_checkpoint_body(0, [], Checkpoint("other.example/log", 0, b"\x00" * 32)
+                                                  .sign([other]))))[0] == 404
+    # 403: known origin, no trusted signature
+    stranger = Signer.generate(ORIGIN)
+    forged = Checkpoint(ORIGIN, size, b"\x01" * 32).sign([stranger])
+    assert (await post(world, add_checkpoint_body(0, [], forged)))[0] == 403
+    # 200: first checkpoint from old size 0; the cosignature verifies
+    status, _, body = await post(world, add_checkpoint_body(0, [], note))
+    assert status == 200 and body.startswith("\u2014 witness-1.example ".encode())
+    cosigned = parse_note(note + body)
+    v = world.witnesses[0].cosigner.verifier
+    assert v.verify(cosigned.text, cosigned.signatures[-1].signature)
+    # 409: wrong old size; body is the latest size, text/x.tlog.size
+    world.pub.publish(NAME, adds(2), world.log_key)
+    note2, size2 = note_at(world)
+    status, ctype, body = await post(world, add_checkpoint_body(0, [], note2))
+    assert (status, ctype, body) == (409, "text/x.tlog.size", f"{size}\n".encode())
+    # 422: right old size, bad proof
+    feed = world.pub.feed(NAME)
+    proof = publisher_proof(world.pub, feed, size, size2)
+    bad = [proof[0][:-1] + bytes([proof[0][-1] ^ 1])] + proof[1:]
+    assert (await post(world, add_checkpoint_body(size, bad, note2)))[0] == 422
+    # 200 with the real proof; the witness now holds size2
+    assert (await post(world, add_checkpoint_body(size, proof, note2)))[0] == 200
+    assert world.witnesses[0].latest(ORIGIN)[0] == size2
+    # 409: same size, different root (a split view); evidence kept
+    fork = Checkpoint(ORIGIN, size2, b"\x02" * 32).sign([world.log_key])
+    status, ctype, body = await post(world, add_checkpoint_body(size2, [], fork))
+    assert (status, ctype, body) == (409, "text/x.tlog.size", f"{size2}\n".encode())
+    ev = world.witnesses[0].conn.execute("SELECT status, reason FROM witness_evidence ORDER BY id").fetchall()
+    assert (422, f"no consistency proof from {size}") in ev and (409, "same size, different root") in ev
+    # Refusals did not move the witness.
+    assert world.witnesses[0].latest(ORIGIN)[0] == size2
+
+
+async def test_witness_refuses_an_inconsistent_checkpoint(world: World):
+    """A log that rewrote history cannot prove consistency: 422, no cosignature."""
+    world.pub.publish(NAME, adds(3), world.log_key)
+    note, size = note_at(world)
+    assert (await post(world, add_checkpoint_body(0, [], note)))[0] == 200
+    # A different tree, larger, signed by the real key, with a proof from its own history.
+    from federation.publisher import Publisher
+    # Rebuild from scratch: same key, different entries, bigger.
+    other = Publisher(world.tmp / "rewritten.db")
+    other.create_feed(NAME, ORIGIN, world.log_key)
+    other.publish(NAME, adds(3), world.log_key)
+    other.publish(NAME, adds(3), world.log_key)
+    f = other.feed(NAME)
+    proof = publisher_proof(other, f, size, f.size)
+    status, _, body = await post(world, add_checkpoint_body(size, proof, f.checkpoint))
+    assert status == 422, body
+    assert world.witnesses[0].latest(ORIGIN)[0] == size
+    other.close()
+
+
+async def test_check_and_persist_is_atomic_under_concurrency(world: World):
+    """Many concurrent requests from the same old size: exactly one wins, the
+    others get 409 naming the winner's size; the witness never rolls back."""
+    world.pub.publish(NAME, adds(2), world.log_key)
+    sizes_notes = []
+    for _ in range(6):
+        world.pub.publish(NAME, adds(1), world.log_key)
+        sizes_notes.append(note_at(world))
+    results = await asyncio.gather(*(post(world, add_checkpoint_body(0, [], n)) for n, _ in sizes_notes))
+    wins = [i for i, r in enumerate(results) if r[0] == 200]
+    assert len(wins) == 1
+    won = sizes_notes[wins[0]][1]
+    assert all(r[0] == 409 and r[2] == f"{won}\n".encode() for i, r in enumerate(results) if i != wins[0])
+    assert world.witnesses[0].latest(ORIGIN)[0] == won

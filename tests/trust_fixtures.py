@@ -1,0 +1,117 @@
+"""Fixtures for the trust tests: a publisher with a trust chain, three witnesses
+on loopback, and mirrors following under a trust file. Keys are generated
+per test; nothing is written outside ``tmp_path``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from helpers_tamper import NAME, ORIGIN, feed_url, start_app
+
+from federation.cosign import Cosigner, WitnessClient, refresh_checkpoint
+from federation.mirror import Mirror
+from federation.note import Signer
+from federation.publisher import Publisher
+from federation.rotation import TrustChain, follow_with_trust, install_trust_routes, publish_trust
+from federation.server import PublisherSource, create_app
+from federation.trust import parse_trust, render_trust, sign_trust
+from federation.witness import Witness, install_witness
+
+
+def trust_bytes(log_keys, witnesses, trust_keys, signers, *, version=1, quorum=2, threshold=2,
+                max_staleness=3600, origin=ORIGIN) -> bytes:
+    text = render_trust(origin, version, max_staleness, [k.vkey for k in log_keys],
+                        [w.vkey for w in witnesses], quorum, [k.vkey for k in trust_keys], threshold)
+    return sign_trust(text, signers)
+
+
+@dataclass
+class World:
+    tmp: Path
+    pub: Publisher
+    log_key: Signer
+    roots: list[Signer]
+    witnesses: list[Witness]
+    witness_urls: list[str]
+    base: str
+    session: aiohttp.ClientSession
+    runners: list = field(default_factory=list)
+    mirrors: list = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return feed_url(self.base)
+
+    def cosigners(self) -> list[Cosigner]:
+        return [w.cosigner for w in self.witnesses]
+
+    def clients(self, which=None) -> list[WitnessClient]:
+        idx = range(len(self.witnesses)) if which is None else which
+        return [WitnessClient(self.witness_urls[i] + "/witness", self.witnesses[i].cosigner.verifier, self.session)
+                for i in idx]
+
+    def trust_v1(self, **kw) -> bytes:
+        return trust_bytes([self.log_key], self.cosigners(), self.roots, self.roots, **kw)
+
+    async def publish(self, n: int = 3, which=None, signer: Signer | None = None):
+        from helpers_tamper import adds
+        r = self.pub.publish(NAME, adds(n), signer or self.log_key)
+        await self.cosign(which)
+        return r
+
+    async def cosign(self, which=None, local=(), now=None) -> bytes:
+        note = await refresh_checkpoint(self.pub, NAME, list(local), self.clients(which), now=now)
+        assert note is not None
+        return note
+
+    def mirror(self, filename: str = "m.db", trust: bytes | None = None, url: str | None = None) -> Mirror:
+        m = Mirror(self.tmp / filename)
+        self.mirrors.append(m)
+        follow_with_trust(m, NAME, parse_trust(trust or self.trust_v1()), [url or self.url])
+        return m
+
+    def chain(self, m: Mirror) -> TrustChain:
+        return TrustChain(m.conn, NAME)
+
+    def trust_rows(self, m: Mirror) -> list[tuple[int, bytes]]:
+        return m.conn.execute("SELECT version, data FROM trust_chain WHERE feed=? ORDER BY version",
+                              (NAME,)).fetchall()
+
+
+@pytest.fixture
+async def world(tmp_path, make_publisher):
+    """Publisher (feed NAME, trust v1 published: 3 witnesses, quorum 2, 2-of-2
+    trust keys, 1 h staleness), its server with trust routes, three witnesses."""
+    pf = make_publisher("pub.db")
+    roots = [Signer.generate(f"example.org/trust/root-{i}") for i in (1, 2)]
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    runners, witnesses, urls = [], [], []
+    for i in (1, 2, 3):
+        w = Witness(tmp_path / f"w{i}.db", Cosigner.generate(f"witness-{i}.example"))
+        w.add_log(ORIGIN, [pf.signer.vkey])
+        runner, url = await start_app(create_app([], extensions=[install_witness(w)]))
+        runners.append(runner)
+        witnesses.append(w)
+        urls.append(url)
+    app = create_app([PublisherSource(pf.path)], extensions=[install_trust_routes([pf.path])])
+    runner, base = await start_app(app)
+    runners.append(runner)
+    world = World(tmp_path, pf.pub, pf.signer, roots, witnesses, urls, base, session, runners)
+    publish_trust(pf.pub.conn, NAME, world.trust_v1())
+    yield world
+    await session.close()
+    for r in reversed(runners):
+        await r.cleanup()
+    for m in world.mirrors:
+        m.close()
+    for w in witnesses:
+        w.close()
+
+
+def now() -> int:
+    return int(time.time())
