@@ -14,27 +14,26 @@ verifies against the origin publisher's key exactly as it would against the
 origin, so a relay that tampers, withholds or rolls back is caught by the
 client, not trusted.
 
-While the mirror applies a multi-version catch-up, ``follows.checkpoint`` is
-NULL between versions (the intermediate sizes have no signed note). The
-relay then keeps serving the last checkpoint it served: every tile of that
-smaller tree is still in the table (tiles are never deleted), so it remains a
-complete, verifiable view.
+While the mirror applies a multi-version catch-up, ``follows.checkpoint``
+keeps the last complete checkpoint (the intermediate sizes have no signed
+note): every tile of that smaller tree is still in the table (tiles are
+never deleted), so it remains a complete, verifiable view.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .db import connect
+from .server import TableSource
 
 
-class RelaySource:
+class RelaySource(TableSource):
     """Serves the followed feeds ``names`` (all when None) of a mirror DB."""
 
+    FEEDS_TABLE = "follows"
+
     def __init__(self, mirror_path: Path | str, names: list[str] | None = None):
-        self.conn = connect(mirror_path, readonly=True)
+        super().__init__(mirror_path)
         self.only = set(names) if names is not None else None
-        self._ids: dict[str, int] = {}
-        self._last: dict[str, bytes] = {}  # last checkpoint served, per feed
 
     def _allowed(self, name: str) -> bool:
         return self.only is None or name in self.only
@@ -45,32 +44,10 @@ class RelaySource:
                 for n, o, v, s, ver in rows if self._allowed(n)]
 
     def _id(self, name: str) -> int | None:
-        if not self._allowed(name):
-            return None
-        if name not in self._ids:
-            row = self.conn.execute("SELECT id FROM follows WHERE name=?", (name,)).fetchone()
-            if row is None:
-                return None
-            self._ids[name] = row[0]
-        return self._ids[name]
+        return super()._id(name) if self._allowed(name) else None
 
     def checkpoint(self, name: str) -> bytes | None:
         if self._id(name) is None:
             return None
         row = self.conn.execute("SELECT checkpoint FROM follows WHERE name=?", (name,)).fetchone()
-        if row is not None and row[0] is not None:
-            self._last[name] = row[0]
-            return row[0]
-        return self._last.get(name)  # mid catch-up: the previous complete view
-
-    def tile(self, name: str, level: int, index: int, width: int) -> bytes | None:
-        fid = self._id(name)
-        if fid is None:
-            return None
-        row = self.conn.execute(
-            "SELECT data FROM tiles WHERE feed=? AND level=? AND idx=? AND width=?", (fid, level, index, width)
-        ).fetchone()
         return row[0] if row else None
-
-    def close(self) -> None:
-        self.conn.close()

@@ -38,28 +38,23 @@ class FeedSource(Protocol):
     def tile(self, name: str, level: int, index: int, width: int) -> bytes | None: ...
 
 
-class PublisherSource:
-    """Reads a publisher database through its own read-only connection."""
+class TableSource:
+    """A read-only source over a database whose feeds sit in ``FEEDS_TABLE``
+    (``id``, ``name``) next to a ``tilestore`` ``tiles`` table."""
+
+    FEEDS_TABLE = ""
 
     def __init__(self, path: Path | str):
         self.conn = connect(path, readonly=True)
         self._ids: dict[str, int] = {}
 
-    def names(self) -> list[dict]:
-        rows = self.conn.execute("SELECT name, origin, vkey, size, version FROM feeds ORDER BY name")
-        return [dict(name=n, origin=o, vkey=v, size=s, version=ver) for n, o, v, s, ver in rows]
-
     def _id(self, name: str) -> int | None:
         if name not in self._ids:
-            row = self.conn.execute("SELECT id FROM feeds WHERE name=?", (name,)).fetchone()
+            row = self.conn.execute(f"SELECT id FROM {self.FEEDS_TABLE} WHERE name=?", (name,)).fetchone()
             if row is None:
                 return None
             self._ids[name] = row[0]
         return self._ids[name]
-
-    def checkpoint(self, name: str) -> bytes | None:
-        row = self.conn.execute("SELECT checkpoint FROM feeds WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
 
     def tile(self, name: str, level: int, index: int, width: int) -> bytes | None:
         fid = self._id(name)
@@ -72,6 +67,20 @@ class PublisherSource:
 
     def close(self) -> None:
         self.conn.close()
+
+
+class PublisherSource(TableSource):
+    """Reads a publisher database through its own read-only connection."""
+
+    FEEDS_TABLE = "feeds"
+
+    def names(self) -> list[dict]:
+        rows = self.conn.execute("SELECT name, origin, vkey, size, version FROM feeds ORDER BY name")
+        return [dict(name=n, origin=o, vkey=v, size=s, version=ver) for n, o, v, s, ver in rows]
+
+    def checkpoint(self, name: str) -> bytes | None:
+        row = self.conn.execute("SELECT checkpoint FROM feeds WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
 
 
 SOURCES = web.AppKey("sources", list)

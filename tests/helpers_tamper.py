@@ -372,7 +372,7 @@ def upstream(pattern: str, base: str):
     return rule
 
 
-def serve(pattern: str, body: bytes, status: int = 200, content_type: str = "application/octet-stream"):
+def respond(pattern: str, body: bytes, status: int = 200, content_type: str = "application/octet-stream"):
     async def rule(proxy, request, path):
         if re.search(pattern, path):
             return web.Response(status=status, body=body, content_type=content_type)

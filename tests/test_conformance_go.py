@@ -33,6 +33,7 @@ from federation.merkle import (EMPTY_ROOT, CompactRange, consistency_proof, incl
 from federation.note import SIG_COSIGNATURE_V1, SIG_ED25519, Signer, key_id, open_note, parse_vkey, sign_note
 from federation.publisher import Publisher
 from federation.tiles import TileBuilder, TileHashes, parse_bundle, parse_hash_tile
+from system_tools import require_system_tool
 
 GO_SRC = Path(__file__).resolve().parent / "go" / "conformance.go"
 GOPATH = os.environ.get("FEDERATION_GOPATH", "/usr/share/gocode")
@@ -80,12 +81,10 @@ class GoTool:
 @pytest.fixture(scope="session")
 def go(tmp_path_factory) -> GoTool:
     go_bin = shutil.which("go")
-    if go_bin is None:
-        pytest.fail(f"the Go toolchain ('go') is not on PATH; the Go conformance tests need it: {INSTALL_HINT}",
-                    pytrace=False)
-    if not (X_MOD_SUMDB / "note" / "note.go").is_file() or not (X_MOD_SUMDB / "tlog" / "tlog.go").is_file():
-        pytest.fail(f"golang.org/x/mod/sumdb not found under {X_MOD_SUMDB}: {INSTALL_HINT} "
-                    "(or point FEDERATION_GOPATH at a GOPATH holding it)", pytrace=False)
+    require_system_tool(go_bin is not None, "the Go toolchain ('go')", INSTALL_HINT)
+    require_system_tool((X_MOD_SUMDB / "note" / "note.go").is_file() and (X_MOD_SUMDB / "tlog" / "tlog.go").is_file(),
+                        f"golang.org/x/mod/sumdb under {X_MOD_SUMDB}",
+                        INSTALL_HINT + " (or point FEDERATION_GOPATH at a GOPATH holding it)")
     out = tmp_path_factory.mktemp("go") / "conformance"
     env = {**os.environ, "GOPATH": GOPATH, "GO111MODULE": "off", "GOFLAGS": "", "CGO_ENABLED": "0"}
     if "GOCACHE" not in os.environ and not os.access(Path.home(), os.W_OK):

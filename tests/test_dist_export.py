@@ -15,6 +15,7 @@ import pytest
 
 from dist_fixtures import BOUND, bounded, feed, follow, snapshot  # noqa: F401
 from federation.errors import InputError
+from system_tools import require_system_tool
 from federation.export import export_feed
 from federation.layout import tile_path
 from federation.push import watch_feed
@@ -63,10 +64,7 @@ def _free_port() -> int:
 @pytest.fixture
 def nginx(tmp_path):
     """nginx serving tmp_path/www on 127.0.0.1:<free port>; yields the base URL."""
-    if NGINX is None:
-        if os.environ.get("FEDERATION_REQUIRE_SYSTEM_TOOLS"):
-            pytest.fail("nginx is required (apt-get install -y nginx-light)")
-        pytest.skip("nginx not installed (apt-get install -y nginx-light)")
+    require_system_tool(NGINX is not None, "nginx", "apt-get install -y nginx-light")
     root = tmp_path / "www"
     root.mkdir()
     for attempt in range(5):  # the free port can be taken between probe and bind

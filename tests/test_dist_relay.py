@@ -8,7 +8,9 @@ from dist_fixtures import BOUND, bounded, feed, follow, servers, snapshot  # noq
 from federation.errors import MalformedError, RollbackError, TransportError
 from federation.layout import ENTRIES, tile_path
 from federation.push import FollowState, sync_from_upstreams
+from federation.fetcher import Fetcher
 from federation.relay import RelaySource
+from federation.sync import sync_feed
 from federation.server import create_app
 from federation.tilestore import TileStore
 
@@ -145,10 +147,21 @@ async def test_relay_keeps_serving_last_checkpoint_during_catch_up(tmp_path, fee
     src = RelaySource(tmp_path / "relay.db")
     served = src.checkpoint("tid")
     assert served == feed.checkpoint()
-    # Simulate the mirror between two versions of a catch-up (checkpoint NULL).
-    relay.conn.execute("UPDATE follows SET checkpoint=NULL WHERE name='tid'")
-    assert src.checkpoint("tid") == served
+    old_size = relay.get("tid").applied_size
+    # Two more versions: the relay's mirror applies them one transaction at a
+    # time; between them it must still serve the last complete checkpoint.
+    feed.publish_version()
+    feed.publish_version()
+    seen = []
+
+    def between(v):
+        seen.append((v.seal.version, src.checkpoint("tid")))
+
+    async with Fetcher([f"{origin_url}/feeds/tid/"]) as fetcher:
+        await bounded(sync_feed(relay, "tid", fetcher, progress=between))
+    assert [v for v, _ in seen] == [2, 3]
+    assert seen[0][1] == served  # mid catch-up: the previous complete view
+    assert seen[1][1] == feed.checkpoint()
+    assert src.tile("tid", 0, 0, old_size) == TileStore(relay.conn, relay.get("tid").id).get(0, 0, old_size)
     assert src.checkpoint("other") is None and src.tile("other", 0, 0, 1) is None
-    fid = relay.get("tid").id
-    assert src.tile("tid", 0, 0, 6) == TileStore(relay.conn, fid).get(0, 0, 6)
     src.close()

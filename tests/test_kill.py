@@ -75,30 +75,57 @@ async def slow_feed(publisher, serve):
     return publisher, url, slow, sizes
 
 
-async def run_and_kill(db: Path, min_version: int, final: int) -> int:
-    """Start a sync subprocess; SIGKILL it once the DB shows min_version <= version < final."""
+def _writing(probe: sqlite3.Connection) -> bool:
+    """Whether another connection holds the write lock (is inside a write transaction)."""
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return True
+        raise
+    probe.execute("ROLLBACK")
+    return False
+
+
+async def run_and_kill(db: Path, min_version: int, final: int, mid_transaction: bool = False) -> int:
+    """Start a sync subprocess; SIGKILL it once the DB shows min_version <= version < final.
+
+    With ``mid_transaction``, after that point wait until the subprocess is
+    inside a write transaction (applying a version: the write lock is taken)
+    and kill it right then.
+    """
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", SYNC_CODE, str(db), NAME, "1",
         env={**os.environ, "PYTHONPATH": REPO}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     ro = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    probe = sqlite3.connect(str(db), timeout=0, isolation_level=None)
     seen = None
+    caught_writing = False
     try:
         for _ in range(MAX_POLLS):
             (seen,) = ro.execute("SELECT version FROM follows WHERE name=?", (NAME,)).fetchone()
-            if seen >= min_version or proc.returncode is not None:
+            if proc.returncode is not None:
                 break
-            await asyncio.sleep(POLL_EVERY)
+            if seen >= min_version:
+                if not mid_transaction:
+                    break
+                if _writing(probe):
+                    caught_writing = True
+                    break
+            await asyncio.sleep(POLL_EVERY if seen < min_version else 0.001)
         if proc.returncode is None:
             proc.send_signal(signal.SIGKILL)
         async with asyncio.timeout(10):
             out, err = await proc.communicate()
     finally:
         ro.close()
+        probe.close()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, out, err)
     assert seen is not None and min_version <= seen < final, f"version {seen} when killing; output {out!r} {err!r}"
+    assert caught_writing or not mid_transaction, "never saw the sync inside a write transaction"
     return seen
 
 
@@ -120,10 +147,11 @@ def assert_whole_version(m: Mirror, sizes: dict[int, int]):
 
 
 async def test_sigkill_mid_sync_resumes_from_last_whole_version(slow_feed, make_mirror):
+    """Killed while applying a version (write lock held): that version is not there at all."""
     pub, url, slow, sizes = slow_feed
     db = make_mirror("killed.db", feed_url(url)).path  # the subprocess uses its own connection
 
-    killed_at = await run_and_kill(db, 2, VERSIONS)
+    killed_at = await run_and_kill(db, 2, VERSIONS, mid_transaction=True)
 
     m = Mirror(db)
     try:
@@ -150,12 +178,13 @@ async def test_sigkill_mid_sync_resumes_from_last_whole_version(slow_feed, make_
 
 
 async def test_two_kills_then_resume(slow_feed, make_mirror):
-    """Killed, resumed in a new process and killed again: still whole, still resumable."""
+    """Killed between versions, resumed in a new process and killed again
+    mid-transaction: still whole, still resumable."""
     pub, url, slow, sizes = slow_feed
     db = make_mirror("killed.db", feed_url(url)).path
 
     first = await run_and_kill(db, 2, VERSIONS)
-    second = await run_and_kill(db, first + 2, VERSIONS)
+    second = await run_and_kill(db, first + 2, VERSIONS, mid_transaction=True)
     assert second > first
 
     m = Mirror(db)

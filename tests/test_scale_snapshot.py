@@ -323,3 +323,52 @@ def test_snapshot_index_lists_and_rejects_malformed(history):
     for bad in (b"not json", b'{"snapshots": [{"sha256": "zz"}]}', b'{"snapshots": 3}'):
         with pytest.raises(MalformedError):
             parse_index(bad)
+
+
+def _tamper_bundle_entry(pf):
+    """An entry before the seal in the snapshot's bundle is swapped for another
+    validly encoded one: the seal's inclusion still holds, the leaves do not."""
+    header = _honest_header(pf)
+    h = pf.head()
+    idx, w = bundle_range(h.size)
+    entries = parse_bundle(header["bundle"], w)
+    entries[0] = E.encode(E.Add("md5", bytes(16), "forged", (), 0))
+    from federation.tiles import encode_bundle
+    header["bundle"] = encode_bundle(entries)
+    return header, _records(pf)
+
+
+async def test_snapshot_bundle_with_a_forged_entry_is_refused(history, serve, make_mirror):
+    history.publish(adds(40, case="more"))  # a last bundle with many entries before the seal
+    header, recs = _bundle_tamper = _tamper_bundle_entry(history)
+    _plant(history, header, recs)
+    url = await serve(scale_app(history.path))
+    m = make_mirror("m.db", feed_url(url))
+    before = mirror_state(m)
+    with pytest.raises(MalformedError, match="not the signed tree's leaves"):
+        await sync(m)
+    assert mirror_state(m) == before
+
+
+def test_cli_snapshot_list_and_prune(tmp_path):
+    from click.testing import CliRunner
+
+    from federation.cli import cli
+
+    home = str(tmp_path / "node")
+    run = lambda *a: CliRunner().invoke(cli, ["--home", home, *a], catch_exceptions=False)  # noqa: E731
+    assert run("feed", "create", "tid").exit_code == 0
+    batch = tmp_path / "b.csv"
+    batch.write_text("op,type,hash,case,labels\n" + "".join(
+        f"add,md5,{hashlib.md5(str(i).encode()).hexdigest()},c{i % 3},csam\n" for i in range(300)))
+    assert run("publish", "tid", str(batch)).exit_code == 0
+    r = run("prune", "tid")
+    assert r.exit_code == 2 and "no snapshot" in r.output
+    r = run("snapshot", "write", "tid")
+    assert r.exit_code == 0 and "300 hashes" in r.output
+    r = run("prune", "tid")
+    assert r.exit_code == 0 and "minimum index 301" in r.output
+    r = run("snapshot", "list", "tid")
+    assert "version 1\tsize 301\t300 hashes" in r.output and "minimum index 301" in r.output
+    for cmd in (["snapshot"], ["snapshot", "write"], ["snapshot", "list"], ["prune"], ["bootstrap"]):
+        assert "Example:" in run(*cmd, "--help").output

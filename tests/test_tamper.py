@@ -22,7 +22,7 @@ from helpers_tamper import (BUNDLES, CHECKPOINT, LEAF_TILES, NAME, ORIGIN, Tampe
                             assert_matches_publisher, bundle_pattern, clone_db, closed_port, expect_failure,
                             feed_head, feed_url, first_time, flip_bundle_entry, flip_entry, flip_leaf_hash,
                             flip_signature, forge_append, forged_version, gzip_bomb, hang, leaf_tile_pattern,
-                            map_bundle, nth, oversize, rewrite, serve, snapshot, status, sync, upstream)
+                            map_bundle, nth, oversize, respond, rewrite, snapshot, status, sync, upstream)
 
 from federation import entries as E
 from federation.checkpoint import Checkpoint
@@ -228,7 +228,7 @@ async def test_checkpoint_with_a_good_and_a_bad_signature_by_the_trusted_key(w):
 async def test_checkpoint_signed_with_a_wrong_key(w):
     w.pub.publish_adds(10)
     evil = Signer.generate(ORIGIN)  # same name, other key
-    w.proxy.add(serve(CHECKPOINT, Checkpoint(ORIGIN, w.size, w.root()).sign([evil])))
+    w.proxy.add(respond(CHECKPOINT, Checkpoint(ORIGIN, w.size, w.root()).sign([evil])))
     await expect_failure(w.m, SignatureError, "signature", "not signed by any trusted key")
     await w.recovers()
 
@@ -246,7 +246,7 @@ async def test_checkpoint_with_unknown_extra_signature_is_accepted(w):
 async def test_checkpoint_for_another_origin_signed_by_the_trusted_key(w):
     w.pub.publish_adds(10)
     s = w.pub.signer
-    w.proxy.add(serve(CHECKPOINT, Checkpoint("evil.example/x", w.size, w.root()).sign([s])))
+    w.proxy.add(respond(CHECKPOINT, Checkpoint("evil.example/x", w.size, w.root()).sign([s])))
     await expect_failure(w.m, SignatureError, "signature", "origin", "evil.example/x")
     await w.recovers()
 
@@ -264,7 +264,7 @@ async def test_checkpoint_body_changed_after_signing(w):
     (b"\xff\xfe\n\n", ["UTF-8"]),
 ])
 async def test_unparseable_checkpoint(w, body, words):
-    w.proxy.add(serve(CHECKPOINT, body))
+    w.proxy.add(respond(CHECKPOINT, body))
     await expect_failure(w.m, MalformedError, "malformed", *words)
     await w.recovers()
 
@@ -272,7 +272,7 @@ async def test_unparseable_checkpoint(w, body, words):
 async def test_checkpoint_with_extension_line(w):
     w.pub.publish_adds(10)
     text = Checkpoint(ORIGIN, w.size, w.root()).body() + b"extra line\n"
-    w.proxy.add(serve(CHECKPOINT, sign_note(text, [w.pub.signer])))
+    w.proxy.add(respond(CHECKPOINT, sign_note(text, [w.pub.signer])))
     await expect_failure(w.m, MalformedError, "malformed", "extension lines")
     await w.recovers()
 
@@ -281,14 +281,14 @@ async def test_checkpoint_with_extension_line(w):
 
 async def test_rollback_to_an_older_checkpoint(w):
     w.pub.publish_adds(10)
-    w.proxy.add(serve(CHECKPOINT, w.cp_v1))
+    w.proxy.add(respond(CHECKPOINT, w.cp_v1))
     await expect_failure(w.m, RollbackError, "rollback", "checkpoint size 301 is smaller than verified size 327")
     await w.recovers()
 
 
 async def test_rollback_to_the_empty_tree(w):
     s = w.pub.signer
-    w.proxy.add(serve(CHECKPOINT, Checkpoint(ORIGIN, 0, CompactRange().root()).sign([s])))
+    w.proxy.add(respond(CHECKPOINT, Checkpoint(ORIGIN, 0, CompactRange().root()).sign([s])))
     await expect_failure(w.m, RollbackError, "rollback", "size 0")
     await w.recovers()
 
@@ -447,7 +447,7 @@ async def test_oversize_response(w, pattern, chunked):
 
 
 async def test_barely_oversize_checkpoint(w):
-    w.proxy.add(serve(CHECKPOINT, b"a" * (MAX_NOTE_BYTES + 1)))
+    w.proxy.add(respond(CHECKPOINT, b"a" * (MAX_NOTE_BYTES + 1)))
     await expect_failure(w.m, TransportError, "transport", f"exceeds {MAX_NOTE_BYTES}")
     await w.recovers()
 
@@ -480,7 +480,7 @@ async def test_validly_signed_checkpoint_of_absurd_size(w):
     bounded memory, not plan 2**32 tile fetches up front (which blocks the
     event loop, so no asyncio timeout can stop it). Run in a subprocess with
     an address-space limit and a wall-clock limit."""
-    w.proxy.add(serve(CHECKPOINT, Checkpoint(ORIGIN, 2**40, b"\x07" * 32).sign([w.pub.signer])))
+    w.proxy.add(respond(CHECKPOINT, Checkpoint(ORIGIN, 2**40, b"\x07" * 32).sign([w.pub.signer])))
     before = snapshot(w.m)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", HUGE_SYNC, str(w.m.path), NAME, env={**os.environ, "PYTHONPATH": REPO},
