@@ -39,6 +39,35 @@ CREATE INDEX IF NOT EXISTS hashes_by_case ON hashes (feed, case_id);
 """
 
 
+BULK_MIN = 16  # shorter runs of adds go one by one (the savepoint costs more)
+
+
+def _runs(ops: Iterable[Add | Withdraw]):
+    """Split ``ops`` into lists (runs of >= BULK_MIN adds with distinct keys)
+    and single ops, preserving order."""
+    run: list[Add] = []
+    keys: set = set()
+
+    def flush():
+        nonlocal run, keys
+        out = [run] if len(run) >= BULK_MIN else list(run)
+        run, keys = [], set()
+        return out
+
+    for op in ops:
+        if isinstance(op, Add) and op.key not in keys:
+            run.append(op)
+            keys.add(op.key)
+            continue
+        yield from flush()
+        if isinstance(op, Add):
+            run.append(op)
+            keys.add(op.key)
+        else:
+            yield op
+    yield from flush()
+
+
 def join_labels(labels: Iterable[str]) -> str:
     return ",".join(labels)
 
@@ -80,47 +109,83 @@ class ActiveSet:
         added: list[bytes] = []
         removed: list[bytes] = []
         c = self.conn
-        for op in ops:
-            if isinstance(op, Add):
-                row = c.execute(
-                    "SELECT labels FROM hashes WHERE feed=? AND hash_type=? AND value=? AND case_id=?",
-                    (self.feed, op.hash_type, op.value, op.case),
-                ).fetchone()
-                labels = join_labels(op.labels)
-                if row is None:
-                    c.execute(
-                        "INSERT INTO hashes VALUES (?,?,?,?,?,?,?)",
-                        (self.feed, op.hash_type, op.value, op.case, labels, version, op.time),
-                    )
-                    added.append(element(op.hash_type, op.value, op.case, op.labels))
-                    res.count += 1
-                    res.changes.append(Change("add", op.hash_type, op.value, op.case, op.labels))
-                elif row[0] != labels:
-                    c.execute(
-                        "UPDATE hashes SET labels=? WHERE feed=? AND hash_type=? AND value=? AND case_id=?",
-                        (labels, self.feed, op.hash_type, op.value, op.case),
-                    )
-                    removed.append(element(op.hash_type, op.value, op.case, split_labels(row[0])))
-                    added.append(element(op.hash_type, op.value, op.case, op.labels))
-                    res.changes.append(Change("relabel", op.hash_type, op.value, op.case, op.labels))
-                else:
-                    res.no_effect.append(op)
+        for run in _runs(ops):
+            if isinstance(run, list):
+                if self._bulk_add(run, version, res, added):
+                    continue
+                run_ops = run
             else:
-                rows = self._matching(op)
-                if not rows:
-                    res.no_effect.append(op)
-                for hash_type, value, case, labels in rows:
-                    c.execute(
-                        "DELETE FROM hashes WHERE feed=? AND hash_type=? AND value=? AND case_id=?",
-                        (self.feed, hash_type, value, case),
-                    )
-                    labs = split_labels(labels)
-                    removed.append(element(hash_type, value, case, labs))
-                    res.count -= 1
-                    res.changes.append(Change("withdraw", hash_type, value, case, labs, op.reason))
+                run_ops = [run]
+            for op in run_ops:
+                self._apply_one(op, version, res, added, removed)
         digest.add(added)
         digest.remove(removed)
         return res
+
+    def _bulk_add(self, run: list[Add], version: int, res: ApplyResult, added: list[bytes]) -> bool:
+        """Fast path for a run of adds of keys not yet active: one executemany.
+
+        ``INSERT OR IGNORE`` under a savepoint; if any key was already active
+        (a duplicate or a relabel), the savepoint is rolled back and the
+        caller applies the run one op at a time, so semantics are unchanged.
+        """
+        c = self.conn
+        c.execute("SAVEPOINT bulk_add")
+        before = c.total_changes
+        c.executemany("INSERT OR IGNORE INTO hashes VALUES (?,?,?,?,?,?,?)",
+                      [(self.feed, op.hash_type, op.value, op.case, join_labels(op.labels), version, op.time)
+                       for op in run])
+        if c.total_changes - before != len(run):
+            c.execute("ROLLBACK TO bulk_add")
+            c.execute("RELEASE bulk_add")
+            return False
+        c.execute("RELEASE bulk_add")
+        for op in run:
+            added.append(element(op.hash_type, op.value, op.case, op.labels))
+            res.changes.append(Change("add", op.hash_type, op.value, op.case, op.labels))
+        res.count += len(run)
+        return True
+
+    def _apply_one(self, op: Add | Withdraw, version: int, res: ApplyResult,
+                   added: list[bytes], removed: list[bytes]) -> None:
+        c = self.conn
+        if isinstance(op, Add):
+            row = c.execute(
+                "SELECT labels FROM hashes WHERE feed=? AND hash_type=? AND value=? AND case_id=?",
+                (self.feed, op.hash_type, op.value, op.case),
+            ).fetchone()
+            labels = join_labels(op.labels)
+            if row is None:
+                c.execute(
+                    "INSERT INTO hashes VALUES (?,?,?,?,?,?,?)",
+                    (self.feed, op.hash_type, op.value, op.case, labels, version, op.time),
+                )
+                added.append(element(op.hash_type, op.value, op.case, op.labels))
+                res.count += 1
+                res.changes.append(Change("add", op.hash_type, op.value, op.case, op.labels))
+            elif row[0] != labels:
+                c.execute(
+                    "UPDATE hashes SET labels=? WHERE feed=? AND hash_type=? AND value=? AND case_id=?",
+                    (labels, self.feed, op.hash_type, op.value, op.case),
+                )
+                removed.append(element(op.hash_type, op.value, op.case, split_labels(row[0])))
+                added.append(element(op.hash_type, op.value, op.case, op.labels))
+                res.changes.append(Change("relabel", op.hash_type, op.value, op.case, op.labels))
+            else:
+                res.no_effect.append(op)
+        else:
+            rows = self._matching(op)
+            if not rows:
+                res.no_effect.append(op)
+            for hash_type, value, case, labels in rows:
+                c.execute(
+                    "DELETE FROM hashes WHERE feed=? AND hash_type=? AND value=? AND case_id=?",
+                    (self.feed, hash_type, value, case),
+                )
+                labs = split_labels(labels)
+                removed.append(element(hash_type, value, case, labs))
+                res.count -= 1
+                res.changes.append(Change("withdraw", hash_type, value, case, labs, op.reason))
 
     def _matching(self, op: Withdraw) -> list[tuple]:
         if op.by_case:

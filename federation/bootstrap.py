@@ -373,7 +373,10 @@ async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progr
             log.debug("feed %s: no snapshot index (%s); replaying the log", name, e)
             refs = []
         if refs:
-            await bootstrap_feed(mirror, name, fetcher, policy=policy)
+            try:
+                await bootstrap_feed(mirror, name, fetcher, policy=policy)
+            except TransportError as e:  # e.g. every snapshot is newer than the checkpoint
+                log.info("feed %s: snapshot not usable (%s); replaying the log", name, e)
     try:
         r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
     except TransportError as failure:

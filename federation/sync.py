@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from .checkpoint import open_checkpoint
-from .errors import FederationError, NothingNew
+from .errors import FederationError, NothingNew, VerificationError
 from .fetcher import Fetcher
 from .layout import tile_path
 from .mirror import Mirror
@@ -132,20 +132,39 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
     With ``snapshots`` (default), a fresh mirror starts from the upstream's
     newest snapshot if it offers one, and a mirror behind the upstream's
     pruned range re-bootstraps by itself (``bootstrap.sync_with_snapshots``).
+
+    Upstreams are tried in order. A transport failure moves to the next one
+    request by request (inside ``Fetcher``); a verification failure (a relay
+    that tampers, withholds or rolls back) abandons that upstream for this
+    sync and starts again from the next one. Nothing an upstream sent that
+    failed verification was applied, so the retry starts from the mirror's
+    last verified version. The failure is kept in ``last_error`` even when a
+    later upstream succeeds: it is evidence about that upstream.
     """
     f = mirror.get(name)
     if policy is None:
         from .rotation import policy_for
         policy = policy_for(mirror, name)
-    async with Fetcher(list(f.urls), concurrency=concurrency, headers=headers) as fetcher:
-        try:
-            if snapshots:
-                from .bootstrap import sync_with_snapshots
-                result = await sync_with_snapshots(mirror, name, fetcher, progress, policy=policy)
-            else:
-                result = await sync_feed(mirror, name, fetcher, progress, policy=policy)
-        except FederationError as e:
-            mirror.record_sync(name, f"{e.kind}: {e}")
-            raise
-    mirror.record_sync(name, None)
-    return result
+    urls = list(f.urls)
+    failures: list[tuple[str, FederationError]] = []
+    for i in range(len(urls)):
+        async with Fetcher(urls[i:], concurrency=concurrency, headers=headers) as fetcher:
+            try:
+                if snapshots:
+                    from .bootstrap import sync_with_snapshots
+                    result = await sync_with_snapshots(mirror, name, fetcher, progress, policy=policy)
+                else:
+                    result = await sync_feed(mirror, name, fetcher, progress, policy=policy)
+            except VerificationError as e:
+                log.warning("feed %s: upstream %s failed verification (%s): %s", name, urls[i], e.kind, e)
+                failures.append((urls[i], e))
+                continue
+            except FederationError as e:
+                failures.append((urls[i], e))
+                break  # transport: Fetcher already tried every remaining upstream
+        earlier = "; ".join(f"upstream {u} failed ({e.kind}): {e}" for u, e in failures)
+        mirror.record_sync(name, earlier or None)
+        return result
+    first = next((e for _, e in failures if isinstance(e, VerificationError)), failures[-1][1])
+    mirror.record_sync(name, f"{first.kind}: {first}")
+    raise first

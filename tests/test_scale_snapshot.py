@@ -340,7 +340,7 @@ def _tamper_bundle_entry(pf):
 
 async def test_snapshot_bundle_with_a_forged_entry_is_refused(history, serve, make_mirror):
     history.publish(adds(40, case="more"))  # a last bundle with many entries before the seal
-    header, recs = _bundle_tamper = _tamper_bundle_entry(history)
+    header, recs = _tamper_bundle_entry(history)
     _plant(history, header, recs)
     url = await serve(scale_app(history.path))
     m = make_mirror("m.db", feed_url(url))
