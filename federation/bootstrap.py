@@ -26,10 +26,14 @@ Order of writes (one transaction; a crash anywhere leaves the mirror as it
 was before the bootstrap): rows, digest check, indexes, tiles, version row,
 and last the ``follows`` head (compare-and-swap on the applied size).
 
-Known limits: the change stream (``changes``) gets no rows for a bootstrap
-(a consumer must re-read the active set; the ``versions`` row and a log line
-mark it), and a bootstrapped mirror holds no entry bundles below ``a``, so
-``federation verify``'s full replay cannot run on it.
+The change stream sees a bootstrap as the difference between the old and
+the new active set, in the same transaction: ``withdraw`` rows (reason
+``rebootstrap``) for records the snapshot no longer holds, ``add`` rows for
+new ones, ``relabel`` for changed labels. A consumer therefore never loses a
+withdrawal that happened inside the pruned range, and a fresh mirror's
+consumers see every record once. A bootstrapped mirror holds no entry
+bundles below ``a``; ``federation verify`` replays from ``a`` (the
+``base_size``/``base_compact`` stored on the feed).
 """
 from __future__ import annotations
 
@@ -220,6 +224,12 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
         # 1. rows (old ones out; the indexes are rebuilt once at the end)
         for ix in _DROP_INDEXES:
             conn.execute(f"DROP INDEX IF EXISTS {ix}")
+        # Keep the old active set aside for the change stream (step 3).
+        conn.execute("CREATE TEMP TABLE IF NOT EXISTS old_hashes (hash_type TEXT, value BLOB, case_id TEXT,"
+                     " labels TEXT, PRIMARY KEY (hash_type, value, case_id)) WITHOUT ROWID")
+        conn.execute("DELETE FROM temp.old_hashes")
+        conn.execute("INSERT INTO temp.old_hashes SELECT hash_type, value, case_id, labels FROM hashes WHERE feed=?",
+                     (f.id,))
         conn.execute("DELETE FROM hashes WHERE feed=?", (f.id,))
         conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: bounded, and enough for sorted appends
         n = 0
@@ -245,7 +255,9 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
             raise DigestError(f"feed {name} snapshot of version {seal.version}: seal says {seal.count} hashes and "
                               f"digest {seal.digest[:8].hex()}..., snapshot holds {n} with digest "
                               f"{digest.digest()[:8].hex()}...")
-        # 3. indexes rebuilt in one pass each
+        # 3. the change stream: the difference between the old and the new set
+        _record_changes(conn, f.id, seal)
+        # 3b. indexes rebuilt in one pass each
         for ix in _DROP_INDEXES:
             if ix in existing:
                 conn.execute(_INDEX_SQL[ix])
@@ -259,12 +271,25 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
         served = cp_note if head.header.size == cp.size else None
         cur = conn.execute(
             "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-            " count=?, digest=?, updated=? WHERE id=? AND applied_size=?",
+            " count=?, digest=?, updated=?, base_size=?, base_compact=? WHERE id=? AND applied_size=?",
             (cp_note, served, head.header.size, head.compact.to_bytes(), seal.version, n, seal.digest,
-             int(time.time()), f.id, expect_size))
+             int(time.time()), head.header.size, head.compact.to_bytes(), f.id, expect_size))
         if cur.rowcount != 1:
             raise StorageError(f"feed {name} changed during bootstrap; retry")
     return n
+
+
+def _record_changes(conn, feed: int, seal) -> None:
+    """Change rows for old set -> new set (``temp.old_hashes`` -> ``hashes``)."""
+    common = f"INSERT INTO changes (feed, version, action, hash_type, value, case_id, labels, reason, time) SELECT {feed}, {seal.version},"
+    same_key = "x.hash_type=y.hash_type AND x.value=y.value AND x.case_id=y.case_id"
+    conn.execute(f"{common} 'withdraw', y.hash_type, y.value, y.case_id, y.labels, 'rebootstrap', {seal.time}"
+                 f" FROM temp.old_hashes y WHERE NOT EXISTS (SELECT 1 FROM hashes x WHERE x.feed={feed} AND {same_key})")
+    conn.execute(f"{common} 'relabel', x.hash_type, x.value, x.case_id, x.labels, NULL, {seal.time}"
+                 f" FROM hashes x JOIN temp.old_hashes y ON {same_key} WHERE x.feed={feed} AND x.labels != y.labels")
+    conn.execute(f"{common} 'add', x.hash_type, x.value, x.case_id, x.labels, NULL, {seal.time}"
+                 f" FROM hashes x WHERE x.feed={feed} AND NOT EXISTS (SELECT 1 FROM temp.old_hashes y WHERE {same_key})")
+    conn.execute("DELETE FROM temp.old_hashes")
 
 
 # ---- the I/O shell --------------------------------------------------------------

@@ -164,10 +164,11 @@ def serve(home: Home, host, port, config=None):
         return serve_config(home, config)
     from aiohttp import web
     from .publisher import Publisher
+    from .readside import read_side
     from .server import PublisherSource, create_app
     Publisher(home.publisher_db).close()  # create the schema if new
-    from .snapshot import server_extension
-    web.run_app(create_app([PublisherSource(home.publisher_db)], extensions=[server_extension(home.publisher_db)]),
+    extensions, middlewares = read_side(home.publisher_db)
+    web.run_app(create_app([PublisherSource(home.publisher_db)], extensions=extensions, middlewares=middlewares),
                 host=host, port=port,
                 print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
 

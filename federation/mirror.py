@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS follows (
     digest BLOB NOT NULL,
     updated INTEGER,
     last_sync INTEGER,
-    last_error TEXT
+    last_error TEXT,
+    base_size INTEGER NOT NULL DEFAULT 0,  -- first entry held (> 0 after a snapshot bootstrap)
+    base_compact BLOB                      -- compact range at base_size
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,6 +86,8 @@ class Follow:
     updated: int | None
     last_sync: int | None
     last_error: str | None
+    base_size: int
+    base_compact: bytes | None
 
     def verified(self) -> Checkpoint | None:
         if self.verified_checkpoint is None:
@@ -109,6 +113,14 @@ class Mirror:
         self.path = Path(path)
         self.conn = connect(self.path)
         self.conn.executescript(TILES_SCHEMA + ACTIVE_SCHEMA + SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a database may have been created."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
+        for column, decl in (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB")):
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE follows ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self.conn.close()
@@ -230,18 +242,24 @@ class Mirror:
             problems.append(f"active rows: {count}, head says {f.count}")
         if digest.digest() != f.digest:
             problems.append("state digest recomputed from rows differs from the applied seal's digest")
-        # Root: replay every stored entry bundle into a fresh compact range.
+        # Root: replay every stored entry bundle into a compact range, from the
+        # start of the log or, after a snapshot bootstrap, from its base.
         tiles = TileStore(self.conn, f.id)
-        cr = CompactRange()
+        base = f.base_size
+        cr = CompactRange.from_bytes(f.base_compact) if base else CompactRange()
         last_seal = None
-        for index in range((f.applied_size + 255) // 256):
+        first = (base - 1) // 256 if base else 0  # the bundle holding the base's seal, if stored
+        for index in range(first, (f.applied_size + 255) // 256):
             width = min(256, f.applied_size - index * 256)
             data = tiles.get(-1, index, width)
             if data is None:
+                if (index + 1) * 256 <= base:
+                    continue  # wholly below the snapshot: never fetched
                 problems.append(f"entry bundle {index} (width {width}) missing")
                 break
-            for raw in parse_bundle(data, width):
-                cr.append(leaf_hash(raw))
+            for offset, raw in enumerate(parse_bundle(data, width)):
+                if index * 256 + offset >= base:
+                    cr.append(leaf_hash(raw))
                 entry = E.decode(raw)
                 if isinstance(entry, E.Seal):
                     last_seal = entry

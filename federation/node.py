@@ -288,7 +288,9 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
         if app is not None and push.WATCH in app:
             app[push.WATCH].notify(name)
 
-    extensions = [push.install]
+    from .readside import read_side
+    extensions, readside_middlewares = read_side(home.publisher_db if cfg.publish else None,
+                                                 home.mirror_db if relayed else None)
     api_signers = {n: s for n, s in signers.items() if any(p.name == n and p.api for p in cfg.publish)}
     if api_signers:
         extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store).install)
@@ -321,7 +323,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
 
     extensions.append(followers)
     app = create_app(sources, extensions=extensions,
-                     middlewares=[ac.middleware, install_listing_filter(ac), push.longpoll_middleware])
+                     middlewares=[ac.middleware, install_listing_filter(ac), *readside_middlewares])
     app[NODE_STATES] = states
     holder["app"] = app
     return app

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import click
@@ -126,3 +127,24 @@ def test_demo_runs():
     assert p.returncode == 0, p.stdout + p.stderr
     assert "no match -- withdrawal took effect" in p.stdout
     assert "PASS" in p.stdout
+
+
+def test_serve_exposes_longpoll_snapshots_and_trust_routes(served, tmp_path):
+    pub_home, vkey, url = served
+    batch = tmp_path / "b.csv"
+    batch.write_text("op,type,hash,case\nadd,md5,9e107d9d372bb6826bd81d3542a419d6,c-1\n")
+    run(pub_home, "publish", "tid", str(batch))
+    run(pub_home, "snapshot", "write", "tid")
+    with urllib.request.urlopen(url + "/feeds/tid/snapshot/index", timeout=5) as r:
+        index = json.loads(r.read())
+    assert index["snapshots"] and index["snapshots"][0]["version"] == 1
+    started = time.monotonic()
+    with urllib.request.urlopen(url + "/feeds/tid/checkpoint?wait=0.5&after=2", timeout=5) as r:
+        assert r.headers["Cache-Control"] == "no-store" and r.read().startswith(b"127.0.0.1/feeds/tid\n2\n")
+    assert time.monotonic() - started >= 0.4  # held: nothing newer than size 2
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "/feeds/tid/trust/latest", timeout=5)
+    assert e.value.code == 404  # route present, no trust file published for this feed
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url + "/feeds/tid/checkpoint?wait=abc", timeout=5)
+    assert e.value.code == 400

@@ -77,6 +77,10 @@ async def test_fresh_mirror_bootstraps_then_follows_the_log(history, serve, make
     assert "bootstrapped from snapshot" in caplog.text
     assert (r.old_version, r.version) == (0, 4)
     assert_same_set(m, history)
+    assert m.audit(NAME) == []  # replays from the snapshot's base, not from entry 0
+    # The change stream shows every record of the snapshot once, as an add.
+    stream = m.changes(NAME, limit=10_000)
+    assert [c["action"] for c in stream] == ["add"] * 699
     f = m.get(NAME)
     # Only the last bundle came from the snapshot: the log before it was never fetched.
     assert bundle_rows(m.conn, f.id) == [bundle_range(ref.size)]
@@ -86,6 +90,7 @@ async def test_fresh_mirror_bootstraps_then_follows_the_log(history, serve, make
     r2 = await sync(m)
     assert (r2.old_version, r2.version) == (4, 6)
     assert_same_set(m, history)
+    assert m.audit(NAME) == []
     assert m.get(NAME).checkpoint == history.head().checkpoint
     assert m.lookup(first_hash(history)[0], first_hash(history)[1])
 
@@ -260,6 +265,16 @@ async def test_pruning_denies_bundles_keeps_tiles_and_lagging_mirror_rebootstrap
     assert "fell behind the upstream's pruned range" in caplog.text
     assert (r.old_version, r.version) == (4, 7)
     assert_same_set(lagging, history)
+    assert lagging.audit(NAME) == []
+    # The withdrawals inside the pruned range still reach change-stream consumers:
+    # the re-bootstrap records the difference between the old and the new set.
+    after = [c for c in lagging.changes(NAME, limit=100_000) if c["version"] > 4]
+    withdrawn = {c["case"] for c in after if c["action"] == "withdraw"}
+    added = {c["case"] for c in after if c["action"] == "add"}
+    assert withdrawn == {"c1"} and all(c["reason"] == "rebootstrap" for c in after if c["action"] == "withdraw")
+    assert added == {"c4", "c5"}
+    before = lagging.conn.execute("SELECT count(*) FROM changes WHERE version <= 4").fetchone()[0]
+    assert before > 0  # the old stream is kept; consumers' cursors stay valid
     # Withdrawn hashes of the pruned range are no longer on the lagging mirror either.
     assert not lagging.conn.execute("SELECT 1 FROM hashes WHERE case_id='c1'").fetchone()
     assert min(i * 256 + w for i, w in bundle_rows(lagging.conn, lagging.get(NAME).id)) > minimum - 256

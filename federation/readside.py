@@ -1,0 +1,23 @@
+"""What every serving node adds to the tlog-tiles read side.
+
+One place, so ``federation serve`` and ``federation serve --config`` expose
+the same routes: long-poll on the checkpoint (``push``), the signed trust
+chain (``rotation``: ``/feeds/NAME/trust/...``) and, for published feeds,
+snapshots plus the refusal of pruned bundles (``snapshot``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def read_side(publisher_db: Path | None, mirror_db: Path | None = None) -> tuple[list, list]:
+    """(extensions, middlewares) for ``server.create_app``."""
+    from . import push
+    from .rotation import install_trust_routes
+    from .snapshot import server_extension
+
+    dbs = [p for p in (publisher_db, mirror_db) if p is not None]
+    extensions = [push.install, install_trust_routes(dbs)]
+    if publisher_db is not None:
+        extensions.append(server_extension(publisher_db))
+    return extensions, [push.longpoll_middleware]
