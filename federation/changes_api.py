@@ -23,7 +23,7 @@ Invariants:
 Webhook requests are signed: ``X-Federation-Signature: sha256=HEX`` is
 HMAC-SHA256 with the webhook's secret over ``TIMESTAMP + "." + BODY``, with
 ``X-Federation-Timestamp`` the unix time of the attempt (see
-docs/protocol/platform.md).
+docs/PROTOCOL.md section 13).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A **snapshot** is the active set of a feed at one version, written as an
 immutable file named by its SHA-256 (content-addressed), so any copy of it,
-from any server, is the same bytes or is refused. Format (docs/protocol/scale.md)::
+from any server, is the same bytes or is refused. Format (docs/PROTOCOL.md section 11)::
 
     file   := [zstd frame]( header || record* )
     header := msgpack map {"v": 1, "origin": str, "size": int, "version": int,

@@ -1,4 +1,4 @@
-"""Nodes from TOML: the three-node federation of docs/node.md, and config checks."""
+"""Nodes from TOML: the three-node federation of the README, and config checks."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +16,7 @@ from federation.errors import InputError
 from federation.home import Home
 from federation.node import NODE_STATES, build_app, load_config, parse_config
 
-DOC = Path(__file__).parent.parent / "docs" / "node.md"
+DOC = Path(__file__).parent.parent / "README.md"
 
 
 def doc_configs() -> dict[str, str]:
