@@ -102,16 +102,21 @@ class ActiveSet:
     def count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM hashes WHERE feed=?", (self.feed,)).fetchone()[0]
 
-    def apply(self, ops: Iterable[Add | Withdraw], version: int, digest: LtHash16, count: int) -> ApplyResult:
-        """Apply ops in order; returns the new digest, count and changes."""
+    def apply(self, ops: Iterable[Add | Withdraw], version: int, digest: LtHash16, count: int,
+              deferred=None) -> ApplyResult:
+        """Apply ops in order; returns the new digest, count and changes.
+
+        With ``deferred`` (an ``lthash.ParallelSum``), the element hashes of
+        bulk-added records go there, to be hashed on another core, and are
+        *not* in the returned digest: the caller combines the two.
+        """
         digest = digest.copy()
         res = ApplyResult(digest, count)
         added: list[bytes] = []
         removed: list[bytes] = []
-        c = self.conn
         for run in _runs(ops):
             if isinstance(run, list):
-                if self._bulk_add(run, version, res, added):
+                if self._bulk_add(run, version, res, added, deferred):
                     continue
                 run_ops = run
             else:
@@ -122,7 +127,7 @@ class ActiveSet:
         digest.remove(removed)
         return res
 
-    def _bulk_add(self, run: list[Add], version: int, res: ApplyResult, added: list[bytes]) -> bool:
+    def _bulk_add(self, run: list[Add], version: int, res: ApplyResult, added: list[bytes], deferred=None) -> bool:
         """Fast path for a run of adds of keys not yet active: one executemany.
 
         ``INSERT OR IGNORE`` under a savepoint; if any key was already active
@@ -140,8 +145,11 @@ class ActiveSet:
             c.execute("RELEASE bulk_add")
             return False
         c.execute("RELEASE bulk_add")
+        if deferred is not None:
+            deferred.add_records([(op.hash_type, op.value, op.case, op.labels) for op in run])
+        else:
+            added.extend(element(op.hash_type, op.value, op.case, op.labels) for op in run)
         for op in run:
-            added.append(element(op.hash_type, op.value, op.case, op.labels))
             res.changes.append(Change("add", op.hash_type, op.value, op.case, op.labels))
         res.count += len(run)
         return True

@@ -55,7 +55,7 @@ from .db import write_txn
 from .errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
 from .fetcher import Fetcher
 from .layout import ENTRIES, TILE_WIDTH, tile_path
-from .lthash import LtHash16, ParallelSum
+from .lthash import ParallelSum
 from .merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
 from .mirror import Mirror
 from .note import MAX_NOTE_BYTES, parse_vkey
@@ -188,10 +188,6 @@ def record_element(rec: tuple[str, bytes, str, tuple[str, ...]]) -> bytes:
     return E.element(*rec)
 
 
-def _record_elements(batch: list) -> list[bytes]:
-    return [E.element(t, v, c, labels) for t, v, c, labels in batch]
-
-
 # ---- loading (blocking; run in a thread) ---------------------------------------
 
 _DROP_INDEXES = ("hashes_by_case", "hashes_by_value")
@@ -238,10 +234,7 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
             for batch in reader.records():
                 conn.executemany(insert, [(f.id, t, v, c, join_labels(labels), seal.version, seal.time)
                                           for t, v, c, labels in batch])
-                if workers:
-                    summer.add_with(_record_elements, batch)
-                else:
-                    summer.add(_record_elements(batch))
+                summer.add_records(batch)
                 n += len(batch)
                 bar.update(len(batch))
             digest = summer.result()

@@ -90,6 +90,12 @@ def element(hash_type: str, value: bytes, case: str, labels: tuple[str, ...]) ->
     return bytes(out)
 
 
+def elements_of(records: list[tuple[str, bytes, str, tuple[str, ...]]]) -> list[bytes]:
+    """Elements of (hash_type, value, case, labels) records (also run by
+    ``lthash_worker`` processes)."""
+    return [element(t, v, c, labels) for t, v, c, labels in records]
+
+
 def add_element(a: Add) -> bytes:
     return element(a.hash_type, a.value, a.case, a.labels)
 

@@ -53,16 +53,6 @@ def _lane_sum(elements: Iterable[bytes]) -> np.ndarray:
     return total
 
 
-def _hash_and_sum(elements: list[bytes]) -> np.ndarray:
-    """Worker-process job: hash a batch of elements and return its lane sums."""
-    return _lane_sum(elements)
-
-
-def _derive_hash_and_sum(fn, items: list) -> np.ndarray:
-    """Worker-process job: ``fn(items)`` gives the elements; hash and sum them."""
-    return _lane_sum(fn(items))
-
-
 class LtHash16:
     """A mutable LtHash16 digest."""
 
@@ -110,57 +100,87 @@ def digest_of(elements: Iterable[bytes]) -> bytes:
 class ParallelSum:
     """Accumulates ``LtHash16().add(elements)`` over many batches, hashing in
     worker processes so that the caller's core stays free (for SQLite, in a
-    bootstrap). SHAKE-256 is ~5 us per element and holds the GIL, so threads
-    would not help; processes do.
+    bootstrap or a large publish). SHAKE-256 is ~5 us per element and holds
+    the GIL, so threads would not help; processes do.
 
-    The result is identical to ``LtHash16().add(all elements)``: lane sums are
-    order-independent. At most ``2 * workers`` batches are in flight, which
-    bounds memory. ``workers=0`` hashes in this process (small inputs: worker
-    start-up costs ~0.1 s).
+    Workers are ``python -m federation.lthash_worker`` subprocesses fed over
+    pipes (see that module), not ``multiprocessing``: they never re-import
+    the caller's ``__main__``. The result is identical to
+    ``LtHash16().add(all elements)``, since lane sums are order-independent.
+    At most two batches per worker are in flight, which bounds memory.
+    ``workers=0`` hashes in this process (start-up costs ~0.1 s).
     """
 
+    MAX_IN_FLIGHT = 2
+
     def __init__(self, workers: int = 1):
-        self.workers = workers
+        import subprocess
+        import sys
         self._total = np.zeros(LANES, dtype=np.uint64)
-        self._pending: list = []
-        self._pool = None
-        if workers > 0:
-            import multiprocessing
-            # forkserver/spawn, not fork: the caller may run an event loop and threads.
-            ctx = multiprocessing.get_context("spawn")
-            self._pool = ctx.Pool(workers)
+        self._procs = [subprocess.Popen([sys.executable, "-m", "federation.lthash_worker"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                       for _ in range(workers)]
+        self._pending: list = []  # (proc) in submission order
+        self._next = 0
+
+    def _submit(self, kind: str, items: list) -> None:
+        import msgpack
+        proc = self._procs[self._next % len(self._procs)]
+        self._next += 1
+        while sum(1 for p in self._pending if p is proc) >= self.MAX_IN_FLIGHT:
+            self._collect_one()
+        frame = msgpack.packb([kind, items], use_bin_type=True)
+        try:
+            proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            raise RuntimeError("LtHash worker process died") from None
+        self._pending.append(proc)
+
+    def _collect_one(self) -> None:
+        proc = self._pending.pop(0)
+        data = proc.stdout.read(8 * LANES)
+        if len(data) != 8 * LANES:
+            raise RuntimeError(f"LtHash worker process died (exit code {proc.poll()})")
+        self._total += np.frombuffer(data, dtype="<u8")
 
     def add(self, elements: list[bytes]) -> None:
-        if self._pool is None:
+        if not self._procs:
             self._total += _lane_sum(elements)
-            return
-        self._pending.append(self._pool.apply_async(_hash_and_sum, (elements,)))
-        while len(self._pending) > 2 * self.workers:
-            self._total += self._pending.pop(0).get()
+        else:
+            self._submit("e", elements)
 
-    def add_with(self, fn, items: list) -> None:
-        """Add the elements ``fn(items)``, computing them in the worker too
-        (``fn`` must be a module-level function, so it pickles by name)."""
-        if self._pool is None:
-            self._total += _lane_sum(fn(items))
-            return
-        self._pending.append(self._pool.apply_async(_derive_hash_and_sum, (fn, items)))
-        while len(self._pending) > 2 * self.workers:
-            self._total += self._pending.pop(0).get()
+    def add_records(self, records: list[tuple[str, bytes, str, tuple[str, ...]]]) -> None:
+        """Add the elements of (hash_type, value, case, labels) records,
+        computing the elements in the worker too."""
+        if not self._procs:
+            from .entries import elements_of
+            self._total += _lane_sum(elements_of(records))
+        else:
+            self._submit("r", [list(r) for r in records])
 
     def result(self) -> "LtHash16":
         """Wait for every batch; return the digest of all elements added."""
         while self._pending:
-            self._total += self._pending.pop(0).get()
+            self._collect_one()
         d = LtHash16()
         d._lanes = (self._total & 0xFFFF).astype(np.uint16)
         return d
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
+        for proc in self._procs:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=5)
+            except Exception:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+        self._procs = []
+        self._pending = []
 
     def __enter__(self) -> "ParallelSum":
         return self

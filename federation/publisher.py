@@ -17,7 +17,9 @@ tiles of a size are written before the checkpoint that names it.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -29,7 +31,7 @@ from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet
 from .checkpoint import Checkpoint
 from .db import connect, write_txn
 from .errors import InputError, StorageError
-from .lthash import LtHash16
+from .lthash import LtHash16, ParallelSum
 from .merkle import CompactRange
 from .note import Signer
 from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
@@ -135,6 +137,11 @@ class Publisher:
         and a typo would leave the intended hash blocked.
         """
         stamp = int(time.time()) if now is None else now
+        with contextlib.ExitStack() as stack:
+            return self._publish(stack, name, ops, signer, allow_unknown_withdrawals, stamp, in_txn)
+
+    def _publish(self, stack, name, ops, signer, allow_unknown_withdrawals, stamp, in_txn) -> PublishResult:
+        deferred = None  # LtHash work on the second core, for batches of more than one chunk
         with write_txn(self.conn):
             feed = self.feed(name)
             if signer.vkey != feed.vkey:
@@ -145,9 +152,11 @@ class Publisher:
             n_add = n_withdraw = n_none = 0
             it = iter(ops)
             while chunk := list(itertools.islice(it, CHUNK)):
+                if deferred is None and len(chunk) == CHUNK and (os.cpu_count() or 1) > 1:
+                    deferred = stack.enter_context(ParallelSum(workers=1))
                 stamped = [E.Add(o.hash_type, o.value, o.case, o.labels, stamp) if isinstance(o, E.Add)
                            else E.Withdraw(o.reason, stamp, o.hash_type, o.value, o.case) for o in chunk]
-                res = active.apply(stamped, feed.version + 1, digest, count)
+                res = active.apply(stamped, feed.version + 1, digest, count, deferred)
                 if not allow_unknown_withdrawals:
                     bad = next((o for o in res.no_effect if isinstance(o, E.Withdraw)), None)
                     if bad is not None:
@@ -160,6 +169,8 @@ class Publisher:
                 log.append([E.encode(o) for o in stamped])
             if n_add + n_withdraw == 0:
                 raise InputError("the batch is empty; nothing was published")
+            if deferred is not None:
+                digest = digest.combine(deferred.result())
             seal = E.Seal(feed.version + 1, stamp, count, digest.digest())
             log.append([E.encode(seal)])
             # Partial tiles and bundle of the new size, before the checkpoint that names them.

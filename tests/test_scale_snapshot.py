@@ -6,7 +6,10 @@ import asyncio
 import hashlib
 import logging
 import sqlite3
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import aiohttp
 import msgpack
@@ -326,6 +329,40 @@ def test_parallel_sum_equals_serial():
             p.add(elems[i:i + 3000])
         got = p.result()
     assert got == LtHash16().add(elems)
+
+
+def test_parallel_sum_of_records_with_two_workers():
+    records = [("md5", i.to_bytes(16, "big"), f"c{i % 9}", ("a", "b") if i % 2 else ()) for i in range(9000)]
+    with ParallelSum(workers=2) as p:
+        for i in range(0, len(records), 1000):
+            p.add_records(records[i:i + 1000])
+        got = p.result()
+    assert got == LtHash16().add(E.elements_of(records))
+
+
+def test_large_publish_from_a_script_without_main_guard(tmp_path):
+    """Worker processes must not re-run the caller's __main__ (multiprocessing's
+    spawn would, and such a script would hang or fork without end)."""
+    script = tmp_path / "publish_script.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from federation.publisher import Publisher
+from federation.note import Signer
+from federation.entries import Add
+from federation.lthash import LtHash16
+from federation.entries import element
+p = Publisher({str(tmp_path / "p.db")!r})
+s = Signer.generate("o.example/f")
+p.create_feed("f", "o.example/f", s)
+ops = [Add("md5", i.to_bytes(16, "big"), "c", (), 0) for i in range(40000)]
+r = p.publish("f", ops, s)
+want = LtHash16().add(element(o.hash_type, o.value, o.case, o.labels) for o in ops).digest()
+print("OK" if p.feed("f").digest == want and r.count == 40000 else "BAD")
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "OK"
 
 
 def test_snapshot_index_lists_and_rejects_malformed(history):
