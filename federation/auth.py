@@ -5,9 +5,11 @@ Tokens live in ``auth.db`` in the node home:
 * A token is ``fedtok_<id>_<secret>``; only ``SHA-256(secret)`` is stored,
   so a stolen database does not yield usable tokens. The secret is 32
   random bytes, so a fast hash is enough (no password stretching needed).
-* Each token has a role (``member``: read; ``publisher``: read and publish),
-  a feed scope (feed names, or ``*`` for every feed of the node), a rate
-  limit, and can be revoked (kept, with ``revoked`` set, for the audit log).
+* Each token has a role (``member``: read; ``publisher``: read and publish;
+  ``platform``: the platform API of a mirror node -- lookup, change stream --
+  and *not* the feeds themselves, see ``platform_auth``), a feed scope
+  (feed names, or ``*`` for every feed of the node), a rate limit, and can
+  be revoked (kept, with ``revoked`` set, for the audit log).
 
 The middleware decides every request under ``/feeds/`` before routing to
 any data, with these invariants:
@@ -30,11 +32,10 @@ import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
-from .db import connect, write_txn
+from .db import Store, write_txn
 from .errors import InputError
 
 SCHEMA = """
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 """
 
-ROLES = ("member", "publisher")
+ROLES = ("member", "publisher", "platform")
 TOKEN_RE = re.compile(r"^fedtok_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
 FEED_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 DEFAULT_RATE = 20.0
@@ -81,8 +82,16 @@ class Token:
     created: int
     revoked: int | None
 
-    def can_read(self, feed: str) -> bool:
+    def in_scope(self, feed: str) -> bool:
         return self.revoked is None and ("*" in self.feeds or feed in self.feeds)
+
+    def can_read(self, feed: str) -> bool:
+        # A platform token queries a mirror's API; it never reads feeds.
+        return self.role != "platform" and self.in_scope(feed)
+
+    def can_query(self, feed: str) -> bool:
+        """May use the platform API (lookup, change stream) for ``feed``'s records."""
+        return self.role == "platform" and self.in_scope(feed)
 
     def can_publish(self, feed: str) -> bool:
         return self.role == "publisher" and self.can_read(feed)
@@ -92,16 +101,10 @@ def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-class TokenStore:
+class TokenStore(Store):
     """Tokens and the audit log in one SQLite file."""
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.conn.close()
+    SCHEMA = SCHEMA
 
     def issue(self, member: str, role: str, feeds: list[str], rate: float = DEFAULT_RATE,
               burst: int = DEFAULT_BURST) -> tuple[Token, str]:

@@ -28,6 +28,20 @@ def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+class Store:
+    """A SQLite file opened for writing, with ``SCHEMA`` created if new."""
+
+    SCHEMA = ""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.conn = connect(self.path)
+        self.conn.executescript(self.SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 @contextmanager
 def write_txn(conn: sqlite3.Connection):
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back."""

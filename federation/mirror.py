@@ -15,7 +15,7 @@ from pathlib import Path
 from . import entries as E
 from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, join_labels
 from .checkpoint import Checkpoint, parse_checkpoint_body
-from .db import connect, write_txn
+from .db import Store, write_txn
 from .errors import DigestError, InputError, StorageError
 from .lthash import LtHash16
 from .merkle import CompactRange, leaf_hash
@@ -108,11 +108,11 @@ class Match:
     added_version: int
 
 
-class Mirror:
+class Mirror(Store):
+    SCHEMA = TILES_SCHEMA + ACTIVE_SCHEMA + SCHEMA
+
     def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.conn = connect(self.path)
-        self.conn.executescript(TILES_SCHEMA + ACTIVE_SCHEMA + SCHEMA)
+        super().__init__(path)
         self._migrate()
 
     def _migrate(self) -> None:

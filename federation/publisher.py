@@ -24,12 +24,11 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from . import entries as E
 from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet
 from .checkpoint import Checkpoint
-from .db import connect, write_txn
+from .db import Store, write_txn
 from .errors import InputError, StorageError
 from .lthash import LtHash16, ParallelSum
 from .merkle import CompactRange
@@ -82,14 +81,8 @@ class PublishResult:
     count: int
 
 
-class Publisher:
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
-
-    def close(self) -> None:
-        self.conn.close()
+class Publisher(Store):
+    SCHEMA = SCHEMA
 
     # ---- reads ---------------------------------------------------------------
 

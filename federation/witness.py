@@ -39,7 +39,7 @@ from aiohttp import web
 
 from .checkpoint import parse_checkpoint_body
 from .cosign import SIZE_CONTENT_TYPE, Cosigner
-from .db import connect, write_txn
+from .db import Store, write_txn
 from .errors import InputError, MalformedError, SignatureError
 from .merkle import EMPTY_ROOT, verify_consistency
 from .note import MAX_NOTE_BYTES, open_note, parse_vkey
@@ -115,18 +115,15 @@ def parse_request(body: bytes) -> tuple[int, list[bytes], bytes]:
     return int(m[1]), proof, body[pos:]
 
 
-class Witness:
+class Witness(Store):
     """Witness state in SQLite and its cosigner key (injected)."""
 
+    SCHEMA = SCHEMA
+
     def __init__(self, path: Path | str, cosigner: Cosigner, clock=time.time):
-        self.path = Path(path)
-        self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
+        super().__init__(path)
         self.cosigner = cosigner
         self.clock = clock
-
-    def close(self) -> None:
-        self.conn.close()
 
     def add_log(self, origin: str, vkeys: list[str]) -> None:
         """Configure (or reconfigure) the log keys the witness accepts for ``origin``."""
