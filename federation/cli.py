@@ -140,6 +140,9 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
                                              allow_unknown_withdrawals=allow_unknown_withdrawals)
     click.echo(f"published {name} version {r.version}: {r.adds} adds, {r.withdrawals} withdrawals"
                f" ({r.no_effect} without effect); tree size {r.old_size} -> {r.size}; {r.count} active hashes")
+    if r.pending:  # cosigning configured: served only once cosigned (docs/trust.md)
+        from .cli_trust import cosign_after_publish
+        cosign_after_publish(home, name, r.version)
 
 
 @cli.command()
@@ -267,7 +270,11 @@ def sync(home: Home, names, watch, interval):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(home: Home, as_json):
-    """Show every followed and published feed: version, size, count, last error.
+    """Show every followed and published feed: version, size, count, age, last error.
+
+    For followed feeds, ``pending`` is the number of entries verified but not
+    yet applied (a sync in progress or interrupted). Lag behind a live
+    upstream: ``federation node status CONFIG``.
 
     \b
     Example:
@@ -275,25 +282,33 @@ def status(home: Home, as_json):
     """
     from .mirror import Mirror
     from .publisher import Publisher
+    import time
+    now = int(time.time())
     out = {"published": [], "followed": []}
     if home.publisher_db.exists():
         for f in Publisher(home.publisher_db).feeds():
             out["published"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.size,
-                                         count=f.count, updated=f.updated, vkey=f.vkey))
+                                         count=f.count, updated=f.updated, age=now - f.updated, vkey=f.vkey))
     if home.mirror_db.exists():
         for f in Mirror(home.mirror_db).all():
             v = f.verified()
             out["followed"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.applied_size,
-                                        verified_size=v.size if v else 0, count=f.count, updated=f.updated,
+                                        verified_size=v.size if v else 0,
+                                        pending=(v.size if v else 0) - f.applied_size, count=f.count,
+                                        updated=f.updated, age=(now - f.updated) if f.updated else None,
                                         last_sync=f.last_sync, last_error=f.last_error, urls=list(f.urls)))
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
     for f in out["published"]:
-        click.echo(f"published {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active")
+        click.echo(f"published {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active, "
+                   f"updated {f['age']}s ago")
     for f in out["followed"]:
+        age = f"updated {f['age']}s ago" if f["age"] is not None else "never synced"
+        pending = f", {f['pending']} entries verified but not applied" if f["pending"] else ""
         err = f"  last error: {f['last_error']}" if f["last_error"] else ""
-        click.echo(f"followed  {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active{err}")
+        click.echo(f"followed  {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active, "
+                   f"{age}{pending}{err}")
 
 
 @cli.command()
