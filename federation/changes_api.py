@@ -24,6 +24,10 @@ Webhook requests are signed: ``X-Federation-Signature: sha256=HEX`` is
 HMAC-SHA256 with the webhook's secret over ``TIMESTAMP + "." + BODY``, with
 ``X-Federation-Timestamp`` the unix time of the attempt (see
 docs/PROTOCOL.md section 13).
+
+With ``platform serve --auth`` (``platform_auth``), pages are filtered to
+the caller's feed scope in SQL, so ``next`` still moves past the changes of
+other feeds and a scoped consumer never rescans them.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ from aiohttp import web
 from .activeset import split_labels
 from .db import connect, write_txn
 from .errors import InputError
+from .platform_auth import scope_of
 
 log = logging.getLogger("federation.changes")
 
@@ -86,8 +91,9 @@ def check_name(name: str, what: str) -> str:
 # ---- reading the stream (pure SQL over the mirror's tables) ---------------------
 
 def read_changes(mirror: sqlite3.Connection, after: int, limit: int = MAX_PAGE, feed: str | None = None,
-                 upto: int | None = None) -> list[dict]:
-    """Changes with ``after < seq [<= upto]``, oldest first, with provenance."""
+                 upto: int | None = None, feeds: frozenset[str] | None = None) -> list[dict]:
+    """Changes with ``after < seq [<= upto]``, oldest first, with provenance
+    (only of ``feed``, and of the feeds in ``feeds``, when given)."""
     if type(after) is not int or after < 0:
         raise InputError(f"cursor {after!r} must be an integer >= 0")
     if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
@@ -101,6 +107,10 @@ def read_changes(mirror: sqlite3.Connection, after: int, limit: int = MAX_PAGE, 
     if feed is not None:
         sql += " AND f.name=?"
         args.append(feed)
+    if feeds is not None:
+        names = sorted(feeds)
+        sql += f" AND f.name IN ({','.join('?' * len(names))})"
+        args.extend(names)
     sql += " ORDER BY c.seq LIMIT ?"
     args.append(limit)
     return [dict(seq=s, feed=n, origin=o, version=v, action=a, type=t, hash=val.hex(), case=c,
@@ -354,7 +364,7 @@ async def get_changes(request: web.Request) -> web.Response:
     try:
         after = _int_param(request, "after", 0)
         limit = _int_param(request, "limit", 100)
-        rows = read_changes(st["mirror"], after, limit, request.query.get("feed"))
+        rows = read_changes(st["mirror"], after, limit, request.query.get("feed"), feeds=scope_of(request))
     except InputError as e:
         return _error(e)
     return web.json_response({"changes": rows, "next": rows[-1]["seq"] if rows else after,
@@ -366,7 +376,7 @@ async def get_consumer_changes(request: web.Request) -> web.Response:
     try:
         cursor = st["store"].cursor(request.match_info["name"])
         limit = _int_param(request, "limit", 100)
-        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"))
+        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope_of(request))
     except InputError as e:
         return _error(e)
     return web.json_response({"consumer": request.match_info["name"], "cursor": cursor, "changes": rows,

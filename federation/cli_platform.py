@@ -39,27 +39,33 @@ def platform():
 @click.option("--sync-interval", type=float, default=None,
               help="Also sync every followed feed every N seconds in this process.")
 @click.option("--log-json", is_flag=True, help="Write logs as JSON lines (ts, level, logger, msg, ...).")
+@click.option("--auth", "use_auth", is_flag=True,
+              help="Require a platform bearer token (HOME/auth.db) on every route but /healthz.")
 @click.pass_obj
-def serve(home: Home, host, port, threshold, sync_interval, log_json):
+def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
     """Serve the mirror's lookup API, change stream, webhooks and /metrics.
 
     Routes: /lookup, /changes, /consumers/NAME/changes, /consumers/NAME/ack,
-    /webhooks, /metrics (see docs/openapi.yaml). There is no authentication:
-    listen on loopback or behind your own proxy.
+    /webhooks, /metrics (see docs/openapi.yaml). Without --auth there is no
+    authentication: listen on loopback or behind your own proxy. With
+    --auth, callers send a token from 'federation platform token issue'.
 
     \b
     Example:
       federation platform serve --port 8081 --sync-interval 30 --log-json
+      federation platform serve --host 0.0.0.0 --auth
     """
     from aiohttp import web
     from .platform_node import PlatformNode
     if log_json:
         from .jsonlog import use_json_logs
         use_json_logs()
-    node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval)
+    node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval,
+                        auth_db=home.root / "auth.db" if use_auth else None)
     web.run_app(node.app, host=host, port=port, access_log=None,
                 print=lambda *_: logging.getLogger("federation.platform").info(
-                    "serving the platform API of %s on http://%s:%d/", home.mirror_db, host, port))
+                    "serving the platform API of %s on http://%s:%d/ (%s)", home.mirror_db, host, port,
+                    "platform tokens required" if use_auth else "no authentication"))
 
 
 @platform.command("lookup")
@@ -204,22 +210,72 @@ def webhook_remove(home: Home, name):
     click.echo(f"removed webhook {name}")
 
 
+@platform.group()
+def token():
+    """Bearer tokens for 'platform serve --auth' (list and revoke with 'federation token').
+
+    \b
+    Example:
+      federation platform token issue moderation
+    """
+
+
+@token.command("issue")
+@click.argument("holder")
+@click.option("--feed", "feeds", multiple=True, default=["*"], show_default=True,
+              help="Feed whose records the token may see (repeat; '*' = all, needed for /webhooks and /metrics).")
+@click.option("--rate", default=20.0, show_default=True, help="Requests per second (token bucket).")
+@click.option("--burst", default=100, show_default=True, help="Bucket size.")
+@click.pass_obj
+def token_issue(home: Home, holder, feeds, rate, burst):
+    """Issue a platform token for HOLDER; the secret is printed once.
+
+    The token may query the lookup API and the change stream of this
+    home's platform node, filtered to its feeds; it cannot read feeds.
+
+    \b
+    Example:
+      federation platform token issue moderation
+      federation platform token issue trust-safety --feed tid --rate 50
+    """
+    from .auth import TokenStore
+    from .platform_auth import ROLE
+    store = TokenStore(home.root / "auth.db")
+    try:
+        t, secret = store.issue(holder, ROLE, list(feeds), rate, burst)
+    finally:
+        store.close()
+    click.echo(f"token {t.id} for {t.member} ({t.role}; feeds {', '.join(t.feeds)})")
+    click.echo(f"secret (shown once): {secret}")
+
+
 @click.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also check this node config (TOML): keys, trust files, tokens, upstreams.")
 @click.option("--no-network", is_flag=True, help="Skip the upstream reachability checks.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each upstream.")
 @click.pass_obj
-def doctor(home: Home, no_network, timeout):
+def doctor(home: Home, config, no_network, timeout):
     """Check config, trust keys, key file permissions and upstream reachability.
 
-    Exits 1 if any check failed; changes nothing.
+    With --config, the node config is parsed like 'federation serve
+    --config' does, and the home it names is checked. Exits 1 if any check
+    failed; changes nothing.
 
     \b
     Example:
       federation doctor
       federation doctor --no-network
+      federation doctor --config node.toml --timeout 5
     """
-    from .doctor import FAIL, run_doctor
-    checks = asyncio.run(run_doctor(home, network=not no_network, timeout=timeout))
+    from .doctor import FAIL, load_node_config, run_doctor
+    checks, cfg = [], None
+    if config is not None:
+        cfg, parsed = load_node_config(config)
+        checks.append(parsed)
+        if cfg is not None and cfg.home is not None:
+            home = Home(Path(cfg.home))  # not resolve(): the doctor creates nothing
+    checks += asyncio.run(run_doctor(home, network=not no_network, timeout=timeout, config=cfg))
     for c in checks:
         click.echo(f"{c.status.upper():4} {c.what}: {c.detail}")
     sys.exit(1 if any(c.status == FAIL for c in checks) else 0)

@@ -12,11 +12,30 @@ Checks, each reported as ok / warn / fail with what to do:
 * upstream reachability: each URL of each followed feed serves a
   checkpoint that verifies against the trusted keys (bounded timeout).
 
+With a node config (``doctor --config node.toml``, parsed by
+``node.load_config``) the config is the truth, and each problem that would
+make ``federation serve --config`` refuse to start or fail later is named:
+
+* the config does not parse (the loader's precise message);
+* a published feed that is not in ``publisher.db``, whose key file is
+  missing, not mode 0600 (no group or other bits), unreadable, or not the
+  key the feed's checkpoints are signed with;
+* a followed feed whose trust file is missing, malformed, badly signed or
+  for another origin, whose vkeys do not parse or are not named after its
+  origin, whose ``token_env`` variable is unset, or which the mirror
+  already follows under another origin;
+* each upstream URL, fetched with the feed's token, must serve a checkpoint
+  that verifies against the feed's log keys within ``timeout`` seconds.
+
+Feeds the mirror follows but the config does not are reported (the node
+will not sync them) and not contacted.
+
 Nothing is changed. Exit status: 1 if any check failed.
 """
 from __future__ import annotations
 
 import asyncio
+import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +138,7 @@ def check_trust(name: str, origin: str, vkeys: list[str]) -> list[Check]:
 
 
 async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[str],
-                         timeout: float = 10.0) -> list[Check]:
+                         timeout: float = 10.0, headers: dict | None = None) -> list[Check]:
     out = []
     try:
         keys = [parse_vkey(v) for v in vkeys]
@@ -127,7 +146,7 @@ async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[st
         return [Check(FAIL, f"feed {name} upstream", "skipped: the trusted keys do not parse")]
     for url in urls:
         try:
-            async with Fetcher(url) as f:
+            async with Fetcher(url, headers=headers) as f:
                 raw = await asyncio.wait_for(f.get("checkpoint", MAX_NOTE_BYTES), timeout)
             cp = open_checkpoint(raw, origin, keys).checkpoint
             out.append(Check(OK, f"feed {name} upstream", f"{url}: verified checkpoint, size {cp.size}"))
@@ -138,8 +157,141 @@ async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[st
     return out
 
 
-async def run_doctor(home: Home, network: bool = True, timeout: float = 10.0) -> list[Check]:
+# ---- a node config (``doctor --config``) ---------------------------------------
+
+
+def load_node_config(path: Path | str):
+    """(config or None, the check saying whether it parsed)."""
+    from .node import load_config
+    try:
+        cfg = load_config(path)
+    except InputError as e:
+        return None, Check(FAIL, "config", str(e))
+    return cfg, Check(OK, "config", f"{path}: {len(cfg.publish)} published, {len(cfg.follow)} followed")
+
+
+def _key_mode(path: Path, what: str) -> Check | None:
+    """A failing check if ``path``'s mode lets group or others in, else None."""
+    m = _mode(path)
+    if m & (stat.S_IRWXG | stat.S_IRWXO):
+        return Check(FAIL, what, f"{path} mode {m:o}, want 600: chmod 600 {path}")
+    return None
+
+
+def check_published(cfg, home: Home) -> list[Check]:
+    from .keys import load_signer
+    feeds: dict[str, str] = {}  # name -> vkey of the feed in publisher.db
+    if cfg.publish and home.publisher_db.exists():
+        conn = connect(home.publisher_db, readonly=True)
+        try:
+            feeds = dict(conn.execute("SELECT name, vkey FROM feeds").fetchall())
+        except Exception:
+            feeds = {}
+        finally:
+            conn.close()
+    out = []
+    for p in cfg.publish:
+        what = f"published {p.name}"
+        if p.name not in feeds:
+            out.append(Check(FAIL, what, f"not a feed of {home.publisher_db}: create it with "
+                                         f"'federation feed create {p.name} --origin ...'"))
+        path = p.key or home.key_path(p.name)
+        if not path.exists():
+            # The node loads keys only for feeds with the publishing API on.
+            out.append(Check(FAIL if p.api else WARN, what + " key",
+                             f"{path} missing" + (": the publishing API needs it" if p.api else "")))
+            continue
+        bad = _key_mode(path, what + " key")
+        if bad is not None:
+            out.append(bad)
+            continue
+        try:
+            signer = load_signer(path)
+        except (FederationError, OSError, ValueError) as e:
+            out.append(Check(FAIL, what + " key", f"{path} does not load: {e}"))
+            continue
+        if p.name in feeds and signer.vkey != feeds[p.name]:
+            out.append(Check(FAIL, what + " key", f"{path} holds {signer.vkey}, but the feed is signed by "
+                                                  f"{feeds[p.name]}"))
+            continue
+        out.append(Check(OK, what + " key", f"{path} (mode {_mode(path):o}) signs {p.name}"))
+    return out
+
+
+def _mirror_follows(home: Home) -> dict[str, tuple[str, list[str]]]:
+    return {n: (o, v) for n, o, v, _u in followed(home)}
+
+
+def config_vkeys(f, have: dict) -> tuple[list[str], list[Check]]:
+    """The log keys of followed feed ``f`` (config vkeys, trust file, and keys the
+    mirror moved to by rotation), and the checks of its trust configuration."""
+    from .trust import load_trust_file
+    what = f"followed {f.name} trust"
+    out: list[Check] = []
+    vkeys = list(f.vkeys)
+    if f.trust is not None:
+        if not f.trust.exists():
+            out.append(Check(FAIL, what, f"trust file {f.trust} missing"))
+        else:
+            try:
+                t = load_trust_file(f.trust)
+            except InputError as e:
+                out.append(Check(FAIL, what, str(e)))
+            else:
+                if t.origin != f.origin:
+                    out.append(Check(FAIL, what, f"trust file {f.trust} is for origin {t.origin!r}, "
+                                                 f"not {f.origin!r}"))
+                else:
+                    out.append(Check(OK, what, f"{f.trust}: {t.describe()}, {len(t.log_keys)} log key(s)"))
+                    vkeys += [v.vkey for v in t.log_keys if v.vkey not in vkeys]
+    out += [Check(c.status, what, c.detail) for c in check_trust(f.name, f.origin, list(f.vkeys))]
+    if f.name in have:
+        origin, mirror_keys = have[f.name]
+        if origin != f.origin:
+            out.append(Check(FAIL, f"followed {f.name}", f"the mirror follows origin {origin!r}, the config says "
+                                                         f"{f.origin!r}: follow it under a new name"))
+        elif f.trust is not None:
+            vkeys += [v for v in mirror_keys if v and v not in vkeys]  # rotations past the file
+    return vkeys, out
+
+
+async def check_followed(cfg, home: Home, network: bool, timeout: float) -> list[Check]:
+    have = _mirror_follows(home)
+    out: list[Check] = []
+    for f in cfg.follow:
+        vkeys, checks = config_vkeys(f, have)
+        out += checks
+        headers = None
+        if f.token_env is not None:
+            token = os.environ.get(f.token_env)
+            if not token:
+                out.append(Check(FAIL, f"followed {f.name} token", f"environment variable {f.token_env} "
+                                                                   "(its upstream token) is not set"))
+            else:
+                headers = {"Authorization": f"Bearer {token}"}
+        if not network:
+            continue
+        if not vkeys:
+            out.append(Check(FAIL, f"followed {f.name} upstream", "skipped: no usable log key"))
+            continue
+        out += [Check(c.status, f"followed {f.name} upstream", c.detail)
+                for c in await check_upstream(f.name, f.origin, vkeys, list(f.urls), timeout, headers)]
+    declared = {f.name for f in cfg.follow}
+    for name in sorted(set(have) - declared):
+        out.append(Check(WARN, f"followed {name}", "the mirror follows it but the config does not: "
+                                                   "the node will not sync it"))
+    return out
+
+
+async def run_doctor(home: Home, network: bool = True, timeout: float = 10.0, config=None) -> list[Check]:
+    """Every check of ``home``; with ``config`` (a ``node.NodeConfig``), of that node."""
     checks = check_files(home)
+    if config is not None:
+        checks += check_published(config, home)
+        checks += await check_followed(config, home, network, timeout)
+        if not config.publish and not config.follow:
+            checks.append(Check(WARN, "config", "this node neither publishes nor follows a feed"))
+        return checks
     for name, origin, vkeys, urls in followed(home):
         checks += check_trust(name, origin, vkeys)
         if network:

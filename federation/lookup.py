@@ -14,6 +14,10 @@ from the mirror's active rows (``hashes``), read through a read-only
 connection, so a withdrawn hash is never reported once its withdrawal was
 applied. ``parse_query`` and ``answer`` are the pure core; the handlers
 only move JSON.
+
+With ``platform serve --auth`` (``platform_auth``), a caller whose token is
+scoped to some feeds gets answers filtered to those feeds' records: a match
+in another feed is left out, exactly as if it did not exist.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from .batch import parse_hash
 from .db import connect
 from .errors import FederationError, InputError
 from .pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
+from .platform_auth import scope_of
 
 MAX_BATCH = 1000
 MAX_BODY = MAX_BATCH * 400  # a PhotoDNA query is ~330 bytes of JSON
@@ -75,8 +80,9 @@ class Lookup:
     def _origins(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT name, origin FROM follows"))
 
-    def answer(self, queries: list[Query]) -> list[dict]:
-        """Answer queries in order (refreshing the PDQ index first)."""
+    def answer(self, queries: list[Query], feeds: frozenset[str] | None = None) -> list[dict]:
+        """Answer queries in order (refreshing the PDQ index first); with
+        ``feeds``, only records of those feeds are reported."""
         self.index.refresh()
         origins = self._origins()
         # Near queries go to the index grouped by threshold (one faiss call per group).
@@ -102,6 +108,8 @@ class Lookup:
                 matches = [dict(feed=m.feed, origin=origins.get(m.feed), type="pdq", hash=m.value.hex(),
                                 case=m.case, labels=list(m.labels), added_version=m.added_version,
                                 distance=m.distance) for m in near_results[i]]
+            if feeds is not None:
+                matches = [m for m in matches if m["feed"] in feeds]
             item = dict(type=q.hash_type, hash=q.value.hex(), matched=bool(matches), matches=matches)
             if q.threshold is not None:
                 item["threshold"] = q.threshold
@@ -138,7 +146,7 @@ async def get_lookup(request: web.Request) -> web.Response:
         q = parse_query(obj, lk.default_threshold)
     except InputError as e:
         return error_response(e)
-    return web.json_response(lk.answer([q])[0])
+    return web.json_response(lk.answer([q], scope_of(request))[0])
 
 
 async def post_lookup(request: web.Request) -> web.Response:
@@ -165,7 +173,7 @@ async def post_lookup(request: web.Request) -> web.Response:
                 raise InputError(f"query {i}: {e}") from None
     except InputError as e:
         return error_response(e)
-    return web.json_response({"results": lk.answer(queries)})
+    return web.json_response({"results": lk.answer(queries, scope_of(request))})
 
 
 def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):

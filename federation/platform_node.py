@@ -8,6 +8,12 @@ webhooks are woken as soon as a version is applied).
 Files in the node home: ``mirror.db`` (the mirror, written only by sync)
 and ``platform.db`` (consumer cursors, webhooks). Every route reads the
 mirror through its own read-only connection.
+
+Access: without ``auth_db`` the API is open (listen on loopback). With it
+(``platform serve --auth``), ``platform_auth.PlatformAuth`` requires a
+platform bearer token from that ``auth.TokenStore`` on every route but
+``/healthz``. Its middleware sits inside the metrics middleware, so refused
+requests (401/403/429) are counted too.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from .lookup import lookup_extension
 from .metrics import Metrics
 from .mirror import Mirror
 from .pdq_index import DEFAULT_THRESHOLD
+from .platform_auth import PlatformAuth
 from .server import create_app
 from .sync import sync_once
 
@@ -32,7 +39,8 @@ log = logging.getLogger("federation.platform")
 
 class PlatformNode:
     def __init__(self, mirror_path: Path | str, platform_path: Path | str, threshold: int = DEFAULT_THRESHOLD,
-                 sync_interval: float | None = None, sources: list | None = None, **deliverer_options):
+                 sync_interval: float | None = None, sources: list | None = None,
+                 auth_db: Path | str | None = None, **deliverer_options):
         self.mirror_path, self.platform_path = Path(mirror_path), Path(platform_path)
         self.sync_interval = sync_interval
         Mirror(self.mirror_path).close()          # create the schema if new
@@ -44,6 +52,13 @@ class PlatformNode:
             self.metrics.extension(self.mirror_path, self.platform_path),
         ])
         self.app[STREAM]["deliverer"].on_attempt = self.metrics.record_webhook
+        self.auth: PlatformAuth | None = None
+        if auth_db is not None:
+            from .auth import TokenStore
+            self.auth = PlatformAuth(TokenStore(auth_db))
+            # Appended after the extensions' middlewares: inside metrics, so refusals are counted.
+            self.app.middlewares.append(self.auth.middleware)
+            self.app.cleanup_ctx.append(self._close_auth)
         if sync_interval is not None:
             self.app.cleanup_ctx.append(self._sync_task)
 
@@ -70,6 +85,10 @@ class PlatformNode:
                 self.deliverer.notify()
             results.append(r)
         return results
+
+    async def _close_auth(self, app: web.Application):
+        yield
+        self.auth.store.close()
 
     async def _sync_task(self, app: web.Application):
         mirror = Mirror(self.mirror_path)

@@ -1,0 +1,176 @@
+"""Bearer-token auth of the platform API (``platform serve --auth``): 401 / 403 / 429 / 200,
+and a feed-scoped token that sees only its feeds' records."""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from click.testing import CliRunner
+
+from platform_fixtures import make_image, md5_add, pdq_add, pdq_hex, start
+
+from federation.auth import TokenStore
+from federation.cli import cli
+from federation.entries import Withdraw
+from federation.mirror import Mirror
+from federation.note import Signer
+from federation.platform_node import PlatformNode
+from federation.publisher import Publisher
+from federation.server import PublisherSource, create_app
+from federation.sync import sync_once
+
+pytestmark = pytest.mark.timeout(60)
+
+FEEDS = ("tid", "ncii")
+SHARED_PDQ = pdq_hex(make_image(7))  # published in both feeds
+
+
+@dataclass
+class Secured:
+    root: Path
+    pub: Publisher
+    signers: dict
+    mirror: Mirror
+    url: str
+    tokens: TokenStore  # the node's auth.db, through another connection (like the CLI)
+    session: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, token: str | None = None, **kw):
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.session.request(method, self.url + path, headers=headers, **kw) as r:
+            body = await r.read()
+            return r.status, r.headers, (json.loads(body) if r.content_type == "application/json" else body)
+
+    async def sync(self, *names):
+        for name in names or FEEDS:
+            await sync_once(self.mirror, name)
+
+
+@pytest.fixture
+async def secured(tmp_path):
+    """Two feeds published on loopback, mirrored, and a platform node with --auth over the mirror."""
+    pub = Publisher(tmp_path / "pub.db")
+    signers = {}
+    for name in FEEDS:
+        signers[name] = Signer.generate(f"clearinghouse.test/feeds/{name}")
+        pub.create_feed(name, signers[name].name, signers[name])
+    runners = []
+    r, base = await start(create_app([PublisherSource(tmp_path / "pub.db")]))
+    runners.append(r)
+    mirror = Mirror(tmp_path / "mirror.db")
+    for name in FEEDS:
+        mirror.follow(name, signers[name].name, [signers[name].vkey], [f"{base}feeds/{name}/"])
+    node = PlatformNode(tmp_path / "mirror.db", tmp_path / "platform.db", auth_db=tmp_path / "auth.db", poll=5.0)
+    r, url = await start(node.app)
+    runners.append(r)
+    tokens = TokenStore(tmp_path / "auth.db")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield Secured(tmp_path, pub, signers, mirror, url, tokens, session)
+    for r in reversed(runners):
+        await r.cleanup()
+    tokens.close()
+    mirror.close()
+    pub.close()
+
+
+async def test_missing_bad_revoked_and_wrong_role_tokens_are_refused(secured):
+    _, everything = secured.tokens.issue("moderation", "platform", ["*"])
+    t_member, member = secured.tokens.issue("reader", "member", ["*"])
+    t_pub, publisher = secured.tokens.issue("ingest", "publisher", ["*"])
+    q = "lookup/md5/" + "00" * 16
+    status, headers, body = await secured.call("GET", q)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+    assert body["kind"] == "auth"
+    assert (await secured.call("GET", q, headers={"Authorization": "Basic " + everything}))[0] == 401
+    assert (await secured.call("GET", q, "fedtok_aaaaaaaaaaaa_" + "A" * 43))[0] == 401
+    assert (await secured.call("GET", q, everything[:-1] + ("A" if everything[-1] != "A" else "B")))[0] == 401
+    for token in (member, publisher):
+        status, _, body = await secured.call("GET", q, token)
+        assert status == 403 and "platform token issue" in body["error"]
+    assert (await secured.call("GET", q, everything))[0] == 200
+    # a path that does not exist is not revealed without a token
+    assert (await secured.call("GET", "no/such/route"))[0] == 401
+    assert (await secured.call("GET", "no/such/route", everything))[0] == 404
+    # /healthz stays open for probes
+    assert (await secured.call("GET", "healthz"))[0] == 200
+    # revocation (by another connection, like 'federation token revoke') takes effect at once
+    tid = everything.split("_")[1]
+    secured.tokens.revoke(tid)
+    assert (await secured.call("GET", q, everything))[0] == 401
+    # refusals are counted in /metrics
+    _, root = secured.tokens.issue("prometheus", "platform", ["*"])
+    status, _, text = await secured.call("GET", "metrics", root)
+    assert status == 200
+    assert b'federation_http_requests_total{method="GET",route="/lookup/{type}/{hash}",status="401"} 5.0' in text
+    assert b'route="/lookup/{type}/{hash}",status="403"} 2.0' in text
+
+
+async def test_rate_limit_per_token(secured):
+    _, token = secured.tokens.issue("tight", "platform", ["*"], rate=0.001, burst=2)
+    _, other = secured.tokens.issue("other", "platform", ["*"])
+    assert [(await secured.call("GET", "changes", token))[0] for _ in range(2)] == [200, 200]
+    status, headers, body = await secured.call("GET", "changes", token)
+    assert status == 429 and int(headers["Retry-After"]) >= 1 and body["kind"] == "auth"
+    assert (await secured.call("GET", "changes", other))[0] == 200  # buckets are per token
+
+
+async def test_scoped_token_sees_only_its_feeds(secured):
+    tid_md5, ncii_md5 = md5_add("t1", "tid-1"), md5_add("n1", "ncii-1")
+    secured.pub.publish("tid", [tid_md5, pdq_add(SHARED_PDQ, "tid-2")], secured.signers["tid"])
+    secured.pub.publish("ncii", [ncii_md5, pdq_add(SHARED_PDQ, "ncii-2")], secured.signers["ncii"])
+    await secured.sync()
+    secured.pub.publish("tid", [Withdraw("submitter_request", 0, case="tid-1")], secured.signers["tid"])
+    await secured.sync("tid")
+    _, everything = secured.tokens.issue("moderation", "platform", ["*"])
+    _, scoped = secured.tokens.issue("team", "platform", ["tid"])
+
+    # lookup: the ncii record is invisible to the tid token, exactly like no match
+    status, _, body = await secured.call("GET", f"lookup/md5/{ncii_md5.value.hex()}", scoped)
+    assert status == 200 and body["matched"] is False and body["matches"] == []
+    assert (await secured.call("GET", f"lookup/md5/{ncii_md5.value.hex()}", everything))[2]["matched"] is True
+    _, _, body = await secured.call("GET", f"lookup/pdq/{SHARED_PDQ}", scoped)
+    assert [m["feed"] for m in body["matches"]] == ["tid"]
+    _, _, body = await secured.call("GET", f"lookup/pdq/{SHARED_PDQ}", everything)
+    assert sorted(m["feed"] for m in body["matches"]) == ["ncii", "tid"]
+    _, _, body = await secured.call("POST", "lookup", scoped, json={"queries": [
+        {"type": "pdq", "hash": SHARED_PDQ}, {"type": "md5", "hash": ncii_md5.value.hex()}]})
+    assert [[m["feed"] for m in r["matches"]] for r in body["results"]] == [["tid"], []]
+
+    # change stream: only tid's changes, the withdrawal included; next moves past ncii's
+    _, _, all_page = await secured.call("GET", "changes?after=0", everything)
+    assert {c["feed"] for c in all_page["changes"]} == {"tid", "ncii"}
+    status, _, page = await secured.call("GET", "changes?after=0", scoped)
+    assert status == 200 and {c["feed"] for c in page["changes"]} == {"tid"}
+    assert [c["action"] for c in page["changes"]] == ["add", "add", "withdraw"]
+    assert page["next"] == page["changes"][-1]["seq"] == all_page["head"] == page["head"]
+    assert (await secured.call("GET", "changes?feed=tid", scoped))[0] == 200
+    status, _, body = await secured.call("GET", "changes?feed=ncii", scoped)
+    assert status == 403 and "ncii" in body["error"]
+    _, _, page = await secured.call("GET", "consumers/team/changes", scoped)
+    assert {c["feed"] for c in page["changes"]} == {"tid"} and page["cursor"] == 0
+    assert (await secured.call("POST", "consumers/team/ack", scoped, json={"cursor": page["next"]}))[0] == 200
+    _, _, page = await secured.call("GET", "consumers/team/changes", scoped)
+    assert page["changes"] == [] and page["cursor"] == page["next"]
+
+    # node-wide views need '*'
+    for path in ("webhooks", "metrics", "feeds"):
+        assert (await secured.call("GET", path, scoped))[0] == 403, path
+        assert (await secured.call("GET", path, everything))[0] == 200, path
+
+
+async def test_cli_issues_a_platform_token_that_works(secured):
+    r = await asyncio.to_thread(CliRunner().invoke, cli, ["--home", str(secured.root), "platform", "token", "issue",
+                                                          "trust-safety", "--feed", "tid"])
+    assert r.exit_code == 0, r.output
+    assert "(platform; feeds tid)" in r.output
+    token = r.output.split()[-1]
+    assert (await secured.call("GET", "changes", token))[0] == 200
+    assert (await secured.call("GET", "metrics", token))[0] == 403
+    r = CliRunner().invoke(cli, ["platform", "serve", "--help"])
+    assert "--auth" in r.output
