@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from .auth import ROLES
 from .errors import FederationError, InputError, TransportError
 from .home import Home
 
@@ -148,8 +149,9 @@ def _store(home: Home):
 @token_group.command("issue")
 @click.argument("member")
 @click.option("--feed", "feeds", multiple=True, required=True, help="Feed the token may use; repeat; '*' for all.")
-@click.option("--role", type=click.Choice(["member", "publisher"]), default="member", show_default=True,
-              help="member: read; publisher: read and POST batches.")
+@click.option("--role", type=click.Choice(list(ROLES)), default="member", show_default=True,
+              help="member: read; publisher: read and POST batches; platform: the platform API "
+                   "(lookup, changes) of a node started with 'platform serve --auth'.")
 @click.option("--rate", type=float, default=20.0, show_default=True, help="Requests per second (sustained).")
 @click.option("--burst", type=int, default=100, show_default=True, help="Requests allowed in a burst.")
 @click.pass_obj

@@ -19,6 +19,11 @@ withdrawn from one case but still active in another stays; one withdrawn
 everywhere disappears from the index; replaying a page changes nothing.
 The checkpoint advances only past pages whose values were emitted.
 
+A node started with ``platform serve --auth`` needs a platform token: put
+it in an environment variable and name the variable in the collab
+(``--token-env FEDERATION_PLATFORM_TOKEN``); the secret itself never goes
+into threatexchange's config files.
+
 Signal types: ``pdq`` maps to PDQ and ``md5`` to threatexchange's
 ``video_md5`` (an MD5 of the file bytes); sha1, sha256 and PhotoDNA have no
 stock signal type and are skipped.
@@ -26,6 +31,7 @@ stock signal type and are skipped.
 # No "from __future__ import annotations": threatexchange reads dataclass field types at run time.
 
 import json
+import os
 import typing as t
 import urllib.error
 import urllib.parse
@@ -55,6 +61,9 @@ class FederationCollabConfig(CollaborationConfigWithDefaults, _FederationRequire
     feed: t.Optional[str] = field(
         default=None, metadata={"help": "only this followed feed (default: every feed the node mirrors)",
                                 "metavar": "FEED"})
+    token_env: t.Optional[str] = field(
+        default=None, metadata={"help": "environment variable holding a platform bearer token "
+                                        "(for a node started with --auth)", "metavar": "VAR"})
 
 
 @dataclass
@@ -85,10 +94,12 @@ class FederationError(Exception):
     """The platform node could not be read (transport or bad response)."""
 
 
-def _http(url: str, body: dict | None = None) -> dict:
+def _http(url: str, body: dict | None = None, token: str | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json",
-                                                         "User-Agent": "federation-threatexchange"})
+    headers = {"Content-Type": "application/json", "User-Agent": "federation-threatexchange"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             return json.loads(resp.read())
@@ -137,6 +148,14 @@ class FederationSignalExchangeAPI(
     def get_record_cls() -> t.Type[FederationSignalMetadata]:
         return FederationSignalMetadata
 
+    def _token(self) -> t.Optional[str]:
+        if not self.collab.token_env:
+            return None
+        token = os.environ.get(self.collab.token_env)
+        if not token:
+            raise FederationError(f"environment variable {self.collab.token_env} (token_env) is not set")
+        return token
+
     @classmethod
     def for_collab(cls, collab: FederationCollabConfig) -> "FederationSignalExchangeAPI":
         return cls(collab)
@@ -147,7 +166,7 @@ class FederationSignalExchangeAPI(
         for i in range(0, len(keys_l), LOOKUP_BATCH):
             chunk = keys_l[i:i + LOOKUP_BATCH]
             queries = [{"type": ty, "hash": h, **({"threshold": 0} if ty == "pdq" else {})} for ty, h in chunk]
-            res = _http(self.base + "lookup", {"queries": queries})["results"]
+            res = _http(self.base + "lookup", {"queries": queries}, self._token())["results"]
             for (ty, h), r in zip(chunk, res):
                 out[(ty, h)] = r["matches"]
         return out
@@ -161,7 +180,7 @@ class FederationSignalExchangeAPI(
             q = {"after": after, "limit": PAGE}
             if self.collab.feed:
                 q["feed"] = self.collab.feed
-            page = _http(self.base + "changes?" + urllib.parse.urlencode(q))
+            page = _http(self.base + "changes?" + urllib.parse.urlencode(q), token=self._token())
             changes = page["changes"]
             if not changes:
                 return

@@ -174,3 +174,29 @@ async def test_cli_issues_a_platform_token_that_works(secured):
     assert (await secured.call("GET", "metrics", token))[0] == 403
     r = CliRunner().invoke(cli, ["platform", "serve", "--help"])
     assert "--auth" in r.output
+
+
+async def test_threatexchange_adapter_uses_a_platform_token_from_the_environment(secured, monkeypatch):
+    from threatexchange.signal_type.pdq.signal import PdqSignal
+
+    from federation.threatexchange_adapter import (FederationCollabConfig, FederationError,
+                                                   FederationSignalExchangeAPI)
+    secured.pub.publish("tid", [pdq_add(SHARED_PDQ, "tid-9")], secured.signers["tid"])
+    await secured.sync("tid")
+    _, token = secured.tokens.issue("hma", "platform", ["tid"])
+
+    def fetch(collab):
+        api = FederationSignalExchangeAPI.for_collab(collab)
+        return [d.updates for d in api.fetch_iter([PdqSignal], None)]
+
+    collab = FederationCollabConfig(name="tid", api="federation", enabled=True, url=secured.url, feed="tid",
+                                    token_env="TX_FED_TOKEN")
+    monkeypatch.delenv("TX_FED_TOKEN", raising=False)
+    with pytest.raises(FederationError, match="TX_FED_TOKEN"):
+        await asyncio.to_thread(fetch, collab)
+    monkeypatch.setenv("TX_FED_TOKEN", "fedtok_aaaaaaaaaaaa_" + "A" * 43)
+    with pytest.raises(FederationError, match="401"):
+        await asyncio.to_thread(fetch, collab)
+    monkeypatch.setenv("TX_FED_TOKEN", token)
+    deltas = await asyncio.to_thread(fetch, collab)
+    assert ("pdq", SHARED_PDQ) in {k for d in deltas for k in d}
