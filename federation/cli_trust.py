@@ -2,7 +2,9 @@
 rotation, cosign, witness and gossip for the logic).
 
 Commands: ``federation trust keygen|new|sign|check|publish``,
-``federation cosign keygen|run``, ``federation witness add-log|serve``.
+``federation cosign keygen|configure|run``, ``federation witness add-log|serve``,
+``federation feed rotate-key``. ``federation publish`` calls
+``cosign_after_publish`` here for feeds with cosigning configured.
 ``federation follow --trust`` and ``federation verify --against`` live in
 ``cli.py`` and call ``follow_trusted`` / ``verify_against_command`` here.
 """
@@ -204,46 +206,147 @@ def _witness_specs(specs) -> list[tuple[str, str]]:
     return out
 
 
+@cosign.command("configure")
+@click.argument("name")
+@click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The publisher's own cosigner key file (its path is stored, never the key); repeatable.")
+@click.option("--witness", "witnesses", multiple=True,
+              help="A witness as SUBMISSION_PREFIX=VKEY, e.g. http://w:8081/witness=w.example+ab12cd34+BA...")
+@click.option("--quorum", type=int,
+              help="Cosignatures a new checkpoint needs before it is served (default: the quorum of the feed's "
+                   "published trust file, else every cosigner).")
+@click.option("--off", is_flag=True, help="Remove the configuration: publishes are served uncosigned again.")
+@click.pass_obj
+def cosign_configure(home: Home, name, keys, witnesses, quorum, off):
+    """Store feed NAME's cosigners so every publish is served only once cosigned.
+
+    With a configuration, `federation publish NAME` commits the new version
+    but keeps serving the previous checkpoint until the new one carries the
+    quorum of cosignatures (collected right after the commit); mirrors
+    requiring a witness quorum therefore accept it at once. If witnesses
+    are unreachable the version stays pending until `cosign run` finishes it.
+    `cosign run NAME` without --key/--witness uses this configuration.
+
+    \b
+    Example:
+      federation cosign configure tid --key ~/.federation/private/tid-cosigner.key \\
+        --witness 'http://platform-a.example:8081/witness=witness.platform-a.example+5e6f7a8b+BA...' --quorum 2
+      federation cosign configure tid --off
+    """
+    from .cosign import CosigningConfig, load_config, store_config
+    from .keys import load_cosigner
+    from .publisher import Publisher
+    from .rotation import TrustChain
+    pub = Publisher(home.publisher_db)
+    if off:
+        if keys or witnesses or quorum is not None:
+            raise InputError("--off takes no other option")
+        store_config(pub, name, None)
+        click.echo(f"{name}: cosigning configuration removed; publishes are served at once, uncosigned")
+        return
+    if not keys and not witnesses:
+        cfg = load_config(pub, name)
+        if cfg is None:
+            raise InputError(f"feed {name!r} has no cosigning configuration; give --key and/or --witness")
+        _echo_config(name, cfg)
+        return
+    paths = tuple(str(Path(k).resolve()) for k in keys)
+    for k in paths:
+        load_cosigner(Path(k))  # refuse a missing, unreadable or group-readable key now, not at publish time
+    if quorum is None:
+        trust = TrustChain(pub.conn, name).current()
+        quorum = trust.quorum if trust is not None else len(paths) + len(witnesses)
+    cfg = CosigningConfig(paths, tuple(_witness_specs(witnesses)), quorum)
+    store_config(pub, name, cfg)
+    _echo_config(name, cfg)
+
+
+def _echo_config(name: str, cfg) -> None:
+    click.echo(f"{name}: new checkpoints are served once cosigned by {cfg.quorum} of "
+               f"{len(cfg.keys) + len(cfg.witnesses)} cosigner(s)")
+    for k in cfg.keys:
+        click.echo(f"  key:     {k}")
+    for url, vkey in cfg.witnesses:
+        click.echo(f"  witness: {url} {vkey}")
+
+
+def cosign_after_publish(home: Home, name: str, version: int) -> None:
+    """``federation publish``'s step for a feed with cosigning configured:
+    collect the cosignatures of the pending checkpoint and serve it.
+
+    Exits 3 (witnesses unreachable) or 1 (refused, or too few) with the
+    version committed but not served; ``cosign run NAME --once`` finishes it.
+    """
+    from .cosign import cosign_configured
+    from .errors import TransportError
+    from .publisher import Publisher
+    out = asyncio.run(cosign_configured(Publisher(home.publisher_db), name))
+    if out is None:  # removed between the commit and now: refused while pending, so nothing is pending
+        return
+    if out.status in ("promoted", "changed"):
+        click.echo(f"{name}: version {version}: {out.describe()}")
+        return
+    click.echo(f"error (pending): {name} version {version} is committed but not served yet: {out.describe()}. "
+               f"Mirrors keep the previous version. Finish it with 'federation cosign run {name} --once'.", err=True)
+    transport = out.failures and all(isinstance(e, TransportError) for _, e in out.failures)
+    sys.exit(3 if transport else 1)
+
+
 @cosign.command("run")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--key", "keys", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The publisher's own cosigner key file; repeatable.")
+              help="The publisher's own cosigner key file; repeatable (default: the stored configuration).")
 @click.option("--witness", "witnesses", multiple=True,
               help="A witness as SUBMISSION_PREFIX=VKEY, e.g. http://w:8081/witness=w.example+ab12cd34+BA...")
 @click.option("--interval", default=300.0, show_default=True,
               help="Seconds between refreshes (keep well under the trust files' max staleness).")
-@click.option("--once", is_flag=True, help="Refresh once and exit.")
+@click.option("--once", is_flag=True, help="Refresh once and exit (1 if a pending checkpoint stays unserved).")
 @click.pass_obj
 def cosign_run(home: Home, names, keys, witnesses, interval, once):
     """Collect fresh cosignatures for feeds NAMES, on a schedule, even when nothing changed.
+
+    A pending checkpoint (a publish of a feed with `cosign configure`d
+    cosigners whose cosignatures are missing) is cosigned and served first.
+    Without --key and --witness each feed's stored configuration is used.
 
     \b
     Example:
       federation cosign run tid --key /secure/tid-cosigner.key \\
         --witness 'http://witness.platform-a.example/witness=witness.platform-a.example+5e6f7a8b+BA...'
+      federation cosign run tid --once
     """
     import aiohttp
-    from .cosign import WitnessClient, refresh_checkpoint, refresh_forever
+    from .cosign import WitnessClient, cosign_feed, load_config, plan, refresh_forever
     from .keys import load_cosigner
     from .note import parse_vkey
     from .publisher import Publisher
+    pub = Publisher(home.publisher_db)
+    configs = {n: load_config(pub, n) for n in names}
+    explicit = bool(keys or witnesses)
+    for n, cfg in configs.items():
+        if cfg is None and not explicit:
+            raise InputError(f"feed {n!r} has no stored cosigning configuration: give at least one --key or "
+                             "--witness, or run 'federation cosign configure'")
     cosigners = [load_cosigner(p) for p in keys]
     specs = [(u, parse_vkey(v)) for u, v in _witness_specs(witnesses)]
-    if not cosigners and not specs:
-        raise InputError("give at least one --key or --witness")
-    pub = Publisher(home.publisher_db)
 
     async def run():
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             clients = [WitnessClient(u, k, session) for u, k in specs]
+            # Explicit --key/--witness replace the stored cosigners, not the stored quorum.
+            plans = {n: (cosigners, clients, c.quorum if c else 1) if explicit else plan(c, session)
+                     for n, c in configs.items()}
             if once:
+                unserved = 0
                 for n in names:
-                    note = await refresh_checkpoint(pub, n, cosigners, clients)
-                    click.echo(f"{n}: {'cosigned' if note else 'changed meanwhile, retry'}")
-                return
-            await refresh_forever(pub, list(names), cosigners, clients, interval)
+                    out = await cosign_feed(pub, n, *plans[n])
+                    click.echo(f"{n}: {out.status}: {out.describe()}")
+                    unserved += out.status == "pending"
+                return unserved
+            await refresh_forever(pub, list(names), cosigners, clients, interval, plans=plans)
+            return 0
 
-    asyncio.run(run())
+    sys.exit(1 if asyncio.run(run()) else 0)
 
 
 # ---- witness --------------------------------------------------------------------
@@ -307,6 +410,63 @@ def witness_serve(home: Home, key, host, port):
                 print=lambda *_: click.echo(f"witness {c.vkey} on http://{host}:{port}/witness/add-checkpoint"))
 
 
+# ---- log key rotation (registered into the `feed` group) ------------------------
+
+
+@click.command("rotate-key")
+@click.argument("name")
+@click.option("--new-key", "new_key", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The new private log key file: created (mode 0600) if missing, never overwritten.")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The current private log key (default HOME/private/NAME.key).")
+@click.option("--prepare", is_flag=True,
+              help="Only create --new-key if missing and print its vkey (to list in the next trust version).")
+@click.pass_obj
+def feed_rotate_key(home: Home, name, new_key, key_path, prepare):
+    """Switch feed NAME to a new log key; the current checkpoint is signed by both keys.
+
+    Mirrors that trust either key keep accepting the feed. The next
+    `federation publish` (with --key NEW_KEY) signs with the new key only,
+    which drops the old key's signature. If the feed publishes a trust
+    chain, its newest version must already list the new key.
+
+    \b
+    Example:
+      federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key --prepare
+      federation trust new --version 2 --log-key OLD --log-key NEW ... && federation trust publish tid ...
+      federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key
+      federation publish tid batch.csv --key ~/.federation/private/tid-2.key
+    """
+    from .keys import load_signer, write_new_key
+    from .publisher import Publisher
+    from .rotation import TrustChain
+    pub = Publisher(home.publisher_db)
+    feed = pub.feed(name)
+    if new_key.exists():
+        new = load_signer(new_key)
+        click.echo(f"using the existing key {new_key}")
+    else:
+        new = write_new_key(new_key, feed.origin)
+        click.echo(f"created {new_key} (mode 0600; keep it secret)")
+    if new.name != feed.origin:
+        raise InputError(f"key {new_key} is named {new.name!r}; a log key of {name!r} must be named "
+                         f"after the origin {feed.origin!r}")
+    if prepare:
+        click.echo(f"new vkey: {new.vkey}")
+        return
+    if new.vkey == feed.vkey:
+        raise InputError(f"{new_key} is already the key of feed {name!r}")
+    trust = TrustChain(pub.conn, name).current()
+    if trust is not None and new.vkey not in {k.vkey for k in trust.log_keys}:
+        raise InputError(f"{trust.describe()} does not list {new.vkey}: mirrors would refuse the feed once "
+                         "signed by it alone. Publish a trust version listing it first (docs/trust.md)")
+    old = load_signer(key_path or home.key_path(name))
+    pub.rotate_key(name, old, new)
+    click.echo(f"{name}: rotated to the new log key; the current checkpoint is signed by both keys\n"
+               f"new vkey: {new.vkey}\n"
+               f"Publish with --key {new_key} from now on; the next publish drops the old key's signature.")
+
+
 # ---- helpers for cli.py's follow --trust and verify --against ---------------------
 
 
@@ -338,6 +498,7 @@ def verify_against_command(home: Home, names: list[str], url: str) -> None:
 
 
 def register(cli) -> None:
+    cli.commands["feed"].add_command(feed_rotate_key)
     cli.add_command(trust)
     cli.add_command(cosign)
     cli.add_command(witness)

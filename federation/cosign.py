@@ -3,12 +3,19 @@
 * ``Cosigner`` makes cosignatures: ``time`` || Ed25519 over
   ``"cosignature/v1\\ntime <T>\\n" || checkpoint note text``.
 * ``WitnessClient`` asks a c2sp.org/tlog-witness for one (``add-checkpoint``).
-* ``refresh_checkpoint`` is the publisher's step: take the feed's current
-  log-signed checkpoint, collect fresh cosignatures from its own cosigner
-  and its witnesses, and store the note with those signature lines added
+* ``cosign_feed`` is the publisher's step: take the feed's log-signed
+  checkpoint, collect fresh cosignatures from its own cosigner and its
+  witnesses, and store the note with those signature lines added
   (compare-and-swap on the stored note, so a concurrent publish wins).
   ``refresh_forever`` runs it on a schedule even when nothing changed: each
   round renews the timestamps mirrors use to detect a frozen feed.
+* ``CosigningConfig`` (stored per feed in the publisher DB) closes the
+  window after a publish: ``Publisher.publish`` then keeps the new
+  checkpoint *pending* and the old one served, and ``cosign_feed`` serves
+  the pending one only once it carries ``quorum`` cosignatures (and passes
+  the feed's own trust file). Invariant: a mirror is never served a
+  checkpoint without the cosignatures it requires; the price is that a
+  publish with witnesses down is committed but not yet visible.
 
 Cosigner key files use the signed-note private key format with type 0x04:
 ``PRIVATE+KEY+name+keyid+base64(0x04 || seed)``, mode 0600. The spec
@@ -19,18 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from dataclasses import dataclass
 
 import aiohttp
+from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .errors import FederationError, InputError, MalformedError, SignatureError, TransportError
+from .db import write_txn
+from .errors import (FederationError, InputError, MalformedError, SignatureError, StorageError,
+                     TransportError)
 from .merkle import consistency_proof
 from .note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
-                   format_private_key, key_id, parse_note, parse_private_key)
+                   format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
 from .tiles import TileHashes, needed_tiles, parse_hash_tile
+from .trust import check_cosignatures
 
 log = logging.getLogger("federation.cosign")
 
@@ -183,47 +195,233 @@ async def cosign_with_witness(publisher, feed, note: bytes, client: WitnessClien
     raise FederationError(f"witness {client.key.name} keeps conflicting for {feed.origin}")
 
 
-async def refresh_checkpoint(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
-                             now: int | None = None) -> bytes | None:
-    """Re-cosign feed ``name``'s current checkpoint and store it.
+# ---- the publisher's cosigning round ----------------------------------------------
 
-    Keeps the log's own signature lines, replaces every cosignature we
-    collect. A witness that fails is logged and skipped (the others still
-    count toward mirrors' quorum). Returns the stored note, or None when a
-    publish replaced the checkpoint meanwhile (the next round cosigns it).
+
+@dataclass(frozen=True)
+class CosignOutcome:
+    """What one cosigning round did for a feed.
+
+    ``status``: ``cosigned`` (the served checkpoint got fresh cosignatures),
+    ``promoted`` (a pending checkpoint got its cosignatures and is served
+    now), ``pending`` (too few cosignatures: the pending checkpoint stays
+    unserved, ``problem`` says why) or ``changed`` (a publish replaced the
+    note meanwhile; the next round cosigns the new one).
+    """
+
+    feed: str
+    status: str
+    size: int
+    note: bytes | None
+    cosigned_by: tuple[str, ...] = ()
+    failures: tuple[tuple[str, FederationError], ...] = ()  # (witness name, why)
+    problem: str = ""
+
+    def describe(self) -> str:
+        by = ", ".join(self.cosigned_by) or "nobody"
+        failed = "".join(f"; witness {w}: {e}" for w, e in self.failures)
+        if self.status == "promoted":
+            return f"size {self.size} cosigned by {by}; now served{failed}"
+        if self.status == "cosigned":
+            return f"served checkpoint of size {self.size} re-cosigned by {by}{failed}"
+        if self.status == "changed":
+            return f"a publish replaced the checkpoint of size {self.size} meanwhile; the next round cosigns it"
+        return f"size {self.size} is committed but NOT served: {self.problem}{failed}"
+
+
+def _log_signatures(note: Note, origin: str) -> tuple[NoteSignature, ...]:
+    # Log keys are named after the origin and make 64-byte Ed25519 signatures;
+    # cosignatures are 72 bytes (timestamp first). After a key rotation both
+    # the old and the new key's lines are kept until the next publish.
+    return tuple(s for s in note.signatures if s.name == origin and len(s.signature) == 64)
+
+
+def promotion_problem(publisher, name: str, note: bytes, cosigned: int, quorum: int, now: int) -> str:
+    """Why ``note`` must not be served yet, or "" when it may be.
+
+    Needs ``quorum`` cosignatures from this round and, when the feed
+    publishes a trust chain, exactly what a mirror under its newest version
+    checks (``trust.check_cosignatures``): so a checkpoint mirrors would
+    refuse is never put in place of one they accept.
+    """
+    if cosigned < quorum:
+        return f"cosigned by {cosigned} of the {quorum} required cosigners"
+    from .rotation import TrustChain
+    trust = TrustChain(publisher.conn, name).current()
+    if trust is not None:
+        try:
+            check_cosignatures(trust, note, now, f"{name} checkpoint")
+        except FederationError as e:
+            return f"mirrors under {trust.describe()} would refuse it: {e}"
+    return ""
+
+
+async def cosign_feed(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
+                      quorum: int = 1, now: int | None = None) -> CosignOutcome:
+    """One cosigning round for feed ``name``.
+
+    Cosigns the pending checkpoint if there is one (``Publisher.publish`` of
+    a feed with cosigning configured), else the served one. The log's
+    signature lines are kept; each cosigner's line is replaced by a fresh
+    one, and a witness that fails this round keeps its previous line for
+    the same tree (still valid, only older), so a refresh never lowers the
+    number of cosignatures a mirror sees. A pending checkpoint is served
+    only with ``quorum`` fresh cosignatures (and what the feed's trust file
+    requires), by compare-and-swap, so a concurrent publish wins.
     """
     feed = publisher.feed(name)
-    note = parse_note(feed.checkpoint)
-    log_key = feed.vkey.split("+")
-    base = Note(note.text, tuple(s for s in note.signatures
-                                 if s.name == log_key[0] and f"{s.key_id:08x}" == log_key[1]))
+    pending = feed.pending_checkpoint
+    current = parse_note(pending if pending is not None else feed.checkpoint)
+    logged = _log_signatures(current, feed.origin)
+    asked = {(c.name, c.verifier.key_id) for c in cosigners} | {(w.key.name, w.key.key_id) for w in witnesses}
+    previous = tuple(s for s in current.signatures if s not in logged and (s.name, s.key_id) in asked)
+    base = Note(current.text, logged)
     base_bytes = base.to_bytes()
     t = int(time.time()) if now is None else now
     sigs = [c.cosign(base.text, t) for c in cosigners]
     results = await asyncio.gather(*(cosign_with_witness(publisher, feed, base_bytes, w) for w in witnesses),
                                    return_exceptions=True)
+    failures = []
     for w, r in zip(witnesses, results):
         if isinstance(r, BaseException):
-            if not isinstance(r, (FederationError, ValueError)):
+            if isinstance(r, ValueError) and not isinstance(r, FederationError):
+                r = MalformedError(str(r))
+            if not isinstance(r, FederationError):
                 raise r
             log.warning("%s: no cosignature from witness %s: %s", name, w.key.name, r)
+            failures.append((w.key.name, r))
         else:
             sigs.append(r)
-    new = with_signatures(base, sigs)
-    return new if await asyncio.to_thread(publisher.replace_checkpoint, name, feed.checkpoint, new) else None
+    new = with_signatures(Note(current.text, logged + previous), sigs)
+    by = tuple(s.name for s in sigs)
+    if pending is None:
+        ok = await asyncio.to_thread(publisher.replace_checkpoint, name, feed.checkpoint, new)
+        return CosignOutcome(name, "cosigned" if ok else "changed", feed.size, new if ok else None, by,
+                             tuple(failures))
+    problem = promotion_problem(publisher, name, new, len(sigs), quorum, int(time.time()))
+    if problem:
+        return CosignOutcome(name, "pending", feed.size, None, by, tuple(failures), problem)
+    ok = await asyncio.to_thread(publisher.promote_checkpoint, name, pending, new)
+    return CosignOutcome(name, "promoted" if ok else "changed", feed.size, new if ok else None, by,
+                         tuple(failures))
+
+
+async def refresh_checkpoint(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
+                             now: int | None = None, quorum: int = 1) -> bytes | None:
+    """``cosign_feed``, returning the stored note, or None when nothing was
+    stored (a publish replaced the note meanwhile, or a pending checkpoint
+    is still short of its quorum)."""
+    return (await cosign_feed(publisher, name, cosigners, witnesses, quorum, now)).note
 
 
 async def refresh_forever(publisher, names: list[str], cosigners: list[Cosigner], witnesses: list[WitnessClient],
-                          interval: float, stop: asyncio.Event | None = None) -> None:
-    """Refresh every feed's cosignatures every ``interval`` seconds until ``stop``."""
+                          interval: float, stop: asyncio.Event | None = None, plans: dict | None = None) -> None:
+    """Refresh every feed's cosignatures every ``interval`` seconds until ``stop``.
+
+    ``plans`` (name -> (cosigners, witnesses, quorum)) overrides the shared
+    cosigners for a feed (its stored ``CosigningConfig``).
+    """
     stop = stop or asyncio.Event()
     while not stop.is_set():
         for name in names:
+            c, w, q = plans[name] if plans and name in plans else (cosigners, witnesses, 1)
             try:
-                await refresh_checkpoint(publisher, name, cosigners, witnesses)
+                out = await cosign_feed(publisher, name, c, w, q)
+                if out.status == "pending":
+                    log.warning("%s: %s", name, out.describe())
             except FederationError as e:
                 log.warning("%s: cosignature refresh failed: %s", name, e)
         try:
             await asyncio.wait_for(stop.wait(), interval)
         except asyncio.TimeoutError:
             pass
+
+
+# ---- stored configuration ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CosigningConfig:
+    """A feed's cosigners, kept in the publisher DB (``feed_cosigning``).
+
+    With a config, ``Publisher.publish`` holds each new checkpoint back
+    (pending) until ``cosign_feed`` has ``quorum`` cosignatures for it.
+    ``keys`` are paths of the publisher's own cosigner key files (never the
+    keys themselves); ``witnesses`` are (submission prefix URL, vkey).
+    """
+
+    keys: tuple[str, ...]
+    witnesses: tuple[tuple[str, str], ...]
+    quorum: int
+
+    def __post_init__(self):
+        total = len(self.keys) + len(self.witnesses)
+        if total == 0:
+            raise InputError("cosigning needs at least one cosigner key or witness")
+        if not 1 <= self.quorum <= total:
+            raise InputError(f"cosigning quorum {self.quorum} with {total} cosigner(s); want 1..{total}")
+        for url, vkey in self.witnesses:
+            if not url.startswith(("http://", "https://")):
+                raise InputError(f"witness URL {url!r} must start with http:// or https://")
+            try:
+                v = parse_vkey(vkey)
+            except FederationError as e:
+                raise InputError(f"witness key {vkey!r}: {e}") from None
+            if v.sig_type != SIG_COSIGNATURE_V1:
+                raise InputError(f"witness key {vkey!r} is not a cosigner key (type 0x04)")
+
+    def to_json(self) -> str:
+        return json.dumps({"keys": list(self.keys), "witnesses": [{"url": u, "vkey": v} for u, v in self.witnesses],
+                           "quorum": self.quorum}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CosigningConfig":
+        try:
+            d = json.loads(text)
+            return cls(tuple(d["keys"]), tuple((w["url"], w["vkey"]) for w in d["witnesses"]), int(d["quorum"]))
+        except (ValueError, KeyError, TypeError, InputError) as e:
+            raise StorageError(f"stored cosigning configuration is unreadable: {e}") from None
+
+
+def load_config(publisher, name: str) -> CosigningConfig | None:
+    row = publisher.conn.execute("SELECT c.config FROM feed_cosigning c JOIN feeds f ON f.id = c.feed "
+                                 "WHERE f.name=?", (name,)).fetchone()
+    return None if row is None else CosigningConfig.from_json(row[0])
+
+
+def store_config(publisher, name: str, config: CosigningConfig | None) -> None:
+    """Set (or, with None, remove) feed ``name``'s cosigning configuration.
+
+    Removing it while a checkpoint is pending is refused: that version
+    would then never be served (finish it with ``cosign run`` first).
+    """
+    with write_txn(publisher.conn):
+        feed = publisher.feed(name)
+        if config is None:
+            if feed.pending_checkpoint is not None:
+                raise InputError(f"feed {name!r} has a pending checkpoint (size {feed.size}); "
+                                 "finish it with 'federation cosign run NAME --once' before turning cosigning off")
+            publisher.conn.execute("DELETE FROM feed_cosigning WHERE feed=?", (feed.id,))
+            return
+        publisher.conn.execute("INSERT INTO feed_cosigning (feed, config, updated) VALUES (?,?,?) "
+                               "ON CONFLICT(feed) DO UPDATE SET config=excluded.config, updated=excluded.updated",
+                               (feed.id, config.to_json(), int(time.time())))
+
+
+async def cosign_configured(publisher, name: str, timeout: float = 30.0) -> "CosignOutcome | None":
+    """One cosigning round for ``name`` with its stored configuration
+    (``cosign configure``); None when the feed has none. Used right after a
+    publish (CLI and publishing API) to serve a pending checkpoint."""
+    cfg = load_config(publisher, name)
+    if cfg is None:
+        return None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        return await cosign_feed(publisher, name, *plan(cfg, session))
+
+
+def plan(config: "CosigningConfig", session: aiohttp.ClientSession):
+    """(cosigners, witness clients, quorum) of a stored configuration."""
+    from .keys import load_cosigner
+    from .note import parse_vkey
+    return ([load_cosigner(Path(k)) for k in config.keys],
+            [WitnessClient(u, parse_vkey(v), session) for u, v in config.witnesses], config.quorum)

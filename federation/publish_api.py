@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import io
 import re
 import sqlite3
@@ -32,9 +33,11 @@ from pathlib import Path
 from aiohttp import web
 
 from .batch import read_batch
-from .errors import InputError, StorageError
+from .errors import FederationError, InputError, StorageError
 from .note import Signer
 from .publisher import Publisher
+
+log = logging.getLogger("federation.publish_api")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_batches (
@@ -132,13 +135,24 @@ class PublishAPI:
                 raise web.HTTPUnprocessableEntity(text=f"batch refused: {e}\n") from None
             except StorageError as e:
                 raise web.HTTPServiceUnavailable(text=f"try again: {e}\n") from None
+        served = True
+        if r.pending:
+            # Cosigning configured: serve the version only with its cosignatures
+            # (as `federation publish` does); else the next `cosign run` will.
+            from .cosign import cosign_configured
+            try:
+                out = await cosign_configured(self.publisher, name)
+                served = out is None or out.status in ("promoted", "changed")
+            except FederationError as e:
+                log.warning("feed %s version %d committed, cosigning failed: %s", name, r.version, e)
+                served = False
         if self.audit is not None:
             self.audit.record("publish", name, token, r.size, f"batch {batch_id} version {r.version}")
         if self.on_publish is not None:
             self.on_publish(name)
         return web.json_response(dict(feed=name, batch=batch_id, version=r.version, size=r.size, adds=r.adds,
                                       withdrawals=r.withdrawals, no_effect=r.no_effect, count=r.count,
-                                      replayed=False), status=201)
+                                      replayed=False, served=served), status=201)
 
     def _replay(self, name: str, batch_id: str, digest: bytes, prev) -> web.Response:
         if prev[0] != digest:

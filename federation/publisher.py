@@ -11,6 +11,15 @@ leaves the previous version served, and the next publish starts from it:
 2. full tiles and bundles are inserted as they fill, then the partial ones,
 3. last, the feed row gets the new size, digest and signed checkpoint.
 
+Feeds with cosigning configured (a ``feed_cosigning`` row, see
+``federation.cosign``): step 3 stores the signed checkpoint in
+``pending_checkpoint`` and keeps serving the old one, so no mirror ever sees
+a checkpoint before its witness cosignatures. The tree is committed (the
+next publish builds on it; tiles of a size never change, so serving them
+early is harmless); ``cosign.cosign_feed`` (run by ``federation publish``
+and ``cosign run``) collects the cosignatures and ``promote_checkpoint``
+serves the cosigned note by compare-and-swap.
+
 Readers (the server) see either the old or the new version, never a mix,
 because they read the checkpoint and tiles from the same WAL snapshot and
 tiles of a size are written before the checkpoint that names it.
@@ -32,7 +41,7 @@ from .db import Store, write_txn
 from .errors import InputError, StorageError
 from .lthash import LtHash16, ParallelSum
 from .merkle import CompactRange
-from .note import Signer
+from .note import Note, NoteSignature, Signer, parse_note
 from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
 
 SCHEMA = """
@@ -47,6 +56,12 @@ CREATE TABLE IF NOT EXISTS feeds (
     digest BLOB NOT NULL,
     compact BLOB NOT NULL,
     checkpoint BLOB NOT NULL,
+    updated INTEGER NOT NULL,
+    pending_checkpoint BLOB            -- committed, signed, not served until cosigned (NULL: none)
+);
+CREATE TABLE IF NOT EXISTS feed_cosigning (
+    feed INTEGER PRIMARY KEY REFERENCES feeds(id),
+    config TEXT NOT NULL,              -- JSON, read and written by federation.cosign only
     updated INTEGER NOT NULL
 );
 """ + TILES_SCHEMA + ACTIVE_SCHEMA
@@ -67,6 +82,7 @@ class Feed:
     compact: bytes
     checkpoint: bytes
     updated: int
+    pending_checkpoint: bytes | None = None  # committed but not yet served (awaiting cosignatures)
 
 
 @dataclass(frozen=True)
@@ -79,10 +95,28 @@ class PublishResult:
     withdrawals: int
     no_effect: int
     count: int
+    pending: bool = False  # committed but held back until cosigned (feed has cosigning configured)
 
 
 class Publisher(Store):
     SCHEMA = SCHEMA
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add ``feeds.pending_checkpoint`` to databases made before it existed.
+
+        Checked again inside the write transaction: two processes opening an
+        old database at once must not both add the column.
+        """
+        def missing() -> bool:
+            return "pending_checkpoint" not in {r[1] for r in self.conn.execute("PRAGMA table_info(feeds)")}
+        if missing():
+            with write_txn(self.conn):
+                if missing():
+                    self.conn.execute("ALTER TABLE feeds ADD COLUMN pending_checkpoint BLOB")
 
     # ---- reads ---------------------------------------------------------------
 
@@ -172,25 +206,21 @@ class Publisher(Store):
             cp = Checkpoint(feed.origin, compact.size, compact.root()).sign([signer])
             if in_txn is not None:
                 in_txn(self.conn, seal.version, compact.size)
+            # With cosigning configured the new head is held back (pending) and
+            # the old, cosigned one stays served; a crash after the commit
+            # leaves a pending version that ``cosign run`` finishes.
+            held = self.conn.execute("SELECT 1 FROM feed_cosigning WHERE feed=?", (feed.id,)).fetchone() is not None
+            column = "pending_checkpoint" if held else "checkpoint"
             # Signed head last. The WHERE clause is a compare-and-swap: a
             # concurrent publisher would have changed size, and we roll back.
             cur = self.conn.execute(
-                "UPDATE feeds SET size=?, version=?, count=?, digest=?, compact=?, checkpoint=?, updated=?"
-                " WHERE id=? AND size=?",
-                (compact.size, seal.version, count, seal.digest, compact.to_bytes(), cp, stamp, feed.id, feed.size),
+                "UPDATE feeds SET size=?, version=?, count=?, digest=?, compact=?, updated=?, "
+                f"{column}=?{'' if held else ', pending_checkpoint=NULL'} WHERE id=? AND size=?",
+                (compact.size, seal.version, count, seal.digest, compact.to_bytes(), stamp, cp, feed.id, feed.size),
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during publish; retry")
-        return PublishResult(name, seal.version, feed.size, compact.size, n_add, n_withdraw, n_none, count)
-
-    def resign(self, name: str, signer: Signer) -> bytes:
-        """Re-sign the current checkpoint (same tree) and store it."""
-        with write_txn(self.conn):
-            feed = self.feed(name)
-            compact = CompactRange.from_bytes(feed.compact)
-            cp = Checkpoint(feed.origin, feed.size, compact.root()).sign([signer])
-            self.conn.execute("UPDATE feeds SET checkpoint=? WHERE id=? AND size=?", (cp, feed.id, feed.size))
-        return cp
+        return PublishResult(name, seal.version, feed.size, compact.size, n_add, n_withdraw, n_none, count, held)
 
     def replace_checkpoint(self, name: str, expected: bytes, note: bytes) -> bool:
         """Store ``note`` (the same checkpoint with extra signature lines, e.g.
@@ -204,12 +234,27 @@ class Publisher(Store):
                                     (note, name, expected))
             return cur.rowcount == 1
 
+    def promote_checkpoint(self, name: str, pending: bytes, note: bytes) -> bool:
+        """Serve ``note`` (the pending checkpoint with its cosignatures) if the
+        pending checkpoint is still ``pending``; clear it in the same write.
+
+        Compare-and-swap: False when a newer publish replaced the pending
+        checkpoint meanwhile (the caller cosigns that one instead).
+        """
+        with write_txn(self.conn):
+            cur = self.conn.execute("UPDATE feeds SET checkpoint=?, pending_checkpoint=NULL "
+                                    "WHERE name=? AND pending_checkpoint=?", (note, name, pending))
+            return cur.rowcount == 1
+
     def rotate_key(self, name: str, old: Signer, new: Signer) -> bytes:
         """Switch feed ``name`` to log key ``new`` (same name: the origin).
 
         The current checkpoint is re-signed by both keys, so mirrors on the
         old trust version and on the new one both accept it while they
         rotate. The new key must already be in a published trust version.
+        Witness cosignatures are kept: they sign the note text, which does
+        not change, so a cosigned checkpoint stays cosigned. A pending
+        checkpoint (see ``publish``) is re-signed by both keys too.
         """
         with write_txn(self.conn):
             feed = self.feed(name)
@@ -217,10 +262,24 @@ class Publisher(Store):
                 raise InputError(f"signer {old.vkey} is not the current key of feed {name!r} ({feed.vkey})")
             if new.name != feed.origin:
                 raise InputError(f"key name {new.name!r} must equal the feed origin {feed.origin!r}")
-            compact = CompactRange.from_bytes(feed.compact)
-            cp = Checkpoint(feed.origin, feed.size, compact.root()).sign([new, old])
-            cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=? WHERE id=? AND size=? AND vkey=?",
-                                    (new.vkey, cp, feed.id, feed.size, old.vkey))
+            cp = _resign_note(feed.checkpoint, feed.origin, [new, old])
+            pending = (None if feed.pending_checkpoint is None
+                       else _resign_note(feed.pending_checkpoint, feed.origin, [new, old]))
+            cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=?, pending_checkpoint=? "
+                                    "WHERE id=? AND size=? AND vkey=?",
+                                    (new.vkey, cp, pending, feed.id, feed.size, old.vkey))
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp
+
+
+def _resign_note(note_bytes: bytes, origin: str, signers: list[Signer]) -> bytes:
+    """``note_bytes`` with its log signatures replaced by ``signers``' ones.
+
+    Log signatures are the Ed25519 lines by keys named after the origin (64
+    bytes); cosignatures (72 bytes: timestamp and signature) are kept.
+    """
+    note = parse_note(note_bytes)
+    cosigs = tuple(s for s in note.signatures if not (s.name == origin and len(s.signature) == 64))
+    mine = tuple(NoteSignature(s.name, s.verifier.key_id, s.sign(note.text)[4:]) for s in signers)
+    return Note(note.text, mine + cosigs).to_bytes()

@@ -4,6 +4,9 @@ per test; nothing is written outside ``tmp_path``.
 """
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,26 @@ class World:
     session: aiohttp.ClientSession
     runners: list = field(default_factory=list)
     mirrors: list = field(default_factory=list)
+    home: Path | None = None
+    stopped: dict = field(default_factory=dict)  # witness index -> port it listened on
+
+    async def stop_witness(self, i: int) -> None:
+        """Take witness ``i`` off the network (its state is kept)."""
+        port = int(self.witness_urls[i].rsplit(":", 1)[1])
+        await self.runners[i].cleanup()
+        self.runners[i] = None
+        self.stopped[i] = port
+
+    async def start_witness(self, i: int) -> None:
+        """Bring a stopped witness back on the same URL."""
+        runner, _ = await start_app(create_app([], extensions=[install_witness(self.witnesses[i])]),
+                                    port=self.stopped.pop(i))
+        self.runners[i] = runner
+
+    def witness_specs(self, which=None) -> list[str]:
+        """``URL=VKEY`` arguments for ``cosign configure/run --witness``."""
+        idx = range(len(self.witnesses)) if which is None else which
+        return [f"{self.witness_urls[i]}/witness={self.witnesses[i].cosigner.vkey}" for i in idx]
 
     @property
     def url(self) -> str:
@@ -83,11 +106,7 @@ class World:
                               (NAME,)).fetchall()
 
 
-@pytest.fixture
-async def world(tmp_path, make_publisher):
-    """Publisher (feed NAME, trust v1 published: 3 witnesses, quorum 2, 2-of-2
-    trust keys, 1 h staleness), its server with trust routes, three witnesses."""
-    pf = make_publisher("pub.db")
+async def _make_world(tmp_path: Path, pf):
     roots = [Signer.generate(f"example.org/trust/root-{i}") for i in (1, 2)]
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
     runners, witnesses, urls = [], [], []
@@ -103,15 +122,64 @@ async def world(tmp_path, make_publisher):
     runners.append(runner)
     world = World(tmp_path, pf.pub, pf.signer, roots, witnesses, urls, base, session, runners)
     publish_trust(pf.pub.conn, NAME, world.trust_v1())
-    yield world
-    await session.close()
-    for r in reversed(runners):
-        await r.cleanup()
+    return world
+
+
+async def _close_world(world: World) -> None:
+    await world.session.close()
+    for r in reversed(world.runners):
+        if r is not None:
+            await r.cleanup()
     for m in world.mirrors:
         m.close()
-    for w in witnesses:
+    for w in world.witnesses:
         w.close()
+
+
+@pytest.fixture
+async def world(tmp_path, make_publisher):
+    """Publisher (feed NAME, trust v1 published: 3 witnesses, quorum 2, 2-of-2
+    trust keys, 1 h staleness), its server with trust routes, three witnesses."""
+    world = await _make_world(tmp_path, make_publisher("pub.db"))
+    yield world
+    await _close_world(world)
+
+
+@pytest.fixture
+async def home_world(tmp_path, make_publisher):
+    """``world``, with the publisher DB and its log key laid out as a node home
+    (``tmp_path/home``: ``publisher.db``, ``private/NAME.key`` mode 0600), so
+    ``federation --home`` subprocesses publish into the served DB."""
+    from federation.keys import write_new_key
+    home = tmp_path / "home"
+    signer = write_new_key(home / "private" / f"{NAME}.key", ORIGIN)
+    world = await _make_world(tmp_path, make_publisher("home/publisher.db", signer))
+    world.home = home
+    yield world
+    await _close_world(world)
 
 
 def now() -> int:
     return int(time.time())
+
+
+# ---- the CLI as a real process -----------------------------------------------------
+
+FEDERATION = str(Path(sys.executable).parent / "federation")
+CLI_TIMEOUT = 60.0  # seconds; every CLI run in the tests is bounded by this
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """Run ``federation ARGS`` as a subprocess (the test's loopback servers keep
+    serving while it runs); return (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(FEDERATION, *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def write_batch(path: Path, n: int, case: str = "case1") -> Path:
+    """A CSV batch of ``n`` random md5 additions."""
+    rows = ["op,type,hash,case,labels,reason"] + [f"add,md5,{os.urandom(16).hex()},{case},csam," for _ in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+    return path

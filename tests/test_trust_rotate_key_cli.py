@@ -1,0 +1,98 @@
+"""``federation feed rotate-key`` end to end, as the runbook (docs/trust.md)
+tells an operator to run it: trust N+1 lists the old and the new log key,
+``rotate-key`` switches the publisher (checkpoint signed by both keys, its
+cosignatures kept), a mirror under the trust file keeps syncing, the next
+publish signs with the new key only, N+2 drops the old key, and a checkpoint
+signed only by the old key is then refused although it carries a quorum of
+valid witness cosignatures. Real processes and servers on loopback."""
+from __future__ import annotations
+
+import stat
+
+from helpers_tamper import NAME, ORIGIN, adds, expect_failure, forge_append, forged_version, sync
+from trust_fixtures import World, home_world, run_cli, trust_bytes, write_batch  # noqa: F401
+
+from federation.errors import SignatureError
+from federation.keys import load_signer
+from federation.note import Note, parse_note
+from federation.rotation import publish_trust
+
+
+def log_signers(note: bytes) -> set[str]:
+    return {f"{s.key_id:08x}" for s in parse_note(note).signatures if s.name == ORIGIN and len(s.signature) == 64}
+
+
+def key_id(vkey: str) -> str:
+    return vkey.split("+")[1]
+
+
+async def test_planned_rotation_with_the_cli_then_the_old_key_is_refused(home_world: World):
+    world = home_world
+    home = str(world.home)
+    old = world.log_key
+    specs = [a for spec in world.witness_specs() for a in ("--witness", spec)]
+    assert (await run_cli("--home", home, "cosign", "configure", NAME, *specs))[0] == 0
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b1.csv", 3)))
+    assert code == 0, err
+    m = world.mirror()
+    assert (await sync(m)).size == 4
+
+    # 1. Prepare: the new key file is created (0600) and its vkey printed; never overwritten.
+    new_path = world.tmp / "keys" / "t-2.key"
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path), "--prepare")
+    assert code == 0 and f"created {new_path}" in out, err
+    assert stat.S_IMODE(new_path.stat().st_mode) == 0o600
+    new = load_signer(new_path)
+    assert f"new vkey: {new.vkey}" in out and new.name == ORIGIN
+    text = new_path.read_bytes()
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path), "--prepare")
+    assert code == 0 and "using the existing key" in out and new_path.read_bytes() == text
+
+    # Switching before a trust version lists the new key is refused: mirrors would reject the feed.
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path))
+    assert code == 2 and "trust version 1" in err and "does not list" in err, (out, err)
+    assert world.pub.feed(NAME).vkey == old.vkey
+
+    # 2. Trust v2 lists both log keys; witnesses accept both; the mirror follows v2.
+    publish_trust(world.pub.conn, NAME, trust_bytes([old, new], world.cosigners(), world.roots, world.roots,
+                                                    version=2))
+    for w in world.witnesses:
+        w.add_log(ORIGIN, [old.vkey, new.vkey])
+    assert not (await sync(m)).changed and m.get(NAME).vkeys == (old.vkey, new.vkey)
+
+    # 3. rotate-key: checkpoint signed by both keys, cosignatures kept, mirror keeps syncing.
+    served = world.pub.feed(NAME).checkpoint
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path))
+    assert code == 0 and f"new vkey: {new.vkey}" in out, (out, err)
+    feed = world.pub.feed(NAME)
+    assert feed.vkey == new.vkey
+    assert log_signers(feed.checkpoint) == {key_id(old.vkey), key_id(new.vkey)}
+    assert parse_note(feed.checkpoint).text == parse_note(served).text
+    assert [s for s in parse_note(feed.checkpoint).signatures if len(s.signature) == 72] == \
+        [s for s in parse_note(served).signatures if len(s.signature) == 72]
+    res = await sync(m)
+    assert not res.changed and m.get(NAME).last_error is None
+    # The old key can no longer publish; the new one does, and signs alone.
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b2.csv", 2)))
+    assert code == 2 and "is not the key of feed" in err, (out, err)
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b3.csv", 2)),
+                                   "--key", str(new_path))
+    assert code == 0 and "now served" in out, (out, err)
+    assert log_signers(world.pub.feed(NAME).checkpoint) == {key_id(new.vkey)}
+    res = await sync(m)
+    assert res.changed and res.size == 7 and m.get(NAME).count == 5
+
+    # 4. Trust v3 drops the old key (e.g. it leaked); the mirror follows it.
+    publish_trust(world.pub.conn, NAME, trust_bytes([new], world.cosigners(), world.roots, world.roots, version=3))
+    for w in world.witnesses:
+        w.add_log(ORIGIN, [new.vkey])
+    assert not (await sync(m)).changed and m.get(NAME).vkeys == (new.vkey,)
+
+    # 5. A thief with the old key serves a bigger tree signed by it alone, even
+    # with a quorum of genuine witness cosignatures: refused, data kept.
+    forged = forge_append(world.pub.path, old, forged_version(world.pub.path, adds(2)))
+    note = parse_note(forged)
+    cosigs = tuple(w.cosigner.cosign(note.text) for w in world.witnesses)
+    world.pub.conn.execute("UPDATE feeds SET checkpoint=? WHERE name=?",
+                           (Note(note.text, note.signatures + cosigs).to_bytes(), NAME))
+    await expect_failure(m, SignatureError, "signature", "not signed by any trusted key")
