@@ -288,7 +288,8 @@ def status(home: Home, as_json):
     if home.publisher_db.exists():
         for f in Publisher(home.publisher_db).feeds():
             out["published"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.size,
-                                         count=f.count, updated=f.updated, age=now - f.updated, vkey=f.vkey))
+                                         count=f.count, updated=f.updated, age=now - f.updated, vkey=f.vkey,
+                                         pending=f.pending_checkpoint is not None))
     if home.mirror_db.exists():
         for f in Mirror(home.mirror_db).all():
             v = f.verified()
@@ -301,8 +302,9 @@ def status(home: Home, as_json):
         click.echo(json.dumps(out, indent=2))
         return
     for f in out["published"]:
-        click.echo(f"published {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active, "
-                   f"updated {f['age']}s ago")
+        pending = " (committed, awaiting cosignatures: not served yet)" if f["pending"] else ""
+        click.echo(f"published {f['name']}: version {f['version']}{pending}, size {f['size']}, "
+                   f"{f['count']} active, updated {f['age']}s ago")
     for f in out["followed"]:
         age = f"updated {f['age']}s ago" if f["age"] is not None else "never synced"
         pending = f", {f['pending']} entries verified but not applied" if f["pending"] else ""

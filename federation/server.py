@@ -22,7 +22,9 @@ from typing import Protocol
 
 from aiohttp import web
 
+from .checkpoint import parse_checkpoint_body
 from .db import connect
+from .note import parse_note
 from .errors import MalformedError
 from .layout import ENTRIES, TILE_WIDTH, parse_tile_path
 
@@ -75,8 +77,15 @@ class PublisherSource(TableSource):
     FEEDS_TABLE = "feeds"
 
     def names(self) -> list[dict]:
-        rows = self.conn.execute("SELECT name, origin, vkey, size, version FROM feeds ORDER BY name")
-        return [dict(name=n, origin=o, vkey=v, size=s, version=ver) for n, o, v, s, ver in rows]
+        """Served state: while a version awaits cosignatures (``pending``), the
+        size is the served checkpoint's and the version is unknown here."""
+        out = []
+        for n, o, v, s, ver, pending, cp in self.conn.execute(
+                "SELECT name, origin, vkey, size, version, pending_checkpoint, checkpoint FROM feeds ORDER BY name"):
+            if pending is not None:
+                s, ver = parse_checkpoint_body(parse_note(cp).text).size, None
+            out.append(dict(name=n, origin=o, vkey=v, size=s, version=ver, pending=pending is not None))
+        return out
 
     def checkpoint(self, name: str) -> bytes | None:
         row = self.conn.execute("SELECT checkpoint FROM feeds WHERE name=?", (name,)).fetchone()

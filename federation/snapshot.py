@@ -227,11 +227,17 @@ class SnapshotReader:
 
 # ---- publisher side ----------------------------------------------------------
 
-def _feed_row(conn: sqlite3.Connection, name: str):
-    row = conn.execute("SELECT id, origin, size, version, count FROM feeds WHERE name=?", (name,)).fetchone()
+def _feed_row(conn: sqlite3.Connection, name: str, allow_pending: bool = False):
+    row = conn.execute("SELECT id, origin, size, version, count, pending_checkpoint FROM feeds WHERE name=?",
+                       (name,)).fetchone()
     if row is None:
         raise InputError(f"no feed named {name!r}")
-    return row
+    if row[5] is not None and not allow_pending:
+        # A snapshot of a version no checkpoint serves yet could not be
+        # verified by any mirror; snapshot once it is cosigned and served.
+        raise InputError(f"feed {name!r} version {row[3]} is committed but not served yet (awaiting "
+                         f"cosignatures: 'federation cosign run {name} --once'); snapshot it after that")
+    return row[:5]
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -364,7 +370,7 @@ def prune(db_path: Path | str, name: str, minimum: int | None = None,
     try:
         ensure_schema(conn)
         with write_txn(conn):
-            feed_id, _origin, size, _version, _count = _feed_row(conn, name)
+            feed_id, _origin, size, _version, _count = _feed_row(conn, name, allow_pending=True)
             snaps = list_snapshots(conn, feed_id)
             if not snaps:
                 raise InputError(f"feed {name!r} has no snapshot; write one first ('federation snapshot write')")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from helpers_tamper import NAME, adds, snapshot, sync
 from trust_fixtures import World, home_world, run_cli, write_batch  # noqa: F401
 
@@ -183,3 +185,13 @@ async def test_publishing_api_serves_a_version_only_with_its_cosignatures(home_w
     feed = world.pub.feed(NAME)
     assert feed.checkpoint == served and feed.pending_checkpoint is not None
     assert not (await sync(m)).changed
+    # What is listed and snapshotted is the served version, never the pending one.
+    from federation.errors import InputError
+    from federation.server import PublisherSource
+    from federation.snapshot import write_snapshot
+    source = PublisherSource(world.home / "publisher.db")
+    listed = {f["name"]: f for f in source.names()}[NAME]
+    source.close()
+    assert listed["pending"] is True and listed["size"] == 5 and listed["version"] is None
+    with pytest.raises(InputError, match="not served yet"):
+        write_snapshot(world.home / "publisher.db", NAME)
