@@ -4,10 +4,11 @@ Order of a sync, and what a failure at each step leaves behind:
 
 1. GET checkpoint, verify signature and origin      -> mirror unchanged
 2. refuse rollback / fork (``verify.check_progress``) -> mirror unchanged
-3. GET level-0 tiles for the missing range and prove them against the
-   signed root from the mirror's own compact range    -> mirror unchanged
-4. GET bundles in order (bounded concurrency); each entry must hash to its
-   proven leaf; each complete version is applied in one transaction.
+3. GET the hash tiles the sync needs (edges, proofs, level-1 hashes of
+   the bundles), prove them against the signed root and prove that the
+   new tree extends the mirror's (``fork`` otherwise)  -> mirror unchanged
+4. GET bundles in order (bounded concurrency); each must hash to its
+   proven tile entry; each complete version is applied in one transaction.
    A failure or a kill here leaves the mirror at the last whole version,
    and the next sync resumes from it.
 """
@@ -96,21 +97,17 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     except NothingNew:
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
-    # Step 3: prove the new leaves against the signed root.
-    needed = (((0, i, w), tile_path(0, i, w), MAX_TILE_BYTES) for _, i, w in V.leaf_tiles(state.applied_size, cp.size))
-    tiles = []
-    async for (lvl, idx, w), data in _ordered(fetcher, needed, fetcher.concurrency):
-        tiles.append(parse_hash_tile(data, w, f"{f.origin} {tile_path(0, idx, w)}"))
-    leaves = V.authenticate_leaves(state, cp, tiles)
-    if leaves is None:
-        root_tiles = {}
-        for lvl, idx, w in sorted(V.tiles_for_fork_check(state, cp)):
-            data = await fetcher.get(tile_path(lvl, idx, w), MAX_TILE_BYTES)
-            root_tiles[(lvl, idx)] = parse_hash_tile(data, w, tile_path(lvl, idx, w))
-        raise V.classify_root_mismatch(state, cp, root_tiles)
+    # Step 3: prove the hash tiles the sync needs against the signed root,
+    # then that the new tree extends ours (nothing stored yet).
+    tiles: dict[tuple[int, int], list[bytes]] = {}
+    plan = (((lvl, i, w), tile_path(lvl, i, w), MAX_TILE_BYTES) for lvl, i, w in V.tile_plan(state, cp))
+    async for (lvl, idx, w), data in _ordered(fetcher, plan, fetcher.concurrency):
+        tiles[(lvl, idx)] = parse_hash_tile(data, w, f"{f.origin} {tile_path(lvl, idx, w)}")
+    V.authenticate_tiles(cp, tiles)
+    V.check_extends(state, cp, tiles)
 
     # Step 4: entries, version by version.
-    checker = V.EntryVerifier(state.applied_size, cp.size, leaves, state.version)
+    checker = V.EntryVerifier(state.applied_size, cp.size, tiles, state.version)
     paths = (((i, w), tile_path(-1, i, w), MAX_BUNDLE_BYTES) for _, i, w in V.bundles(state.applied_size, cp.size))
     version = state.version
     async for (idx, w), data in _ordered(fetcher, paths, fetcher.concurrency):

@@ -4,14 +4,17 @@ No I/O here. ``sync`` fetches bytes and calls these in order:
 
 1. ``check_progress``: the signed checkpoint is not a rollback or a fork of
    what this mirror already verified.
-2. ``authenticate_leaves``: the level-0 hash tiles for the missing range,
-   appended to the mirror's own compact range, reproduce the signed root.
-   That proves both consistency (the new tree extends ours) and every new
-   leaf hash. If they do not, ``classify_root_mismatch`` tells a fork from
-   tampered tiles with an RFC 6962 consistency proof computed from the
-   served tiles.
-3. ``EntryVerifier``: each entry of each bundle hashes to its authenticated
-   leaf hash, decodes strictly, and entries group into versions closed by a
+2. ``tile_plan`` / ``authenticate_tiles``: the hash tiles a sync needs --
+   the right edge of the new tree, the nodes of consistency proofs from
+   the sizes the mirror trusts, and level-1 entries for every full bundle
+   to fetch -- are proven against the signed root: the tiles hash to it,
+   and every full tile hashes to its entry one level up. Level-0 tiles are
+   fetched only at the edges, so the mirror holds 1/256 of a hash per new
+   entry, not one hash (bounded memory on long catch-ups).
+   ``check_extends`` then proves, with those tiles, that the new tree
+   contains the trees the mirror trusts (``fork`` otherwise).
+3. ``EntryVerifier``: each full bundle hashes to its authenticated level-1
+   entry, a partial one to its authenticated level-0 tile; entries decode strictly, and entries group into versions closed by a
    seal with the next version number.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ from . import entries as E
 from .checkpoint import Checkpoint
 from .errors import ForkError, MalformedError, NothingNew, RollbackError
 from .layout import ENTRIES, TILE_WIDTH, tile_path, tile_width
-from .merkle import CompactRange, consistency_proof, leaf_hash, verify_consistency
+from .merkle import CompactRange, consistency_proof, leaf_hash, root_of, verify_consistency
 from .tiles import TileHashes, needed_tiles, parse_bundle
 
 
@@ -67,34 +70,8 @@ def bundles(start: int, size: int) -> Iterator[tuple[int, int, int]]:
     return ((ENTRIES, i, w) for _, i, w in leaf_tiles(start, size))
 
 
-def authenticate_leaves(state: TrustedState, cp: Checkpoint, tiles: list[list[bytes]]) -> list[bytes] | None:
-    """Leaf hashes [applied_size, cp.size) if they prove the signed root, else None.
-
-    ``tiles`` are the parsed tiles from ``leaf_tiles``, in order. Raises
-    ``ForkError`` when the same tiles reproduce the previously verified
-    checkpoint's root wrongly: that checkpoint and ``cp`` are both signed and
-    cannot both be true.
-    """
-    first = (state.applied_size // TILE_WIDTH) * TILE_WIDTH
-    leaves = [h for t in tiles for h in t][state.applied_size - first:]
-    if len(leaves) != cp.size - state.applied_size:
-        raise MalformedError(f"tiles hold {len(leaves)} new leaves, want {cp.size - state.applied_size}")
-    cr = state.compact.copy()
-    v = state.verified
-    for h in leaves:
-        cr.append(h)
-        if v is not None and cr.size == v.size and v.size > state.applied_size and cr.root() != v.root:
-            return None
-    return leaves if cr.root() == cp.root else None
-
-
 def tiles_for_root(size: int) -> set[tuple[int, int, int]]:
     return needed_tiles(size, lambda th: th.mth(0, size))
-
-
-def _prefix_view(th: TileHashes, old: int, size: int) -> tuple[list[bytes], bytes]:
-    """From tiles: a consistency proof old -> size, and the tiles' root at ``old``."""
-    return consistency_proof(old, size, th.mth), th.mth(0, old)
 
 
 def _known_prefixes(state: TrustedState, cp: Checkpoint) -> list[tuple[int, bytes, str]]:
@@ -109,31 +86,81 @@ def _known_prefixes(state: TrustedState, cp: Checkpoint) -> list[tuple[int, byte
     return out
 
 
-def tiles_for_fork_check(state: TrustedState, cp: Checkpoint) -> set[tuple[int, int, int]]:
-    need = tiles_for_root(cp.size)
+def _with_parents(tiles: set[tuple[int, int, int]], size: int) -> set[tuple[int, int, int]]:
+    """Add, for every full tile, the tile one level up that holds its hash."""
+    out = set(tiles)
+    todo = [t for t in out if t[2] == TILE_WIDTH]
+    while todo:
+        level, index, _ = todo.pop()
+        parent = (level + 1, index // TILE_WIDTH, tile_width(level + 1, index // TILE_WIDTH, size))
+        if parent not in out:
+            out.add(parent)
+            if parent[2] == TILE_WIDTH:
+                todo.append(parent)
+    return out
+
+
+def tile_plan(state: TrustedState, cp: Checkpoint) -> Iterator[tuple[int, int, int]]:
+    """Hash tiles (level, index, width) a sync from ``state`` to ``cp`` needs.
+
+    First the few tiles of the right edge and of the consistency proofs (so
+    an absurd signed size fails on its first missing tile), then level by
+    level from the top the tiles holding the hashes of the full bundles to
+    fetch. Lazy: nothing is built in proportion to the tree size.
+    """
+    size = cp.size
+    core = tiles_for_root(size) if size else set()
     for old, _, _ in _known_prefixes(state, cp):
-        need |= needed_tiles(cp.size, lambda th, old=old: _prefix_view(th, old, cp.size))
-    return need
+        core |= needed_tiles(size, lambda th, old=old: consistency_proof(old, size, th.mth))
+    core = _with_parents(core, size)
+    yield from sorted(core)
+    first, end = state.applied_size // TILE_WIDTH, size // TILE_WIDTH  # full bundles [first, end)
+    level = max((lvl for lvl, _, _ in core), default=0)
+    while level >= 1:
+        # Level-L tiles covering the hashes of full bundles [first, end): node
+        # indices at level L are bundle indices >> 8(L-1).
+        lo = (first >> (8 * (level - 1))) // TILE_WIDTH
+        hi = ((end - 1) >> (8 * (level - 1))) // TILE_WIDTH if end > first else lo - 1
+        for index in range(lo, hi + 1):
+            t = (level, index, tile_width(level, index, size))
+            if t[2] and t not in core:
+                yield t
+        level -= 1
 
 
-def classify_root_mismatch(state: TrustedState, cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]]) -> Exception:
-    """Called when our tree plus the served leaf tiles miss the signed root.
+def authenticate_tiles(cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]]) -> None:
+    """Prove every tile in ``tiles`` against the signed root, or raise ``MalformedError``.
 
-    The served tiles are authentic only if they hash to the signed root. If
-    they do, a consistency proof computed from them, checked against the
-    signed root, pins the new tree's root at each size we already trust: a
-    different root there is a fork (two signed trees that cannot both be
-    true). In every other case the tiles were corrupted on the way.
+    The tiles must hash to the root (this uses every entry of the right-edge
+    partial tiles), and each full tile must hash to its entry in the tile
+    one level up: by induction from the top, every entry is then a node of
+    the signed tree.
     """
     th = TileHashes(cp.size, tiles)
-    if th.mth(0, cp.size) != cp.root:
-        return MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}")
+    if cp.size and th.mth(0, cp.size) != cp.root:
+        missing = f" ({len(th.needed)} tiles missing)" if th.needed else ""
+        raise MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}{missing}")
+    for (level, index), hashes in tiles.items():
+        if len(hashes) != TILE_WIDTH:
+            continue
+        parent_index, offset = divmod(index, TILE_WIDTH)
+        parent = tiles.get((level + 1, parent_index))
+        where = tile_path(level, index)
+        if parent is None or len(parent) <= offset:
+            raise MalformedError(f"{where}: the tile holding its hash was not fetched")
+        if root_of(hashes) != parent[offset]:
+            up = tile_path(level + 1, parent_index, len(parent))
+            raise MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}: "
+                                 f"{where} does not match its entry in {up}")
+
+
+def check_extends(state: TrustedState, cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]]) -> None:
+    """With authenticated ``tiles``: the signed tree contains every tree the
+    mirror trusts, or ``ForkError`` (two signed trees that cannot both be true)."""
+    th = TileHashes(cp.size, tiles)
     for old, root, what in _known_prefixes(state, cp):
-        proof, theirs = _prefix_view(th, old, cp.size)
-        if verify_consistency(old, cp.size, theirs, cp.root, proof) and theirs != root:
-            return ForkError(f"signed tree of size {cp.size} does not extend {what}")
-    return MalformedError(f"hash tiles do not hash to the signed root of size {cp.size}: "
-                          "the level-0 tiles served for the new entries were altered")
+        if not verify_consistency(old, cp.size, root, cp.root, consistency_proof(old, cp.size, th.mth)):
+            raise ForkError(f"signed tree of size {cp.size} does not extend {what}")
 
 
 @dataclass
@@ -147,12 +174,12 @@ class Version:
 
 
 class EntryVerifier:
-    """Checks bundles in order against authenticated leaves; yields versions."""
+    """Checks bundles in order against authenticated tiles; yields versions."""
 
-    def __init__(self, start: int, size: int, leaves: list[bytes], version: int):
+    def __init__(self, start: int, size: int, tiles: dict[tuple[int, int], list[bytes]], version: int):
         self.start = start
         self.size = size
-        self.leaves = leaves
+        self.tiles = tiles
         self.next_index = start
         self.version = version
         self._pending = Version([], None, start, start)  # type: ignore[arg-type]
@@ -160,6 +187,8 @@ class EntryVerifier:
     def feed_bundle(self, index: int, width: int, data: bytes) -> list[Version]:
         where = tile_path(ENTRIES, index, width)
         items = parse_bundle(data, width, where)
+        hashes = [leaf_hash(raw) for raw in items]
+        self._check_bundle(index, width, hashes, where)
         done: list[Version] = []
         for offset, raw in enumerate(items):
             i = index * TILE_WIDTH + offset
@@ -167,15 +196,13 @@ class EntryVerifier:
                 continue  # already applied, bundle started before our position
             if i != self.next_index:
                 raise MalformedError(f"{where}: bundles out of order at entry {i}")
-            if leaf_hash(raw) != self.leaves[i - self.start]:
-                raise MalformedError(f"{where}: entry {i} does not match the signed tree")
             try:
                 entry = E.decode(raw)
             except MalformedError as e:
                 raise MalformedError(f"{where}: entry {i}: {e}") from None
             p = self._pending
             p.encoded.append(raw)
-            p.hashes.append(self.leaves[i - self.start])
+            p.hashes.append(hashes[offset])
             self.next_index += 1
             if isinstance(entry, E.Seal):
                 if entry.version != self.version + 1:
@@ -187,6 +214,23 @@ class EntryVerifier:
             else:
                 p.ops.append(entry)
         return done
+
+    def _check_bundle(self, index: int, width: int, hashes: list[bytes], where: str) -> None:
+        """A full bundle hashes to its level-1 entry; a partial one matches its
+        level-0 tile entry by entry (both authenticated)."""
+        if width == TILE_WIDTH:
+            parent = self.tiles.get((1, index // TILE_WIDTH))
+            if parent is None or len(parent) <= index % TILE_WIDTH:
+                raise MalformedError(f"{where}: the tile holding its hash was not fetched")
+            if root_of(hashes) != parent[index % TILE_WIDTH]:
+                raise MalformedError(f"{where}: the hash of its entries does not match the signed tree")
+            return
+        leaves = self.tiles.get((0, index))
+        if leaves is None or len(leaves) != width:
+            raise MalformedError(f"{where}: the tile holding its leaf hashes was not fetched")
+        for offset, (got, want) in enumerate(zip(hashes, leaves)):
+            if got != want:
+                raise MalformedError(f"{where}: entry {index * TILE_WIDTH + offset} does not match the signed tree")
 
     def finish(self) -> None:
         if self.next_index != self.size:

@@ -171,10 +171,12 @@ async def test_flipped_byte_in_hash_tile(w, where):
 
 async def test_flipped_hash_tile_on_first_sync_is_not_a_fork(w, make_mirror):
     """An empty mirror cannot be forked from: a tampered leaf tile on its
-    first sync is tampering."""
+    first sync is tampering. (Full level-0 tiles are not even fetched then --
+    bundles are checked against level-1 hashes -- so the right-edge partial
+    tile, which is, is the one tampered with.)"""
     m = make_mirror("fresh.db", w.proxy.feed_url())
-    w.proxy.add(flip_leaf_hash(10))
-    await expect_failure(m, MalformedError, "malformed")
+    w.proxy.add(flip_leaf_hash(300))
+    await expect_failure(m, MalformedError, "malformed", "do not hash to the signed root")
     w.proxy.clear()
     await sync(m)
     assert_matches_publisher(m, w.pub)
@@ -197,15 +199,17 @@ async def test_flipped_hash_tile_served_only_once_is_not_a_fork(w):
     await w.recovers()
 
 
-async def test_tampered_old_leaves_are_ignored(w):
-    """Leaf hashes below the mirror's size are never trusted from the network
-    (the mirror's own compact range covers them): flipping them is harmless."""
+async def test_tampered_old_leaves_are_detected_and_change_nothing(w):
+    """Leaf hashes below the mirror's size that the sync reads (the tile that
+    the consistency proof from the mirror's size needs, the bundle it resumes
+    in) are authenticated like new ones: tampering there is caught, not a fork."""
     w.pub.publish_adds(300, "case3")
     w.proxy.add(flip_leaf_hash(300))  # in tile 1, already applied
+    await expect_failure(w.m, MalformedError, "malformed", "tile/0/001 does not match its entry in tile/1/000")
+    w.proxy.clear()
     w.proxy.add(rewrite(bundle_pattern(300), lambda p, b: flip_bundle_entry(b, 300 % 256)))  # entry 300, applied
-    r = await sync(w.m)
-    assert r.version == 3
-    assert_matches_publisher(w.m, w.pub)
+    await expect_failure(w.m, MalformedError, "malformed", "tile/entries/001", "does not match the signed tree")
+    await w.recovers()
     assert w.proxy.requests(LEAF_TILES)  # the tampered responses were indeed served
 
 
@@ -548,3 +552,18 @@ async def test_dead_first_url_falls_back_to_the_second(w, make_mirror):
     r = await sync(m2)
     assert r.version == 3
     assert_matches_publisher(m2, w.pub)
+
+
+async def test_catch_up_fetches_level_one_hashes_not_every_leaf_tile(w):
+    """Full bundles are checked against their level-1 hash, so a long catch-up
+    holds 1/256 of a hash per new entry and fetches level-0 tiles only at the
+    edges (the tile of the mirror's size, for the consistency proof, and the
+    right-edge partial tile)."""
+    w.pub.publish_adds(5000, "case4")
+    w.proxy.log.clear()
+    r = await sync(w.m)
+    assert (r.old_size, r.version) == (327, 3)
+    assert_matches_publisher(w.m, w.pub)
+    leaf_tiles = [p for p in w.proxy.requests(LEAF_TILES)]
+    assert len(leaf_tiles) == 2, leaf_tiles  # tile/0/001 and the right-edge partial tile
+    assert len(w.proxy.requests(r"/tile/entries/")) == (r.size - 1) // 256 - 327 // 256 + 1
