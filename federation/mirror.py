@@ -65,6 +65,12 @@ CREATE TABLE IF NOT EXISTS versions (
     applied_at INTEGER NOT NULL,
     PRIMARY KEY (feed, version)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staging (        -- verified entries of a version too big for memory
+    feed INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (feed, idx)
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS hashes_by_value ON hashes (hash_type, value);
 """ 
 
@@ -163,12 +169,39 @@ class Mirror(Store):
 
     # ---- applying --------------------------------------------------------------
 
+    def stage(self, name: str, start: int, encoded: list[bytes]) -> None:
+        """Keep verified entries of a version that is too big for memory, in
+        their own short transaction. Staged rows are not part of the mirror:
+        only ``apply_version`` of the whole version makes them count, and a
+        crash leaves rows the next sync overwrites (``clear_staging``)."""
+        with write_txn(self.conn):
+            fid = self.get(name).id
+            self.conn.executemany("INSERT OR REPLACE INTO staging VALUES (?,?,?)",
+                                  [(fid, start + i, raw) for i, raw in enumerate(encoded)])
+
+    def clear_staging(self, name: str) -> None:
+        with write_txn(self.conn):
+            self.conn.execute("DELETE FROM staging WHERE feed=?", (self.get(name).id,))
+
+    def _staged(self, feed: int, start: int, end: int, chunk: int = 16_384):
+        """(ops, encoded, leaf hashes) of staged entries [start, end), in chunks."""
+        for lo in range(start, end, chunk):
+            hi = min(end, lo + chunk)
+            encoded = [d for (d,) in self.conn.execute(
+                "SELECT data FROM staging WHERE feed=? AND idx>=? AND idx<? ORDER BY idx", (feed, lo, hi))]
+            if len(encoded) != hi - lo:
+                raise StorageError(f"staged entries {lo}..{hi} of feed {feed} are missing; sync again")
+            entries = [E.decode(raw) for raw in encoded]
+            yield [e for e in entries if not isinstance(e, E.Seal)], encoded, [leaf_hash(raw) for raw in encoded]
+
     def apply_version(self, name: str, v: Version, verified_note: bytes, verified: Checkpoint) -> None:
         """Apply one verified version in one transaction, or nothing.
 
-        ``v``'s entries were already authenticated against ``verified``; here
-        the seal's count and digest are checked against the mirror's own
-        state after applying, and any mismatch rolls back (``DigestError``).
+        ``v``'s entries were already authenticated against ``verified`` (a
+        staged version's were staged after that); here the seal's count and
+        digest are checked against the mirror's own state after applying, and
+        any mismatch rolls back (``DigestError``). A staged version is read
+        back in chunks, so memory stays bounded whatever its size.
         """
         with write_txn(self.conn):
             f = self.get(name)
@@ -176,23 +209,29 @@ class Mirror(Store):
                 raise StorageError(f"feed {name}: mirror is at {f.applied_size}, version starts at {v.start}; "
                                    "another sync ran concurrently")
             active = ActiveSet(self.conn, f.id)
-            # 1. rows of the active set
-            res = active.apply(v.ops, v.seal.version, LtHash16(f.digest), f.count)
-            if res.count != v.seal.count or res.digest.digest() != v.seal.digest:
+            digest, count = LtHash16(f.digest), f.count
+            log = TileStore(self.conn, f.id).appender(f.applied_size, CompactRange.from_bytes(f.compact))
+            chunks = self._staged(f.id, v.start, v.end) if v.staged else [(v.ops, v.encoded, v.hashes)]
+            for ops, encoded, hashes in chunks:
+                # 1. rows of the active set
+                res = active.apply(ops, v.seal.version, digest, count)
+                digest, count = res.digest, res.count
+                # 2. change stream rows
+                self.conn.executemany(
+                    "INSERT INTO changes (feed, version, action, hash_type, value, case_id, labels, reason, time)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(f.id, v.seal.version, c.action, c.hash_type, c.value, c.case, join_labels(c.labels),
+                      c.reason, v.seal.time) for c in res.changes],
+                )
+                # 3. tiles and bundles, rebuilt from the verified entries
+                log.append(encoded, hashes)
+            if count != v.seal.count or digest.digest() != v.seal.digest:
                 raise DigestError(
                     f"feed {name} version {v.seal.version}: seal says {v.seal.count} hashes and digest "
-                    f"{v.seal.digest[:8].hex()}..., mirror computes {res.count} and {res.digest.digest()[:8].hex()}...")
-            # 2. change stream rows
-            self.conn.executemany(
-                "INSERT INTO changes (feed, version, action, hash_type, value, case_id, labels, reason, time)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                [(f.id, v.seal.version, c.action, c.hash_type, c.value, c.case, join_labels(c.labels), c.reason,
-                  v.seal.time) for c in res.changes],
-            )
-            # 3. tiles and bundles, rebuilt from the verified entries
-            log = TileStore(self.conn, f.id).appender(f.applied_size, CompactRange.from_bytes(f.compact))
-            log.append(v.encoded, v.hashes)
+                    f"{v.seal.digest[:8].hex()}..., mirror computes {count} and {digest.digest()[:8].hex()}...")
             log.finish()
+            if v.staged:
+                self.conn.execute("DELETE FROM staging WHERE feed=? AND idx>=? AND idx<?", (f.id, v.start, v.end))
             # 4. last, the head: position, digest, and the signed checkpoints.
             # A relay re-serves `checkpoint`: during a multi-version catch-up it
             # keeps the last complete one (its tiles stay stored) until the
@@ -200,13 +239,13 @@ class Mirror(Store):
             served = verified_note if v.end == verified.size else f.checkpoint
             self.conn.execute(
                 "INSERT INTO versions VALUES (?,?,?,?,?,?)",
-                (f.id, v.seal.version, v.end, v.seal.time, res.count, int(time.time())),
+                (f.id, v.seal.version, v.end, v.seal.time, count, int(time.time())),
             )
             cur = self.conn.execute(
                 "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
                 " count=?, digest=?, updated=? WHERE id=? AND applied_size=?",
-                (verified_note, served, v.end, log.compact.to_bytes(), v.seal.version, res.count,
-                 res.digest.digest(), int(time.time()), f.id, f.applied_size),
+                (verified_note, served, v.end, log.compact.to_bytes(), v.seal.version, count,
+                 digest.digest(), int(time.time()), f.id, f.applied_size),
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name} changed during apply; retry")

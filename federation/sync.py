@@ -110,8 +110,12 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     checker = V.EntryVerifier(state.applied_size, cp.size, tiles, state.version)
     paths = (((i, w), tile_path(-1, i, w), MAX_BUNDLE_BYTES) for _, i, w in V.bundles(state.applied_size, cp.size))
     version = state.version
+    await asyncio.to_thread(mirror.clear_staging, name)  # leftovers of an interrupted sync
     async for (idx, w), data in _ordered(fetcher, paths, fetcher.concurrency):
         for v in checker.feed_bundle(idx, w, data):
+            if isinstance(v, V.Spill):  # part of a version too big for memory
+                await asyncio.to_thread(mirror.stage, name, v.start, v.encoded)
+                continue
             await asyncio.to_thread(mirror.apply_version, name, v, signed.raw, cp)
             version = v.seal.version
             if progress:

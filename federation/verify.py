@@ -165,31 +165,52 @@ def check_extends(state: TrustedState, cp: Checkpoint, tiles: dict[tuple[int, in
 
 @dataclass
 class Version:
+    """A verified version. ``staged``: too big to hold in memory, its entries
+    were handed out as ``Spill``s (stored by the caller) and ``ops``,
+    ``encoded`` and ``hashes`` are empty."""
+
     ops: list
     seal: E.Seal
     start: int  # log index of the first entry
     end: int  # log index after the seal
     encoded: list[bytes] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
+    staged: bool = False
+
+
+@dataclass(frozen=True)
+class Spill:
+    """Verified entries ``start .. start+len(encoded)`` of a version still
+    being read, to be staged by the caller (bounded memory)."""
+
+    start: int
+    encoded: list[bytes]
+
+
+SPILL_AT = 65_536  # entries of one version held in memory before spilling
 
 
 class EntryVerifier:
-    """Checks bundles in order against authenticated tiles; yields versions."""
+    """Checks bundles in order against authenticated tiles; yields complete
+    versions, and ``Spill``s of versions larger than ``spill_at`` entries."""
 
-    def __init__(self, start: int, size: int, tiles: dict[tuple[int, int], list[bytes]], version: int):
+    def __init__(self, start: int, size: int, tiles: dict[tuple[int, int], list[bytes]], version: int,
+                 spill_at: int | None = None):
         self.start = start
         self.size = size
         self.tiles = tiles
+        self.spill_at = SPILL_AT if spill_at is None else spill_at
+        self._spilled_to = start  # entries of the pending version below this were spilled
         self.next_index = start
         self.version = version
         self._pending = Version([], None, start, start)  # type: ignore[arg-type]
 
-    def feed_bundle(self, index: int, width: int, data: bytes) -> list[Version]:
+    def feed_bundle(self, index: int, width: int, data: bytes) -> list[Version | Spill]:
         where = tile_path(ENTRIES, index, width)
         items = parse_bundle(data, width, where)
         hashes = [leaf_hash(raw) for raw in items]
         self._check_bundle(index, width, hashes, where)
-        done: list[Version] = []
+        done: list[Version | Spill] = []
         for offset, raw in enumerate(items):
             i = index * TILE_WIDTH + offset
             if i < self.next_index:
@@ -209,10 +230,18 @@ class EntryVerifier:
                     raise MalformedError(f"entry {i}: seal version {entry.version}, want {self.version + 1}")
                 self.version = entry.version
                 p.seal, p.end = entry, i + 1
+                if p.staged:  # the tail too, so the whole version is in one place
+                    done.append(Spill(self._spilled_to, p.encoded))
+                    p.encoded, p.hashes = [], []
                 done.append(p)
                 self._pending = Version([], None, i + 1, i + 1)  # type: ignore[arg-type]
+                self._spilled_to = i + 1
             else:
                 p.ops.append(entry)
+                if len(p.encoded) >= self.spill_at:
+                    done.append(Spill(self._spilled_to, p.encoded))
+                    self._spilled_to += len(p.encoded)
+                    p.staged, p.encoded, p.hashes, p.ops = True, [], [], []
         return done
 
     def _check_bundle(self, index: int, width: int, hashes: list[bytes], where: str) -> None:
@@ -235,6 +264,6 @@ class EntryVerifier:
     def finish(self) -> None:
         if self.next_index != self.size:
             raise MalformedError(f"entries stop at {self.next_index}, want {self.size}")
-        if self._pending.encoded:
+        if self._pending.encoded or self._pending.staged:
             raise MalformedError(f"checkpoint size {self.size} is not at a seal: "
-                                 f"{len(self._pending.encoded)} entries after the last seal")
+                                 f"{self.size - self._pending.start} entries after the last seal")

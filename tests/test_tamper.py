@@ -567,3 +567,41 @@ async def test_catch_up_fetches_level_one_hashes_not_every_leaf_tile(w):
     leaf_tiles = [p for p in w.proxy.requests(LEAF_TILES)]
     assert len(leaf_tiles) == 2, leaf_tiles  # tile/0/001 and the right-edge partial tile
     assert len(w.proxy.requests(r"/tile/entries/")) == (r.size - 1) // 256 - 327 // 256 + 1
+
+
+# ---- versions too big for memory are staged --------------------------------------
+
+@pytest.fixture
+def small_spill(monkeypatch):
+    from federation import verify
+    monkeypatch.setattr(verify, "SPILL_AT", 100)  # stage any version of more than 100 entries
+
+
+async def test_big_versions_are_staged_and_applied_whole(w, small_spill, monkeypatch):
+    staged = []
+    real_stage = type(w.m).stage
+    monkeypatch.setattr(type(w.m), "stage", lambda self, name, start, enc: (staged.append((start, len(enc))),
+                                                                          real_stage(self, name, start, enc)))
+    w.pub.publish_adds(1000, "big")   # one version of 1,001 entries, staged in pieces
+    w.pub.publish_adds(7, "small")    # held in memory
+    r = await sync(w.m)
+    assert (r.old_version, r.version) == (2, 4)
+    assert staged[0] == (327, 100) and sum(n for _, n in staged) == 1001  # the big version, whole
+    assert [s for s, _ in staged] == list(range(327, 327 + 1001, 100))
+    assert_matches_publisher(w.m, w.pub)
+    assert w.m.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
+
+
+async def test_staged_version_with_a_lying_seal_changes_nothing(w, small_spill):
+    await w.forged(forged_version(w.pub.path, adds(300, "f"), digest_flip=True))
+    await expect_failure(w.m, DigestError, "digest", "version 3")
+
+
+async def test_leftover_staging_rows_are_cleared(w, small_spill):
+    """A sync killed while staging leaves rows the next sync must not trust."""
+    fid = w.m.get(NAME).id
+    w.m.conn.executemany("INSERT INTO staging VALUES (?,?,?)", [(fid, 327 + i, b"garbage") for i in range(500)])
+    w.pub.publish_adds(400, "after-crash")
+    await sync(w.m)
+    assert_matches_publisher(w.m, w.pub)
+    assert w.m.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
