@@ -421,8 +421,11 @@ def witness_serve(home: Home, key, host, port):
               help="The current private log key (default HOME/private/NAME.key).")
 @click.option("--prepare", is_flag=True,
               help="Only create --new-key if missing and print its vkey (to list in the next trust version).")
+@click.option("--old-key-lost", is_flag=True,
+              help="The current key is lost: sign the current checkpoint with the new key alone "
+                   "(needs a published trust version listing the new key).")
 @click.pass_obj
-def feed_rotate_key(home: Home, name, new_key, key_path, prepare):
+def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
     """Switch feed NAME to a new log key; the current checkpoint is signed by both keys.
 
     Mirrors that trust either key keep accepting the feed. The next
@@ -430,12 +433,18 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare):
     which drops the old key's signature. If the feed publishes a trust
     chain, its newest version must already list the new key.
 
+    With --old-key-lost the old key is not needed and does not sign: mirrors
+    accept the feed again once they hold the trust version listing the new
+    key (they fetch it on their next sync). The log is unchanged.
+
     \b
     Example:
       federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key --prepare
       federation trust new --version 2 --log-key OLD --log-key NEW ... && federation trust publish tid ...
       federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key
       federation publish tid batch.csv --key ~/.federation/private/tid-2.key
+      # the old key is lost: trust N+1 lists the new key, then
+      federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key --old-key-lost
     """
     from .keys import load_signer, write_new_key
     from .publisher import Publisher
@@ -460,7 +469,21 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare):
     if trust is not None and new.vkey not in {k.vkey for k in trust.log_keys}:
         raise InputError(f"{trust.describe()} does not list {new.vkey}: mirrors would refuse the feed once "
                          "signed by it alone. Publish a trust version listing it first (docs/trust.md)")
-    old = load_signer(key_path or home.key_path(name))
+    if old_key_lost:
+        if trust is None:
+            raise InputError(f"feed {name!r} publishes no trust chain: its mirrors trust the lost key alone, "
+                             "and nothing they trust can vouch for a new one. They must be given the new vkey "
+                             "out of band and follow the feed again (docs/trust.md, 'lost log key')")
+        pub.rotate_key(name, None, new)
+        click.echo(f"{name}: rotated to the new log key without the lost one; the current checkpoint is "
+                   f"signed by the new key alone\nnew vkey: {new.vkey}\n"
+                   f"Mirrors accept it once they hold {trust.describe()}. Publish with --key {new_key} from now on.")
+        return
+    old_path = key_path or home.key_path(name)
+    if not old_path.exists():
+        raise InputError(f"the current key {old_path} does not exist; pass --key, or --old-key-lost "
+                         "if it is lost (docs/trust.md)")
+    old = load_signer(old_path)
     pub.rotate_key(name, old, new)
     click.echo(f"{name}: rotated to the new log key; the current checkpoint is signed by both keys\n"
                f"new vkey: {new.vkey}\n"

@@ -246,7 +246,7 @@ class Publisher(Store):
                                     "WHERE name=? AND pending_checkpoint=?", (note, name, pending))
             return cur.rowcount == 1
 
-    def rotate_key(self, name: str, old: Signer, new: Signer) -> bytes:
+    def rotate_key(self, name: str, old: Signer | None, new: Signer) -> bytes:
         """Switch feed ``name`` to log key ``new`` (same name: the origin).
 
         The current checkpoint is re-signed by both keys, so mirrors on the
@@ -255,19 +255,24 @@ class Publisher(Store):
         Witness cosignatures are kept: they sign the note text, which does
         not change, so a cosigned checkpoint stays cosigned. A pending
         checkpoint (see ``publish``) is re-signed by both keys too.
+
+        ``old=None`` is the lost-key case: the checkpoints are re-signed by
+        ``new`` alone, and only mirrors that already hold a trust version
+        listing ``new`` accept them (the log itself is unchanged).
         """
         with write_txn(self.conn):
             feed = self.feed(name)
-            if old.vkey != feed.vkey:
+            if old is not None and old.vkey != feed.vkey:
                 raise InputError(f"signer {old.vkey} is not the current key of feed {name!r} ({feed.vkey})")
             if new.name != feed.origin:
                 raise InputError(f"key name {new.name!r} must equal the feed origin {feed.origin!r}")
-            cp = _resign_note(feed.checkpoint, feed.origin, [new, old])
+            signers = [new] if old is None else [new, old]
+            cp = _resign_note(feed.checkpoint, feed.origin, signers)
             pending = (None if feed.pending_checkpoint is None
-                       else _resign_note(feed.pending_checkpoint, feed.origin, [new, old]))
+                       else _resign_note(feed.pending_checkpoint, feed.origin, signers))
             cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=?, pending_checkpoint=? "
                                     "WHERE id=? AND size=? AND vkey=?",
-                                    (new.vkey, cp, pending, feed.id, feed.size, old.vkey))
+                                    (new.vkey, cp, pending, feed.id, feed.size, feed.vkey))
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp

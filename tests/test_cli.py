@@ -148,3 +148,18 @@ def test_serve_exposes_longpoll_snapshots_and_trust_routes(served, tmp_path):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(url + "/feeds/tid/checkpoint?wait=abc", timeout=5)
     assert e.value.code == 400
+
+
+def test_lost_key_rotation_of_a_feed_without_trust_chain_is_refused_and_changes_nothing(tmp_path):
+    """Mirrors of a feed followed by vkey alone trust only the lost key:
+    nothing in-band can vouch for a new one, so the switch is refused."""
+    from federation.keys import load_signer
+    from federation.publisher import Publisher
+    home = tmp_path / "publisher"
+    run(home, "feed", "create", "tid", "--origin", "127.0.0.1/feeds/tid")
+    new_key = tmp_path / "new.key"
+    p = run(home, "feed", "rotate-key", "tid", "--new-key", str(new_key), "--old-key-lost", check=False)
+    assert p.returncode == 2 and "publishes no trust chain" in p.stderr, (p.stdout, p.stderr)
+    pub = Publisher(next(home.rglob("publisher.db")))
+    assert pub.feed("tid").vkey != load_signer(new_key).vkey
+    pub.close()

@@ -96,3 +96,55 @@ async def test_planned_rotation_with_the_cli_then_the_old_key_is_refused(home_wo
     world.pub.conn.execute("UPDATE feeds SET checkpoint=? WHERE name=?",
                            (Note(note.text, note.signatures + cosigs).to_bytes(), NAME))
     await expect_failure(m, SignatureError, "signature", "not signed by any trusted key")
+
+
+async def test_lost_log_key_rotation_signs_with_the_new_key_alone(home_world: World):
+    """The log key is lost (not stolen): trust N+1 lists only a new key, the
+    publisher switches without the old key, and the mirror follows the same
+    log under the new key, cosignatures kept."""
+    world = home_world
+    home = str(world.home)
+    old = world.log_key
+    specs = [a for spec in world.witness_specs() for a in ("--witness", spec)]
+    assert (await run_cli("--home", home, "cosign", "configure", NAME, *specs))[0] == 0
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b1.csv", 3)))
+    assert code == 0, err
+    m = world.mirror()
+    assert (await sync(m)).size == 4
+
+    new_path = world.tmp / "keys" / "t-2.key"
+    assert (await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path), "--prepare"))[0] == 0
+    new = load_signer(new_path)
+    (world.home / "private" / f"{NAME}.key").unlink()  # the old key is gone (HOME/private/NAME.key)
+
+    # Before a trust version lists the new key, even a lost-key switch is refused.
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path),
+                                   "--old-key-lost")
+    assert code == 2 and "does not list" in err, (out, err)
+    assert world.pub.feed(NAME).vkey == old.vkey
+
+    publish_trust(world.pub.conn, NAME, trust_bytes([new], world.cosigners(), world.roots, world.roots, version=2))
+    for w in world.witnesses:
+        w.add_log(ORIGIN, [new.vkey])
+    # Without the flag the missing key is named, and the way out offered.
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path))
+    assert code == 2 and "does not exist" in err and "--old-key-lost" in err, (out, err)
+    assert world.pub.feed(NAME).vkey == old.vkey
+    served = world.pub.feed(NAME).checkpoint
+    code, out, err = await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path),
+                                   "--old-key-lost")
+    assert code == 0 and "signed by the new key alone" in out, (out, err)
+    feed = world.pub.feed(NAME)
+    assert feed.vkey == new.vkey and log_signers(feed.checkpoint) == {key_id(new.vkey)}
+    assert parse_note(feed.checkpoint).text == parse_note(served).text
+    assert [s for s in parse_note(feed.checkpoint).signatures if len(s.signature) == 72] == \
+        [s for s in parse_note(served).signatures if len(s.signature) == 72]
+
+    # The mirror takes trust v2 and the re-signed checkpoint: same log, no error.
+    res = await sync(m)
+    assert not res.changed and m.get(NAME).last_error is None and m.get(NAME).vkeys == (new.vkey,)
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b2.csv", 2)),
+                                   "--key", str(new_path))
+    assert code == 0 and "now served" in out, (out, err)
+    res = await sync(m)
+    assert res.changed and res.size == 7 and m.get(NAME).count == 5 and m.audit(NAME) == []
