@@ -74,6 +74,9 @@ def operation(record: dict) -> Add | Withdraw:
     unknown = set(record) - set(FIELDS)
     if unknown:
         raise InputError(f"unknown field(s) {sorted(unknown)}")
+    for name in ("op", "type", "hash", "case", "reason"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise InputError(f"{name} must be a string, got {type(record[name]).__name__}")
     op = (record.get("op") or "").strip().lower()
     case = (record.get("case") or "").strip() or None
     try:
@@ -89,6 +92,8 @@ def operation(record: dict) -> Add | Withdraw:
             if record.get("hash"):
                 value = parse_hash(record.get("type"), record.get("hash"))
                 return validate(Withdraw(reason, 0, record["type"].strip().lower(), value, case))
+            if (record.get("type") or "").strip():
+                raise InputError("withdraw names a hash type but no hash (a case withdrawal has neither)")
             if case is None:
                 raise InputError("withdraw needs a hash (with its type) or a case id")
             return validate(Withdraw(reason, 0, case=case))
@@ -99,13 +104,18 @@ def operation(record: dict) -> Add | Withdraw:
 
 def read_csv(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
     reader = csv.DictReader(lines)
-    if reader.fieldnames is None or not {"op"} <= set(reader.fieldnames):
-        raise InputError("CSV needs a header line with at least: op,type,hash,case,labels,reason")
-    for row in reader:
-        try:
-            yield operation({k: v for k, v in row.items() if k is not None and v not in (None, "")})
-        except InputError as e:
-            raise InputError(f"line {reader.line_num}: {e}") from None
+    try:
+        if reader.fieldnames is None or not {"op"} <= set(reader.fieldnames):
+            raise InputError("CSV needs a header line with at least: op,type,hash,case,labels,reason")
+        for row in reader:
+            try:
+                if any(row.get(None) or ()):
+                    raise InputError("more fields than the header has columns (quote a field holding a comma)")
+                yield operation({k: v for k, v in row.items() if k is not None and v not in (None, "")})
+            except InputError as e:
+                raise InputError(f"line {reader.line_num}: {e}") from None
+    except csv.Error as e:
+        raise InputError(f"line {reader.line_num}: invalid CSV: {e}") from None
 
 
 def read_jsonl(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
@@ -119,6 +129,8 @@ def read_jsonl(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
             yield operation(record)
         except json.JSONDecodeError as e:
             raise InputError(f"line {n}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise InputError(f"line {n}: invalid JSON: nested too deeply") from None
         except InputError as e:
             raise InputError(f"line {n}: {e}") from None
 

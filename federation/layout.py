@@ -16,7 +16,7 @@ HASH_SIZE = 32
 ENTRIES = -1
 
 _TILE_PATH_RE = re.compile(
-    r"^tile/(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?$"
+    r"^tile/(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?\Z"
 )
 
 
@@ -50,6 +50,8 @@ def parse_tile_path(path: str) -> tuple[int, int, int]:
     if len(elements) > 1 and elements[0] == "x000":
         raise MalformedError(f"non-canonical tile index in {path!r}")
     index = int("".join(e.lstrip("x") for e in elements))
+    if index >= 1 << 56:  # tree sizes are u64: no tile index reaches 2^64 / 256
+        raise MalformedError(f"tile index in {path[:100]!r} out of range")
     width = int(m["width"]) if m["width"] else TILE_WIDTH
     if width > 255 and m["width"]:
         raise MalformedError(f"partial tile width {width} out of range")

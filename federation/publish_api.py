@@ -133,19 +133,22 @@ class PublishAPI:
                 r = await asyncio.to_thread(self.publisher.publish, name, ops, signer, in_txn=record)
             except InputError as e:
                 raise web.HTTPUnprocessableEntity(text=f"batch refused: {e}\n") from None
-            except StorageError as e:
+            except (StorageError, sqlite3.OperationalError) as e:  # e.g. "database is locked"
                 raise web.HTTPServiceUnavailable(text=f"try again: {e}\n") from None
-        served = True
-        if r.pending:
-            # Cosigning configured: serve the version only with its cosignatures
-            # (as `federation publish` does); else the next `cosign run` will.
-            from .cosign import cosign_configured
-            try:
-                out = await cosign_configured(self.publisher, name)
-                served = out is None or out.status in ("promoted", "changed")
-            except FederationError as e:
-                log.warning("feed %s version %d committed, cosigning failed: %s", name, r.version, e)
-                served = False
+            served = True
+            if r.pending:
+                # Cosigning configured: serve the version only with its cosignatures
+                # (as `federation publish` does); else the next `cosign run` will.
+                # Still under the lock: the round uses the publisher connection,
+                # which must not be shared with another request's open publish
+                # transaction (its executescript would commit that one half-done).
+                from .cosign import cosign_configured
+                try:
+                    out = await cosign_configured(self.publisher, name)
+                    served = out is None or out.status in ("promoted", "changed")
+                except FederationError as e:
+                    log.warning("feed %s version %d committed, cosigning failed: %s", name, r.version, e)
+                    served = False
         if self.audit is not None:
             self.audit.record("publish", name, token, r.size, f"batch {batch_id} version {r.version}")
         if self.on_publish is not None:

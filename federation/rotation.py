@@ -85,7 +85,12 @@ class TrustChain:
     def __init__(self, conn: sqlite3.Connection, feed: str):
         self.conn = conn
         self.feed = feed
-        conn.executescript(SCHEMA)
+        # Not executescript: it COMMITs whatever transaction is open on the
+        # connection first, and callers construct this on shared connections
+        # (a publisher's, in the middle of a publish or a cosigning round).
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
 
     def current(self) -> TrustFile | None:
         row = self.conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC LIMIT 1",

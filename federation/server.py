@@ -135,7 +135,9 @@ async def get_tile(request: web.Request) -> web.Response:
         data = _find(request.app, name, "tile", level, index, width)
         if data is None:
             raise web.HTTPNotFound(text="no such tile\n")
-        if width == TILE_WIDTH:  # only full tiles are worth keeping hot
+        # Only full hash tiles: entry bundles can be deleted (pruning, a relay's
+        # re-bootstrap), and a cached copy would outlive that.
+        if width == TILE_WIDTH and level != ENTRIES:
             cache[key] = data
             if len(cache) > TILE_CACHE_MAX:
                 cache.popitem(last=False)

@@ -1,0 +1,73 @@
+"""Review of the serving side: paths, caching, relays (real servers on loopback)."""
+from __future__ import annotations
+
+import aiohttp
+from yarl import URL
+
+from dist_fixtures import BOUND, bounded, feed, follow, servers  # noqa: F401
+from federation.layout import ENTRIES
+from federation.push import sync_from_upstreams
+from federation.readside import read_side
+from federation.relay import RelaySource
+from federation.server import PublisherSource, create_app
+from federation.snapshot import prune, write_snapshot
+
+
+async def _status(url: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND)) as s:
+        async with s.get(URL(url, encoded=True)) as r:
+            return r.status, await r.read()
+
+
+async def _origin(feed, servers) -> str:
+    extensions, middlewares = read_side(feed.path)
+    return await servers.start(create_app([PublisherSource(feed.path)], extensions=extensions,
+                                          middlewares=middlewares))
+
+
+async def test_huge_tile_index_is_404_not_500(feed, servers):
+    feed.publish_version(300)
+    url = await _origin(feed, servers)
+    huge = "x999/x999/x999/x999/x999/x999/x999/000"  # > 2^63: no tile of any tree
+    for path in (f"tile/0/{huge}", f"tile/entries/{huge}", f"tile/0/{huge}.p/5"):
+        status, _ = await _status(f"{url}/feeds/tid/{path}")
+        assert status == 404, path
+
+
+async def test_trailing_newline_is_not_a_tile_path(feed, servers):
+    feed.publish_version(300)
+    feed.publish_version(300)
+    write_snapshot(feed.path, "tid")
+    prune(feed.path, "tid")
+    url = await _origin(feed, servers)
+    assert (await _status(f"{url}/feeds/tid/tile/entries/000"))[0] == 410
+    # "000\n" is not a tlog-tiles path: 404 like any malformed path, not 410.
+    assert (await _status(f"{url}/feeds/tid/tile/entries/000%0A"))[0] == 404
+
+
+async def test_relay_cache_does_not_serve_bundles_deleted_by_a_rebootstrap(tmp_path, feed, servers):
+    feed.publish_version(300)  # case-1: bundle 0 holds its hashes
+    feed.publish_version(5)
+    origin = await _origin(feed, servers)
+    upstream = [f"{origin}/feeds/tid/"]
+    relay = follow(tmp_path / "relay.db", feed, upstream)
+    await bounded(sync_from_upstreams(relay, "tid", upstream))
+    relay_url = await servers.start(create_app([RelaySource(tmp_path / "relay.db")]))
+    status, body = await _status(f"{relay_url}/feeds/tid/tile/entries/000")
+    assert status == 200 and len(body) > 0
+    # The origin withdraws case-1, snapshots and prunes; the lagging relay
+    # re-bootstraps, which deletes its old entry bundles (withdrawn entries).
+    feed.withdraw_case("case-1")
+    feed.publish_version(300)
+    write_snapshot(feed.path, "tid")
+    prune(feed.path, "tid")
+    await bounded(sync_from_upstreams(relay, "tid", upstream))
+    f = relay.get("tid")
+    assert f.base_size == feed.pub.feed("tid").size
+    assert relay.conn.execute("SELECT 1 FROM tiles WHERE feed=? AND level=? AND idx=0",
+                              (f.id, ENTRIES)).fetchone() is None
+    # A fresh server over the same relay DB says 404; the running one must too.
+    fresh = await servers.start(create_app([RelaySource(tmp_path / "relay.db")]))
+    assert (await _status(f"{fresh}/feeds/tid/tile/entries/000"))[0] == 404
+    assert (await _status(f"{relay_url}/feeds/tid/tile/entries/000"))[0] == 404
+    relay.close()
