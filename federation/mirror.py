@@ -7,6 +7,7 @@ the last applied version and nothing of the next.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -215,7 +216,9 @@ class Mirror(Store):
             digest, count = LtHash16(f.digest), f.count
             log = TileStore(self.conn, f.id).appender(f.applied_size, CompactRange.from_bytes(f.compact))
             chunks = self._staged(f.id, v.start, v.end) if v.staged else [(v.ops, v.encoded, v.hashes)]
+            staged = hashlib.sha256()
             for ops, encoded, hashes in chunks:
+                staged.update(b"".join(hashes))
                 # 1. rows of the active set
                 res = active.apply(ops, v.seal.version, digest, count)
                 digest, count = res.digest, res.count
@@ -228,6 +231,11 @@ class Mirror(Store):
                 )
                 # 3. tiles and bundles, rebuilt from the verified entries
                 log.append(encoded, hashes)
+            if v.staged and staged.digest() != v.staged_digest:
+                # Rows another sync of this mirror staged (from another view of
+                # the log) in place of ours: not what this sync verified.
+                raise StorageError(f"feed {name}: staged entries {v.start}..{v.end} are not the ones this sync "
+                                   "verified (another sync ran concurrently); sync again")
             if count != v.seal.count or digest.digest() != v.seal.digest:
                 raise DigestError(
                     f"feed {name} version {v.seal.version}: seal says {v.seal.count} hashes and digest "

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
+import sqlite3
 from dataclasses import dataclass
 
 from .checkpoint import open_checkpoint
-from .errors import FederationError, NothingNew, VerificationError
+from .errors import FederationError, NothingNew, StorageError, VerificationError
 from .fetcher import Fetcher
 from .layout import tile_path
 from .mirror import Mirror
@@ -68,6 +70,21 @@ async def _ordered(fetcher: Fetcher, paths, window: int):
             task.cancel()
 
 
+def _storage_errors(fn):
+    """A SQLite failure of the mirror's own store (e.g. ``database is locked``
+    while another process holds the write lock) is a ``StorageError``, so
+    callers that handle ``FederationError`` see it with its kind."""
+    @functools.wraps(fn)
+    async def wrapper(*args, **kw):
+        try:
+            return await fn(*args, **kw)
+        except sqlite3.Error as e:
+            name = kw.get("name", args[1] if len(args) > 1 else "?")
+            raise StorageError(f"feed {name}: mirror store: {type(e).__name__}: {e}") from e
+    return wrapper
+
+
+@_storage_errors
 async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, policy=None) -> SyncResult:
     """Bring feed ``name`` up to the upstream's signed checkpoint.
 
@@ -124,6 +141,7 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     return SyncResult(name, state.applied_size, cp.size, state.version, version)
 
 
+@_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
                     progress=None, policy=None, snapshots: bool = True) -> SyncResult:
     """Sync with a fetcher of our own, recording the outcome on the feed.

@@ -19,6 +19,7 @@ No I/O here. ``sync`` fetches bytes and calls these in order:
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -176,6 +177,7 @@ class Version:
     encoded: list[bytes] = field(default_factory=list)
     hashes: list[bytes] = field(default_factory=list)
     staged: bool = False
+    staged_digest: bytes = b""  # staged: SHA-256 of the concatenated leaf hashes of all its entries
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,7 @@ class EntryVerifier:
         self.tiles = tiles
         self.spill_at = SPILL_AT if spill_at is None else spill_at
         self._spilled_to = start  # entries of the pending version below this were spilled
+        self._spilled = hashlib.sha256()  # leaf hashes of the pending version's spilled entries
         self.next_index = start
         self.version = version
         self._pending = Version([], None, start, start)  # type: ignore[arg-type]
@@ -232,14 +235,18 @@ class EntryVerifier:
                 p.seal, p.end = entry, i + 1
                 if p.staged:  # the tail too, so the whole version is in one place
                     done.append(Spill(self._spilled_to, p.encoded))
+                    self._spilled.update(b"".join(p.hashes))
+                    p.staged_digest = self._spilled.digest()
                     p.encoded, p.hashes = [], []
                 done.append(p)
                 self._pending = Version([], None, i + 1, i + 1)  # type: ignore[arg-type]
                 self._spilled_to = i + 1
+                self._spilled = hashlib.sha256()
             else:
                 p.ops.append(entry)
                 if len(p.encoded) >= self.spill_at:
                     done.append(Spill(self._spilled_to, p.encoded))
+                    self._spilled.update(b"".join(p.hashes))
                     self._spilled_to += len(p.encoded)
                     p.staged, p.encoded, p.hashes, p.ops = True, [], [], []
         return done
