@@ -168,6 +168,21 @@ class Mirror(Store):
         r[4] = tuple(r[4].split("\n"))
         return Follow(*r)
 
+    def replace_served_note(self, name: str, expected: bytes | None, note: bytes, verified: Checkpoint) -> bool:
+        """Serve ``note``, a verified signed note of the tree the mirror holds
+        (same size and root, e.g. with fresher witness cosignatures), in place
+        of ``expected``. Compare-and-swap: False if the mirror moved or the
+        served note changed meanwhile. Relays re-serve this note, so their
+        followers see the publisher's refreshed cosignatures, not a freeze."""
+        with write_txn(self.conn):
+            f = self.get(name)
+            if (f.checkpoint != expected or f.applied_size != verified.size
+                    or CompactRange.from_bytes(f.compact).root() != verified.root):
+                return False
+            self.conn.execute("UPDATE follows SET checkpoint=?, verified_checkpoint=? WHERE id=?",
+                              (note, note, f.id))
+            return True
+
     def record_sync(self, name: str, error: str | None) -> None:
         self.conn.execute("UPDATE follows SET last_sync=?, last_error=? WHERE name=?", (int(time.time()), error, name))
 

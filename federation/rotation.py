@@ -28,8 +28,9 @@ from aiohttp import web
 
 from .checkpoint import SignedCheckpoint
 from .db import connect, write_txn
-from .errors import ForkError, InputError, MalformedError, RollbackError, SignatureError, StorageError
-from .trust import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, \
+from .errors import FederationError, ForkError, InputError, MalformedError, RollbackError, SignatureError, \
+    StorageError
+from .trust import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, quorum_cosignatures, \
     parse_trust_unverified, verified_signers
 
 SCHEMA = """
@@ -237,6 +238,18 @@ class TrustPolicy:
         fresh = check_cosignatures(trust, signed.raw, self.now(), f"{cp.origin} checkpoint of size {cp.size}")
         self.chain.record_freshness(fresh.quorum_time)
         return fresh
+
+
+    def fresher(self, candidate: Freshness, note: bytes | None) -> bool:
+        """Whether ``candidate`` (a checked note's freshness) has a newer
+        quorum time than ``note`` (a stored one; None or unverifiable: yes)."""
+        trust = self.chain.current()
+        if note is None or trust is None:
+            return True
+        try:
+            return candidate.quorum_time > quorum_cosignatures(trust, note, self.now()).quorum_time
+        except FederationError:
+            return True
 
 
 def policy_for(mirror, name: str) -> TrustPolicy | None:

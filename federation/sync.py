@@ -104,14 +104,20 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     state = f.trusted_state()
     raw = await fetcher.get("checkpoint", MAX_NOTE_BYTES)
     signed = open_checkpoint(raw, f.origin, keys)
+    fresh = None
     if policy is not None:
         # Before check_progress: an unchanged (frozen) checkpoint must be
         # reported stale, not "up to date".
-        policy.check(signed)
+        fresh = policy.check(signed)
     cp = signed.checkpoint
     try:
         V.check_progress(state, cp)
     except NothingNew:
+        # The same tree, maybe with fresher cosignatures (the publisher
+        # refreshes them while nothing changes): serve the newer note, or a
+        # relay's followers would see the feed frozen.
+        if fresh is not None and signed.raw != f.checkpoint and policy.fresher(fresh, f.checkpoint):
+            await asyncio.to_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
     # Step 3: prove the hash tiles the sync needs against the signed root,

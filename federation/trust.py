@@ -286,6 +286,17 @@ def check_cosignatures(trust: TrustFile, note_bytes: bytes, now: int, what: str 
     is bad or from the future), ``QuorumError`` (too few trusted witnesses:
     a possible split view) or ``StaleError`` (a freeze).
     """
+    fresh = quorum_cosignatures(trust, note_bytes, now, what)
+    age = now - fresh.quorum_time
+    if age > trust.max_staleness:
+        raise StaleError(f"{what}: newest time a quorum of {trust.quorum} witness(es) vouched for it is {age} s ago, "
+                         f"over the maximum of {trust.max_staleness} s (frozen or withheld feed)")
+    return fresh
+
+
+def quorum_cosignatures(trust: TrustFile, note_bytes: bytes, now: int, what: str = "checkpoint") -> Freshness:
+    """``check_cosignatures`` without the staleness limit: the verified
+    cosigners and the quorum time, however old."""
     note = parse_note(note_bytes)
     known = {(k.name, k.key_id): k for k in trust.witness_keys}
     times: dict[str, int] = {}
@@ -307,9 +318,4 @@ def check_cosignatures(trust: TrustFile, note_bytes: bytes, now: int, what: str 
         raise QuorumError(f"{what}: witness quorum not met: cosigned by {len(times)} of the {trust.quorum} "
                           f"required trusted witnesses ({trusted}){ignored}. "
                           "Refusing a view no quorum of witnesses has seen (possible split view)")
-    quorum_time = sorted(times.values(), reverse=True)[trust.quorum - 1]
-    age = now - quorum_time
-    if age > trust.max_staleness:
-        raise StaleError(f"{what}: newest time a quorum of {trust.quorum} witness(es) vouched for it is {age} s ago, "
-                         f"over the maximum of {trust.max_staleness} s (frozen or withheld feed)")
-    return Freshness(times, quorum_time)
+    return Freshness(times, sorted(times.values(), reverse=True)[trust.quorum - 1])

@@ -12,7 +12,7 @@ from federation.cosign import Cosigner
 from federation.errors import SignatureError, StaleError
 from federation.note import NoteSignature, parse_note
 from federation.rotation import TrustChain, TrustPolicy
-from federation.trust import QuorumError
+from federation.trust import QuorumError, quorum_cosignatures
 
 
 async def test_sync_with_witness_quorum_applies_and_records_freshness(world: World):
@@ -154,3 +154,42 @@ async def test_split_view_is_caught_by_the_quorum(world: World, serve):
     assert "witness-3.example" in str(e)
     naive.close()
     fork.close()
+
+
+async def test_relay_passes_on_refreshed_cosignatures_so_its_followers_are_not_frozen(world: World, serve):
+    """The publisher refreshes its cosignatures while nothing changes. A relay
+    must re-serve the fresher note, or every mirror behind it reports a
+    freeze although the publisher is live."""
+    from federation.relay import RelaySource
+    from federation.rotation import install_trust_routes
+    from federation.server import create_app
+
+    await world.publish(3)
+    original = world.pub.feed(NAME).checkpoint
+    relay = world.mirror("relay.db")
+    await sync(relay)
+    relay_url = await serve(create_app([RelaySource(relay.path)], extensions=[install_trust_routes([relay.path])]))
+    down = world.mirror("down.db", url=f"{relay_url}/feeds/{NAME}/")
+    assert (await sync(down)).size == relay.get(NAME).applied_size
+
+    # Two hours on: witnesses cosign the same tree again; nothing new to apply.
+    for w in world.witnesses:
+        w.clock = lambda: time.time() + 7200
+    refreshed = await world.cosign()
+    relay_later = TrustPolicy(TrustChain(relay.conn, NAME), clock=lambda: time.time() + 7200)
+    res = await sync(relay, policy=relay_later)
+    assert not res.changed
+    assert relay.get(NAME).checkpoint == refreshed  # the relay now serves the fresher note
+
+    down_later = TrustPolicy(TrustChain(down.conn, NAME), clock=lambda: time.time() + 7200)
+    res = await sync(down, policy=down_later)
+    assert not res.changed and down.get(NAME).last_error is None
+    assert down.get(NAME).checkpoint == refreshed
+
+    # An older note of the same tree (from a lagging upstream) never replaces a fresher one.
+    policy = TrustPolicy(TrustChain(relay.conn, NAME), clock=lambda: time.time() + 7200)
+    trust = policy.chain.current()
+    times = {n: quorum_cosignatures(trust, n, policy.now()) for n in (original, refreshed)}
+    assert times[refreshed].quorum_time > times[original].quorum_time
+    assert not policy.fresher(times[original], refreshed)
+    assert policy.fresher(times[refreshed], original)
