@@ -44,11 +44,20 @@ class Store:
 
 @contextmanager
 def write_txn(conn: sqlite3.Connection):
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back.
+
+    A failing COMMIT (disk full, I/O error) rolls back too, so the
+    connection is never left inside a transaction the next BEGIN trips on.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

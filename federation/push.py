@@ -51,6 +51,15 @@ def checkpoint_size(note: bytes) -> int:
     return parse_checkpoint_body(parse_note(note).text).size
 
 
+def _size_of(data: bytes | None) -> int | None:
+    if data is None:
+        return None
+    try:
+        return checkpoint_size(data)
+    except MalformedError:
+        return None
+
+
 class CheckpointWatch:
     """Per-feed wake-ups for long-poll waiters."""
 
@@ -66,29 +75,26 @@ class CheckpointWatch:
         if ev is not None:
             ev.set()
 
-    def size(self, name: str) -> int | None:
-        data = self.read(name)
-        if data is None:
-            return None
-        try:
-            return checkpoint_size(data)
-        except MalformedError:
-            return None
-
     async def wait_newer(self, name: str, after: int, timeout: float) -> None:
         """Return when ``name``'s checkpoint size exceeds ``after`` or on timeout."""
         deadline = time.monotonic() + timeout
         self._waiters[name] = self._waiters.get(name, 0) + 1
         try:
             while True:
-                size = self.size(name)
+                # Register first, then read: a checkpoint written by another
+                # process after this read differs from whatever ``_seen``
+                # holds, so ``poll`` wakes us. (Reading first left a window in
+                # which the new checkpoint became the baseline: a waiter then
+                # slept until its timeout.)
+                ev = self._events.setdefault(name, asyncio.Event())
+                data = self.read(name)
+                self._seen.setdefault(name, data)
+                size = _size_of(data)
                 if size is None or size > after:
                     return
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                ev = self._events.setdefault(name, asyncio.Event())
-                self._seen.setdefault(name, self.read(name))
                 try:
                     await asyncio.wait_for(ev.wait(), remaining)
                 except asyncio.TimeoutError:
@@ -103,15 +109,19 @@ class CheckpointWatch:
         """Background task: notice checkpoints written by other processes."""
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            for name in list(self._waiters):
-                try:
-                    data = self.read(name)
-                except Exception:  # a source read failing must not kill the task
-                    log.exception("reading checkpoint of %s", name)
-                    continue
-                if data != self._seen.get(name):
-                    self._seen[name] = data
-                    self.notify(name)
+            self.check_once()
+
+    def check_once(self) -> None:
+        """Wake the waiters of every feed whose checkpoint changed since seen."""
+        for name in list(self._waiters):
+            try:
+                data = self.read(name)
+            except Exception:  # a source read failing must not kill the poll task
+                log.exception("reading checkpoint of %s", name)
+                continue
+            if data != self._seen.get(name):
+                self._seen[name] = data
+                self.notify(name)
 
 
 WATCH = web.AppKey("checkpoint_watch", CheckpointWatch)

@@ -134,16 +134,26 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     paths = (((i, w), tile_path(-1, i, w), MAX_BUNDLE_BYTES) for _, i, w in V.bundles(state.applied_size, cp.size))
     version = state.version
     await asyncio.to_thread(mirror.clear_staging, name)  # leftovers of an interrupted sync
-    async for (idx, w), data in _ordered(fetcher, paths, fetcher.concurrency):
-        for v in checker.feed_bundle(idx, w, data):
-            if isinstance(v, V.Spill):  # part of a version too big for memory
-                await asyncio.to_thread(mirror.stage, name, v.start, v.encoded)
-                continue
-            await asyncio.to_thread(mirror.apply_version, name, v, signed.raw, cp)
-            version = v.seal.version
-            if progress:
-                progress(v)
-    checker.finish()
+    staged = False
+    try:
+        async for (idx, w), data in _ordered(fetcher, paths, fetcher.concurrency):
+            for v in checker.feed_bundle(idx, w, data):
+                if isinstance(v, V.Spill):  # part of a version too big for memory
+                    await asyncio.to_thread(mirror.stage, name, v.start, v.encoded)
+                    staged = True
+                    continue
+                await asyncio.to_thread(mirror.apply_version, name, v, signed.raw, cp)
+                version = v.seal.version
+                if progress:
+                    progress(v)
+        checker.finish()
+    except Exception:
+        if staged:  # rows of a version that will not be applied: do not keep them (up to GBs)
+            try:
+                await asyncio.to_thread(mirror.clear_staging, name)
+            except Exception:  # noqa: BLE001 -- the next sync clears them; report the first error
+                log.warning("feed %s: could not clear staged entries after a failed sync", name)
+        raise
     return SyncResult(name, state.applied_size, cp.size, state.version, version)
 
 

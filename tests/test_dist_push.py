@@ -140,3 +140,25 @@ async def test_relay_wakes_its_long_pollers_after_sync(tmp_path, feed, servers):
         for t in (task, relay_task):
             t.cancel()
         await asyncio.gather(task, relay_task, return_exceptions=True)
+
+
+async def test_waiter_is_woken_by_a_write_that_lands_while_it_starts_waiting():
+    """Another process commits size 6 between the waiter's checks: the
+    checkpoint it sees as 'current' must be the one it compared, or the poll
+    never notices the change and the waiter sleeps to its timeout."""
+    from federation.checkpoint import Checkpoint
+    from federation.note import Signer
+    key = Signer.generate("example.org/feeds/f")
+    notes = [Checkpoint(key.name, n, bytes(32)).sign([key]) for n in (5, 6)]
+    reads = []
+
+    def read(name):  # the first read sees size 5; every later one, size 6
+        reads.append(name)
+        return notes[0] if len(reads) == 1 else notes[1]
+
+    watch = push.CheckpointWatch(read)
+    waiter = asyncio.create_task(watch.wait_newer("f", after=5, timeout=30))
+    await asyncio.sleep(0)  # the waiter read size 5 and is blocked
+    assert not waiter.done()
+    watch.check_once()  # what the background poll does every POLL_SECONDS
+    await asyncio.wait_for(waiter, 2)  # woken, not left to its 30 s timeout

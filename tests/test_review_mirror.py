@@ -9,10 +9,10 @@ import sqlite3
 import pytest
 
 from helpers_tamper import (NAME, TamperProxy, adds, assert_matches_publisher, clone_db, feed_head, snapshot,
-                            status, sync)
+                            sync)
 
 from federation import entries as E
-from federation.errors import ForkError, StorageError, TransportError
+from federation.errors import ForkError, StorageError
 from federation.fetcher import Fetcher
 from federation.mirror import Mirror
 from federation.publisher import Publisher
@@ -76,7 +76,7 @@ async def test_staged_rows_of_another_sync_are_not_applied(m, publisher, serve, 
     say), fed a split view: two trees of the same size, both validly signed,
     both extending the mirror. Their big versions are staged in the shared
     ``staging`` table. Sync B clears A's staged rows and stages its own, then
-    fails; A finishes and applies. A must apply only the entries it verified
+    dies; A finishes and applies. A must apply only the entries it verified
     against its own checkpoint -- not B's rows -- and so must leave the mirror
     as it was (the two forks differ only in timestamps, so their seals' count
     and digest agree and cannot catch the mix)."""
@@ -100,7 +100,8 @@ async def test_staged_rows_of_another_sync_are_not_applied(m, publisher, serve, 
     try:
         reached, release = asyncio.Event(), asyncio.Event()
         proxy_a.add(_hold(r"/tile/entries/002\.p/90$", reached, release))  # A's last bundle
-        proxy_b.add(status(r"/tile/entries/002\.p/90$", 500))  # B fails on its last bundle
+        reached_b, never = asyncio.Event(), asyncio.Event()
+        proxy_b.add(_hold(r"/tile/entries/002\.p/90$", reached_b, never))  # B is killed on its last bundle
         before = snapshot(m)
         fid = m.get(NAME).id
 
@@ -114,8 +115,15 @@ async def test_staged_rows_of_another_sync_are_not_applied(m, publisher, serve, 
             while m.conn.execute("SELECT count(*) FROM staging WHERE feed=?", (fid,)).fetchone()[0] < 200:
                 await asyncio.sleep(0.01)  # A staged entries 301..500 (from fork 0)
             async with Fetcher(proxy_b.feed_url()) as f:
-                with pytest.raises(TransportError):
-                    await sync_feed(m_b, NAME, f)  # stages 301..500 from fork 1, then fails
+                # B stages 301..500 from fork 1, then its process dies (here:
+                # cancelled), so nothing clears its rows before A goes on.
+                task_b = asyncio.create_task(sync_feed(m_b, NAME, f))
+                await reached_b.wait()  # after B cleared the table: wait for its own rows
+                while m.conn.execute("SELECT count(*) FROM staging WHERE feed=?", (fid,)).fetchone()[0] < 200:
+                    await asyncio.sleep(0.01)
+                task_b.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task_b
             release.set()
             with pytest.raises(StorageError, match="not the ones this sync verified"):
                 await task_a

@@ -595,6 +595,8 @@ async def test_big_versions_are_staged_and_applied_whole(w, small_spill, monkeyp
 async def test_staged_version_with_a_lying_seal_changes_nothing(w, small_spill):
     await w.forged(forged_version(w.pub.path, adds(300, "f"), digest_flip=True))
     await expect_failure(w.m, DigestError, "digest", "version 3")
+    # and its staged rows are not left behind (a big version's can be gigabytes)
+    assert w.m.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
 
 
 async def test_leftover_staging_rows_are_cleared(w, small_spill):
