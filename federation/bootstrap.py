@@ -52,7 +52,7 @@ import aiohttp
 from . import entries as E
 from .activeset import join_labels
 from .checkpoint import Checkpoint, open_checkpoint
-from .db import write_txn
+from .db import create_tables, write_txn
 from .errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
 from .fetcher import Fetcher
 from .layout import ENTRIES, TILE_WIDTH, tile_path
@@ -60,7 +60,8 @@ from .lthash import ParallelSum
 from .merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
 from .mirror import Mirror
 from .note import MAX_NOTE_BYTES, parse_vkey
-from .snapshot import MAX_INDEX_BYTES, SnapshotHeader, SnapshotReader, SnapshotRef, bundle_range, parse_index, _progress
+from .snapshot import MAX_INDEX_BYTES, SCHEMA as SNAPSHOT_SCHEMA, ZSTD_MAGIC, SnapshotHeader, SnapshotReader, \
+    SnapshotRef, bundle_range, mirror_snapshot_dir, parse_index, _progress
 from .tiles import TileHashes, needed_tiles, parse_bundle, parse_hash_tile
 from .tilestore import TileStore
 from . import verify as V
@@ -309,6 +310,40 @@ def _record_changes(conn, feed: int, seal) -> None:
     conn.execute("DELETE FROM temp.old_hashes")
 
 
+def keep_snapshot(mirror: Mirror, name: str, path: Path, sha256: str, header: SnapshotHeader) -> None:
+    """Keep the snapshot a bootstrap just loaded, so the mirror can offer it as
+    a relay (``snapshot.server_extension(mirror=True)``), replacing any older.
+
+    Called after the bootstrap committed. Order: file moved into place and
+    fsynced, then its row, then older rows and files removed. A crash leaves
+    at worst a file without a row (never offered; removed by the next
+    bootstrap) or no snapshot to offer (the relay's fresh followers then
+    use their other upstreams). The file's bytes hash to ``sha256`` and its
+    header was proved against the signed log by ``verify_head``.
+    """
+    f = mirror.get(name)
+    folder = mirror_snapshot_dir(mirror.path) / str(f.id)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest = folder / f"{sha256}.snap"
+    os.replace(path, dest)
+    dirfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+    with dest.open("rb") as fh:
+        compressed = fh.read(4) == ZSTD_MAGIC
+    create_tables(mirror.conn, SNAPSHOT_SCHEMA)
+    with write_txn(mirror.conn):
+        mirror.conn.execute("DELETE FROM snapshots WHERE feed=?", (f.id,))
+        mirror.conn.execute("INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?)",
+                            (f.id, sha256, header.version, header.size, header.count, dest.stat().st_size,
+                             int(compressed), int(time.time())))
+    for old in folder.glob("*.snap"):
+        if old != dest:
+            old.unlink(missing_ok=True)
+
+
 # ---- the I/O shell --------------------------------------------------------------
 
 async def fetch_index(fetcher: Fetcher) -> tuple[list[SnapshotRef], int]:
@@ -388,6 +423,7 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
             head = verify_head(header, f.origin, cp, tiles)
             n = await asyncio.to_thread(load_snapshot, mirror, name, f.applied_size, head, reader,
                                         signed.raw, cp, workers, progress)
+        await asyncio.to_thread(keep_snapshot, mirror, name, Path(tmp), ref.sha256, header)
     finally:
         Path(tmp).unlink(missing_ok=True)
     dt = time.perf_counter() - t0

@@ -42,6 +42,17 @@ class Store:
         self.conn.close()
 
 
+def create_tables(conn: sqlite3.Connection, schema: str) -> None:
+    """Run ``CREATE ... IF NOT EXISTS`` statements one by one.
+
+    Unlike ``executescript``, this does not COMMIT a transaction that is
+    open on the connection first: safe on shared connections.
+    """
+    for statement in schema.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 @contextmanager
 def write_txn(conn: sqlite3.Connection):
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back.

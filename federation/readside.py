@@ -2,16 +2,22 @@
 
 One place, so ``federation serve`` and ``federation serve --config`` expose
 the same routes: long-poll on the checkpoint (``push``), the signed trust
-chain (``rotation``: ``/feeds/NAME/trust/...``) and, for published feeds,
-snapshots plus the refusal of pruned bundles (``snapshot``).
+chain (``rotation``: ``/feeds/NAME/trust/...``), and snapshots plus the
+refusal of pruned bundles (``snapshot``), for published feeds and for
+relayed ones.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 
-def read_side(publisher_db: Path | None, mirror_db: Path | None = None) -> tuple[list, list]:
-    """(extensions, middlewares) for ``server.create_app``."""
+def read_side(publisher_db: Path | None, mirror_db: Path | None = None,
+              relayed: list[str] | None = None) -> tuple[list, list]:
+    """(extensions, middlewares) for ``server.create_app``.
+
+    ``relayed``: the followed feeds of ``mirror_db`` this node re-serves
+    (all when None); their snapshot and minimum index are offered too.
+    """
     from . import push
     from .rotation import install_trust_routes
     from .snapshot import server_extension
@@ -20,4 +26,6 @@ def read_side(publisher_db: Path | None, mirror_db: Path | None = None) -> tuple
     extensions = [push.install, install_trust_routes(dbs)]
     if publisher_db is not None:
         extensions.append(server_extension(publisher_db))
+    if mirror_db is not None:
+        extensions.append(server_extension(mirror_db, mirror=True, names=relayed))
     return extensions, [push.longpoll_middleware]

@@ -27,7 +27,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .checkpoint import SignedCheckpoint
-from .db import connect, write_txn
+from .db import connect, create_tables, write_txn
 from .errors import FederationError, ForkError, InputError, MalformedError, RollbackError, SignatureError, \
     StorageError
 from .trust import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, quorum_cosignatures, \
@@ -89,9 +89,7 @@ class TrustChain:
         # Not executescript: it COMMITs whatever transaction is open on the
         # connection first, and callers construct this on shared connections
         # (a publisher's, in the middle of a publish or a cosigning round).
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        create_tables(conn, SCHEMA)
 
     def current(self) -> TrustFile | None:
         row = self.conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC LIMIT 1",

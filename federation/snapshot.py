@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import msgpack
+from aiohttp import web
 
 from .db import connect, write_txn
 from .errors import InputError, MalformedError, StorageError
@@ -107,6 +108,18 @@ def bundle_range(size: int) -> tuple[int, int]:
 def snapshot_dir(db_path: Path | str) -> Path:
     """Snapshot files live next to the publisher database, one dir per feed id."""
     return Path(db_path).parent / "snapshots"
+
+
+def mirror_snapshot_dir(mirror_db: Path | str) -> Path:
+    """The snapshot a mirror bootstrapped from, kept to re-serve it as a relay;
+    one dir per follow id (not ``snapshots``: ids are the mirror's own)."""
+    return Path(mirror_db).parent / "mirror-snapshots"
+
+
+def relay_minimum_index(base_size: int) -> int:
+    """A mirror bootstrapped at ``base_size`` holds the bundle ending there and
+    none before it: bundles ending at or below this index are gone."""
+    return bundle_range(base_size)[0] * TILE_WIDTH if base_size > 0 else 0
 
 
 # ---- pure: index and file parsing --------------------------------------------
@@ -425,44 +438,83 @@ class _LogProgress:
 
 # ---- serving (an extension of server.create_app) ------------------------------
 
-def server_extension(db_path: Path | str):
-    """``install(app)`` adding, for feeds of the publisher database ``db_path``:
+SNAPSHOT_SOURCES = web.AppKey("snapshot_sources", list)  # [_ServedSnapshots], first match wins
+
+
+class _ServedSnapshots:
+    """Snapshots and minimum indexes of one database's feeds, for serving."""
+
+    def __init__(self, db_path: Path, mirror: bool, names: list[str] | None):
+        self.db_path, self.mirror = db_path, mirror
+        self.only = None if names is None else set(names)
+        self.files = mirror_snapshot_dir(db_path) if mirror else snapshot_dir(db_path)
+        self.conn: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        if not self.mirror:  # (a mirror database gets the table when it keeps a snapshot)
+            c = connect(self.db_path)  # read-write once, so the schema exists for readers
+            ensure_schema(c)
+            c.close()
+        self.conn = connect(self.db_path, readonly=True)
+
+    def feed_id(self, name: str) -> int | None:
+        if self.conn is None or (self.only is not None and name not in self.only):
+            return None
+        table = "follows" if self.mirror else "feeds"
+        row = self.conn.execute(f"SELECT id FROM {table} WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def minimum(self, fid: int) -> int:
+        if self.mirror:
+            base = self.conn.execute("SELECT base_size FROM follows WHERE id=?", (fid,)).fetchone()[0]
+            return relay_minimum_index(base)
+        return minimum_index(self.conn, fid)
+
+
+def server_extension(db_path: Path | str, mirror: bool = False, names: list[str] | None = None):
+    """``install(app)`` adding, for feeds of the publisher database ``db_path``
+    (with ``mirror``: the followed feeds ``names``, all when None, of a mirror
+    database, as a relay re-serves them):
 
     * ``GET /feeds/NAME/snapshot/index`` -- JSON ``{"snapshots": [...], "minimum_index": N}``,
     * ``GET /feeds/NAME/snapshot/<sha256>`` -- the snapshot file (immutable),
     * a middleware answering ``410 Gone`` for entry bundles whose end index is
       at most the feed's minimum index (tlog-tiles pruning). It runs before
       the tile handler, so the server's in-memory tile cache cannot leak them.
+
+    A relay offers the snapshot it bootstrapped from (``bootstrap`` keeps it)
+    and its minimum index is where that left it (``relay_minimum_index``), so
+    its own fresh followers bootstrap from it as they would from the origin.
+    Installed for several databases, the first that has the feed answers.
     """
     import re
 
-    from aiohttp import web
-
     from .layout import parse_tile_path
 
-    db_path = Path(db_path)
-    key = web.AppKey("snapshot_conn", sqlite3.Connection)
+    source = _ServedSnapshots(Path(db_path), mirror, names)
+    key = SNAPSHOT_SOURCES
     sha_re = re.compile(r"^[0-9a-f]{64}$")
 
-    def feed_id(conn, name: str) -> int | None:
-        row = conn.execute("SELECT id FROM feeds WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
+    def find(app: web.Application, name: str) -> tuple[_ServedSnapshots, int] | tuple[None, None]:
+        for src in app[key]:
+            fid = src.feed_id(name)
+            if fid is not None:
+                return src, fid
+        return None, None
 
     async def index(request: web.Request) -> web.Response:
-        conn = request.app[key]
-        fid = feed_id(conn, request.match_info["name"])
-        if fid is None:
+        src, fid = find(request.app, request.match_info["name"])
+        if src is None:
             raise web.HTTPNotFound(text="no such feed\n")
-        body = encode_index(list_snapshots(conn, fid), minimum_index(conn, fid))
+        body = encode_index(list_snapshots(src.conn, fid), src.minimum(fid))
         return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "public, max-age=2"})
 
     async def snapshot_file(request: web.Request) -> web.StreamResponse:
-        conn = request.app[key]
         sha = request.match_info["sha"]
-        fid = feed_id(conn, request.match_info["name"])
-        if fid is None or not sha_re.match(sha) or not any(r.sha256 == sha for r in list_snapshots(conn, fid)):
+        src, fid = find(request.app, request.match_info["name"])
+        if src is None or not sha_re.match(sha) or not any(r.sha256 == sha for r in list_snapshots(src.conn, fid)):
             raise web.HTTPNotFound(text="no such snapshot\n")
-        path = snapshot_dir(db_path) / str(fid) / f"{sha}.snap"
+        path = src.files / str(fid) / f"{sha}.snap"
         if not path.exists():
             raise web.HTTPNotFound(text="no such snapshot\n")
         return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable",
@@ -477,23 +529,23 @@ def server_extension(db_path: Path | str):
                 _level, idx, width = parse_tile_path(rest)
             except MalformedError:
                 return await handler(request)
-            conn = request.app[key]
-            fid = feed_id(conn, name)
-            if fid is not None and idx * TILE_WIDTH + width <= minimum_index(conn, fid):
+            src, fid = find(request.app, name)
+            if src is not None and idx * TILE_WIDTH + width <= src.minimum(fid):
                 raise web.HTTPGone(text="entry bundle pruned: below the feed's minimum index; "
                                         "bootstrap from a snapshot (see snapshot/index)\n")
         return await handler(request)
 
     def install(app: web.Application) -> None:
         async def open_conn(app: web.Application):
-            c = connect(db_path)  # read-write once, so the schema exists for readers
-            ensure_schema(c)
-            c.close()
-            app[key] = connect(db_path, readonly=True)
+            source.open()
             yield
-            app[key].close()
+            source.conn.close()
 
         app.cleanup_ctx.append(open_conn)
+        if key in app:  # routes and middleware are already there: one more database
+            app[key].append(source)
+            return
+        app[key] = [source]
         app.middlewares.append(deny_pruned)
         app.router.add_get("/feeds/{name}/snapshot/index", index)
         app.router.add_get("/feeds/{name}/snapshot/{sha}", snapshot_file)

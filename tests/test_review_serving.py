@@ -71,3 +71,45 @@ async def test_relay_cache_does_not_serve_bundles_deleted_by_a_rebootstrap(tmp_p
     assert (await _status(f"{fresh}/feeds/tid/tile/entries/000"))[0] == 404
     assert (await _status(f"{relay_url}/feeds/tid/tile/entries/000"))[0] == 404
     relay.close()
+
+
+async def test_relay_bootstrapped_from_a_snapshot_serves_it_to_fresh_followers(tmp_path, feed, servers):
+    """A relay of a pruned feed starts from a snapshot and holds no bundles
+    before it. It offers that snapshot and its minimum index, so a fresh
+    mirror that knows only the relay bootstraps from it, verified against
+    the signed log like any snapshot, and then follows the log."""
+    from federation.snapshot import parse_index, relay_minimum_index
+
+    feed.publish_version(300)
+    feed.withdraw_case("case-1")
+    feed.publish_version(300)
+    write_snapshot(feed.path, "tid")
+    prune(feed.path, "tid")
+    feed.publish_version(5)  # the log goes on after the snapshot
+    origin = await _origin(feed, servers)
+    upstream = [f"{origin}/feeds/tid/"]
+    relay = follow(tmp_path / "relay.db", feed, upstream)
+    await bounded(sync_from_upstreams(relay, "tid", upstream))  # fresh: bootstraps from the origin's snapshot
+    base = relay.get("tid").base_size
+    assert base > 0 and relay.get("tid").applied_size == feed.pub.feed("tid").size
+
+    extensions, middlewares = read_side(None, tmp_path / "relay.db", ["tid"])
+    relay_url = await servers.start(create_app([RelaySource(tmp_path / "relay.db", ["tid"])],
+                                               extensions=extensions, middlewares=middlewares))
+    status, body = await _status(f"{relay_url}/feeds/tid/snapshot/index")
+    assert status == 200
+    refs, minimum = parse_index(body)
+    assert [r.size for r in refs] == [base] and minimum == relay_minimum_index(base) > 0
+    assert (await _status(f"{relay_url}/feeds/tid/tile/entries/000"))[0] == 410  # gone, not 404
+    assert (await _status(f"{relay_url}/feeds/tid/snapshot/{refs[0].sha256}"))[0] == 200
+
+    down = follow(tmp_path / "down.db", feed, [f"{relay_url}/feeds/tid/"])
+    await bounded(sync_from_upstreams(down, "tid", [f"{relay_url}/feeds/tid/"]))
+    mine, theirs = down.get("tid"), feed.pub.feed("tid")
+    assert (mine.applied_size, mine.version, mine.count, mine.digest) == \
+        (theirs.size, theirs.version, theirs.count, theirs.digest)
+    assert down.audit("tid") == []
+    # Not a relayed feed: nothing offered.
+    assert (await _status(f"{relay_url}/feeds/other/snapshot/index"))[0] == 404
+    relay.close()
+    down.close()
