@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checkpoint import parse_checkpoint_body
+from .note import parse_note
 from .server import TableSource
 
 
@@ -39,9 +41,18 @@ class RelaySource(TableSource):
         return self.only is None or name in self.only
 
     def names(self) -> list[dict]:
-        rows = self.conn.execute("SELECT name, origin, vkeys, applied_size, version FROM follows ORDER BY name")
-        return [dict(name=n, origin=o, vkey=v.split("\n")[0], size=s, version=ver, relay=True)
-                for n, o, v, s, ver in rows if self._allowed(n)]
+        """Served state, as ``checkpoint`` serves it: during a catch-up the
+        mirror has applied more than its served checkpoint covers; the size
+        is then the checkpoint's and the version unknown here."""
+        out = []
+        for n, o, v, applied, ver, cp in self.conn.execute(
+                "SELECT name, origin, vkeys, applied_size, version, checkpoint FROM follows ORDER BY name"):
+            if not self._allowed(n):
+                continue
+            size = parse_checkpoint_body(parse_note(cp).text).size if cp is not None else 0
+            out.append(dict(name=n, origin=o, vkey=v.split("\n")[0], size=size,
+                            version=ver if size == applied else None, relay=True))
+        return out
 
     def _id(self, name: str) -> int | None:
         return super()._id(name) if self._allowed(name) else None

@@ -156,11 +156,17 @@ async def test_relay_keeps_serving_last_checkpoint_during_catch_up(tmp_path, fee
 
     def between(v):
         seen.append((v.seal.version, src.checkpoint("tid")))
+        (listed,) = src.names()  # the /feeds listing agrees with the served checkpoint
+        listing.append((listed["size"], listed["version"]))
+
+    listing = []
 
     async with Fetcher([f"{origin_url}/feeds/tid/"]) as fetcher:
         await bounded(sync_feed(relay, "tid", fetcher, progress=between))
     assert [v for v, _ in seen] == [2, 3]
     assert seen[0][1] == served  # mid catch-up: the previous complete view
+    assert listing[0] == (old_size, None)  # not the applied version 2, which nothing serves yet
+    assert listing[1] == (relay.get("tid").applied_size, 3)
     assert seen[1][1] == feed.checkpoint()
     assert src.tile("tid", 0, 0, old_size) == TileStore(relay.conn, relay.get("tid").id).get(0, 0, old_size)
     assert src.checkpoint("other") is None and src.tile("other", 0, 0, 1) is None
