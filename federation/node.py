@@ -274,7 +274,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
 
     sources = []
     if cfg.publish:
-        sources.append(PublisherSource(home.publisher_db))
+        sources.append(PublisherSource(home.publisher_db, [p.name for p in cfg.publish]))
     relayed = [f.name for f in cfg.follow if f.relay]
     if relayed:
         sources.append(RelaySource(home.mirror_db, relayed))
@@ -290,7 +290,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
 
     from .readside import read_side
     extensions, readside_middlewares = read_side(home.publisher_db if cfg.publish else None,
-                                                 home.mirror_db if relayed else None, relayed)
+                                                 home.mirror_db if relayed else None, relayed,
+                                                 published=[p.name for p in cfg.publish])
     api_signers = {n: s for n, s in signers.items() if any(p.name == n and p.api for p in cfg.publish)}
     if api_signers:
         extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store).install)

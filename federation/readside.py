@@ -12,11 +12,12 @@ from pathlib import Path
 
 
 def read_side(publisher_db: Path | None, mirror_db: Path | None = None,
-              relayed: list[str] | None = None) -> tuple[list, list]:
+              relayed: list[str] | None = None, published: list[str] | None = None) -> tuple[list, list]:
     """(extensions, middlewares) for ``server.create_app``.
 
-    ``relayed``: the followed feeds of ``mirror_db`` this node re-serves
-    (all when None); their snapshot and minimum index are offered too.
+    ``published`` / ``relayed``: the feeds of ``publisher_db`` / ``mirror_db``
+    this node serves (all when None); their snapshots and minimum indexes
+    are offered too.
     """
     from . import push
     from .rotation import install_trust_routes
@@ -25,7 +26,7 @@ def read_side(publisher_db: Path | None, mirror_db: Path | None = None,
     dbs = [p for p in (publisher_db, mirror_db) if p is not None]
     extensions = [push.install, install_trust_routes(dbs)]
     if publisher_db is not None:
-        extensions.append(server_extension(publisher_db))
+        extensions.append(server_extension(publisher_db, names=published))
     if mirror_db is not None:
         extensions.append(server_extension(mirror_db, mirror=True, names=relayed))
     return extensions, [push.longpoll_middleware]

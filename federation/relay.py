@@ -21,8 +21,6 @@ never deleted), so it remains a complete, verifiable view.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from .checkpoint import parse_checkpoint_body
 from .note import parse_note
 from .server import TableSource
@@ -32,13 +30,6 @@ class RelaySource(TableSource):
     """Serves the followed feeds ``names`` (all when None) of a mirror DB."""
 
     FEEDS_TABLE = "follows"
-
-    def __init__(self, mirror_path: Path | str, names: list[str] | None = None):
-        super().__init__(mirror_path)
-        self.only = set(names) if names is not None else None
-
-    def _allowed(self, name: str) -> bool:
-        return self.only is None or name in self.only
 
     def names(self) -> list[dict]:
         """Served state, as ``checkpoint`` serves it: during a catch-up the
@@ -53,9 +44,6 @@ class RelaySource(TableSource):
             out.append(dict(name=n, origin=o, vkey=v.split("\n")[0], size=size,
                             version=ver if size == applied else None, relay=True))
         return out
-
-    def _id(self, name: str) -> int | None:
-        return super()._id(name) if self._allowed(name) else None
 
     def checkpoint(self, name: str) -> bytes | None:
         if self._id(name) is None:

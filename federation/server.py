@@ -42,15 +42,22 @@ class FeedSource(Protocol):
 
 class TableSource:
     """A read-only source over a database whose feeds sit in ``FEEDS_TABLE``
-    (``id``, ``name``) next to a ``tilestore`` ``tiles`` table."""
+    (``id``, ``name``) next to a ``tilestore`` ``tiles`` table. Only the
+    feeds ``names`` are served (all when None)."""
 
     FEEDS_TABLE = ""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, names: list[str] | None = None):
         self.conn = connect(path, readonly=True)
         self._ids: dict[str, int] = {}
+        self.only = set(names) if names is not None else None
+
+    def _allowed(self, name: str) -> bool:
+        return self.only is None or name in self.only
 
     def _id(self, name: str) -> int | None:
+        if not self._allowed(name):
+            return None
         if name not in self._ids:
             row = self.conn.execute(f"SELECT id FROM {self.FEEDS_TABLE} WHERE name=?", (name,)).fetchone()
             if row is None:
@@ -82,12 +89,16 @@ class PublisherSource(TableSource):
         out = []
         for n, o, v, s, ver, pending, cp in self.conn.execute(
                 "SELECT name, origin, vkey, size, version, pending_checkpoint, checkpoint FROM feeds ORDER BY name"):
+            if not self._allowed(n):
+                continue
             if pending is not None:
                 s, ver = parse_checkpoint_body(parse_note(cp).text).size, None
             out.append(dict(name=n, origin=o, vkey=v, size=s, version=ver, pending=pending is not None))
         return out
 
     def checkpoint(self, name: str) -> bytes | None:
+        if not self._allowed(name):
+            return None
         row = self.conn.execute("SELECT checkpoint FROM feeds WHERE name=?", (name,)).fetchone()
         return row[0] if row else None
 

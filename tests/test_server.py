@@ -67,3 +67,22 @@ async def test_health_and_listing(client):
 async def test_write_methods_refused(client):
     r = await client.post("/feeds/t/checkpoint", data=b"x")
     assert r.status == 405
+
+
+async def test_only_the_declared_feeds_of_a_database_are_served(tmp_path, aiohttp_client):
+    """A node serves the feeds its config publishes, not every feed that
+    happens to sit in the same publisher database."""
+    from federation.readside import read_side
+    p = Publisher(tmp_path / "pub.db")
+    for name in ("t", "private"):
+        s = Signer.generate(f"example.org/feeds/{name}")
+        p.create_feed(name, f"example.org/feeds/{name}", s)
+        p.publish(name, [Add("md5", i.to_bytes(16, "big"), "c", (), 0) for i in range(300)], s)
+    extensions, middlewares = read_side(tmp_path / "pub.db", published=["t"])
+    c = await aiohttp_client(create_app([PublisherSource(tmp_path / "pub.db", ["t"])], extensions=extensions,
+                                        middlewares=middlewares))
+    assert [f["name"] for f in (await (await c.get("/feeds")).json())["feeds"]] == ["t"]
+    for path in ("checkpoint", "tile/0/000", "tile/entries/000", "snapshot/index"):
+        assert (await c.get(f"/feeds/t/{path}")).status == 200, path
+        assert (await c.get(f"/feeds/private/{path}")).status == 404, path
+    p.close()
