@@ -35,4 +35,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:
+        # The parent stopped reading (its publish or bootstrap failed and it
+        # closed the pipes): nothing to report. Silence the flush at exit too.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -177,6 +177,7 @@ class Publisher(Store):
             digest, count = LtHash16(feed.digest), feed.count
             log = TileStore(self.conn, feed.id).appender(feed.size, CompactRange.from_bytes(feed.compact))
             n_add = n_withdraw = n_none = 0
+            gone = _Withdrawn()  # what this batch withdrew so far: a repeat is not a typo
             it = iter(ops)
             while chunk := list(itertools.islice(it, CHUNK)):
                 if deferred is None and len(chunk) == CHUNK and (os.cpu_count() or 1) > 1:
@@ -184,8 +185,9 @@ class Publisher(Store):
                 stamped = [E.Add(o.hash_type, o.value, o.case, o.labels, stamp) if isinstance(o, E.Add)
                            else E.Withdraw(o.reason, stamp, o.hash_type, o.value, o.case) for o in chunk]
                 res = active.apply(stamped, feed.version + 1, digest, count, deferred)
+                gone.note(res.changes)
                 if not allow_unknown_withdrawals:
-                    bad = next((o for o in res.no_effect if isinstance(o, E.Withdraw)), None)
+                    bad = next((o for o in res.no_effect if isinstance(o, E.Withdraw) and not gone.covers(o)), None)
                     if bad is not None:
                         what = f"case {bad.case}" if bad.by_case else f"{bad.hash_type} {bad.value.hex()}"
                         raise InputError(f"withdrawal of {what} matches no active hash; nothing was published")
@@ -276,6 +278,27 @@ class Publisher(Store):
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp
+
+
+class _Withdrawn:
+    """Records withdrawn by one publish, to tell a repeated withdrawal (an
+    earlier op of the batch already removed its target) from a typo."""
+
+    def __init__(self):
+        self.hashes: dict[tuple[str, bytes], set[str]] = {}  # (type, value) -> cases withdrawn
+        self.cases: set[str] = set()
+
+    def note(self, changes) -> None:
+        for c in changes:
+            if c.action == "withdraw":
+                self.hashes.setdefault((c.hash_type, c.value), set()).add(c.case)
+                self.cases.add(c.case)
+
+    def covers(self, w: E.Withdraw) -> bool:
+        if w.by_case:
+            return w.case in self.cases
+        cases = self.hashes.get((w.hash_type, w.value), set())
+        return bool(cases) if w.case is None else w.case in cases
 
 
 def _resign_note(note_bytes: bytes, origin: str, signers: list[Signer]) -> bytes:

@@ -88,6 +88,24 @@ def test_unknown_withdrawal_refused_unless_allowed(pub):
     assert r.no_effect == 1 and r.count == 3
 
 
+def test_a_withdrawal_repeated_in_one_batch_is_not_taken_for_a_typo(pub):
+    """The typo check refuses withdrawals that match nothing; one whose target
+    an earlier op of the same batch already withdrew is a repeat, and the
+    batch goes through. A real typo in the same batch is still refused."""
+    p, s = pub
+    p.publish("t", adds(14), s)  # cases c0..c6, two hashes each
+    h = (3).to_bytes(16, "big")  # in case c3
+    repeat = [Withdraw("hash_error", 0, "md5", h), Withdraw("hash_error", 0, "md5", h),
+              Withdraw("submitter_request", 0, case="c3"), Withdraw("submitter_request", 0, case="c3"),
+              Withdraw("hash_error", 0, "md5", (10).to_bytes(16, "big"))]  # c3's other hash, withdrawn with the case
+    before = state(p)
+    with pytest.raises(InputError, match=f"md5 {(99).to_bytes(16, 'big').hex()} matches no active hash"):
+        p.publish("t", repeat + [Withdraw("hash_error", 0, "md5", (99).to_bytes(16, "big"))], s)
+    assert state(p) == before
+    r = p.publish("t", repeat, s)
+    assert r.count == 12 and r.withdrawals == 5 and r.no_effect == 3
+
+
 def test_empty_batch_and_wrong_key_refused(pub):
     p, s = pub
     with pytest.raises(InputError, match="empty"):
