@@ -43,6 +43,7 @@ log = logging.getLogger("federation.push")
 
 MAX_WAIT = 25.0  # below the fetcher's 30 s read timeout
 POLL_SECONDS = 0.1
+MAX_WAITERS = 10_000  # long-poll requests held at once (each holds a socket and a task)
 CHECKPOINT_ROUTE = "/feeds/{name}/checkpoint"
 
 
@@ -69,6 +70,11 @@ class CheckpointWatch:
         self._seen: dict[str, bytes | None] = {}
         self._waiters: dict[str, int] = {}
 
+    @property
+    def held(self) -> int:
+        """Requests held right now, over all feeds."""
+        return sum(self._waiters.values())
+
     def notify(self, name: str) -> None:
         """Wake every waiter of ``name`` (they re-read the checkpoint)."""
         ev = self._events.pop(name, None)
@@ -76,7 +82,14 @@ class CheckpointWatch:
             ev.set()
 
     async def wait_newer(self, name: str, after: int, timeout: float) -> None:
-        """Return when ``name``'s checkpoint size exceeds ``after`` or on timeout."""
+        """Return when ``name``'s checkpoint size exceeds ``after`` or on timeout.
+
+        With ``MAX_WAITERS`` requests already held, return at once: the
+        client gets the current checkpoint and, seeing no long-poll, polls
+        at its interval instead (``watch_feed``). Memory stays bounded.
+        """
+        if self.held >= MAX_WAITERS:
+            return
         deadline = time.monotonic() + timeout
         self._waiters[name] = self._waiters.get(name, 0) + 1
         try:

@@ -162,3 +162,20 @@ async def test_waiter_is_woken_by_a_write_that_lands_while_it_starts_waiting():
     assert not waiter.done()
     watch.check_once()  # what the background poll does every POLL_SECONDS
     await asyncio.wait_for(waiter, 2)  # woken, not left to its 30 s timeout
+
+
+async def test_beyond_max_waiters_a_longpoll_answers_at_once(monkeypatch):
+    from federation.checkpoint import Checkpoint
+    from federation.note import Signer
+    key = Signer.generate("example.org/feeds/f")
+    note = Checkpoint(key.name, 5, bytes(32)).sign([key])
+    monkeypatch.setattr(push, "MAX_WAITERS", 3)
+    watch = push.CheckpointWatch(lambda name: note)
+    held = [asyncio.create_task(watch.wait_newer("f", after=5, timeout=30)) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert watch.held == 3 and not any(t.done() for t in held)
+    await asyncio.wait_for(watch.wait_newer("f", after=5, timeout=30), 2)  # the fourth is not held
+    for t in held:
+        t.cancel()
+    await asyncio.gather(*held, return_exceptions=True)
+    assert watch.held == 0
