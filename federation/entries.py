@@ -107,26 +107,36 @@ def _check(cond: bool, msg: str) -> None:
         raise MalformedError(msg)
 
 
+# The checks below run for every entry a publisher writes and a mirror reads:
+# each message is formatted only when the check fails.
+
 def _check_time(t) -> None:
-    _check(type(t) is int and 0 <= t < MAX_TIME, f"time {t!r} is not a unix time in seconds")
+    if not (type(t) is int and 0 <= t < MAX_TIME):
+        raise MalformedError(f"time {t!r} is not a unix time in seconds")
 
 
 def _check_hash(hash_type, value) -> None:
-    _check(type(hash_type) is str and hash_type in HASH_LENGTHS, f"unknown hash type {hash_type!r}")
-    _check(type(value) is bytes, "hash value must be bytes")
-    want = HASH_LENGTHS[hash_type]
-    _check(len(value) == want, f"{hash_type} hash is {len(value)} bytes, want {want}")
+    if not (type(hash_type) is str and hash_type in HASH_LENGTHS):
+        raise MalformedError(f"unknown hash type {hash_type!r}")
+    if type(value) is not bytes:
+        raise MalformedError("hash value must be bytes")
+    if len(value) != HASH_LENGTHS[hash_type]:
+        raise MalformedError(f"{hash_type} hash is {len(value)} bytes, want {HASH_LENGTHS[hash_type]}")
 
 
 def _check_case(case) -> None:
-    _check(type(case) is str and bool(CASE_RE.match(case)), f"case id {case!r} must match {CASE_RE.pattern}")
+    if not (type(case) is str and CASE_RE.match(case)):
+        raise MalformedError(f"case id {case!r} must match {CASE_RE.pattern}")
 
 
 def _check_labels(labels) -> None:
-    _check(isinstance(labels, (list, tuple)) and len(labels) <= MAX_LABELS, f"labels must be a list of at most {MAX_LABELS}")
+    if not (isinstance(labels, (list, tuple)) and len(labels) <= MAX_LABELS):
+        raise MalformedError(f"labels must be a list of at most {MAX_LABELS}")
     for label in labels:
-        _check(type(label) is str and bool(LABEL_RE.match(label)), f"label {label!r} must match {LABEL_RE.pattern}")
-    _check(list(labels) == sorted(set(labels)), "labels must be sorted and unique")
+        if not (type(label) is str and LABEL_RE.match(label)):
+            raise MalformedError(f"label {label!r} must match {LABEL_RE.pattern}")
+    if len(labels) > 1 and list(labels) != sorted(set(labels)):
+        raise MalformedError("labels must be sorted and unique")
 
 
 def validate(entry: Entry) -> Entry:
@@ -199,7 +209,7 @@ def decode(data: bytes) -> Entry:
     try:
         entry = _from_map(m)
         validate(entry)
-        canonical = encode(entry)
+        canonical = msgpack.packb(_to_map(entry), use_bin_type=True)  # encode() without validating twice
     except (TypeError, ValueError, KeyError) as e:  # e.g. a list where a string belongs
         raise MalformedError(f"entry has a field of the wrong type: {e}") from None
     _check(canonical == data, "entry is not in canonical encoding")
