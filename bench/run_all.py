@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bootstrap  # noqa: E402
 import common  # noqa: E402
+import entries  # noqa: E402
 import incremental  # noqa: E402
 import publish  # noqa: E402
 import server  # noqa: E402
@@ -31,6 +32,7 @@ def main() -> None:
     incremental.main()
     publish.main()
     server.main()
+    entries.main()
     print(f"all benchmarks done in {time.perf_counter() - t0:.0f} s")
 
 
