@@ -283,6 +283,11 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
         #    partial tiles and the last bundle in; hash tiles of the old prefix stay valid.
         conn.execute("DELETE FROM tiles WHERE feed=? AND level=?", (f.id, ENTRIES))
         TileStore(conn, f.id).put(head.tiles)
+        #    A snapshot kept from an earlier bootstrap no longer fits what is
+        #    served (its bundles are gone): not offered any more (keep_snapshot
+        #    offers the new one after the commit).
+        create_tables(conn, SNAPSHOT_SCHEMA)
+        conn.execute("DELETE FROM snapshots WHERE feed=?", (f.id,))
         conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
                      (f.id, seal.version, head.header.size, seal.time, n, int(time.time())))
         # 5. last, the head
@@ -314,12 +319,13 @@ def keep_snapshot(mirror: Mirror, name: str, path: Path, sha256: str, header: Sn
     """Keep the snapshot a bootstrap just loaded, so the mirror can offer it as
     a relay (``snapshot.server_extension(mirror=True)``), replacing any older.
 
-    Called after the bootstrap committed. Order: file moved into place and
-    fsynced, then its row, then older rows and files removed. A crash leaves
-    at worst a file without a row (never offered; removed by the next
-    bootstrap) or no snapshot to offer (the relay's fresh followers then
-    use their other upstreams). The file's bytes hash to ``sha256`` and its
-    header was proved against the signed log by ``verify_head``.
+    Called after the bootstrap committed (which already withdrew any older
+    snapshot's row). Order: file moved into place and fsynced, then its row,
+    then older files removed. A crash leaves at worst a file without a row
+    (never offered; removed by the next bootstrap), so a relay offers no
+    snapshot and its fresh followers use their other upstreams. The file's
+    bytes hash to ``sha256`` and its header was proved against the signed
+    log by ``verify_head``.
     """
     f = mirror.get(name)
     folder = mirror_snapshot_dir(mirror.path) / str(f.id)

@@ -111,5 +111,19 @@ async def test_relay_bootstrapped_from_a_snapshot_serves_it_to_fresh_followers(t
     assert down.audit("tid") == []
     # Not a relayed feed: nothing offered.
     assert (await _status(f"{relay_url}/feeds/other/snapshot/index"))[0] == 404
+
+    # The origin moves on and prunes again while the relay is away: the relay
+    # re-bootstraps, and offers the new snapshot only (the old one's bundles are gone).
+    feed.withdraw_case("case-3")
+    feed.publish_version(300)
+    write_snapshot(feed.path, "tid")
+    prune(feed.path, "tid")
+    await bounded(sync_from_upstreams(relay, "tid", upstream))
+    new_base = relay.get("tid").base_size
+    assert new_base > base
+    refs2, minimum2 = parse_index((await _status(f"{relay_url}/feeds/tid/snapshot/index"))[1])
+    assert [r.size for r in refs2] == [new_base] and minimum2 == relay_minimum_index(new_base)
+    kept = list((tmp_path / "mirror-snapshots").rglob("*.snap"))
+    assert [p.name for p in kept] == [f"{refs2[0].sha256}.snap"]
     relay.close()
     down.close()
