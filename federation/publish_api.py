@@ -35,6 +35,7 @@ from aiohttp import web
 from .batch import read_batch
 from .errors import FederationError, InputError, StorageError
 from .note import Signer
+from .push import checkpoint_size
 from .publisher import Publisher
 
 log = logging.getLogger("federation.publish_api")
@@ -160,5 +161,9 @@ class PublishAPI:
     def _replay(self, name: str, batch_id: str, digest: bytes, prev) -> web.Response:
         if prev[0] != digest:
             raise web.HTTPConflict(text=f"batch id {batch_id} was already used for a different batch\n")
-        return web.json_response(dict(feed=name, batch=batch_id, version=prev[1], size=prev[2], replayed=True))
+        # ``served`` as the first answer meant it, but as of now: a version
+        # held for cosignatures may have been served since.
+        served = checkpoint_size(self.publisher.feed(name).checkpoint) >= prev[2]
+        return web.json_response(dict(feed=name, batch=batch_id, version=prev[1], size=prev[2], replayed=True,
+                                      served=served))
 

@@ -138,7 +138,7 @@ async def test_api_answers_503_when_storage_is_busy_and_the_retry_publishes_once
     status, text = await post(url + "b-1", jsonl_adds(3), NDJSON)
     assert status == 201, text
     status, text = await post(url + "b-1", jsonl_adds(3), NDJSON)
-    assert status == 200 and json.loads(text)["replayed"]
+    assert status == 200 and json.loads(text)["replayed"] and json.loads(text)["served"] is True
     assert tid.pub.feed("tid").version == 2
 
 

@@ -182,6 +182,13 @@ async def test_publishing_api_serves_a_version_only_with_its_cosignatures(home_w
     await world.stop_witness(1)
     await world.stop_witness(2)
     assert (await post("b2", 2))["served"] is False  # committed, held back: quorum unreachable
+    async with ClientSession() as s:  # a retry is replayed, and says it is still not served
+        body = "".join(f'{{"op":"add","type":"md5","hash":"{("b2" + str(i)).encode().hex().ljust(32, "0")[:32]}",'
+                       f'"case":"api-b2"}}\n' for i in range(2))
+        async with s.post(f"{url}/feeds/{NAME}/batches/b2", data=body,
+                          headers={"Content-Type": "application/x-ndjson"}) as r:
+            again = await r.json()
+    assert r.status == 200 and again["replayed"] is True and again["served"] is False
     feed = world.pub.feed(NAME)
     assert feed.checkpoint == served and feed.pending_checkpoint is not None
     assert not (await sync(m)).changed
