@@ -278,7 +278,6 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
         for ix in _DROP_INDEXES:
             if ix in existing:
                 conn.execute(_INDEX_SQL[ix])
-        _sort_pragmas(conn, sorting=False)
         # 4. tiles: old entry bundles out (their entries may be withdrawn ones), new
         #    partial tiles and the last bundle in; hash tiles of the old prefix stay valid.
         conn.execute("DELETE FROM tiles WHERE feed=? AND level=?", (f.id, ENTRIES))

@@ -26,16 +26,31 @@ def key_id(vkey: str) -> str:
     return vkey.split("+")[1]
 
 
-async def test_planned_rotation_with_the_cli_then_the_old_key_is_refused(home_world: World):
-    world = home_world
+def assert_same_tree_and_cosignatures(note: bytes, before: bytes) -> None:
+    """A re-signed checkpoint: same note text, witness cosignatures kept."""
+    assert parse_note(note).text == parse_note(before).text
+    assert [s for s in parse_note(note).signatures if len(s.signature) == 72] == \
+        [s for s in parse_note(before).signatures if len(s.signature) == 72]
+
+
+async def _cosigned_feed_and_mirror(world: World):
+    """Cosigning configured from the CLI, one version published and cosigned,
+    and a mirror under the trust file that applied it."""
     home = str(world.home)
-    old = world.log_key
     specs = [a for spec in world.witness_specs() for a in ("--witness", spec)]
     assert (await run_cli("--home", home, "cosign", "configure", NAME, *specs))[0] == 0
     code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b1.csv", 3)))
     assert code == 0, err
     m = world.mirror()
     assert (await sync(m)).size == 4
+    return m
+
+
+async def test_planned_rotation_with_the_cli_then_the_old_key_is_refused(home_world: World):
+    world = home_world
+    home = str(world.home)
+    old = world.log_key
+    m = await _cosigned_feed_and_mirror(world)
 
     # 1. Prepare: the new key file is created (0600) and its vkey printed; never overwritten.
     new_path = world.tmp / "keys" / "t-2.key"
@@ -67,9 +82,7 @@ async def test_planned_rotation_with_the_cli_then_the_old_key_is_refused(home_wo
     feed = world.pub.feed(NAME)
     assert feed.vkey == new.vkey
     assert log_signers(feed.checkpoint) == {key_id(old.vkey), key_id(new.vkey)}
-    assert parse_note(feed.checkpoint).text == parse_note(served).text
-    assert [s for s in parse_note(feed.checkpoint).signatures if len(s.signature) == 72] == \
-        [s for s in parse_note(served).signatures if len(s.signature) == 72]
+    assert_same_tree_and_cosignatures(feed.checkpoint, served)
     res = await sync(m)
     assert not res.changed and m.get(NAME).last_error is None
     # The old key can no longer publish; the new one does, and signs alone.
@@ -105,12 +118,7 @@ async def test_lost_log_key_rotation_signs_with_the_new_key_alone(home_world: Wo
     world = home_world
     home = str(world.home)
     old = world.log_key
-    specs = [a for spec in world.witness_specs() for a in ("--witness", spec)]
-    assert (await run_cli("--home", home, "cosign", "configure", NAME, *specs))[0] == 0
-    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b1.csv", 3)))
-    assert code == 0, err
-    m = world.mirror()
-    assert (await sync(m)).size == 4
+    m = await _cosigned_feed_and_mirror(world)
 
     new_path = world.tmp / "keys" / "t-2.key"
     assert (await run_cli("--home", home, "feed", "rotate-key", NAME, "--new-key", str(new_path), "--prepare"))[0] == 0
@@ -136,9 +144,7 @@ async def test_lost_log_key_rotation_signs_with_the_new_key_alone(home_world: Wo
     assert code == 0 and "signed by the new key alone" in out, (out, err)
     feed = world.pub.feed(NAME)
     assert feed.vkey == new.vkey and log_signers(feed.checkpoint) == {key_id(new.vkey)}
-    assert parse_note(feed.checkpoint).text == parse_note(served).text
-    assert [s for s in parse_note(feed.checkpoint).signatures if len(s.signature) == 72] == \
-        [s for s in parse_note(served).signatures if len(s.signature) == 72]
+    assert_same_tree_and_cosignatures(feed.checkpoint, served)
 
     # The mirror takes trust v2 and the re-signed checkpoint: same log, no error.
     res = await sync(m)
