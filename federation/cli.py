@@ -1,7 +1,9 @@
 """Command line: a thin layer over the library (click).
 
 Exit codes: 0 success; 1 verification failure (the mirror kept its last
-verified version); 2 bad input or usage; 3 transport failure; 4 storage.
+verified version), or "no match" for ``lookup``; 2 bad input or usage;
+3 transport failure; 4 storage; 5 unavailable (fail closed: the mirror
+cannot stand behind an answer -- missing, never synced, failed or stale).
 """
 from __future__ import annotations
 
@@ -15,13 +17,13 @@ import click
 
 from . import __version__
 from .batch import parse_hash, read_batch
-from .errors import FederationError, InputError, StorageError, TransportError, VerificationError
+from .errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
 from .home import Home
 from .keys import load_signer, write_new_key
 
 log = logging.getLogger("federation")
 
-EXIT = {VerificationError: 1, InputError: 2, TransportError: 3, StorageError: 4}
+EXIT = {VerificationError: 1, InputError: 2, TransportError: 3, StorageError: 4, UnavailableError: 5}
 
 
 def _fail(e: FederationError) -> None:

@@ -11,6 +11,10 @@ Errors are split by whose fault they are (python-tuf style):
 * ``StorageError`` -- our own local store is unusable or was changed under us.
 * ``InputError`` -- an operator's input (CSV/JSONL batch, CLI argument, key
   file) is invalid. Nothing is written when it is raised.
+* ``UnavailableError`` -- fail closed: the mirror cannot stand behind an
+  answer (no home, no followed feed, never synced, last sync failed
+  verification, or older than its maximum age). Lookups raise it instead of
+  answering "no match"; the CLI exits 5 and HTTP answers 503.
 
 Invariant: a raised ``FederationError`` never leaves a mirror or a publisher
 half-updated; callers may retry.
@@ -82,6 +86,20 @@ class InputError(FederationError):
     """Operator input is invalid; nothing was written."""
 
     kind = "input"
+
+
+class UnavailableError(FederationError):
+    """Fail closed: a lookup (or another read) cannot be answered from this mirror.
+
+    ``problems`` lists, per feed, why (``FeedProblem``-like objects with
+    ``feed``, ``problem`` and ``detail``); the message says the same in one line.
+    """
+
+    kind = "unavailable"
+
+    def __init__(self, message: str, problems: tuple = ()):
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 class NothingNew(Exception):
