@@ -54,6 +54,14 @@ MAX_STALENESS_LIMIT = 366 * 86400
 # clock skew between witness and mirror is normal; more is refused.
 MAX_CLOCK_SKEW = 300
 
+
+def clock_skew_allowance(max_age: int) -> int:
+    """Seconds a signed timestamp may lie in the future, for a freshness
+    window of ``max_age`` seconds: at most ``MAX_CLOCK_SKEW`` and at most a
+    tenth of the window, so a future-dated timestamp can extend freshness by
+    no more than 10% (with a 20 s window, 2 s; with a day, 300 s)."""
+    return max(0, min(MAX_CLOCK_SKEW, max_age // 10))
+
 _TOP = {"format", "origin", "version", "max_staleness_seconds", "log_keys", "witnesses", "trust_keys"}
 _WITNESSES = {"quorum", "keys"}
 _TRUST_KEYS = {"threshold", "keys"}
