@@ -55,6 +55,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .db import create_tables, write_txn
 from .errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
 from .fetcher import Fetcher
+from .freshness import usable_time
 from .layout import ENTRIES, TILE_WIDTH, tile_path
 from .lthash import ParallelSum
 from .merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
@@ -291,11 +292,14 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
                      (f.id, seal.version, head.header.size, seal.time, n, int(time.time())))
         # 5. last, the head
         served = cp_note if head.header.size == cp.size else None
+        now = int(time.time())
+        sealed = usable_time(seal.time, now, f.max_age) or 0  # the seal's signed time (freshness)
         cur = conn.execute(
             "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-            " count=?, digest=?, updated=?, base_size=?, base_compact=? WHERE id=? AND applied_size=?",
+            " count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
+            " WHERE id=? AND applied_size=?",
             (cp_note, served, head.header.size, head.compact.to_bytes(), seal.version, n, seal.digest,
-             int(time.time()), head.header.size, head.compact.to_bytes(), f.id, expect_size))
+             now, head.header.size, head.compact.to_bytes(), sealed, f.id, expect_size))
         if cur.rowcount != 1:
             raise StorageError(f"feed {name} changed during bootstrap; retry")
     return n

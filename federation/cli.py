@@ -18,6 +18,7 @@ import click
 from . import __version__
 from .batch import parse_hash, read_batch
 from .errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
+from .freshness import DEFAULT_MAX_AGE
 from .home import Home
 from .keys import load_signer, write_new_key
 
@@ -109,6 +110,8 @@ def feed_list(home: Home):
       federation feed list
     """
     from .publisher import Publisher
+    if not home.require().publisher_db.exists():
+        return
     for f in Publisher(home.publisher_db).feeds():
         click.echo(f"{f.name}\tversion {f.version}\tsize {f.size}\t{f.count} active\t{f.vkey}")
 
@@ -188,26 +191,31 @@ def serve(home: Home, host, port, config=None):
 @click.option("--vkey", "vkeys", multiple=True, help="Trusted log key (name+id+key); repeatable (required without --trust).")
 @click.option("--trust", "trust_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Trust file (keys/NAME.trust): origin, log keys, witness quorum, max staleness, rotations.")
+@click.option("--max-age", "max_age", type=click.IntRange(1, 366 * 86400), default=None,
+              help=f"Seconds after the newest verified timestamp (the publisher's, refreshed hourly) that "
+                   f"lookups still trust this feed; past it sync reports 'stale' and lookups fail closed "
+                   f"(default {DEFAULT_MAX_AGE}, or the trust file's max_staleness_seconds).")
 @click.pass_obj
-def follow(home: Home, name, urls, origin, vkeys, trust_file=None):
+def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None):
     """Start following a feed into this node's mirror as NAME.
 
     \b
     Example:
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ --trust keys/tid.trust
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ \\
-        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...'
+        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...' --max-age 3600
     """
     if trust_file is not None:
         if origin or vkeys:
             raise InputError("--trust gives the origin and keys; do not also pass --origin or --vkey")
         from .cli_trust import follow_trusted
-        return follow_trusted(home, name, trust_file, list(urls))
+        return follow_trusted(home, name, trust_file, list(urls), max_age)
     if not origin or not vkeys:
         raise InputError("--origin and --vkey are required without --trust")
     from .mirror import Mirror
-    f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls))
-    click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}")
+    f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls), max_age or DEFAULT_MAX_AGE)
+    click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}; stale after {f.max_age} s "
+               "without a fresh signed timestamp")
 
 
 def _progress_bar(name: str):
@@ -272,11 +280,14 @@ def sync(home: Home, names, watch, interval):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(home: Home, as_json):
-    """Show every followed and published feed: version, size, count, age, last error.
+    """Show every followed and published feed: version, size, count, freshness, last error.
 
-    For followed feeds, ``pending`` is the number of entries verified but not
-    yet applied (a sync in progress or interrupted). Lag behind a live
-    upstream: ``federation node status CONFIG``.
+    For followed feeds, ``ready`` says whether lookups answer from the feed
+    (fail closed: never synced, last sync failed verification, or older than
+    its maximum age), and ``pending`` is the number of entries verified but
+    not yet applied (a sync in progress or interrupted). Lag behind a live
+    upstream: ``federation node status CONFIG``. Exits 5 if the home does not
+    exist (``federation doctor`` fails when a feed is not ready).
 
     \b
     Example:
@@ -284,7 +295,9 @@ def status(home: Home, as_json):
     """
     from .mirror import Mirror
     from .publisher import Publisher
+    from .readiness import assess
     import time
+    home.require()
     now = int(time.time())
     out = {"published": [], "followed": []}
     if home.publisher_db.exists():
@@ -295,10 +308,13 @@ def status(home: Home, as_json):
     if home.mirror_db.exists():
         for f in Mirror(home.mirror_db).all():
             v = f.verified()
+            basis = assess(f, now)
             out["followed"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.applied_size,
                                         verified_size=v.size if v else 0,
                                         pending=(v.size if v else 0) - f.applied_size, count=f.count,
                                         updated=f.updated, age=(now - f.updated) if f.updated else None,
+                                        verified_at=f.fresh_time, fresh_age=basis.age, max_age=f.max_age,
+                                        ready=basis.ready, problem=basis.problem,
                                         last_sync=f.last_sync, last_error=f.last_error, urls=list(f.urls)))
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -307,38 +323,80 @@ def status(home: Home, as_json):
         pending = " (committed, awaiting cosignatures: not served yet)" if f["pending"] else ""
         click.echo(f"published {f['name']}: version {f['version']}{pending}, size {f['size']}, "
                    f"{f['count']} active, updated {f['age']}s ago")
+    from .freshness import describe_age
     for f in out["followed"]:
         age = f"updated {f['age']}s ago" if f["age"] is not None else "never synced"
         pending = f", {f['pending']} entries verified but not applied" if f["pending"] else ""
+        ready = ("ready" if f["ready"] else f"NOT READY ({f['problem']})") + \
+            f", verified current {describe_age(f['fresh_age'])} (max age {f['max_age']} s)"
         err = f"  last error: {f['last_error']}" if f["last_error"] else ""
         click.echo(f"followed  {f['name']}: version {f['version']}, size {f['size']}, {f['count']} active, "
-                   f"{age}{pending}{err}")
+                   f"{age}{pending}; {ready}{err}")
+    if not out["published"] and not out["followed"]:
+        click.echo(f"{home.root}: this node neither publishes nor follows a feed")
 
 
 @cli.command()
 @click.argument("hash_type")
 @click.argument("value")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--feed", "feeds", multiple=True, help="Answer from this followed feed only (repeatable; default all).")
+@click.option("--allow-stale", is_flag=True,
+              help="Answer even from feeds that are stale or whose last sync failed verification "
+                   "(the answer says so). Never from a missing or never-synced mirror.")
 @click.pass_obj
-def lookup(home: Home, hash_type, value, as_json):
-    """Look up one hash in the mirror; exit 0 if active, 1 if not.
+def lookup(home: Home, hash_type, value, as_json, feeds, allow_stale):
+    """Look up one hash in the mirror: exit 0 if active, 1 if not, 5 if the
+    mirror cannot stand behind an answer.
+
+    Fails closed (exit 5, nothing created) when the home or mirror does not
+    exist, no feed is followed, or a feed never synced, failed verification
+    on its last sync, or is older than its maximum age. Every answer says
+    what it is based on: per feed, version, tree size and the age of the
+    newest verified timestamp.
 
     \b
     Example:
       federation lookup md5 9e107d9d372bb6826bd81d3542a419d6
+      federation lookup md5 9e107d9d372bb6826bd81d3542a419d6 --json --feed tid
     """
     from .mirror import Mirror
     raw = parse_hash(hash_type, value)
-    matches = Mirror(home.mirror_db).lookup(hash_type.lower(), raw)
+    mirror = Mirror.existing(home.require().mirror_db)
+    try:
+        try:
+            bases = _lookup_bases(mirror, list(feeds), allow_stale)
+        except UnavailableError as e:
+            if as_json:
+                click.echo(json.dumps({"error": str(e), "kind": e.kind, "feeds": [b.to_json() for b in e.problems]}))
+            raise
+        names = {b.feed for b in bases}
+        matches = [m for m in mirror.lookup(hash_type.lower(), raw) if m.feed in names]
+    finally:
+        mirror.close()
     if as_json:
-        click.echo(json.dumps([dict(feed=m.feed, type=m.hash_type, hash=m.value.hex(), case=m.case,
-                                    labels=list(m.labels), added_version=m.added_version) for m in matches]))
+        click.echo(json.dumps(dict(type=hash_type.lower(), hash=raw.hex(), matched=bool(matches),
+                                   matches=[dict(feed=m.feed, type=m.hash_type, hash=m.value.hex(), case=m.case,
+                                                 labels=list(m.labels), added_version=m.added_version)
+                                            for m in matches],
+                                   based_on=[b.to_json() for b in bases])))
     else:
         for m in matches:
             click.echo(f"MATCH feed={m.feed} case={m.case} labels={','.join(m.labels)} version={m.added_version}")
         if not matches:
             click.echo("no match")
+        for b in bases:
+            click.echo(f"based on {b.describe()}")
     sys.exit(0 if matches else 1)
+
+
+def _lookup_bases(mirror, feeds: list[str], allow_stale: bool):
+    """What a lookup from ``feeds`` (all when empty) stands on, or ``UnavailableError``."""
+    import time
+    from .readiness import assess, require
+    now = int(time.time())
+    follows = [mirror.get(n) for n in feeds] if feeds else mirror.all()
+    return require([assess(f, now) for f in follows], allow_stale, f"the mirror at {mirror.path}")
 
 
 @cli.command()
@@ -359,9 +417,12 @@ def verify(home: Home, names, against=None):
         from .cli_trust import verify_against_command
         return verify_against_command(home, list(names), against)
     from .mirror import Mirror
-    mirror = Mirror(home.mirror_db)
+    mirror = Mirror.existing(home.require().mirror_db)
     bad = 0
-    for name in names or [f.name for f in mirror.all()]:
+    names = list(names) or [f.name for f in mirror.all()]
+    if not names:
+        raise UnavailableError(f"the mirror at {mirror.path} follows no feed: nothing to verify")
+    for name in names:
         problems = mirror.audit(name)
         f = mirror.get(name)
         if problems:
@@ -387,7 +448,7 @@ def changes(home: Home, name, after, limit):
       federation changes tid --after 0
     """
     from .mirror import Mirror
-    for c in Mirror(home.mirror_db).changes(name, after, limit):
+    for c in Mirror.existing(home.require().mirror_db).changes(name, after, limit):
         click.echo(json.dumps(c))
 
 

@@ -493,12 +493,12 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
 # ---- helpers for cli.py's follow --trust and verify --against ---------------------
 
 
-def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str]) -> None:
+def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str], max_age: int | None = None) -> None:
     from .mirror import Mirror
     from .rotation import follow_with_trust
     from .trust import load_trust_file
     t = load_trust_file(trust_file)
-    f = follow_with_trust(Mirror(home.mirror_db), name, t, urls)
+    f = follow_with_trust(Mirror(home.mirror_db), name, t, urls, max_age)
     click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)} under trust version {t.version} "
                f"({t.quorum} of {len(t.witness_keys)} witnesses, max staleness {t.max_staleness} s)")
 

@@ -40,7 +40,7 @@ from .errors import (FederationError, InputError, MalformedError, SignatureError
                      TransportError)
 from .merkle import consistency_proof
 from .note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
-                   format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
+                   cosigned_message, format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
 from .tiles import TileHashes, needed_tiles, parse_hash_tile
 from .trust import check_cosignatures
 
@@ -48,11 +48,6 @@ log = logging.getLogger("federation.cosign")
 
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 MAX_RESPONSE = 16 * 1024
-
-
-def cosigned_message(text: bytes, timestamp: int) -> bytes:
-    """tlog-cosignature, "Ed25519 signed message"."""
-    return b"cosignature/v1\ntime %d\n" % timestamp + text
 
 
 class Cosigner:
@@ -230,10 +225,11 @@ class CosignOutcome:
 
 
 def _log_signatures(note: Note, origin: str) -> tuple[NoteSignature, ...]:
-    # Log keys are named after the origin and make 64-byte Ed25519 signatures;
-    # cosignatures are 72 bytes (timestamp first). After a key rotation both
-    # the old and the new key's lines are kept until the next publish.
-    return tuple(s for s in note.signatures if s.name == origin and len(s.signature) == 64)
+    # The log's own lines are named after the origin: its Ed25519 signatures
+    # (64 bytes) and its timestamps (``freshness``, 72 bytes). A witness's
+    # name is never the origin (``trust`` refuses a log key as a witness key).
+    # After a key rotation both keys' lines are kept until the next publish.
+    return tuple(s for s in note.signatures if s.name == origin)
 
 
 def promotion_problem(publisher, name: str, note: bytes, cosigned: int, quorum: int, now: int) -> str:

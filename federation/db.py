@@ -29,12 +29,17 @@ def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
 
 
 class Store:
-    """A SQLite file opened for writing, with ``SCHEMA`` created if new."""
+    """A SQLite file opened for writing, with ``SCHEMA`` created if new (and
+    its directory, mode 0700: a node home holds keys and secrets)."""
 
     SCHEMA = ""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise StorageError(f"cannot create {self.path.parent}: {e}") from e
         self.conn = connect(self.path)
         self.conn.executescript(self.SCHEMA)
 

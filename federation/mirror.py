@@ -4,6 +4,15 @@ Invariant: for every followed feed, the row in ``follows`` describes exactly
 the rows in ``hashes``, ``tiles`` and ``changes`` for that feed. Both change
 only inside ``apply_version``, one transaction per version, so a crash leaves
 the last applied version and nothing of the next.
+
+Freshness (``federation.freshness``): ``fresh_time`` is the newest verified
+time at which the applied tree was known to be the feed's newest (the log's
+own timestamp, a witness quorum's, or the last applied seal's); it only moves
+forward, and only for the tree the mirror holds. ``max_age`` bounds its age
+for lookups (``readiness``). ``sync_failed`` is the error kind of the last
+sync when it failed as a whole (NULL after a success), distinct from
+``last_error``, which also keeps evidence about upstreams that failed while
+another one succeeded.
 """
 from __future__ import annotations
 
@@ -17,7 +26,8 @@ from . import entries as E
 from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, join_labels
 from .checkpoint import Checkpoint, parse_checkpoint_body
 from .db import Store, write_txn
-from .errors import DigestError, InputError, StorageError
+from .errors import DigestError, InputError, StorageError, UnavailableError
+from .freshness import DEFAULT_MAX_AGE, check_origin, usable_time
 from .lthash import LtHash16
 from .merkle import CompactRange, leaf_hash
 from .note import parse_note, parse_vkey
@@ -43,7 +53,10 @@ CREATE TABLE IF NOT EXISTS follows (
     last_sync INTEGER,
     last_error TEXT,
     base_size INTEGER NOT NULL DEFAULT 0,  -- first entry held (> 0 after a snapshot bootstrap)
-    base_compact BLOB                      -- compact range at base_size
+    base_compact BLOB,                     -- compact range at base_size
+    max_age INTEGER NOT NULL DEFAULT 86400,  -- seconds a lookup may trust fresh_time (follow --max-age)
+    fresh_time INTEGER,                    -- newest verified time the applied tree was current
+    sync_failed TEXT                       -- kind of the error that failed the last sync, NULL if it succeeded
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +111,9 @@ class Follow:
     last_error: str | None
     base_size: int
     base_compact: bytes | None
+    max_age: int = DEFAULT_MAX_AGE
+    fresh_time: int | None = None
+    sync_failed: str | None = None
 
     def verified(self) -> Checkpoint | None:
         if self.verified_checkpoint is None:
@@ -106,6 +122,15 @@ class Follow:
 
     def trusted_state(self) -> TrustedState:
         return TrustedState(self.verified(), self.applied_size, CompactRange.from_bytes(self.compact), self.version)
+
+
+MAX_MAX_AGE = 366 * 86400
+
+
+def check_max_age(max_age) -> int:
+    if type(max_age) is not int or not 1 <= max_age <= MAX_MAX_AGE:
+        raise InputError(f"maximum age must be 1..{MAX_MAX_AGE} seconds, got {max_age!r}")
+    return max_age
 
 
 @dataclass(frozen=True)
@@ -125,28 +150,50 @@ class Mirror(Store):
         super().__init__(path)
         self._migrate()
 
+    @classmethod
+    def existing(cls, path: Path | str) -> "Mirror":
+        """Open a mirror database that must already exist (read-only commands:
+        they never create one). ``UnavailableError`` if it does not."""
+        if not Path(path).is_file():
+            raise UnavailableError(f"no mirror database at {path}: this node follows no feed "
+                                   "(see 'federation follow', or check --home / FEDERATION_HOME)")
+        return cls(path)
+
     def _migrate(self) -> None:
-        """Columns added after a database may have been created."""
+        """Columns added after a database may have been created. A mirror that
+        predates freshness starts from its last applied seal's time."""
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
-        for column, decl in (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB")):
+        added = False
+        for column, decl in (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
+                             ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
+                             ("sync_failed", "TEXT")):
             if column not in have:
                 self.conn.execute(f"ALTER TABLE follows ADD COLUMN {column} {decl}")
+                added = added or column == "fresh_time"
+        if added:
+            self.conn.execute("UPDATE follows SET fresh_time=(SELECT max(v.time) FROM versions v WHERE v.feed=follows.id)")
 
     def close(self) -> None:
         self.conn.close()
 
     # ---- follows ---------------------------------------------------------------
 
-    def follow(self, name: str, origin: str, vkeys: list[str], urls: list[str]) -> Follow:
+    def follow(self, name: str, origin: str, vkeys: list[str], urls: list[str],
+               max_age: int = DEFAULT_MAX_AGE) -> Follow:
+        """Start following a feed. ``max_age``: seconds after the newest
+        verified timestamp that lookups still trust the feed (``freshness``)."""
         for v in vkeys:
             parse_vkey(v)  # InputError on a bad key
         if not urls:
             raise InputError("at least one upstream URL is needed")
+        check_origin(origin)
+        check_max_age(max_age)
         with write_txn(self.conn):
             try:
                 self.conn.execute(
-                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest) VALUES (?,?,?,?,?,?)",
-                    (name, origin, "\n".join(vkeys), "\n".join(urls), CompactRange().to_bytes(), LtHash16().digest()),
+                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest, max_age) VALUES (?,?,?,?,?,?,?)",
+                    (name, origin, "\n".join(vkeys), "\n".join(urls), CompactRange().to_bytes(), LtHash16().digest(),
+                     max_age),
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"already following a feed named {name!r} or with origin {origin!r}") from None
@@ -183,8 +230,25 @@ class Mirror(Store):
                               (note, note, f.id))
             return True
 
-    def record_sync(self, name: str, error: str | None) -> None:
-        self.conn.execute("UPDATE follows SET last_sync=?, last_error=? WHERE name=?", (int(time.time()), error, name))
+    def record_sync(self, name: str, error: str | None, failed: str | None = None) -> None:
+        """Record a sync's outcome: ``error``, evidence about failing upstreams
+        (also after a success from another one); ``failed``, the error kind
+        when the sync as a whole failed (None: it succeeded)."""
+        self.conn.execute("UPDATE follows SET last_sync=?, last_error=?, sync_failed=? WHERE name=?",
+                          (int(time.time()), error, failed, name))
+
+    def record_freshness(self, name: str, size: int, when: int | None) -> None:
+        """The tree of ``size`` was verified current at ``when``: move
+        ``fresh_time`` forward, if the mirror still holds that tree."""
+        if when is None:
+            return
+        self.conn.execute("UPDATE follows SET fresh_time=max(coalesce(fresh_time, 0), ?) "
+                          "WHERE name=? AND applied_size=?", (when, name, size))
+
+    def set_max_age(self, name: str, max_age: int) -> None:
+        check_max_age(max_age)
+        self.get(name)
+        self.conn.execute("UPDATE follows SET max_age=? WHERE name=?", (max_age, name))
 
     # ---- applying --------------------------------------------------------------
 
@@ -263,15 +327,20 @@ class Mirror(Store):
             # keeps the last complete one (its tiles stay stored) until the
             # verified one is fully applied.
             served = verified_note if v.end == verified.size else f.checkpoint
+            now = int(time.time())
             self.conn.execute(
                 "INSERT INTO versions VALUES (?,?,?,?,?,?)",
-                (f.id, v.seal.version, v.end, v.seal.time, count, int(time.time())),
+                (f.id, v.seal.version, v.end, v.seal.time, count, now),
             )
+            # The seal's time is signed (it is in the log): at that time this
+            # version was the feed's newest, so the applied tree was current.
+            sealed = usable_time(v.seal.time, now, f.max_age) or 0
             cur = self.conn.execute(
                 "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-                " count=?, digest=?, updated=? WHERE id=? AND applied_size=?",
+                " count=?, digest=?, updated=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
+                " WHERE id=? AND applied_size=?",
                 (verified_note, served, v.end, log.compact.to_bytes(), v.seal.version, count,
-                 digest.digest(), int(time.time()), f.id, f.applied_size),
+                 digest.digest(), now, sealed, f.id, f.applied_size),
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name} changed during apply; retry")

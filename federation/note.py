@@ -43,6 +43,12 @@ def key_id(name: str, sig_type: int, public_key: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def cosigned_message(text: bytes, timestamp: int) -> bytes:
+    """c2sp.org/tlog-cosignature, "Ed25519 signed message": what a type 0x04
+    key signs for checkpoint note text ``text`` at ``timestamp``."""
+    return b"cosignature/v1\ntime %d\n" % timestamp + text
+
+
 def check_key_name(name: str) -> str:
     if not name or not _NAME_RE.match(name):
         raise InputError(f"invalid key name {name!r}: must be non-empty, without spaces or '+'")
@@ -83,7 +89,7 @@ class Verifier:
             timestamp = int.from_bytes(signature[:8], "big")
             if timestamp > MAX_COSIGNATURE_TIME:  # tlog-cosignature: MUST NOT exceed 2^63 - 1
                 return False
-            text = b"cosignature/v1\ntime %d\n" % timestamp + text
+            text = cosigned_message(text, timestamp)
             signature = signature[8:]
         elif self.sig_type != SIG_ED25519:
             return False
@@ -92,6 +98,14 @@ class Verifier:
             return True
         except (InvalidSignature, ValueError):
             return False
+
+    def timestamp_key(self) -> "Verifier":
+        """The type 0x04 (tlog-cosignature) verifier of this Ed25519 key under
+        the same name: how a log's own timestamps are checked
+        (``federation.freshness``). Its key ID differs (the type byte is
+        hashed in), so verifiers that know only the log key ignore the line."""
+        return Verifier(self.name, key_id(self.name, SIG_COSIGNATURE_V1, self.public_key), SIG_COSIGNATURE_V1,
+                        self.public_key)
 
     def cosignature_time(self, signature: bytes) -> int | None:
         """The timestamp of a type 0x04 cosignature, or None for other types."""
@@ -181,6 +195,16 @@ class Signer:
     def sign(self, text: bytes) -> bytes:
         """Return ``key_id || signature`` over the note text."""
         return self.verifier.key_id.to_bytes(4, "big") + self._key.sign(text)
+
+    def timestamp(self, text: bytes, when: int) -> "NoteSignature":
+        """A tlog-cosignature (type 0x04) of checkpoint text ``text`` at time
+        ``when`` by this log key: the log's own statement that, as of
+        ``when``, this is its newest tree (``federation.freshness``)."""
+        if not 0 <= when <= MAX_COSIGNATURE_TIME:
+            raise InputError(f"timestamp {when} out of range")
+        twin = self.verifier.timestamp_key()
+        sig = when.to_bytes(8, "big") + self._key.sign(cosigned_message(text, when))
+        return NoteSignature(self.name, twin.key_id, sig)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ leaves the previous version served, and the next publish starts from it:
 
 1. entries are applied to the active set (rows only),
 2. full tiles and bundles are inserted as they fill, then the partial ones,
-3. last, the feed row gets the new size, digest and signed checkpoint.
+3. last, the feed row gets the new size, digest and signed checkpoint. The
+   checkpoint carries the log's own timestamp (``freshness.stamp_note``);
+   ``refresh_timestamp`` renews it while nothing changes, so mirrors can
+   tell a quiet feed from a frozen relay.
 
 Feeds with cosigning configured (a ``feed_cosigning`` row, see
 ``federation.cosign``): step 3 stores the signed checkpoint in
@@ -39,6 +42,7 @@ from .activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet
 from .checkpoint import Checkpoint
 from .db import Store, write_txn
 from .errors import InputError, StorageError
+from .freshness import check_origin, stamp_note
 from .lthash import LtHash16, ParallelSum
 from .merkle import CompactRange
 from .note import Note, NoteSignature, Signer, parse_note
@@ -134,17 +138,19 @@ class Publisher(Store):
 
     # ---- writes --------------------------------------------------------------
 
-    def create_feed(self, name: str, origin: str, signer: Signer) -> Feed:
-        """Create an empty feed and sign its size-0 checkpoint."""
+    def create_feed(self, name: str, origin: str, signer: Signer, now: int | None = None) -> Feed:
+        """Create an empty feed and sign its size-0 checkpoint (timestamped ``now``)."""
         if signer.name != origin:
             raise InputError(f"key name {signer.name!r} must equal the feed origin {origin!r}")
-        cp = Checkpoint(origin, 0, CompactRange().root()).sign([signer])
+        check_origin(origin)
+        now = int(time.time()) if now is None else now
+        cp = stamp_note(Checkpoint(origin, 0, CompactRange().root()).sign([signer]), [signer], now)
         with write_txn(self.conn):
             try:
                 self.conn.execute(
                     "INSERT INTO feeds (name, origin, vkey, size, version, count, digest, compact, checkpoint, updated)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (name, origin, signer.vkey, 0, 0, 0, LtHash16().digest(), CompactRange().to_bytes(), cp, int(time.time())),
+                    (name, origin, signer.vkey, 0, 0, 0, LtHash16().digest(), CompactRange().to_bytes(), cp, now),
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"a feed named {name!r} or with origin {origin!r} already exists") from None
@@ -205,7 +211,7 @@ class Publisher(Store):
             # Partial tiles and bundle of the new size, before the checkpoint that names them.
             log.finish()
             compact = log.compact
-            cp = Checkpoint(feed.origin, compact.size, compact.root()).sign([signer])
+            cp = stamp_note(Checkpoint(feed.origin, compact.size, compact.root()).sign([signer]), [signer], stamp)
             if in_txn is not None:
                 in_txn(self.conn, seal.version, compact.size)
             # With cosigning configured the new head is held back (pending) and
@@ -235,6 +241,21 @@ class Publisher(Store):
             cur = self.conn.execute("UPDATE feeds SET checkpoint=? WHERE name=? AND checkpoint=?",
                                     (note, name, expected))
             return cur.rowcount == 1
+
+    def refresh_timestamp(self, name: str, signer: Signer, now: int | None = None) -> bytes | None:
+        """Re-stamp the served checkpoint of ``name`` with the log's timestamp
+        at ``now`` (``freshness``): same tree, same other signature lines.
+
+        Compare-and-swap on the served note (a concurrent publish or cosigning
+        round wins; returns None, and the next refresh stamps the new note).
+        A pending checkpoint is left alone: it is stamped at its publish.
+        """
+        feed = self.feed(name)
+        if signer.vkey != feed.vkey:
+            raise InputError(f"signer {signer.vkey} is not the key of feed {name!r} ({feed.vkey})")
+        when = int(time.time()) if now is None else now
+        note = stamp_note(feed.checkpoint, [signer], when)
+        return note if self.replace_checkpoint(name, feed.checkpoint, note) else None
 
     def promote_checkpoint(self, name: str, pending: bytes, note: bytes) -> bool:
         """Serve ``note`` (the pending checkpoint with its cosignatures) if the
@@ -269,9 +290,10 @@ class Publisher(Store):
             if new.name != feed.origin:
                 raise InputError(f"key name {new.name!r} must equal the feed origin {feed.origin!r}")
             signers = [new] if old is None else [new, old]
-            cp = _resign_note(feed.checkpoint, feed.origin, signers)
+            now = int(time.time())
+            cp = _resign_note(feed.checkpoint, feed.origin, signers, now)
             pending = (None if feed.pending_checkpoint is None
-                       else _resign_note(feed.pending_checkpoint, feed.origin, signers))
+                       else _resign_note(feed.pending_checkpoint, feed.origin, signers, now))
             cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=?, pending_checkpoint=? "
                                     "WHERE id=? AND size=? AND vkey=?",
                                     (new.vkey, cp, pending, feed.id, feed.size, feed.vkey))
@@ -301,13 +323,14 @@ class _Withdrawn:
         return bool(cases) if w.case is None else w.case in cases
 
 
-def _resign_note(note_bytes: bytes, origin: str, signers: list[Signer]) -> bytes:
-    """``note_bytes`` with its log signatures replaced by ``signers``' ones.
+def _resign_note(note_bytes: bytes, origin: str, signers: list[Signer], now: int) -> bytes:
+    """``note_bytes`` with its log signatures and log timestamps replaced by
+    ``signers``' ones (timestamped ``now``).
 
-    Log signatures are the Ed25519 lines by keys named after the origin (64
-    bytes); cosignatures (72 bytes: timestamp and signature) are kept.
+    The log's lines are those by keys named after the origin (Ed25519, 64
+    bytes, and its timestamps, 72); witness cosignatures are kept.
     """
     note = parse_note(note_bytes)
-    cosigs = tuple(s for s in note.signatures if not (s.name == origin and len(s.signature) == 64))
+    cosigs = tuple(s for s in note.signatures if s.name != origin)
     mine = tuple(NoteSignature(s.name, s.verifier.key_id, s.sign(note.text)[4:]) for s in signers)
-    return Note(note.text, mine + cosigs).to_bytes()
+    return stamp_note(Note(note.text, mine + cosigs).to_bytes(), signers, now)

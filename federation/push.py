@@ -256,6 +256,7 @@ async def sync_from_upstreams(mirror: Mirror, name: str, urls: list[str], header
             state.upstream, state.last_error, state.last_sync = url, None, time.time()
         return result
     assert last is not None
+    mirror.record_sync(name, f"{last.kind}: {last}", failed=last.kind)
     if state is not None:
         state.last_error = f"{last.kind}: {last}"
     raise last

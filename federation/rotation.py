@@ -178,15 +178,17 @@ def publish_trust(conn: sqlite3.Connection, feed: str, data: bytes) -> TrustFile
 # ---- mirror: follow with a trust file, sync under its policy -----------------------
 
 
-def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str]):
-    """Follow a feed under ``trust``.
+def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_age: int | None = None):
+    """Follow a feed under ``trust``; ``max_age`` (lookups' freshness bound)
+    defaults to the trust file's ``max_staleness_seconds``.
 
     Order: the trust row first, then the follow row. A crash between them
     leaves an orphan trust row that a retry accepts (same bytes); the other
     order could leave a followed feed that syncs without its policy.
     """
     TrustChain(mirror.conn, name).start(trust)
-    return mirror.follow(name, trust.origin, [k.vkey for k in trust.log_keys], urls)
+    return mirror.follow(name, trust.origin, [k.vkey for k in trust.log_keys], urls,
+                         trust.max_staleness if max_age is None else max_age)
 
 
 @dataclass

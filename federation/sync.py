@@ -11,6 +11,11 @@ Order of a sync, and what a failure at each step leaves behind:
    proven tile entry; each complete version is applied in one transaction.
    A failure or a kill here leaves the mirror at the last whole version,
    and the next sync resumes from it.
+5. freshness (``federation.freshness``): the newest verified timestamp of
+   the tree now held (the log's own, a witness quorum's, the last seal's)
+   moves ``fresh_time`` forward; past the feed's maximum age the sync fails
+   ``stale`` -- after applying what verified, so a withdrawal still lands --
+   and lookups fail closed until a fresh checkpoint arrives.
 """
 from __future__ import annotations
 
@@ -19,14 +24,16 @@ import collections
 import functools
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from .checkpoint import open_checkpoint
-from .errors import FederationError, NothingNew, StorageError, VerificationError
+from .errors import FederationError, NothingNew, StaleError, StorageError, VerificationError
 from .fetcher import Fetcher
+from .freshness import describe_age, log_timestamp
 from .layout import tile_path
-from .mirror import Mirror
-from .note import MAX_NOTE_BYTES, parse_vkey
+from .mirror import Follow, Mirror
+from .note import MAX_NOTE_BYTES, parse_note, parse_vkey
 from .tiles import MAX_ENTRY_BYTES, parse_hash_tile
 from . import verify as V
 
@@ -110,14 +117,17 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
         # reported stale, not "up to date".
         fresh = policy.check(signed)
     cp = signed.checkpoint
+    now = int(time.time())
+    stamped = _note_time(signed.raw, keys, f, fresh, now)
     try:
         V.check_progress(state, cp)
     except NothingNew:
-        # The same tree, maybe with fresher cosignatures (the publisher
-        # refreshes them while nothing changes): serve the newer note, or a
-        # relay's followers would see the feed frozen.
-        if fresh is not None and signed.raw != f.checkpoint and policy.fresher(fresh, f.checkpoint):
+        # The same tree, maybe with fresher timestamps (the publisher and its
+        # witnesses refresh them while nothing changes): serve the newer
+        # note, or a relay's followers would see the feed frozen.
+        if signed.raw != f.checkpoint and _fresher(signed.raw, stamped, f, keys, policy, fresh, now):
             await asyncio.to_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
+        await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, now)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
     # Step 3: prove the hash tiles the sync needs against the signed root,
@@ -154,7 +164,47 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
             except Exception:  # noqa: BLE001 -- the next sync clears them; report the first error
                 log.warning("feed %s: could not clear staged entries after a failed sync", name)
         raise
+    await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, int(time.time()))
     return SyncResult(name, state.applied_size, cp.size, state.version, version)
+
+
+def _note_time(note: bytes, keys, f: Follow, fresh, now: int) -> int | None:
+    """The newest verified time on a checkpoint note: the log's own timestamp
+    and, under a trust file, the witness quorum's (``fresh``)."""
+    stamp = log_timestamp(note, keys, now, f.max_age)
+    for why in stamp.ignored:
+        log.warning("feed %s: ignored a log timestamp line: %s", f.name, why)
+    times = [t for t in (stamp.time, fresh.quorum_time if fresh is not None else None) if t is not None]
+    return max(times) if times else None
+
+
+def _fresher(note: bytes, stamped: int | None, f: Follow, keys, policy, fresh, now: int) -> bool:
+    """Whether ``note`` (verified, same tree as the served one) is worth
+    serving in place of the served note: a newer timestamp, and no fewer
+    signature lines (a refresh replaces lines; an upstream that strips the
+    witnesses' ones must not make a relay pass that on)."""
+    old = f.checkpoint
+    if old is None:
+        return True
+    if len(parse_note(note).signatures) < len(parse_note(old).signatures):
+        return False
+    old_time = log_timestamp(old, keys, now, f.max_age).time
+    if stamped is not None and (old_time is None or stamped > old_time):
+        return True
+    return fresh is not None and policy.fresher(fresh, old)
+
+
+def _check_fresh(mirror: Mirror, name: str, size: int, stamped: int | None, now: int) -> None:
+    """Record ``stamped`` for the tree of ``size``; ``StaleError`` when the
+    mirror's newest verified time is older than the feed's maximum age."""
+    mirror.record_freshness(name, size, stamped)
+    f = mirror.get(name)
+    age = None if f.fresh_time is None else now - f.fresh_time
+    if age is None or age > f.max_age:
+        raise StaleError(f"feed {name}: the newest verified timestamp of version {f.version} (size "
+                         f"{f.applied_size}) is {describe_age(age)}, over the maximum age of {f.max_age} s: "
+                         "the upstream serves a frozen checkpoint, or the publisher stopped refreshing it "
+                         "('federation feed refresh')")
 
 
 @_storage_errors
@@ -201,5 +251,5 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
         mirror.record_sync(name, earlier or None)
         return result
     first = next((e for _, e in failures if isinstance(e, VerificationError)), failures[-1][1])
-    mirror.record_sync(name, f"{first.kind}: {first}")
+    mirror.record_sync(name, f"{first.kind}: {first}", failed=first.kind)
     raise first

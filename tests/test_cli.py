@@ -75,8 +75,10 @@ def test_publish_follow_sync_lookup_withdraw(served, tmp_path):
     home = tmp_path / "platform"
     run(home, "follow", "tid", "--url", url + "/feeds/tid/", "--origin", "127.0.0.1/feeds/tid", "--vkey", vkey)
     assert "version 0 -> 1" in run(home, "sync").stdout
-    hit = run(home, "lookup", "md5", "9E107D9D372BB6826BD81D3542A419D6", "--json")
-    assert json.loads(hit.stdout)[0]["case"] == "c-17"
+    hit = json.loads(run(home, "lookup", "md5", "9E107D9D372BB6826BD81D3542A419D6", "--json").stdout)
+    assert hit["matched"] and hit["matches"][0]["case"] == "c-17"
+    (basis,) = hit["based_on"]  # what the answer stands on
+    assert (basis["feed"], basis["version"], basis["ready"]) == ("tid", 1, True) and 0 <= basis["age"] < 60
     run(pub_home, "publish", "tid", "-", "--format", "jsonl",
         input='{"op":"withdraw","case":"c-17","reason":"submitter_request"}\n')
     assert "version 1 -> 2" in run(home, "sync", "tid").stdout

@@ -35,7 +35,7 @@ from federation.layout import ENTRIES, TILE_WIDTH, tile_path, tiles_for_size
 from federation.lthash import digest_of
 from federation.merkle import consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
 from federation.errors import SignatureError
-from federation.note import Signer, open_note, parse_vkey
+from federation.note import Note, Signer, open_note, parse_note, parse_vkey
 from federation.publisher import Publisher
 from federation.server import PublisherSource, create_app
 from federation.tiles import TileHashes, needed_tiles, parse_hash_tile
@@ -176,14 +176,41 @@ async def test_tlog_scales_verifies_our_checkpoint(base_url, feed):
     await asyncio.to_thread(_check_checkpoint, base_url, feed)
 
 
+def _log_line_only(note: bytes, signer: Signer) -> bytes:
+    """``note`` with only the log key's Ed25519 line (our notes also carry the
+    log's timestamp line, type 0x04, which tlog-scales does not write)."""
+    n = parse_note(note)
+    keep = tuple(s for s in n.signatures if s.key_id == signer.verifier.key_id)
+    return Note(n.text, keep).to_bytes()
+
+
 def test_tlog_scales_signs_checkpoints_like_us(feed):
     # Ed25519 is deterministic: the same key signing the same body gives the same note.
     ts_signer = ts_signing.PlainEd25519Signer(ORIGIN, SEED)
     for note in feed.notes:
         cp = parse_checkpoint_body(note[: note.index(b"\n\n") + 1])
         theirs = ts_tlog.Checkpoint.make_signed(cp.origin, cp.size, cp.root, [ts_signer]).serialize().encode()
-        assert theirs == note
+        assert theirs == _log_line_only(note, feed.signer)
         assert open_checkpoint(theirs, ORIGIN, [parse_vkey(feed.signer.vkey)]).checkpoint == cp
+
+
+def test_tlog_scales_verifies_the_logs_own_timestamp(feed):
+    """The freshness line is a plain c2sp.org/tlog-cosignature (type 0x04) by
+    the log's public key: tlog-scales' own cosignature verifier accepts it and
+    reads the publish time from it, and its type 0x01 verifier ignores it."""
+    pub = feed.signer.verifier.public_key
+    twin = ts_signing.Vkey(ORIGIN, None, 4, pub)
+    assert twin.key_id == feed.signer.verifier.timestamp_key().key_id != feed.signer.verifier.key_id
+    times = []
+    for note in feed.notes:
+        cp = ts_tlog.Checkpoint.from_text(note.decode())
+        found = ts_signing.VkeySet(twin).verify(cp.signatures, cp)
+        assert len(found) == 1, "exactly one valid timestamp line by the log key"
+        (_, sig), = found
+        times.append(ts_signing.Ed25519CosignatureVerifier.get_timestamp(sig.payload))
+        only_log = ts_signing.VkeySet(ts_signing.Vkey(ORIGIN, None, 1, pub)).verify(cp.signatures, cp)
+        assert len(only_log) == 1
+    assert times[1:] == [STAMP + v for v in range(1, len(VERSIONS) + 1)]
 
 
 # ---- tree and entries ------------------------------------------------------------------
@@ -301,7 +328,7 @@ def _check_against_writer(url: str, feed: Feed, root: Path) -> None:
         writer.commit([ts_signer], gc=False)
         done = size
         # The writer's checkpoint for this version is the note we signed for it.
-        assert (root / "checkpoint").read_bytes() == note, size
+        assert (root / "checkpoint").read_bytes() == _log_line_only(note, feed.signer), size
         # Every tile and bundle a tree of this size exposes is the same on both sides.
         for level, index, width in tiles_for_size(size) + [
                 (ENTRIES, i, min(TILE_WIDTH, size - TILE_WIDTH * i)) for i in range((size + 255) // 256)]:

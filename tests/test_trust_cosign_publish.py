@@ -20,7 +20,11 @@ from federation.publisher import Publisher
 
 
 def cosigners_of(note: bytes) -> set[str]:
-    return {s.name for s in parse_note(note).signatures if len(s.signature) == 72}
+    """Witnesses whose cosignatures the note carries (not the log's own
+    timestamp line, which is named after the origin)."""
+    n = parse_note(note)
+    origin = n.text.split(b"\n")[0].decode()
+    return {s.name for s in n.signatures if len(s.signature) == 72 and s.name != origin}
 
 
 async def configure(world: World, *extra: str) -> str:

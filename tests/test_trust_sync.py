@@ -20,8 +20,9 @@ async def test_sync_with_witness_quorum_applies_and_records_freshness(world: Wor
     m = world.mirror()
     res = await sync(m)
     assert res.size == r.size and m.get(NAME).count == 5
-    # The stored note carries the cosignatures, so relays re-serve them.
-    assert len(parse_note(m.get(NAME).checkpoint).signatures) == 4
+    # The stored note carries the cosignatures, so relays re-serve them
+    # (log signature, log timestamp, and the witnesses').
+    assert len(parse_note(m.get(NAME).checkpoint).signatures) == 5
     fresh = TrustChain(m.conn, NAME).freshness()
     assert fresh is not None and abs(fresh - time.time()) < 60
 

@@ -132,7 +132,7 @@ def build(workdir: Path) -> dict[str, bytes]:
     signer = Signer.from_seed(ORIGIN, SEED)
     pub = Publisher(workdir / "golden.db")
     try:
-        feed = pub.create_feed(NAME, ORIGIN, signer)
+        feed = pub.create_feed(NAME, ORIGIN, signer, now=NOW)
         version_rows = [{"version": 0, "size": 0, "count": 0, "checkpoint": feed.checkpoint.decode()}]
         for v, ops in enumerate(versions(), 1):
             res = pub.publish(NAME, ops, signer, now=NOW + 100 * v)
