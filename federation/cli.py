@@ -18,7 +18,7 @@ import click
 from . import __version__
 from .batch import parse_hash, read_batch
 from .errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
-from .freshness import DEFAULT_MAX_AGE
+from .freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from .home import Home
 from .keys import load_signer, write_new_key
 
@@ -116,6 +116,45 @@ def feed_list(home: Home):
         click.echo(f"{f.name}\tversion {f.version}\tsize {f.size}\t{f.count} active\t{f.vkey}")
 
 
+@feed.command("refresh")
+@click.argument("names", nargs=-1)
+@click.pass_obj
+def feed_refresh(home: Home, names):
+    """Re-stamp the served checkpoint of published feeds (all by default) with
+    the log's own timestamp, so mirrors see the feed is alive while nothing
+    is published. Run it hourly from cron or a systemd timer when no
+    'federation serve' (which refreshes by itself) runs where the keys are;
+    mirrors report a feed 'stale' after their maximum age (default a day).
+
+    Exits 2 if a feed could not be refreshed (e.g. its key is missing).
+
+    \b
+    Example:
+      federation feed refresh
+      federation feed refresh tid ncii
+    """
+    from .publisher import Publisher
+    from .refresh import load_refresh_signers, refresh_feeds
+    if not home.require().publisher_db.exists():
+        raise UnavailableError(f"no publisher database at {home.publisher_db}: this node publishes no feed")
+    pub = Publisher(home.publisher_db)
+    try:
+        names = list(names) or [f.name for f in pub.feeds()]
+        for n in names:
+            pub.feed(n)  # InputError for a feed that does not exist
+        signers, results = load_refresh_signers(home, names)
+        results += refresh_feeds(pub, signers)
+    finally:
+        pub.close()
+    for r in sorted(results, key=lambda r: r.feed):
+        if r.problem:
+            click.echo(f"{r.feed}: not refreshed: {r.problem}", err=True)
+        else:
+            click.echo(f"{r.feed}: checkpoint of size {r.size} re-stamped")
+    if any(r.problem for r in results):
+        sys.exit(2)
+
+
 @cli.command()
 @click.argument("name")
 @click.argument("batch", type=click.File("r", encoding="utf-8"))
@@ -156,11 +195,18 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
 @click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
               help="Node config (TOML): serve, follow, relay and accept publishes as it declares "
                    "(see docs/node.md); --host/--port are then taken from its [node] listen.")
+@click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
+              help="Seconds between re-stamps of each served checkpoint whose key is in HOME/private "
+                   "(keeps quiet feeds fresh for mirrors); 0 turns it off. With --config: [node] refresh_interval.")
 @click.pass_obj
-def serve(home: Home, host, port, config=None):
+def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL):
     """Serve the published feeds read-only over HTTP (C2SP tlog-tiles).
 
     Feeds appear under http://HOST:PORT/feeds/NAME/ (checkpoint, tile/...).
+    While it runs, it re-stamps each feed's checkpoint every
+    --refresh-interval seconds with the log key in HOME/private, so mirrors
+    can tell a quiet feed from a frozen one (a feed without its key there is
+    logged; refresh it with 'federation feed refresh' where the key is).
 
     \b
     Example:
@@ -173,11 +219,17 @@ def serve(home: Home, host, port, config=None):
     from aiohttp import web
     from .publisher import Publisher
     from .readside import read_side
+    from .refresh import load_refresh_signers, refresh_task
     from .server import PublisherSource, create_app
-    Publisher(home.publisher_db).close()  # create the schema if new
+    pub = Publisher(home.publisher_db)  # create the schema if new
+    signers, missing = load_refresh_signers(home, [f.name for f in pub.feeds()])
+    pub.close()
+    for m in missing:
+        log.warning("feed %s: its checkpoint will not be refreshed by this server (%s)", m.feed, m.problem)
     extensions, middlewares = read_side(home.publisher_db)
-    web.run_app(create_app([PublisherSource(home.publisher_db)], extensions=extensions, middlewares=middlewares),
-                host=host, port=port,
+    app = create_app([PublisherSource(home.publisher_db)], extensions=extensions, middlewares=middlewares)
+    app.cleanup_ctx.append(refresh_task(home.publisher_db, signers, refresh_interval))
+    web.run_app(app, host=host, port=port,
                 print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
 
 

@@ -92,7 +92,7 @@ def node_status(home: Home, config, offline, as_json):
     from .node import load_config
     from .publisher import Publisher
     cfg = load_config(config)
-    home = _node_home(home, cfg)
+    home = _node_home(home, cfg).require()
     now = int(time.time())
     out = []
     if cfg.publish and home.publisher_db.exists():
@@ -105,15 +105,21 @@ def node_status(home: Home, config, offline, as_json):
             except InputError as e:
                 out.append(dict(feed=p.name, role="publish", last_error=str(e)))
     if cfg.follow:
-        mirror = Mirror(home.mirror_db)
+        from .readiness import assess
+        mirror = Mirror(home.mirror_db) if home.mirror_db.exists() else None
         for f in cfg.follow:
             try:
+                if mirror is None:
+                    raise InputError("no mirror database yet")
                 m = mirror.get(f.name)
             except InputError:
-                out.append(dict(feed=f.name, role="follow", version=0, size=0, last_error="never synced"))
+                out.append(dict(feed=f.name, role="follow", version=0, size=0, ready=False,
+                                problem="never_synced", last_error="never synced"))
                 continue
+            basis = assess(m, now)
             row = dict(feed=f.name, role="relay" if f.relay else "follow", version=m.version,
                        size=m.applied_size, count=m.count, age=(now - m.updated) if m.updated else None,
+                       ready=basis.ready, problem=basis.problem, verified_age=basis.age, max_age=m.max_age,
                        last_sync=m.last_sync, last_error=m.last_error, lag=None)
             if not offline:
                 up, err = asyncio.run(_upstream_size(f))
@@ -127,8 +133,9 @@ def node_status(home: Home, config, offline, as_json):
         age = f"{r['age']}s ago" if r.get("age") is not None else "never"
         lag = "" if r.get("lag") is None else f", lag {r['lag']} entries"
         err = f", last error: {r['last_error']}" if r.get("last_error") else ""
+        ready = "" if "ready" not in r else ", ready" if r["ready"] else f", NOT READY ({r['problem']})"
         click.echo(f"{r['role']:8} {r['feed']}: version {r.get('version', '?')}, size {r.get('size', '?')}, "
-                   f"updated {age}{lag}{err}")
+                   f"updated {age}{lag}{ready}{err}")
 
 
 @click.group("token")
@@ -177,6 +184,8 @@ def token_list(home: Home):
     Example:
       federation token list
     """
+    if not (home.require().root / "auth.db").exists():
+        return
     for t in _store(home).all():
         state = f"revoked {t.revoked}" if t.revoked else "valid"
         click.echo(f"{t.id}\t{t.member}\t{t.role}\t{','.join(t.feeds)}\t{t.rate:g}/s burst {t.burst}\t{state}")
@@ -207,6 +216,8 @@ def audit(home: Home, feed, limit):
     Example:
       federation audit --feed tid --limit 20
     """
+    if not (home.require().root / "auth.db").exists():
+        return
     for r in _store(home).audit(feed, limit):
         click.echo(json.dumps(r))
 

@@ -74,12 +74,18 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
 @click.option("--threshold", type=int, default=DEFAULT_THRESHOLD, show_default=True,
               help="PDQ only: report hashes within this Hamming distance (0 = exact).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per value).")
+@click.option("--feed", "feeds", multiple=True, help="Answer from this followed feed only (repeatable; default all).")
+@click.option("--allow-stale", is_flag=True,
+              help="Answer even from feeds that are stale or whose last sync failed verification (the answer "
+                   "says so). Never from a missing or never-synced mirror.")
 @click.pass_obj
-def lookup_cmd(home: Home, hash_type, values, threshold, as_json):
-    """Look up hashes in the mirror, PDQ by near-match; exit 0 if any matched.
+def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_stale):
+    """Look up hashes in the mirror, PDQ by near-match: exit 0 if any matched,
+    1 if none, 5 if the mirror cannot stand behind an answer.
 
     Each match shows feed, case, labels, the version that added it and, for
-    PDQ, the Hamming distance.
+    PDQ, the Hamming distance. Fails closed like 'federation lookup' (exit 5,
+    nothing created) and says what each answer is based on.
 
     \b
     Example:
@@ -87,17 +93,26 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json):
       federation platform lookup pdq HEX --threshold 20 --json
       federation platform lookup md5 9e107d9d372bb6826bd81d3542a419d6 d41d8cd98f00b204e9800998ecf8427e
     """
+    from .errors import UnavailableError
     from .lookup import Lookup, parse_query
+    from .mirror import Mirror
+    queries = [parse_query({"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
+               for v in values]
+    Mirror.existing(home.require().mirror_db).close()  # exists (and its schema is current)
     lk = Lookup(home.mirror_db, threshold)
     try:
-        queries = [parse_query({"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
-                   for v in values]
-        results = lk.answer(queries)
+        try:
+            bases = lk.bases(frozenset(feeds) if feeds else None, allow_stale)
+        except UnavailableError as e:
+            if as_json:
+                click.echo(json.dumps({"error": str(e), "kind": e.kind, "feeds": [b.to_json() for b in e.problems]}))
+            raise
+        results = lk.answer(queries, frozenset(b.feed for b in bases))
     finally:
         lk.close()
     for r in results:
         if as_json:
-            click.echo(json.dumps(r))
+            click.echo(json.dumps({**r, "based_on": [b.to_json() for b in bases]}))
             continue
         for m in r["matches"]:
             dist = f" distance={m['distance']}" if r["type"] == "pdq" else ""
@@ -106,6 +121,9 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json):
                        + (f" matched={m['hash']}" if m["hash"] != r["hash"] else ""))
         if not r["matches"]:
             click.echo(f"no match {r['type']} {r['hash']}")
+    if not as_json:
+        for b in bases:
+            click.echo(f"based on {b.describe()}")
     sys.exit(0 if any(r["matched"] for r in results) else 1)
 
 
@@ -131,8 +149,10 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
     from .changes_api import PlatformStore, head, read_changes
     from .db import connect
     from .errors import InputError
+    from .mirror import Mirror
     if (consumer is None) == (after is None):
         raise InputError("give exactly one of --consumer NAME or --after SEQ")
+    Mirror.existing(home.require().mirror_db).close()
     mirror = connect(home.mirror_db, readonly=True)
     store = PlatformStore(platform_db(home)) if consumer else None
     start = store.cursor(consumer) if store else after
@@ -191,6 +211,8 @@ def webhook_list(home: Home):
       federation platform webhook list
     """
     from .changes_api import PlatformStore
+    if not platform_db(home.require()).exists():
+        return
     for h in PlatformStore(platform_db(home)).webhooks():
         click.echo(json.dumps(h.public()))
 

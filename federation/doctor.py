@@ -9,8 +9,15 @@ Checks, each reported as ok / warn / fail with what to do:
 * ``publisher.db``, ``mirror.db`` and ``platform.db`` open; ``platform.db``
   holds webhook secrets, so it must not be readable by others;
 * trust: every followed feed's vkeys parse and are named after its origin;
-* upstream reachability: each URL of each followed feed serves a
-  checkpoint that verifies against the trusted keys (bounded timeout).
+* readiness: every followed feed would answer a lookup (``readiness``: it
+  synced, its last sync did not fail verification, and its newest verified
+  timestamp is within its maximum age); a ``last_error`` left by an
+  upstream that failed while another succeeded is a warning;
+* upstreams, as ``sync`` checks them: each URL of each followed feed serves
+  a checkpoint that verifies against the trusted keys (bounded timeout), is
+  not a rollback or a fork of what the mirror holds, and carries a
+  timestamp (the log's own, or a witness quorum's under a trust file)
+  within the feed's maximum age -- a frozen relay fails here.
 
 With a node config (``doctor --config node.toml``, parsed by
 ``node.load_config``) the config is the truth, and each problem that would
@@ -40,12 +47,18 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import time
+
+from . import verify as V
 from .checkpoint import open_checkpoint
 from .db import connect
-from .errors import FederationError, InputError
+from .errors import FederationError, InputError, NothingNew
 from .fetcher import Fetcher
+from .freshness import describe_age, log_timestamp
 from .home import Home
+from .mirror import Follow, read_follows
 from .note import MAX_NOTE_BYTES, parse_vkey
+from .readiness import assess
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -111,15 +124,44 @@ def check_files(home: Home) -> list[Check]:
 
 
 def followed(home: Home) -> list[tuple[str, str, list[str], list[str]]]:
+    return [(f.name, f.origin, list(f.vkeys), list(f.urls)) for f in mirror_state(home)[0]]
+
+
+def mirror_state(home: Home) -> tuple[list[Follow], dict]:
+    """(followed feeds, newest trust file bytes by feed), read only."""
     if not home.mirror_db.exists():
-        return []
+        return [], {}
     conn = connect(home.mirror_db, readonly=True)
     try:
-        rows = conn.execute("SELECT name, origin, vkeys, urls FROM follows ORDER BY name").fetchall()
-    except Exception:
-        rows = []
-    conn.close()
-    return [(n, o, v.split("\n"), u.split("\n")) for n, o, v, u in rows]
+        try:
+            follows = read_follows(conn)
+        except Exception:  # not a mirror database: check_files reports whether it opens
+            return [], {}
+        trusts = {}
+        try:
+            for feed, data in conn.execute("SELECT feed, data FROM trust_chain t WHERE version = "
+                                           "(SELECT max(version) FROM trust_chain u WHERE u.feed = t.feed)"):
+                trusts[feed] = data
+        except Exception:  # no trust_chain table: no feed follows a trust file
+            pass
+        return follows, trusts
+    finally:
+        conn.close()
+
+
+def check_ready(follows: list[Follow], now: int) -> list[Check]:
+    """Would a lookup answer from each feed? (``readiness``: fail closed.)"""
+    out = []
+    for f in follows:
+        b = assess(f, now)
+        if not b.ready:
+            out.append(Check(FAIL, f"feed {f.name} lookups", f"{b.problem}: {b.detail}; lookups fail closed"))
+            continue
+        out.append(Check(OK, f"feed {f.name} lookups", f"ready: {b.describe()}"))
+        if f.last_error:
+            out.append(Check(WARN, f"feed {f.name} upstreams", f"an upstream failed while another served: "
+                                                               f"{f.last_error}"))
+    return out
 
 
 def check_trust(name: str, origin: str, vkeys: list[str]) -> list[Check]:
@@ -137,8 +179,37 @@ def check_trust(name: str, origin: str, vkeys: list[str]) -> list[Check]:
     return out
 
 
+def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now: int) -> str:
+    """What ``sync`` would refuse in a verified upstream checkpoint ``raw``,
+    against the mirror's state ``follow``: rollback, fork, or staleness."""
+    signed = open_checkpoint(raw, follow.origin, keys)
+    try:
+        V.check_progress(follow.trusted_state(), signed.checkpoint)
+    except NothingNew:
+        pass
+    except FederationError as e:
+        return f"{e.kind}: {e}"
+    times = [log_timestamp(raw, keys, now, follow.max_age).time]
+    if trust is not None:
+        from .trust import parse_trust, quorum_cosignatures
+        try:
+            times.append(quorum_cosignatures(parse_trust(trust), raw, now).quorum_time)
+        except FederationError as e:
+            return f"{e.kind}: {e}"
+    stamped = max((t for t in times if t is not None), default=None)
+    age = None if stamped is None else now - stamped
+    if age is None or age > follow.max_age:
+        return (f"stale: its newest timestamp is {describe_age(age)}, over the feed's maximum age of "
+                f"{follow.max_age} s (a frozen upstream, or a publisher that stopped refreshing)")
+    return ""
+
+
 async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[str],
-                         timeout: float = 10.0, headers: dict | None = None) -> list[Check]:
+                         timeout: float = 10.0, headers: dict | None = None, follow: Follow | None = None,
+                         trust: bytes | None = None) -> list[Check]:
+    """Each URL serves a checkpoint that verifies; with ``follow`` (the
+    mirror's state), one that ``sync`` would also accept: no rollback or
+    fork of that state, and fresh within the feed's maximum age."""
     out = []
     try:
         keys = [parse_vkey(v) for v in vkeys]
@@ -149,7 +220,11 @@ async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[st
             async with Fetcher(url, headers=headers) as f:
                 raw = await asyncio.wait_for(f.get("checkpoint", MAX_NOTE_BYTES), timeout)
             cp = open_checkpoint(raw, origin, keys).checkpoint
-            out.append(Check(OK, f"feed {name} upstream", f"{url}: verified checkpoint, size {cp.size}"))
+            problem = "" if follow is None else _upstream_problem(raw, keys, follow, trust, int(time.time()))
+            if problem:
+                out.append(Check(FAIL, f"feed {name} upstream", f"{url}: {problem}"))
+            else:
+                out.append(Check(OK, f"feed {name} upstream", f"{url}: verified checkpoint, size {cp.size}"))
         except asyncio.TimeoutError:
             out.append(Check(FAIL, f"feed {name} upstream", f"{url}: no answer within {timeout}s"))
         except FederationError as e:
@@ -257,7 +332,10 @@ def config_vkeys(f, have: dict) -> tuple[list[str], list[Check]]:
 
 async def check_followed(cfg, home: Home, network: bool, timeout: float) -> list[Check]:
     have = _mirror_follows(home)
-    out: list[Check] = []
+    follows, trusts = mirror_state(home)
+    state = {f.name: f for f in follows}
+    out: list[Check] = check_ready([f for f in follows if f.name in {c.name for c in cfg.follow}],
+                                   int(time.time()))
     for f in cfg.follow:
         vkeys, checks = config_vkeys(f, have)
         out += checks
@@ -274,8 +352,12 @@ async def check_followed(cfg, home: Home, network: bool, timeout: float) -> list
         if not vkeys:
             out.append(Check(FAIL, f"followed {f.name} upstream", "skipped: no usable log key"))
             continue
+        mine = state.get(f.name)
+        if mine is not None and mine.origin != f.origin:
+            mine = None  # reported above: the mirror follows another origin under this name
         out += [Check(c.status, f"followed {f.name} upstream", c.detail)
-                for c in await check_upstream(f.name, f.origin, vkeys, list(f.urls), timeout, headers)]
+                for c in await check_upstream(f.name, f.origin, vkeys, list(f.urls), timeout, headers,
+                                              mine, trusts.get(f.name))]
     declared = {f.name for f in cfg.follow}
     for name in sorted(set(have) - declared):
         out.append(Check(WARN, f"followed {name}", "the mirror follows it but the config does not: "
@@ -292,10 +374,13 @@ async def run_doctor(home: Home, network: bool = True, timeout: float = 10.0, co
         if not config.publish and not config.follow:
             checks.append(Check(WARN, "config", "this node neither publishes nor follows a feed"))
         return checks
-    for name, origin, vkeys, urls in followed(home):
-        checks += check_trust(name, origin, vkeys)
+    follows, trusts = mirror_state(home)
+    checks += check_ready(follows, int(time.time()))
+    for f in follows:
+        checks += check_trust(f.name, f.origin, list(f.vkeys))
         if network:
-            checks += await check_upstream(name, origin, vkeys, urls, timeout)
-    if not followed(home) and not home.publisher_db.exists():
+            checks += await check_upstream(f.name, f.origin, list(f.vkeys), list(f.urls), timeout,
+                                           follow=f, trust=trusts.get(f.name))
+    if not follows and not home.publisher_db.exists():
         checks.append(Check(WARN, "config", "this node neither publishes nor follows a feed"))
     return checks

@@ -8,6 +8,15 @@ Routes (installed with ``create_app(..., extensions=[lookup_extension(path)])``)
 * ``POST /lookup`` with ``{"queries": [{"type", "hash", "threshold"?}, ...]}``
   -- up to ``MAX_BATCH`` queries, answered in order.
 
+Fail closed (``readiness``): before answering, every feed in the caller's
+scope (or named with ``?feed=NAME``, repeatable) must be ready -- synced,
+its last sync verified, and its newest verified timestamp within its
+maximum age -- or the answer is ``503`` with ``{"error", "kind":
+"unavailable", "feeds": [...]}`` naming each problem. ``?allow_stale=true``
+answers from stale and failed feeds anyway. Every answer carries
+``based_on``: per feed, the applied version, tree size and the age of the
+newest verified timestamp.
+
 Every match carries its provenance: feed name and origin, case id, labels,
 the version that added it, and for PDQ the distance. Answers only ever come
 from the mirror's active rows (``hashes``), read through a read-only
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +41,11 @@ from aiohttp import web
 from .activeset import split_labels
 from .batch import parse_hash
 from .db import connect
-from .errors import FederationError, InputError
+from .errors import FederationError, InputError, UnavailableError
+from .mirror import read_follows
 from .pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
 from .platform_auth import scope_of
+from .readiness import Basis, assess, require
 
 MAX_BATCH = 1000
 MAX_BODY = MAX_BATCH * 400  # a PhotoDNA query is ~330 bytes of JSON
@@ -79,6 +91,19 @@ class Lookup:
 
     def _origins(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT name, origin FROM follows"))
+
+    def bases(self, feeds: frozenset[str] | None = None, allow_stale: bool = False,
+              now: int | None = None) -> list[Basis]:
+        """What an answer from ``feeds`` (every followed feed when None) stands
+        on; ``UnavailableError`` when the mirror cannot stand behind one."""
+        follows = read_follows(self.conn)
+        if feeds is not None:
+            unknown = sorted(feeds - {f.name for f in follows})
+            if unknown:
+                raise InputError(f"not following feed(s) {unknown}")
+            follows = [f for f in follows if f.name in feeds]
+        now = int(time.time()) if now is None else now
+        return require([assess(f, now) for f in follows], allow_stale, "this node's mirror")
 
     def answer(self, queries: list[Query], feeds: frozenset[str] | None = None) -> list[dict]:
         """Answer queries in order (refreshing the PDQ index first); with
@@ -131,7 +156,27 @@ async def read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 def error_response(e: FederationError, status: int = 400) -> web.Response:
-    return web.json_response({"error": str(e), "kind": e.kind}, status=status)
+    body = {"error": str(e), "kind": e.kind}
+    if isinstance(e, UnavailableError):
+        body["feeds"] = [b.to_json() for b in e.problems]
+    return web.json_response(body, status=status)
+
+
+def _flag(request: web.Request, key: str) -> bool:
+    value = request.query.get(key, "false").lower()
+    if value not in ("true", "1", "yes", "false", "0", "no"):
+        raise InputError(f"{key} must be true or false")
+    return value in ("true", "1", "yes")
+
+
+def _basis(request: web.Request) -> list[Basis]:
+    """The feeds this request may be answered from, checked ready (fail closed):
+    the caller's scope, narrowed by ``?feed=NAME`` (repeatable)."""
+    feeds = scope_of(request)
+    named = request.query.getall("feed", [])
+    if named:
+        feeds = frozenset(named) if feeds is None else frozenset(named) & feeds
+    return request.app[LOOKUP].bases(feeds, _flag(request, "allow_stale"))
 
 
 async def get_lookup(request: web.Request) -> web.Response:
@@ -144,9 +189,13 @@ async def get_lookup(request: web.Request) -> web.Response:
             return error_response(InputError("threshold must be an integer"))
     try:
         q = parse_query(obj, lk.default_threshold)
+        bases = _basis(request)
     except InputError as e:
         return error_response(e)
-    return web.json_response(lk.answer([q], scope_of(request))[0])
+    except UnavailableError as e:
+        return error_response(e, 503)
+    item = lk.answer([q], frozenset(b.feed for b in bases))[0]
+    return web.json_response({**item, "based_on": [b.to_json() for b in bases]})
 
 
 async def post_lookup(request: web.Request) -> web.Response:
@@ -171,9 +220,13 @@ async def post_lookup(request: web.Request) -> web.Response:
                 queries.append(parse_query(obj, lk.default_threshold))
             except InputError as e:
                 raise InputError(f"query {i}: {e}") from None
+        bases = _basis(request)
     except InputError as e:
         return error_response(e)
-    return web.json_response({"results": lk.answer(queries, scope_of(request))})
+    except UnavailableError as e:
+        return error_response(e, 503)
+    results = lk.answer(queries, frozenset(b.feed for b in bases))
+    return web.json_response({"results": results, "based_on": [b.to_json() for b in bases]})
 
 
 def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):

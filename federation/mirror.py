@@ -124,6 +124,18 @@ class Follow:
         return TrustedState(self.verified(), self.applied_size, CompactRange.from_bytes(self.compact), self.version)
 
 
+def _follow(row) -> Follow:
+    r = list(row)
+    r[3] = tuple(r[3].split("\n"))
+    r[4] = tuple(r[4].split("\n"))
+    return Follow(*r)
+
+
+def read_follows(conn: sqlite3.Connection) -> list[Follow]:
+    """Every followed feed, by name, through any connection (read-only ones too)."""
+    return [_follow(r) for r in conn.execute("SELECT * FROM follows ORDER BY name")]
+
+
 MAX_MAX_AGE = 366 * 86400
 
 
@@ -206,14 +218,11 @@ class Mirror(Store):
         return self._follow(row)
 
     def all(self) -> list[Follow]:
-        return [self._follow(r) for r in self.conn.execute("SELECT * FROM follows ORDER BY name")]
+        return read_follows(self.conn)
 
     @staticmethod
     def _follow(row) -> Follow:
-        r = list(row)
-        r[3] = tuple(r[3].split("\n"))
-        r[4] = tuple(r[4].split("\n"))
-        return Follow(*r)
+        return _follow(row)
 
     def replace_served_note(self, name: str, expected: bytes | None, note: bytes, verified: Checkpoint) -> bool:
         """Serve ``note``, a verified signed note of the tree the mirror holds

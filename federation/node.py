@@ -30,6 +30,7 @@ Example (the README's platform node)::
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import tomllib
@@ -39,14 +40,18 @@ from pathlib import Path
 from aiohttp import web
 
 from .errors import InputError
+from .freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from .home import Home
+
+log = logging.getLogger("federation.node")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ACCESS = ("public", "members")
 
-_NODE_KEYS = {"listen", "home", "anonymous_rate", "anonymous_burst", "max_batch_bytes"}
+_NODE_KEYS = {"listen", "home", "anonymous_rate", "anonymous_burst", "max_batch_bytes", "refresh_interval"}
 _PUBLISH_KEYS = {"name", "access", "api", "key"}
-_FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "token_env", "wait", "interval"}
+_FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "token_env", "wait", "interval",
+                "max_age"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class FollowedFeed:
     token_env: str | None = None
     wait: float = 20.0
     interval: float = 30.0
+    max_age: int | None = None  # None: DEFAULT_MAX_AGE, or the trust file's max_staleness_seconds
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class NodeConfig:
     anonymous_rate: float = 20.0
     anonymous_burst: int = 100
     max_batch_bytes: int = 8 * 1024 * 1024
+    refresh_interval: float = REFRESH_INTERVAL
     publish: tuple[PublishedFeed, ...] = ()
     follow: tuple[FollowedFeed, ...] = ()
     path: Path | None = field(default=None, compare=False)
@@ -162,10 +169,13 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         _check(isinstance(t.get("relay", False), bool), where, "relay must be true or false")
         token_env = t.get("token_env")
         _check(token_env is None or isinstance(token_env, str), where, "token_env must be a string")
+        max_age = t.get("max_age")
+        _check(max_age is None or (type(max_age) is int and 1 <= max_age <= 366 * 86400), where,
+               "max_age must be an integer number of seconds, 1..31622400")
         followed.append(FollowedFeed(name, origin, tuple(u if u.endswith("/") else u + "/" for u in urls),
                                      tuple(vkeys), trust, t.get("relay", False), t.get("access", "public"),
                                      token_env, _number(t, "wait", 20.0, where, 0.0),
-                                     _number(t, "interval", 30.0, where, 0.1)))
+                                     _number(t, "interval", 30.0, where, 0.1), max_age))
     names = [p.name for p in published] + [f.name for f in followed]
     dup = sorted({n for n in names if names.count(n) > 1})
     _check(not dup, "node config", f"feed name(s) {dup} declared twice (published and followed names share the URL space)")
@@ -173,6 +183,7 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
                       _number(node, "anonymous_rate", 20.0, "[node]", 0.001),
                       _number(node, "anonymous_burst", 100, "[node]", 1, int),
                       _number(node, "max_batch_bytes", 8 * 1024 * 1024, "[node]", 1, int),
+                      _number(node, "refresh_interval", REFRESH_INTERVAL, "[node]", 0.0),
                       tuple(published), tuple(followed))
 
 
@@ -227,9 +238,9 @@ def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
                     # Under a trust file: its chain (rotation, witnesses) governs the keys.
                     from .rotation import follow_with_trust
                     from .trust import load_trust_file
-                    follow_with_trust(mirror, f.name, load_trust_file(f.trust), list(f.urls))
+                    follow_with_trust(mirror, f.name, load_trust_file(f.trust), list(f.urls), f.max_age)
                 else:
-                    mirror.follow(f.name, f.origin, vkeys, list(f.urls))
+                    mirror.follow(f.name, f.origin, vkeys, list(f.urls), f.max_age or DEFAULT_MAX_AGE)
                 continue
             if have.origin != f.origin:
                 raise InputError(f"[[follow]] {f.name}: the mirror follows origin {have.origin!r}, config says "
@@ -240,6 +251,8 @@ def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
                 with write_txn(mirror.conn):
                     mirror.conn.execute("UPDATE follows SET vkeys=?, urls=? WHERE id=?",
                                         ("\n".join(vkeys), "\n".join(f.urls), have.id))
+            if f.max_age is not None and f.max_age != have.max_age:
+                mirror.set_max_age(f.name, f.max_age)
     finally:
         mirror.close()
 
@@ -323,6 +336,14 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
         app.cleanup_ctx.append(ctx)
 
     extensions.append(followers)
+    if cfg.publish:
+        from .refresh import load_refresh_signers, refresh_task
+        keyed, missing = load_refresh_signers(home, [p.name for p in cfg.publish if p.name not in signers],
+                                              {p.name: p.key for p in cfg.publish if p.key is not None})
+        for m in missing:
+            log.warning("feed %s: its checkpoint will not be refreshed by this node (%s)", m.feed, m.problem)
+        extensions.append(lambda app: app.cleanup_ctx.append(
+            refresh_task(home.publisher_db, {**signers, **keyed}, cfg.refresh_interval)))
     app = create_app(sources, extensions=extensions,
                      middlewares=[ac.middleware, install_listing_filter(ac), *readside_middlewares])
     app[NODE_STATES] = states

@@ -10,12 +10,13 @@ A followed feed is *ready* unless, checked in this order:
 
 * ``never_synced``: no verified timestamp at all (``fresh_time`` is NULL):
   nothing was ever verified to answer from;
+* ``stale``: its newest verified timestamp is older than its maximum age
+  (``federation follow --max-age``; ``freshness``), or its last sync found
+  it stale (under a trust file: too old a witness quorum);
 * ``failed``: its last sync failed verification as a whole
   (``sync_failed`` is a verification kind: signature, rollback, fork,
-  digest, malformed, stale); a transport failure alone is not a problem
-  until it makes the feed stale;
-* ``stale``: its newest verified timestamp is older than its maximum age
-  (``federation follow --max-age``; ``freshness``).
+  digest, malformed); a transport failure alone is not a problem until it
+  makes the feed stale.
 
 ``allow_stale`` (CLI ``--allow-stale``, HTTP ``allow_stale=true``) is an
 operator's knowing choice to answer from ``failed`` and ``stale`` feeds
@@ -69,14 +70,17 @@ def assess(follow, now: int) -> Basis:
     base = dict(feed=follow.name, origin=follow.origin, version=follow.version, size=follow.applied_size,
                 fresh_time=follow.fresh_time, max_age=follow.max_age, age=age)
     if follow.fresh_time is None:
+        failed = f"; its last sync failed ({follow.last_error or follow.sync_failed})" if follow.sync_failed else ""
         return Basis(**base, problem=NEVER_SYNCED, detail="never synced: nothing verified to answer from "
-                                                          "(run 'federation sync')")
-    if follow.sync_failed in VERIFICATION_KINDS:
-        why = follow.last_error or follow.sync_failed
-        return Basis(**base, problem=FAILED, detail=f"the last sync failed verification ({why})")
+                                                          f"(run 'federation sync'){failed}")
     if age > follow.max_age:
         return Basis(**base, problem=STALE, detail=f"newest verified timestamp is {describe_age(age)}, over the "
                                                    f"maximum age of {follow.max_age} s")
+    if follow.sync_failed == "stale":  # e.g. a witness quorum older than the trust file allows
+        return Basis(**base, problem=STALE, detail=f"the last sync found it stale ({follow.last_error})")
+    if follow.sync_failed in VERIFICATION_KINDS:
+        why = follow.last_error or follow.sync_failed
+        return Basis(**base, problem=FAILED, detail=f"the last sync failed verification ({why})")
     return Basis(**base)
 
 

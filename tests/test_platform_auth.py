@@ -66,6 +66,7 @@ async def secured(tmp_path):
     mirror = Mirror(tmp_path / "mirror.db")
     for name in FEEDS:
         mirror.follow(name, signers[name].name, [signers[name].vkey], [f"{base}feeds/{name}/"])
+        await sync_once(mirror, name)  # synced (empty): lookups may answer (they fail closed before)
     node = PlatformNode(tmp_path / "mirror.db", tmp_path / "platform.db", auth_db=tmp_path / "auth.db", poll=5.0)
     r, url = await start(node.app)
     runners.append(r)

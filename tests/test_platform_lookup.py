@@ -132,7 +132,9 @@ async def test_withdrawn_pdq_never_answered_and_readd_returns(deployment):
     deployment.publish([Withdraw("hash_error", 0, "pdq", bytes.fromhex(h))])
     await deployment.sync()
     _, r = await get(deployment.url, f"lookup/pdq/{near}")
-    assert r == dict(type="pdq", hash=near, matched=False, matches=[], threshold=31)
+    assert {k: v for k, v in r.items() if k != "based_on"} == dict(type="pdq", hash=near, matched=False, matches=[],
+                                                                   threshold=31)
+    assert [(b["feed"], b["version"], b["ready"]) for b in r["based_on"]] == [("tid", 3, True)]
     deployment.publish([pdq_add(h, "c13")])
     await deployment.sync()
     _, r = await get(deployment.url, f"lookup/pdq/{near}")

@@ -33,6 +33,8 @@ from federation.node import build_app, parse_config
 from federation.note import Signer
 from federation.platform_node import PlatformNode
 from federation.publisher import Publisher
+from federation.mirror import Mirror
+from federation.sync import sync_once
 from federation.server import PublisherSource, create_app
 from federation.snapshot import prune, write_snapshot
 from federation.witness import Witness, install_witness
@@ -252,7 +254,16 @@ async def test_sample_requests_get_documented_answers(tmp_path):
             await check("GET", platform, "/healthz", "/healthz", 200)
             await check("GET", platform, md5, q, 401)
             await check("GET", platform, md5, q, 403, token=p_member)
+            # fail closed: the platform's mirror follows no feed yet, then one that never synced
+            await check("GET", platform, md5, q, 503, token=p_all)
+            pmirror = Mirror(tmp_path / "pmirror.db")
+            pmirror.follow("tid", up_signer.name, [up_signer.vkey], [f"{up_base}feeds/tid/"])
+            await check("POST", platform, "/lookup", "/lookup", 503, token=p_all,
+                        json={"queries": [{"type": "md5", "hash": "00" * 16}]})
+            await sync_once(pmirror, "tid")
+            pmirror.close()
             await check("GET", platform, md5, q, 200, token=p_all)
+            await check("GET", platform, md5, q + "?feed=tid&allow_stale=true", 200, token=p_all)
             await check("GET", platform, md5, "/lookup/md5/zz", 400, token=p_all)
             await check("POST", platform, "/lookup", "/lookup", 200, token=p_all,
                         json={"queries": [{"type": "pdq", "hash": "f" * 64, "threshold": 20}]})

@@ -45,6 +45,11 @@ async def test_metrics_versions_lag_requests_and_failures_by_kind(deployment):
     assert [type(r).__name__ for r in results] == ["SignatureError", "SyncResult"]
     async with aiohttp.ClientSession() as s:
         async with s.get(deployment.url + "lookup/md5/" + "00" * 16) as r:
+            assert r.status == 503  # fail closed: the "bad" feed never synced, its sync failed verification
+            body = await r.json()
+            assert [(f["feed"], f["problem"]) for f in body["feeds"]] == [("bad", "never_synced")]
+            assert "signature" in body["feeds"][0]["detail"]
+        async with s.get(deployment.url + f"lookup/md5/{'00' * 16}?feed={FEED}") as r:
             assert r.status == 200
         async with s.get(deployment.url + "changes?after=x") as r:
             assert r.status == 400
@@ -83,6 +88,7 @@ def closed_port() -> int:
 async def test_doctor_checks_permissions_trust_and_upstreams(deployment):
     home = Home.resolve(str(deployment.root))
     write_new_key(home.key_path("tid"), ORIGIN)  # 0600
+    await deployment.sync()  # a never-synced feed fails the doctor (lookups would fail closed)
     checks = await run_doctor(home, timeout=5)
     assert not [c for c in checks if c.status == FAIL], checks
     assert any(c.status == OK and "verified checkpoint" in c.detail for c in checks)
