@@ -27,7 +27,9 @@ docs/PROTOCOL.md section 13).
 
 With ``platform serve --auth`` (``platform_auth``), pages are filtered to
 the caller's feed scope in SQL, so ``next`` still moves past the changes of
-other feeds and a scoped consumer never rescans them.
+other feeds and a scoped consumer never rescans them. A consumer records
+the scope of the token that first used it; only tokens covering that scope
+may read or acknowledge it, and its pages are that scope's changes.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ from aiohttp import web
 from .activeset import split_labels
 from .db import connect, write_txn
 from .errors import InputError
-from .platform_auth import scope_of
+from .platform_auth import covers, forbidden, scope_of
 
 log = logging.getLogger("federation.changes")
 
@@ -63,7 +65,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS consumers (
     name TEXT PRIMARY KEY,
     cursor INTEGER NOT NULL DEFAULT 0,   -- last acknowledged changes.seq
-    updated INTEGER NOT NULL
+    updated INTEGER NOT NULL,
+    scope TEXT                           -- JSON list of the feeds of the token that created it; NULL: every feed
 );
 CREATE TABLE IF NOT EXISTS webhooks (
     name TEXT PRIMARY KEY,
@@ -176,6 +179,10 @@ class PlatformStore:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.conn = connect(self.path)
         self.conn.executescript(SCHEMA)
+        if "scope" not in {r[1] for r in self.conn.execute("PRAGMA table_info(consumers)")}:
+            # platform.db from before consumer scopes: those consumers keep
+            # NULL (every feed), which only an unscoped caller may use.
+            self.conn.execute("ALTER TABLE consumers ADD COLUMN scope TEXT")
 
     def close(self) -> None:
         self.conn.close()
@@ -185,6 +192,21 @@ class PlatformStore:
         check_name(consumer, "consumer")
         row = self.conn.execute("SELECT cursor FROM consumers WHERE name=?", (consumer,)).fetchone()
         return row[0] if row else 0
+
+    def claim(self, consumer: str, scope: frozenset[str] | None) -> frozenset[str] | None:
+        """The feed scope ``consumer`` was created with, creating it with
+        ``scope`` (the caller's feeds; None: every feed) on first use.
+
+        A consumer's scope never changes afterwards, so a caller that checked
+        it may act on the consumer (``platform_auth.covers``).
+        """
+        check_name(consumer, "consumer")
+        with write_txn(self.conn):
+            self.conn.execute("INSERT INTO consumers (name, cursor, updated, scope) VALUES (?,0,?,?)"
+                              " ON CONFLICT(name) DO NOTHING",
+                              (consumer, int(time.time()), None if scope is None else json.dumps(sorted(scope))))
+            row = self.conn.execute("SELECT scope FROM consumers WHERE name=?", (consumer,)).fetchone()
+        return None if row[0] is None else frozenset(json.loads(row[0]))
 
     def ack(self, consumer: str, seq: int, head_seq: int) -> int:
         """Move ``consumer``'s cursor forward to ``seq``; never backwards, never past the head."""
@@ -452,12 +474,25 @@ async def get_changes(request: web.Request) -> web.Response:
                               "head": head(st["mirror"])})
 
 
+def _consumer_scope(request: web.Request) -> frozenset[str] | None:
+    """The feeds of the consumer named in the path, which the caller's token
+    must cover (else 403): a token scoped to other feeds may neither read
+    nor move this consumer's cursor."""
+    name = request.match_info["name"]
+    scope = request.app[STREAM]["store"].claim(name, scope_of(request))
+    if not covers(scope_of(request), scope):
+        raise forbidden(f"consumer {name!r} belongs to a token scoped to "
+                        f"{'every feed' if scope is None else ', '.join(sorted(scope))}; this token does not cover it")
+    return scope
+
+
 async def get_consumer_changes(request: web.Request) -> web.Response:
     st = request.app[STREAM]
     try:
+        scope = _consumer_scope(request)
         cursor = st["store"].cursor(request.match_info["name"])
         limit = _int_param(request, "limit", 100)
-        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope_of(request))
+        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope)
     except InputError as e:
         return _error(e)
     return web.json_response({"consumer": request.match_info["name"], "cursor": cursor, "changes": rows,
@@ -473,6 +508,7 @@ async def post_consumer_ack(request: web.Request) -> web.Response:
             raise InputError('body must be JSON: {"cursor": SEQ}') from None
         if not isinstance(body, dict) or "cursor" not in body:
             raise InputError('body must be JSON: {"cursor": SEQ}')
+        _consumer_scope(request)
         cursor = st["store"].ack(request.match_info["name"], body["cursor"], head(st["mirror"]))
     except InputError as e:
         return _error(e)
