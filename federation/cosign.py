@@ -242,9 +242,8 @@ class CosignOutcome:
         if self.status == "promoted":
             return f"size {self.size} cosigned by {by}; now served{failed}"
         if self.status in ("cosigned", "kept"):
-            what = ("served checkpoint of size {} re-cosigned by {}" if self.status == "cosigned" else
-                    "served checkpoint of size {} kept: its refresh (cosigned by {}) would be refused").format(
-                        self.size, by)
+            what = (f"served checkpoint of size {self.size} re-cosigned by {by}" if self.status == "cosigned"
+                    else f"served checkpoint of size {self.size} kept: its refresh (cosigned by {by}) would be refused")
             short = (f"; only {len(self.cosigned_by)} of the {self.quorum} required fresh cosignatures"
                      if len(self.cosigned_by) < self.quorum else "")
             problem = f"; {self.problem}" if self.problem else ""

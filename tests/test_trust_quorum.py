@@ -181,6 +181,26 @@ async def test_cosign_run_once_exits_1_when_a_served_checkpoint_falls_short_of_i
     assert "1 if a served checkpoint got fewer fresh cosignatures than the quorum" in " ".join(out.split())
 
 
+async def test_cosign_run_keeps_the_served_note_rather_than_serve_one_its_trust_file_refuses(home_world: World):
+    """`cosign run --key K` with only a key the trust file does not list drops
+    the witnesses' lines (they were not asked). Before, that note replaced
+    the served one and every mirror refused the feed."""
+    world = home_world
+    await configure(world)
+    assert (await publish(world, 2, "b1"))[0] == 0
+    served = world.pub.feed(NAME).checkpoint
+    key = world.tmp / "own.key"
+    code, out, err = await run_cli("cosign", "keygen", "publisher.example/cosigner", "--out", str(key))
+    assert code == 0, err
+    code, out, err = await run_cli("--home", str(world.home), "cosign", "run", NAME, "--once", "--key", str(key))
+    assert code == 1, (out, err)
+    assert "t: kept: served checkpoint of size 3 kept: its refresh (cosigned by publisher.example/cosigner) would " \
+        "be refused" in out and "mirrors under trust version 1" in out and "cosigned by 0 of the 2" in out, out
+    assert world.pub.feed(NAME).checkpoint == served
+    res = await sync(world.mirror())
+    assert res.size == 3 and res.changed
+
+
 # ---- trust files: one key, one vote ------------------------------------------------
 
 
