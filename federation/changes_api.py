@@ -27,7 +27,9 @@ docs/PROTOCOL.md section 13).
 
 With ``platform serve --auth`` (``platform_auth``), pages are filtered to
 the caller's feed scope in SQL, so ``next`` still moves past the changes of
-other feeds and a scoped consumer never rescans them.
+other feeds and a scoped consumer never rescans them. A consumer records
+the scope of the token that first used it; only tokens covering that scope
+may read or acknowledge it, and its pages are that scope's changes.
 """
 from __future__ import annotations
 
@@ -49,11 +51,12 @@ from aiohttp import web
 from .activeset import split_labels
 from .db import connect, write_txn
 from .errors import InputError
-from .platform_auth import scope_of
+from .platform_auth import covers, forbidden, scope_of
 
 log = logging.getLogger("federation.changes")
 
 MAX_PAGE = 1000
+MAX_ANSWER_BYTES = 4096  # of a webhook receiver's answer, read for the error report; the rest is never read
 SIGNATURE_HEADER = "X-Federation-Signature"
 TIMESTAMP_HEADER = "X-Federation-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -62,7 +65,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS consumers (
     name TEXT PRIMARY KEY,
     cursor INTEGER NOT NULL DEFAULT 0,   -- last acknowledged changes.seq
-    updated INTEGER NOT NULL
+    updated INTEGER NOT NULL,
+    scope TEXT                           -- JSON list of the feeds of the token that created it; NULL: every feed
 );
 CREATE TABLE IF NOT EXISTS webhooks (
     name TEXT PRIMARY KEY,
@@ -175,6 +179,10 @@ class PlatformStore:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         self.conn = connect(self.path)
         self.conn.executescript(SCHEMA)
+        if "scope" not in {r[1] for r in self.conn.execute("PRAGMA table_info(consumers)")}:
+            # platform.db from before consumer scopes: those consumers keep
+            # NULL (every feed), which only an unscoped caller may use.
+            self.conn.execute("ALTER TABLE consumers ADD COLUMN scope TEXT")
 
     def close(self) -> None:
         self.conn.close()
@@ -184,6 +192,21 @@ class PlatformStore:
         check_name(consumer, "consumer")
         row = self.conn.execute("SELECT cursor FROM consumers WHERE name=?", (consumer,)).fetchone()
         return row[0] if row else 0
+
+    def claim(self, consumer: str, scope: frozenset[str] | None) -> frozenset[str] | None:
+        """The feed scope ``consumer`` was created with, creating it with
+        ``scope`` (the caller's feeds; None: every feed) on first use.
+
+        A consumer's scope never changes afterwards, so a caller that checked
+        it may act on the consumer (``platform_auth.covers``).
+        """
+        check_name(consumer, "consumer")
+        with write_txn(self.conn):
+            self.conn.execute("INSERT INTO consumers (name, cursor, updated, scope) VALUES (?,0,?,?)"
+                              " ON CONFLICT(name) DO NOTHING",
+                              (consumer, int(time.time()), None if scope is None else json.dumps(sorted(scope))))
+            row = self.conn.execute("SELECT scope FROM consumers WHERE name=?", (consumer,)).fetchone()
+        return None if row[0] is None else frozenset(json.loads(row[0]))
 
     def ack(self, consumer: str, seq: int, head_seq: int) -> int:
         """Move ``consumer``'s cursor forward to ``seq``; never backwards, never past the head."""
@@ -255,51 +278,99 @@ def backoff(attempts: int, base: float, cap: float) -> float:
 
 
 class Deliverer:
-    """Delivers every webhook's changes in order, retrying forever with backoff.
+    """Delivers each webhook's changes in order, retrying forever with backoff.
 
-    One task per node. ``notify()`` wakes it early (an in-process sync
-    calls it after applying a version); otherwise it polls.
+    One worker task per webhook, so a slow or hanging receiver delays only
+    its own deliveries. ``run`` supervises them: it re-reads the webhooks
+    table every ``poll`` seconds (or on ``notify``), starts a worker for a
+    new webhook without a restart, and cancels the worker of a removed one.
+    Bounds: each worker has at most one request in flight, and ``timeout``
+    bounds the whole exchange (connect, send, response headers and at most
+    ``MAX_ANSWER_BYTES`` of the answer, kept for the error report). Redirects
+    are never followed: a batch is delivered to the configured URL or not at
+    all, and a 3xx is a failed attempt. ``notify()`` wakes every worker early
+    (an in-process sync calls it after applying a version); otherwise they
+    poll. All state is in SQLite, so cancelling a worker anywhere only
+    re-delivers its batch (same idempotency key).
     """
 
     def __init__(self, store: PlatformStore, mirror: sqlite3.Connection, poll: float = 1.0,
                  retry_base: float = 1.0, retry_cap: float = 300.0, batch: int = 100, timeout: float = 10.0):
         self.store, self.mirror = store, mirror
         self.poll, self.retry_base, self.retry_cap, self.batch = poll, retry_base, retry_cap, batch
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self._wake = asyncio.Event()
+        self.timeout = timeout
+        self._wake = asyncio.Event()  # the supervisor's
+        self._workers: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._stopping: set[asyncio.Task] = set()  # cancelled workers of removed webhooks
         self._next_try: dict[str, float] = {}
         self.on_attempt = None  # metrics hook: f(webhook_name, ok: bool)
 
     def notify(self) -> None:
         self._wake.set()
+        for _, wake in self._workers.values():
+            wake.set()
+
+    def workers(self) -> set[str]:
+        """Names of the webhooks that have a running worker."""
+        return {name for name, (task, _) in self._workers.items() if not task.done()}
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(timeout=self.timeout, headers={"User-Agent": "federation-webhook"}) as s:
-            while True:
-                try:
-                    await self.deliver_due(s)
-                except Exception:  # keep delivering: state is in SQLite, the next round retries
-                    log.exception("webhook delivery round failed")
-                delay = self.poll
-                now = time.monotonic()
-                waits = [t - now for t in self._next_try.values()]
-                if waits:
-                    delay = max(0.0, min(delay, min(waits)))
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                self._wake.clear()
-
-    async def deliver_due(self, session: aiohttp.ClientSession) -> None:
-        for hook in self.store.webhooks():
-            if self._next_try.get(hook.name, 0) > time.monotonic():
-                continue
+        # No connection-pool limit: a pool shared by all workers would make
+        # healthy receivers queue behind hanging ones. One connection per
+        # worker at most, each bounded by the timeout.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": "federation-webhook"}) as s:
             try:
-                while await self.deliver_one(session, hook.name):
+                while True:
+                    try:
+                        self._reconcile(s)
+                    except Exception:  # keep supervising: the next round re-reads the table
+                        log.exception("webhook supervisor round failed")
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
+                    except asyncio.TimeoutError:
+                        pass
+                    self._wake.clear()
+            finally:
+                tasks = [task for task, _ in self._workers.values()] + list(self._stopping)
+                self._workers.clear()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reconcile(self, session: aiohttp.ClientSession) -> None:
+        names = {h.name for h in self.store.webhooks()}
+        for name, (task, _) in list(self._workers.items()):
+            if name not in names or task.done():
+                task.cancel()  # removed: its worker ends (a done one is restarted below)
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+                del self._workers[name]
+                self._next_try.pop(name, None)
+        for name in sorted(names - self._workers.keys()):
+            wake = asyncio.Event()
+            task = asyncio.create_task(self._work(session, name, wake), name=f"webhook {name}")
+            self._workers[name] = (task, wake)
+
+    async def _work(self, session: aiohttp.ClientSession, name: str, wake: asyncio.Event) -> None:
+        """One webhook's worker: deliver batches until none is left, then wait."""
+        while True:
+            wake.clear()  # before reading: a notify during delivery is not lost
+            try:
+                while await self.deliver_one(session, name):
                     pass
             except InputError:
-                continue  # removed while we were delivering
+                return  # removed while we were delivering
+            except Exception:  # keep delivering: state is in SQLite, the next round retries
+                log.exception("webhook %s: delivery round failed", name)
+            due = self._next_try.get(name)
+            if due is not None:  # backing off: a notify does not cut it short
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), self.poll)
+            except asyncio.TimeoutError:
+                pass
 
     async def deliver_one(self, session: aiohttp.ClientSession, name: str) -> bool:
         """Try the webhook's next batch once. True if a batch was acknowledged."""
@@ -317,15 +388,8 @@ class Deliverer:
         headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
                    SIGNATURE_HEADER: sign(hook.secret, ts, body),
                    IDEMPOTENCY_HEADER: f"{name}:{hook.inflight_first}-{hook.inflight_last}"}
-        status = None
-        try:
-            async with session.post(hook.url, data=body, headers=headers) as resp:
-                status = resp.status
-                await resp.read()
-            ok = 200 <= status < 300
-            error = None if ok else f"HTTP {status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            ok, error = False, f"{type(e).__name__}: {e}"
+        status, error = await self._post(session, hook.url, body, headers)
+        ok = error is None
         if self.on_attempt:
             self.on_attempt(name, ok)
         if ok:
@@ -338,6 +402,45 @@ class Deliverer:
         log.warning("webhook %s: delivery of seq %s-%s failed (%s); retry in %.1fs",
                     name, hook.inflight_first, hook.inflight_last, error, wait)
         return False
+
+    async def _post(self, session: aiohttp.ClientSession, url: str, body: bytes,
+                    headers: dict) -> tuple[int | None, str | None]:
+        """POST one batch: (status, None) on 2xx, else (status or None, why)."""
+        status = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                # allow_redirects=False: aiohttp follows redirects by default,
+                # which would turn a delivery into a GET elsewhere (302) or
+                # re-POST body, signature and key to another host (307), and
+                # count that host's 2xx as delivered.
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                    status = resp.status
+                    answer = await read_prefix(resp.content, MAX_ANSWER_BYTES)
+                    if not resp.content.at_eof():
+                        resp.close()  # drop the connection rather than drain an unbounded answer
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            why = "no answer within %gs" % self.timeout if isinstance(e, asyncio.TimeoutError) else \
+                f"{type(e).__name__}: {e}"
+            return status, why if status is None else f"HTTP {status}, then {why}"
+        if 200 <= status < 300:
+            return status, None
+        if 300 <= status < 400:
+            return status, (f"HTTP {status}: redirect to {resp.headers.get('Location', '(none)')[:200]} not "
+                            "followed (a webhook is delivered only to its configured URL)")
+        text = answer.decode("utf-8", "replace").strip()
+        return status, f"HTTP {status}" + (f": {text[:200]}" if text else "")
+
+
+async def read_prefix(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most ``limit`` bytes from the start of a response body."""
+    chunks, got = [], 0
+    while got < limit:
+        chunk = await stream.read(limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 # ---- HTTP routes ------------------------------------------------------------------------
@@ -371,12 +474,25 @@ async def get_changes(request: web.Request) -> web.Response:
                               "head": head(st["mirror"])})
 
 
+def _consumer_scope(request: web.Request) -> frozenset[str] | None:
+    """The feeds of the consumer named in the path, which the caller's token
+    must cover (else 403): a token scoped to other feeds may neither read
+    nor move this consumer's cursor."""
+    name = request.match_info["name"]
+    scope = request.app[STREAM]["store"].claim(name, scope_of(request))
+    if not covers(scope_of(request), scope):
+        raise forbidden(f"consumer {name!r} belongs to a token scoped to "
+                        f"{'every feed' if scope is None else ', '.join(sorted(scope))}; this token does not cover it")
+    return scope
+
+
 async def get_consumer_changes(request: web.Request) -> web.Response:
     st = request.app[STREAM]
     try:
+        scope = _consumer_scope(request)
         cursor = st["store"].cursor(request.match_info["name"])
         limit = _int_param(request, "limit", 100)
-        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope_of(request))
+        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope)
     except InputError as e:
         return _error(e)
     return web.json_response({"consumer": request.match_info["name"], "cursor": cursor, "changes": rows,
@@ -392,6 +508,7 @@ async def post_consumer_ack(request: web.Request) -> web.Response:
             raise InputError('body must be JSON: {"cursor": SEQ}') from None
         if not isinstance(body, dict) or "cursor" not in body:
             raise InputError('body must be JSON: {"cursor": SEQ}')
+        _consumer_scope(request)
         cursor = st["store"].ack(request.match_info["name"], body["cursor"], head(st["mirror"]))
     except InputError as e:
         return _error(e)

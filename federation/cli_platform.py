@@ -156,7 +156,9 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
     mirror = connect(home.mirror_db, readonly=True)
     store = PlatformStore(platform_db(home)) if consumer else None
     start = store.cursor(consumer) if store else after
-    rows = read_changes(mirror, start, limit, feed)
+    # A consumer's stream is its own feeds' changes (those of the token that created it).
+    scope = store.claim(consumer, None) if store else None
+    rows = read_changes(mirror, start, limit, feed, feeds=scope)
     for row in rows:
         click.echo(json.dumps(row))
     sys.stdout.flush()

@@ -300,7 +300,9 @@ def cosign_after_publish(home: Home, name: str, version: int) -> None:
               help="A witness as SUBMISSION_PREFIX=VKEY, e.g. http://w:8081/witness=w.example+ab12cd34+BA...")
 @click.option("--interval", default=300.0, show_default=True,
               help="Seconds between refreshes (keep well under the trust files' max staleness).")
-@click.option("--once", is_flag=True, help="Refresh once and exit (1 if a pending checkpoint stays unserved).")
+@click.option("--once", is_flag=True,
+              help="Refresh once and exit: 1 if a served checkpoint got fewer fresh cosignatures than the quorum, "
+                   "its refresh would be refused by the feed's trust file, or a pending checkpoint stays unserved.")
 @click.pass_obj
 def cosign_run(home: Home, names, keys, witnesses, interval, once):
     """Collect fresh cosignatures for feeds NAMES, on a schedule, even when nothing changed.
@@ -308,6 +310,13 @@ def cosign_run(home: Home, names, keys, witnesses, interval, once):
     A pending checkpoint (a publish of a feed with `cosign configure`d
     cosigners whose cosignatures are missing) is cosigned and served first.
     Without --key and --witness each feed's stored configuration is used.
+    A cosignature the feed's trust file would not count (it does not
+    verify, or is dated in the future: a witness clock running ahead) is
+    dropped and reported; the others are served.
+
+    With --once, exits 1 when a feed got fewer fresh cosignatures than its
+    quorum, or its note would be refused by its trust file, or a pending
+    checkpoint stays unserved; else 0.
 
     \b
     Example:
@@ -337,12 +346,12 @@ def cosign_run(home: Home, names, keys, witnesses, interval, once):
             plans = {n: (cosigners, clients, c.quorum if c else 1) if explicit else plan(c, session)
                      for n, c in configs.items()}
             if once:
-                unserved = 0
+                short = 0
                 for n in names:
                     out = await cosign_feed(pub, n, *plans[n])
                     click.echo(f"{n}: {out.status}: {out.describe()}")
-                    unserved += out.status == "pending"
-                return unserved
+                    short += not out.ok
+                return short
             await refresh_forever(pub, list(names), cosigners, clients, interval, plans=plans)
             return 0
 

@@ -14,8 +14,10 @@
   checkpoint *pending* and the old one served, and ``cosign_feed`` serves
   the pending one only once it carries ``quorum`` cosignatures (and passes
   the feed's own trust file). Invariant: a mirror is never served a
-  checkpoint without the cosignatures it requires; the price is that a
-  publish with witnesses down is committed but not yet visible.
+  checkpoint without the cosignatures it requires, nor a cosignature its
+  trust file would not count (one bad witness loses its line, not the
+  round); the price is that a publish with fewer than ``quorum`` good
+  witnesses is committed but not yet visible.
 
 Cosigner key files use the signed-note private key format with type 0x04:
 ``PRIVATE+KEY+name+keyid+base64(0x04 || seed)``, mode 0600. The spec
@@ -42,7 +44,8 @@ from .merkle import consistency_proof
 from .note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
                    cosigned_message, format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
 from .tiles import TileHashes, needed_tiles, parse_hash_tile
-from .trust import check_cosignatures
+from .rotation import TrustChain
+from .trust import MAX_CLOCK_SKEW, TrustFile, check_cosignatures, clock_skew_allowance, cosignature_problem
 
 log = logging.getLogger("federation.cosign")
 
@@ -198,10 +201,16 @@ class CosignOutcome:
     """What one cosigning round did for a feed.
 
     ``status``: ``cosigned`` (the served checkpoint got fresh cosignatures),
-    ``promoted`` (a pending checkpoint got its cosignatures and is served
-    now), ``pending`` (too few cosignatures: the pending checkpoint stays
-    unserved, ``problem`` says why) or ``changed`` (a publish replaced the
-    note meanwhile; the next round cosigns the new one).
+    ``kept`` (the refreshed note would be refused by the feed's trust file
+    while the served one is not, so the served one stays; ``problem`` says
+    why), ``promoted`` (a pending checkpoint got its cosignatures and is
+    served now), ``pending`` (too few cosignatures: the pending checkpoint
+    stays unserved, ``problem`` says why) or ``changed`` (a publish replaced
+    the note meanwhile; the next round cosigns the new one).
+
+    ``cosigned_by`` are this round's cosignatures that passed the check
+    mirrors apply; ``failures`` name the cosigners that gave none, or a bad
+    one (dropped).
     """
 
     feed: str
@@ -211,14 +220,29 @@ class CosignOutcome:
     cosigned_by: tuple[str, ...] = ()
     failures: tuple[tuple[str, FederationError], ...] = ()  # (witness name, why)
     problem: str = ""
+    quorum: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """False when the round fell short: a pending checkpoint still unserved,
+        a refreshed note refused or kept back, or fewer fresh cosignatures
+        than the quorum (``cosign run --once`` then exits 1)."""
+        if self.status in ("promoted", "changed"):
+            return True
+        return self.status == "cosigned" and not self.problem and len(self.cosigned_by) >= self.quorum
 
     def describe(self) -> str:
         by = ", ".join(self.cosigned_by) or "nobody"
         failed = "".join(f"; witness {w}: {e}" for w, e in self.failures)
         if self.status == "promoted":
             return f"size {self.size} cosigned by {by}; now served{failed}"
-        if self.status == "cosigned":
-            return f"served checkpoint of size {self.size} re-cosigned by {by}{failed}"
+        if self.status in ("cosigned", "kept"):
+            what = (f"served checkpoint of size {self.size} re-cosigned by {by}" if self.status == "cosigned"
+                    else f"served checkpoint of size {self.size} kept: its refresh (cosigned by {by}) would be refused")
+            short = (f"; only {len(self.cosigned_by)} of the {self.quorum} required fresh cosignatures"
+                     if len(self.cosigned_by) < self.quorum else "")
+            problem = f"; {self.problem}" if self.problem else ""
+            return f"{what}{short}{problem}{failed}"
         if self.status == "changed":
             return f"a publish replaced the checkpoint of size {self.size} meanwhile; the next round cosigns it"
         return f"size {self.size} is committed but NOT served: {self.problem}{failed}"
@@ -232,24 +256,29 @@ def _log_signatures(note: Note, origin: str) -> tuple[NoteSignature, ...]:
     return tuple(s for s in note.signatures if s.name == origin)
 
 
+def trust_problem(trust: TrustFile | None, name: str, note: bytes, now: int) -> str:
+    """Why mirrors under ``trust`` (the feed's newest published trust
+    version) would refuse ``note``, or "" (also when there is none)."""
+    if trust is None:
+        return ""
+    try:
+        check_cosignatures(trust, note, now, f"{name} checkpoint")
+    except FederationError as e:
+        return f"mirrors under {trust.describe()} would refuse it: {e}"
+    return ""
+
+
 def promotion_problem(publisher, name: str, note: bytes, cosigned: int, quorum: int, now: int) -> str:
     """Why ``note`` must not be served yet, or "" when it may be.
 
-    Needs ``quorum`` cosignatures from this round and, when the feed
-    publishes a trust chain, exactly what a mirror under its newest version
-    checks (``trust.check_cosignatures``): so a checkpoint mirrors would
-    refuse is never put in place of one they accept.
+    Needs ``quorum`` countable cosignatures from this round and, when the
+    feed publishes a trust chain, exactly what a mirror under its newest
+    version checks (``trust.check_cosignatures``): so a checkpoint mirrors
+    would refuse is never put in place of one they accept.
     """
     if cosigned < quorum:
         return f"cosigned by {cosigned} of the {quorum} required cosigners"
-    from .rotation import TrustChain
-    trust = TrustChain(publisher.conn, name).current()
-    if trust is not None:
-        try:
-            check_cosignatures(trust, note, now, f"{name} checkpoint")
-        except FederationError as e:
-            return f"mirrors under {trust.describe()} would refuse it: {e}"
-    return ""
+    return trust_problem(TrustChain(publisher.conn, name).current(), name, note, now)
 
 
 async def cosign_feed(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
@@ -261,16 +290,26 @@ async def cosign_feed(publisher, name: str, cosigners: list[Cosigner], witnesses
     signature lines are kept; each cosigner's line is replaced by a fresh
     one, and a witness that fails this round keeps its previous line for
     the same tree (still valid, only older), so a refresh never lowers the
-    number of cosignatures a mirror sees. A pending checkpoint is served
-    only with ``quorum`` fresh cosignatures (and what the feed's trust file
-    requires), by compare-and-swap, so a concurrent publish wins.
+    number of cosignatures a mirror sees.
+
+    The publisher never serves a note its own trust file would refuse:
+    every cosignature line, fresh or previous, passes the check mirrors
+    apply (``trust.cosignature_problem`` with the trust file's clock-skew
+    allowance) or is dropped, alone: a witness whose clock runs ahead, or
+    whose cosignature does not verify, loses its line, not the round. A
+    pending checkpoint is served only with ``quorum`` countable fresh
+    cosignatures (and what the feed's trust file requires); a refreshed
+    served note replaces the served one only if the trust file accepts it
+    or refuses the served one too. Both by compare-and-swap, so a
+    concurrent publish wins.
     """
     feed = publisher.feed(name)
     pending = feed.pending_checkpoint
     current = parse_note(pending if pending is not None else feed.checkpoint)
     logged = _log_signatures(current, feed.origin)
-    asked = {(c.name, c.verifier.key_id) for c in cosigners} | {(w.key.name, w.key.key_id) for w in witnesses}
-    previous = tuple(s for s in current.signatures if s not in logged and (s.name, s.key_id) in asked)
+    keys = {(c.name, c.verifier.key_id): c.verifier for c in cosigners}
+    keys.update({(w.key.name, w.key.key_id): w.key for w in witnesses})
+    previous = tuple(s for s in current.signatures if s not in logged and (s.name, s.key_id) in keys)
     base = Note(current.text, logged)
     base_bytes = base.to_bytes()
     t = int(time.time()) if now is None else now
@@ -288,18 +327,38 @@ async def cosign_feed(publisher, name: str, cosigners: list[Cosigner], witnesses
             failures.append((w.key.name, r))
         else:
             sigs.append(r)
-    new = with_signatures(Note(current.text, logged + previous), sigs)
-    by = tuple(s.name for s in sigs)
+    trust = TrustChain(publisher.conn, name).current()
+    allowance = clock_skew_allowance(trust.max_staleness) if trust is not None else MAX_CLOCK_SKEW
+
+    def problem_of(s: NoteSignature) -> str:
+        return cosignature_problem(keys[(s.name, s.key_id)], base.text, s.signature, t, allowance)
+
+    fresh = []
+    for s in sigs:
+        why = problem_of(s)
+        if why:
+            log.warning("%s: dropped the cosignature of %s: it %s", name, s.name, why)
+            failures.append((s.name, SignatureError(f"cosignature dropped: it {why}")))
+        else:
+            fresh.append(s)
+    # A previous line of a witness that gave no good one this round stays, if
+    # it still counts (it may predate this check, or be future-dated still).
+    kept = tuple(s for s in previous if not problem_of(s))
+    new = with_signatures(Note(current.text, logged + kept), fresh)
+    by = tuple(s.name for s in fresh)
+    outcome = dict(cosigned_by=by, failures=tuple(failures), quorum=quorum)
     if pending is None:
+        problem = trust_problem(trust, name, new, t)
+        if problem and not trust_problem(trust, name, feed.checkpoint, t):
+            return CosignOutcome(name, "kept", feed.size, None, problem=problem, **outcome)
         ok = await asyncio.to_thread(publisher.replace_checkpoint, name, feed.checkpoint, new)
-        return CosignOutcome(name, "cosigned" if ok else "changed", feed.size, new if ok else None, by,
-                             tuple(failures))
-    problem = promotion_problem(publisher, name, new, len(sigs), quorum, int(time.time()))
+        return CosignOutcome(name, "cosigned" if ok else "changed", feed.size, new if ok else None,
+                             problem=problem if ok else "", **outcome)
+    problem = promotion_problem(publisher, name, new, len(fresh), quorum, t)
     if problem:
-        return CosignOutcome(name, "pending", feed.size, None, by, tuple(failures), problem)
+        return CosignOutcome(name, "pending", feed.size, None, problem=problem, **outcome)
     ok = await asyncio.to_thread(publisher.promote_checkpoint, name, pending, new)
-    return CosignOutcome(name, "promoted" if ok else "changed", feed.size, new if ok else None, by,
-                         tuple(failures))
+    return CosignOutcome(name, "promoted" if ok else "changed", feed.size, new if ok else None, **outcome)
 
 
 async def refresh_checkpoint(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
@@ -323,7 +382,7 @@ async def refresh_forever(publisher, names: list[str], cosigners: list[Cosigner]
             c, w, q = plans[name] if plans and name in plans else (cosigners, witnesses, 1)
             try:
                 out = await cosign_feed(publisher, name, c, w, q)
-                if out.status == "pending":
+                if not out.ok:
                     log.warning("%s: %s", name, out.describe())
             except FederationError as e:
                 log.warning("%s: cosignature refresh failed: %s", name, e)

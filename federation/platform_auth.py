@@ -23,9 +23,12 @@ Invariants, with auth on:
   rate and burst): over it, 429 with ``Retry-After``. A batch lookup counts
   as one request.
 
-Consumer cursors (``/consumers/NAME/...``) are not bound to tokens: every
-platform token may read and advance any consumer's cursor (its pages are
-still filtered to its scope). Give platform tokens to systems you run.
+* Consumer cursors (``/consumers/NAME/...``) are scoped: a consumer records
+  the feed scope of the token that first used it (``PlatformStore.claim``),
+  and a token may read or acknowledge it only if the token's scope covers
+  the consumer's (``covers``), else 403. So a token of one feed can neither
+  skip nor replay another feed's consumer. Its pages are the consumer's
+  feeds' changes.
 
 Errors are JSON ``{"error": TEXT, "kind": "auth"}`` like the platform API's
 other errors.
@@ -48,6 +51,19 @@ NODE_WIDE = {"/feeds", "/webhooks", "/metrics"}  # canonical routes that show ev
 def scope_of(request: web.Request) -> frozenset[str] | None:
     """The feeds the caller may see; None when every feed (or auth is off)."""
     return request.get(SCOPE)
+
+
+def covers(caller: frozenset[str] | None, owner: frozenset[str] | None) -> bool:
+    """Whether a caller with feed scope ``caller`` may use a consumer created
+    under scope ``owner`` (None: every feed, i.e. a ``*`` token or no auth)."""
+    if caller is None:
+        return True
+    return owner is not None and owner <= caller
+
+
+def forbidden(message: str) -> web.HTTPException:
+    """403 in the platform API's auth error format."""
+    return _error(web.HTTPForbidden, message)
 
 
 def _error(cls, message: str, **kw) -> web.HTTPException:

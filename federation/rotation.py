@@ -19,6 +19,7 @@ Served at ``<tlog-tiles prefix>trust/latest`` and ``trust/<N>`` (see
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ CREATE TABLE IF NOT EXISTS trust_freshness (
 """
 
 MAX_ROTATIONS_PER_SYNC = 64
+
+log = logging.getLogger("federation.trust")
 
 
 def verify_successor(current: TrustFile, data: bytes) -> TrustFile:
@@ -231,11 +234,20 @@ class TrustPolicy:
         return current
 
     def check(self, signed: SignedCheckpoint) -> Freshness:
+        """The checkpoint's witness quorum and freshness (``check_cosignatures``).
+
+        Trusted witnesses' cosignatures that were not counted (bad, or
+        future-dated) do not fail the check while a quorum of others is
+        good; they are logged here and listed in the returned ``ignored``.
+        """
         trust = self.chain.current()
         if trust is None:
             raise StorageError(f"feed {self.chain.feed} has no trust file")
         cp = signed.checkpoint
         fresh = check_cosignatures(trust, signed.raw, self.now(), f"{cp.origin} checkpoint of size {cp.size}")
+        for why in fresh.ignored:
+            log.warning("%s: %s checkpoint of size %d: not counted: %s", self.chain.feed, cp.origin, cp.size, why,
+                        extra={"feed": self.chain.feed, "kind": "signature"})
         self.chain.record_freshness(fresh.quorum_time)
         return fresh
 

@@ -22,8 +22,11 @@ small TOML document, so an operator can read it and ``diff`` two versions::
 * ``log_keys`` (type 0x01) sign checkpoints; each key's name is the origin.
 * ``witnesses.keys`` (type 0x04) make timestamped cosignatures
   (c2sp.org/tlog-cosignature); a checkpoint is accepted only with valid
-  cosignatures from ``quorum`` of them, each at most ``max_staleness_seconds``
-  old.
+  cosignatures from ``quorum`` of them, a quorum of them at most
+  ``max_staleness_seconds`` old. Any quorum will do: a trusted witness's
+  cosignature that does not verify or is dated in the future (beyond
+  ``clock_skew_allowance``) is not counted and is reported, and the others
+  still make the quorum (``quorum_cosignatures``).
 * ``trust_keys`` (type 0x01) sign trust files. Version N+1 needs
   ``threshold`` signatures of version N's trust keys *and* of its own
   (``federation.rotation``).
@@ -32,7 +35,8 @@ Pure: bytes in, a ``TrustFile`` or a precise exception out. ``parse_trust``
 raises ``MalformedError``/``SignatureError`` (remote bytes);
 ``load_trust_file`` turns those into ``InputError`` naming the file, for an
 operator's file. Invariants of a returned ``TrustFile``: every key parsed and
-has the type of its role; no key is listed twice or in two roles;
+has the type of its role; no public key is listed twice (under any name)
+or in two roles, so thresholds and quorums count distinct keys;
 ``1 <= quorum <= len(witnesses)``; ``1 <= threshold <= len(trust_keys)``;
 and the file carries valid signatures by ``threshold`` of its own trust keys.
 """
@@ -163,6 +167,12 @@ def _keys(values, role: str, sig_type: int) -> tuple[Verifier, ...]:
         want = "0x01 (Ed25519)" if sig_type == SIG_ED25519 else "0x04 (cosignature/v1)"
         _require(key.sig_type == sig_type, f"{role}: key {key.name}+{key.key_id:08x} must have type {want}")
         _require(key not in out, f"{role}: key {key.name}+{key.key_id:08x} is listed twice")
+        # The signed-note and cosignature/v1 messages do not commit to the key's
+        # name: one key listed under two names would sign for both, two votes.
+        for k in out:
+            _require(k.public_key != key.public_key, f"{role}: key {key.name}+{key.key_id:08x} has the public key "
+                                                     f"of {k.name}+{k.key_id:08x}: the same key listed twice "
+                                                     "under different names (one key, one vote)")
         _require(all((k.name, k.key_id) != (key.name, key.key_id) for k in out),
                  f"{role}: two different keys share the name and key ID {key.name}+{key.key_id:08x}")
         out.append(key)
@@ -224,7 +234,9 @@ def verified_signers(note: Note, keys: tuple[Verifier, ...] | list[Verifier]) ->
     """The keys among ``keys`` with a valid signature on ``note``.
 
     signed-note: unknown keys are ignored; a known key whose signature does
-    not verify rejects the whole note.
+    not verify rejects the whole note. One entry per distinct public key: a
+    key listed under two names (which ``_keys`` refuses, but a stored file
+    may predate that) signs as one, so a threshold counts keys, not names.
     """
     known = {(k.name, k.key_id): k for k in keys}
     good: list[Verifier] = []
@@ -234,7 +246,7 @@ def verified_signers(note: Note, keys: tuple[Verifier, ...] | list[Verifier]) ->
             continue
         if not k.verify(note.text, sig.signature):
             raise SignatureError(f"signature by {k.name}+{k.key_id:08x} does not verify")
-        if k not in good:
+        if all(g.public_key != k.public_key for g in good):
             good.append(k)
     return good
 
@@ -282,48 +294,91 @@ class Freshness:
 
     cosigners: dict[str, int]  # witness name -> newest timestamp
     quorum_time: int  # the quorum-th newest timestamp
+    ignored: tuple[str, ...] = ()  # trusted witnesses' cosignatures not counted, each with why
+
+
+def cosignature_problem(key: Verifier, text: bytes, signature: bytes, now: int, allowance: int) -> str:
+    """Why ``key``'s cosignature on note ``text`` must not be counted, or "".
+
+    Used by mirrors (``quorum_cosignatures``) and by the publisher before it
+    serves a note (``cosign.cosign_feed``), so both apply the same rule.
+    tlog-cosignature: verifiers MAY reject timestamps in the future; a
+    little skew is normal, up to ``allowance`` seconds.
+    """
+    if not key.verify(text, signature):
+        return "does not verify"
+    t = key.cosignature_time(signature) or 0  # never None: key is type 0x04 and verified
+    if t > now + allowance:
+        return f"is dated {t - now} s in the future (allowed clock skew: {allowance} s)"
+    return ""
 
 
 def check_cosignatures(trust: TrustFile, note_bytes: bytes, now: int, what: str = "checkpoint") -> Freshness:
-    """Require valid cosignatures by ``quorum`` witnesses, each fresh enough.
+    """Require valid cosignatures by ``quorum`` witnesses, a quorum of them fresh enough.
 
     Freshness uses the quorum-th newest timestamp: a quorum of witnesses
     must each have seen this tree as their newest within
     ``max_staleness`` seconds. One fresh witness alone cannot vouch for a
-    frozen view. Raises ``SignatureError`` (a trusted witness's cosignature
-    is bad or from the future), ``QuorumError`` (too few trusted witnesses:
-    a possible split view) or ``StaleError`` (a freeze).
+    frozen view. Raises ``QuorumError`` (too few trusted witnesses with a
+    countable cosignature: a possible split view; the message names the
+    ones not counted and why) or ``StaleError`` (a freeze).
     """
     fresh = quorum_cosignatures(trust, note_bytes, now, what)
     age = now - fresh.quorum_time
     if age > trust.max_staleness:
         raise StaleError(f"{what}: newest time a quorum of {trust.quorum} witness(es) vouched for it is {age} s ago, "
-                         f"over the maximum of {trust.max_staleness} s (frozen or withheld feed)")
+                         f"over the maximum of {trust.max_staleness} s (frozen or withheld feed)"
+                         + _not_counted(fresh.ignored))
     return fresh
+
+
+def _not_counted(ignored) -> str:
+    return f"; not counted: {'; '.join(ignored)}" if ignored else ""
 
 
 def quorum_cosignatures(trust: TrustFile, note_bytes: bytes, now: int, what: str = "checkpoint") -> Freshness:
     """``check_cosignatures`` without the staleness limit: the verified
-    cosigners and the quorum time, however old."""
+    cosigners and the quorum time, however old.
+
+    A quorum is any quorum (tlog-cosignature lets a client verify a quorum
+    of cosignatures): each trusted witness's cosignature is counted or set
+    aside on its own, so one witness with a bad cosignature (a wrong key, a
+    clock ahead by more than ``clock_skew_allowance``) cannot veto the
+    checkpoint while ``quorum`` others vouch for it. Set-aside ones are
+    listed in ``Freshness.ignored`` and in the ``QuorumError``. This is not
+    the signed-note rule for the *log's* key (a known key whose signature
+    does not verify rejects the note, ``note.open_note``), which still holds.
+
+    One vote per witness: per distinct public key, and per name (a witness
+    listed with an old and a new key while it rotates counts once).
+    """
     note = parse_note(note_bytes)
+    allowance = clock_skew_allowance(trust.max_staleness)
     known = {(k.name, k.key_id): k for k in trust.witness_keys}
+    logs = {(k.name, k.key_id) for k in trust.log_keys}
     times: dict[str, int] = {}
+    counted: dict[bytes, str] = {}  # public key -> the witness name it voted as
     unknown: list[str] = []
+    ignored: list[str] = []
     for sig in note.signatures:
         k = known.get((sig.name, sig.key_id))
         if k is None:
-            unknown.append(f"{sig.name}+{sig.key_id:08x}")
+            if (sig.name, sig.key_id) not in logs:
+                unknown.append(f"{sig.name}+{sig.key_id:08x}")
             continue
-        if not k.verify(note.text, sig.signature):
-            raise SignatureError(f"{what}: cosignature by witness {k.name}+{k.key_id:08x} does not verify")
-        t = k.cosignature_time(sig.signature) or 0  # never None: k is type 0x04 and verified
-        if t > now + MAX_CLOCK_SKEW:
-            raise SignatureError(f"{what}: cosignature by witness {k.name} is dated {t - now} s in the future")
-        times[k.name] = max(times.get(k.name, 0), t)
+        problem = cosignature_problem(k, note.text, sig.signature, now, allowance)
+        if problem:
+            ignored.append(f"cosignature by witness {k.name}+{k.key_id:08x} {problem}")
+            continue
+        if counted.setdefault(k.public_key, k.name) != k.name:
+            ignored.append(f"witness {k.name}+{k.key_id:08x} has the public key of witness "
+                           f"{counted[k.public_key]}: one key, one vote")
+            continue
+        times[k.name] = max(times.get(k.name, 0), k.cosignature_time(sig.signature) or 0)
     if len(times) < trust.quorum:
         trusted = ", ".join(k.name for k in trust.witness_keys)
-        ignored = f"; ignored signatures by keys not in the trust file: {', '.join(unknown)}" if unknown else ""
+        unknown_note = f"; ignored signatures by keys not in the trust file: {', '.join(unknown)}" if unknown else ""
         raise QuorumError(f"{what}: witness quorum not met: cosigned by {len(times)} of the {trust.quorum} "
-                          f"required trusted witnesses ({trusted}){ignored}. "
+                          f"required trusted witnesses ({trusted}){_not_counted(ignored)}{unknown_note}. "
                           "Refusing a view no quorum of witnesses has seen (possible split view)")
-    return Freshness(times, sorted(times.values(), reverse=True)[trust.quorum - 1])
+    return Freshness(times, sorted(times.values(), reverse=True)[trust.quorum - 1], tuple(ignored))

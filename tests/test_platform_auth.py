@@ -165,6 +165,44 @@ async def test_scoped_token_sees_only_its_feeds(secured):
         assert (await secured.call("GET", path, everything))[0] == 200, path
 
 
+async def test_a_token_of_another_feed_can_neither_read_nor_ack_a_consumer(secured):
+    """Before: any platform token could acknowledge any consumer's cursor, so a
+    token scoped to ncii could skip (or hold back) the tid consumer's stream."""
+    secured.pub.publish("tid", [md5_add(f"t{i}", "tid-1") for i in range(3)], secured.signers["tid"])
+    secured.pub.publish("ncii", [md5_add("n1", "ncii-1")], secured.signers["ncii"])
+    await secured.sync()
+    _, tid = secured.tokens.issue("tid-team", "platform", ["tid"])
+    _, ncii = secured.tokens.issue("ncii-team", "platform", ["ncii"])
+    _, both = secured.tokens.issue("both", "platform", ["tid", "ncii"])
+    _, everything = secured.tokens.issue("admin", "platform", ["*"])
+    # first use by the tid token: the consumer is tid's
+    status, _, page = await secured.call("GET", "consumers/moderation/changes?limit=2", tid)
+    assert status == 200 and [c["feed"] for c in page["changes"]] == ["tid", "tid"]
+    head = page["head"]
+    for method, path, body in (("GET", "consumers/moderation/changes", None),
+                               ("POST", "consumers/moderation/ack", {"cursor": head})):
+        status, _, err = await secured.call(method, path, ncii, json=body)
+        assert status == 403 and err["kind"] == "auth" and "consumer 'moderation' belongs to a token scoped to tid" \
+            in err["error"], (status, err)
+    from federation.changes_api import PlatformStore
+    store = PlatformStore(secured.root / "platform.db")
+    assert store.cursor("moderation") == 0  # the ncii token did not move it
+    assert (await secured.call("POST", "consumers/moderation/ack", tid, json={"cursor": page["next"]}))[0] == 200
+    # a token covering tid may use it, and its pages stay the consumer's feed (tid)
+    status, _, page = await secured.call("GET", "consumers/moderation/changes", both)
+    assert status == 200 and [c["feed"] for c in page["changes"]] == ["tid"]
+    assert (await secured.call("GET", "consumers/moderation/changes", everything))[0] == 200
+    # a consumer created by a '*' token is out of reach of scoped tokens
+    assert (await secured.call("GET", "consumers/all/changes", everything))[0] == 200
+    assert (await secured.call("POST", "consumers/all/ack", tid, json={"cursor": 1}))[0] == 403
+    assert store.cursor("all") == 0 and store.cursor("moderation") == page["cursor"]
+    store.close()
+    # the local CLI reads a consumer's own stream too
+    r = await asyncio.to_thread(CliRunner().invoke, cli, ["--home", str(secured.root), "platform", "changes",
+                                                          "--consumer", "moderation", "--no-ack"])
+    assert r.exit_code == 0 and [json.loads(x)["feed"] for x in r.output.splitlines()] == ["tid"], r.output
+
+
 async def test_cli_issues_a_platform_token_that_works(secured):
     r = await asyncio.to_thread(CliRunner().invoke, cli, ["--home", str(secured.root), "platform", "token", "issue",
                                                           "trust-safety", "--feed", "tid"])
