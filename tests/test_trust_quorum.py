@@ -20,9 +20,12 @@ from federation.trust import QuorumError, quorum_cosignatures, sign_trust
 
 
 def cosigners_of(note: bytes) -> dict[str, int]:
-    """Witness name -> cosignature timestamp of each cosignature line."""
-    return {s.name: int.from_bytes(s.signature[:8], "big") for s in parse_note(note).signatures
-            if len(s.signature) == 72}
+    """Witness name -> cosignature timestamp of each witness cosignature line
+    (not the log's own timestamp, which is named after the origin)."""
+    n = parse_note(note)
+    origin = n.text.split(b"\n")[0].decode()
+    return {s.name: int.from_bytes(s.signature[:8], "big") for s in n.signatures
+            if len(s.signature) == 72 and s.name != origin}
 
 
 def serve_lines(world: World, lines: dict[int, NoteSignature | None]) -> bytes:
