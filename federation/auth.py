@@ -306,13 +306,15 @@ def install_listing_filter(ac: AccessControl):
     """Extension: ``GET /feeds`` lists only the feeds the caller may read.
 
     The core handler lists every source's feeds; this response middleware
-    trims its JSON to the visible ones.
+    trims its JSON to the visible ones. Whatever the method: aiohttp answers
+    ``HEAD`` through the ``GET`` handler, and an untrimmed ``Content-Length``
+    would tell how many hidden feeds there are.
     """
 
     @web.middleware
     async def listing(request: web.Request, handler):
         resp = await handler(request)
-        if request.path == "/feeds" and request.method == "GET" and resp.status == 200:
+        if request.path == "/feeds" and resp.status == 200:
             import json
             data = json.loads(resp.body)
             token = request.get(CALLER)

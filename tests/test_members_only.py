@@ -21,13 +21,20 @@ from click.testing import CliRunner
 
 from dist_fixtures import BOUND, Servers, bounded, follow, make_feed, ops_for
 from federation.cli import cli
+from federation.cosign import Cosigner
 from federation.errors import InputError, TransportError
 from federation.home import Home
 from federation.mirror import Mirror
-from federation.node import build_app, parse_config
+from federation.node import build_app, build_publisher_app, parse_config
 from federation.note import Signer
 from federation.publisher import Publisher, stored_access
+from federation.rotation import TrustChain, publish_trust
+from federation.snapshot import prune, write_snapshot
 from federation.sync import sync_once
+from federation.trust import parse_trust
+from trust_fixtures import trust_bytes
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def cli_run(home, *args, code=0) -> str:
@@ -231,3 +238,115 @@ def test_a_feed_fetched_with_a_token_is_members_only_downstream():
         parse_config(follow + 'access = "public"\n')
     assert parse_config(follow).access() == {"ncii": "members"}
     assert parse_config(follow.replace('token_env = "NCII_TOKEN"\n', "")).access() == {"ncii": "public"}
+
+
+# ---- hidden feeds are indistinguishable from absent ones ----------------------------------
+
+
+def _give_everything(feed, home: Home) -> str:
+    """Full tiles, a snapshot, pruned bundles and a trust chain: every route
+    has something to say about this feed. Returns the snapshot's sha256."""
+    feed.publish_version(300)
+    ref = write_snapshot(home.publisher_db, feed.name, progress=False)
+    feed.publish_version(3)
+    prune(home.publisher_db, feed.name)
+    roots = [Signer.generate("o.example/trust/root")]
+    publish_trust(feed.pub.conn, feed.name, trust_bytes([feed.signer], [Cosigner.generate("w.example")], roots,
+                                                         roots, quorum=1, threshold=1, origin=feed.origin))
+    return ref.sha256
+
+
+def _fills(canonical: str, sha: str) -> list[str]:
+    """Concrete paths below ``/feeds/{name}`` for one route."""
+    rest = canonical.removeprefix("/feeds/{name}")
+    options = {"{path}": ["0/000", "entries/000", "entries/001.p/47"], "{which}": ["latest", "1"],
+               "{sha}": [sha, "index"], "{batch_id}": ["b1"], "{id}": ["b1"]}
+    paths = [rest]
+    for placeholder, values in options.items():
+        if placeholder in rest:
+            paths = [p.replace(placeholder, v) for p in paths for v in values]
+    assert all("{" not in p for p in paths), paths  # a new route: give its parameters a value here
+    return paths
+
+
+async def _walk(url: str, app, hidden: str, sha: str, token: str | None = None, methods=METHODS) -> int:
+    """Every route under /feeds/{name}, every method: ``hidden`` answers as a
+    feed that does not exist. Returns how many requests were compared."""
+    routes = sorted({r.resource.canonical for r in app.router.routes()
+                     if r.resource is not None and r.resource.canonical.startswith("/feeds/{name}")})
+    assert len(routes) >= 5, routes
+    n = 0
+    for canonical in routes:
+        for rest in _fills(canonical, sha):
+            for method in methods:
+                a = await call(method, f"{url}/feeds/{hidden}{rest}", token)
+                b = await call(method, f"{url}/feeds/never-existed{rest}", token)
+                assert a == b, (method, rest, a, b)
+                assert a[0] != 429, "rate limited: the comparison says nothing"
+                n += 1
+    return n
+
+
+async def _listing_hides(url: str, hidden: str) -> None:
+    _, headers, body = await call("GET", f"{url}/feeds")
+    assert hidden not in body.decode() and json.loads(body)["feeds"]
+    _, head_headers, head_body = await call("HEAD", f"{url}/feeds")
+    assert head_body == b"" and dict(head_headers)["Content-Length"] == str(len(body)) == dict(headers)["Content-Length"]
+
+
+async def test_anonymous_callers_cannot_tell_hidden_feeds_from_absent_ones(stored):
+    home, ncii, tid = stored
+    sha = _give_everything(ncii, home)
+    servers = Servers()
+    try:
+        node = build_app(parse_config('[node]\nanonymous_rate = 1000\nanonymous_burst = 100000\n\n'
+                                      '[[publish]]\nname = "ncii"\n\n[[publish]]\nname = "tid"\n'),
+                         home, signers={"ncii": ncii.signer, "tid": tid.signer})
+        url = await servers.start(node)
+        assert (await call("GET", f"{url}/feeds/tid/checkpoint"))[0] == 200
+        assert await _walk(url, node, "ncii", sha) > 50
+        await _listing_hides(url, "ncii")
+        # Plain serve: the same (fewer methods: its anonymous rate limit is the default one).
+        plain = build_publisher_app(home)
+        url = await servers.start(plain)
+        assert await _walk(url, plain, "ncii", sha, methods=("GET", "HEAD", "POST", "OPTIONS")) > 20
+        await _listing_hides(url, "ncii")
+    finally:
+        await servers.close()
+
+
+async def test_a_member_token_learns_nothing_about_feeds_the_node_does_not_serve(stored, tmp_path):
+    """Not in the config (a draft in the same publisher database) or followed
+    but not relayed: 404 on every route, trust and snapshots included, even for
+    a token scoped to every feed."""
+    home, ncii, tid = stored
+    sha = _give_everything(ncii, home)  # in publisher.db, not in the config below
+    relayed = make_feed(tmp_path / "up.db", "relayed", access="public")
+    mirror = Mirror(home.mirror_db)
+    follow_only = Signer.generate("o.example/feeds/followed")
+    mirror.follow("followed", follow_only.name, [follow_only.vkey], ["http://127.0.0.1:9/feeds/followed/"])
+    roots = [Signer.generate("o.example/trust/root")]
+    TrustChain(mirror.conn, "followed").start(parse_trust(trust_bytes(
+        [follow_only], [Cosigner.generate("w.example")], roots, roots, quorum=1, threshold=1,
+        origin=follow_only.name)))
+    mirror.close()
+    from federation.auth import TokenStore
+    store = TokenStore(home.root / "auth.db")
+    _, everything = store.issue("platform-a", "member", ["*"])
+    store.close()
+    config = parse_config(
+        '[[publish]]\nname = "tid"\n\n'
+        f'[[follow]]\nname = "relayed"\norigin = "{relayed.origin}"\nvkeys = ["{relayed.signer.vkey}"]\n'
+        'urls = ["http://127.0.0.1:9/feeds/relayed/"]\nrelay = true\ninterval = 60\n\n'
+        f'[[follow]]\nname = "followed"\norigin = "{follow_only.name}"\nvkeys = ["{follow_only.vkey}"]\n'
+        'urls = ["http://127.0.0.1:9/feeds/followed/"]\ninterval = 60\n')
+    servers = Servers()
+    try:
+        node = build_app(config, home, signers={"tid": tid.signer})
+        url = await servers.start(node)
+        assert (await call("GET", f"{url}/feeds/tid/checkpoint", everything))[0] == 200
+        for hidden in ("ncii", "followed"):
+            assert await _walk(url, node, hidden, sha, everything, methods=("GET", "HEAD")) > 10
+    finally:
+        await servers.close()
+        relayed.pub.close()
