@@ -12,7 +12,8 @@ Tokens live in ``auth.db`` in the node home:
   be revoked (kept, with ``revoked`` set, for the audit log).
 
 The middleware decides every request under ``/feeds/`` before routing to
-any data, with these invariants:
+any data. Whether a feed is public is its stored access (``access``),
+narrowed by the node config, with these invariants:
 
 * A request without a token to a feed that is not public, *or that does not
   exist*, gets 401; a valid token not scoped to the feed gets 403 whether or
@@ -209,21 +210,33 @@ class AccessControl:
 
     Feeds not in ``access`` are treated as members-only, so a feed added to
     the database but not yet to the config is never public by accident.
+
+    ``stored(feed)``, if given, is the feed's stored access read live
+    (``access.StoredAccess``; None for feeds it does not govern): a feed is
+    public only if both say so. ``access=None`` (plain ``serve``, no config):
+    the stored access alone decides, and a feed it does not know is members.
     """
 
-    def __init__(self, store: TokenStore, access: dict[str, str], limiter: RateLimiter | None = None,
-                 anonymous_rate: float = ANONYMOUS_RATE, anonymous_burst: int = ANONYMOUS_BURST):
-        for feed, policy in access.items():
+    def __init__(self, store: TokenStore, access: dict[str, str] | None, limiter: RateLimiter | None = None,
+                 anonymous_rate: float = ANONYMOUS_RATE, anonymous_burst: int = ANONYMOUS_BURST,
+                 stored=None):
+        for feed, policy in (access or {}).items():
             if policy not in ("public", "members"):
                 raise InputError(f"feed {feed}: access must be 'public' or 'members', got {policy!r}")
+        if access is None and stored is None:
+            raise InputError("access control needs a config's access, the stored access, or both")
         self.store = store
-        self.access = dict(access)
+        self.access = None if access is None else dict(access)
+        self.stored = stored
         self.limiter = limiter or RateLimiter()
         self.anonymous_rate, self.anonymous_burst = anonymous_rate, anonymous_burst
         self._fetched: dict[tuple[str, str], int] = {}
 
     def is_public(self, feed: str) -> bool:
-        return self.access.get(feed) == "public"
+        if self.access is not None and self.access.get(feed) != "public":
+            return False
+        have = self.stored(feed) if self.stored is not None else None
+        return have == "public" if have is not None else self.access is not None
 
     def caller(self, request: web.Request) -> tuple[Token | None, bool]:
         """(token, presented): the valid token, and whether one was sent at all."""
@@ -293,13 +306,15 @@ def install_listing_filter(ac: AccessControl):
     """Extension: ``GET /feeds`` lists only the feeds the caller may read.
 
     The core handler lists every source's feeds; this response middleware
-    trims its JSON to the visible ones.
+    trims its JSON to the visible ones. Whatever the method: aiohttp answers
+    ``HEAD`` through the ``GET`` handler, and an untrimmed ``Content-Length``
+    would tell how many hidden feeds there are.
     """
 
     @web.middleware
     async def listing(request: web.Request, handler):
         resp = await handler(request)
-        if request.path == "/feeds" and request.method == "GET" and resp.status == 200:
+        if request.path == "/feeds" and resp.status == 200:
             import json
             data = json.loads(resp.body)
             token = request.get(CALLER)

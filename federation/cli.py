@@ -65,7 +65,7 @@ def cli(ctx, home, verbose):
 
 @cli.group()
 def feed():
-    """Create and list the feeds this node publishes.
+    """Create and list the feeds this node publishes, and set who may read them.
 
     \b
     Example:
@@ -79,31 +79,59 @@ def feed():
               "Use your public URL prefix without scheme.")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the new private key (default HOME/private/NAME.key, mode 0600).")
+@click.option("--access", type=click.Choice(["public", "members"]), default="members", show_default=True,
+              help="Who may read the feed: anyone, or holders of a member token scoped to it. "
+                   "Stored with the feed; 'serve' and 'export' never make it more open.")
 @click.pass_obj
-def feed_create(home: Home, name, origin, key_path):
+def feed_create(home: Home, name, origin, key_path, access="members"):
     """Create feed NAME with a new Ed25519 log key and print its vkey.
 
     \b
     Example:
-      federation feed create tid --origin clearinghouse.example/feeds/tid
+      federation feed create ncii --origin clearinghouse.example/feeds/ncii
+      federation feed create tid --origin clearinghouse.example/feeds/tid --access public
     """
-    from .publisher import Publisher
+    from .publisher import Publisher, check_access
+    check_access(access)  # before a key file is written
     origin = origin or f"localhost/feeds/{name}"
     key_path = key_path or home.key_path(name)
     signer = write_new_key(key_path, origin)
     pub = Publisher(home.publisher_db)
     try:
-        pub.create_feed(name, origin, signer)
+        pub.create_feed(name, origin, signer, access)
     except InputError:
         key_path.unlink()
         raise
-    click.echo(f"created feed {name}\norigin: {origin}\nvkey:   {signer.vkey}\nkey:    {key_path} (keep it secret)")
+    click.echo(f"created feed {name}\norigin: {origin}\nvkey:   {signer.vkey}\nkey:    {key_path} (keep it secret)\n"
+               f"access: {access}")
+
+
+@feed.command("set-access")
+@click.argument("name")
+@click.argument("access", type=click.Choice(["public", "members"]))
+@click.pass_obj
+def feed_set_access(home: Home, name, access):
+    """Change who may read feed NAME: public (anyone) or members (member tokens).
+
+    Servers read it on every request, so the change takes effect at once.
+    Static exports made while the feed was public stay public: remove them.
+
+    \b
+    Example:
+      federation feed set-access ncii members
+    """
+    from .publisher import Publisher
+    f = Publisher(home.publisher_db).set_access(name, access)
+    click.echo(f"feed {f.name}: access {f.access}")
+    if access == "members":
+        click.echo(f"note: copies exported while {name} was public (federation export) are not withdrawn "
+                   f"by this; delete their {name}/ directory from every static host", err=True)
 
 
 @feed.command("list")
 @click.pass_obj
 def feed_list(home: Home):
-    """List published feeds with their size, version and vkey.
+    """List published feeds with their access, version, size and vkey.
 
     \b
     Example:
@@ -113,7 +141,7 @@ def feed_list(home: Home):
     if not home.require().publisher_db.exists():
         return
     for f in Publisher(home.publisher_db).feeds():
-        click.echo(f"{f.name}\tversion {f.version}\tsize {f.size}\t{f.count} active\t{f.vkey}")
+        click.echo(f"{f.name}\t{f.access}\tversion {f.version}\tsize {f.size}\t{f.count} active\t{f.vkey}")
 
 
 @feed.command("refresh")
@@ -207,6 +235,9 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
     --refresh-interval seconds with the log key in HOME/private, so mirrors
     can tell a quiet feed from a frozen one (a feed without its key there is
     logged; refresh it with 'federation feed refresh' where the key is).
+    Members-only feeds (feed create --access) need a member token from
+    'federation token issue'; without one they answer like a feed that
+    does not exist.
 
     \b
     Example:
@@ -217,19 +248,15 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
         from .cli_node import serve_config
         return serve_config(home, config)
     from aiohttp import web
+    from .node import build_publisher_app
     from .publisher import Publisher
-    from .readside import read_side
-    from .refresh import load_refresh_signers, refresh_task
-    from .server import PublisherSource, create_app
+    from .refresh import load_refresh_signers
     pub = Publisher(home.publisher_db)  # create the schema if new
     signers, missing = load_refresh_signers(home, [f.name for f in pub.feeds()])
     pub.close()
     for m in missing:
         log.warning("feed %s: its checkpoint will not be refreshed by this server (%s)", m.feed, m.problem)
-    extensions, middlewares = read_side(home.publisher_db)
-    app = create_app([PublisherSource(home.publisher_db)], extensions=extensions, middlewares=middlewares)
-    app.cleanup_ctx.append(refresh_task(home.publisher_db, signers, refresh_interval))
-    web.run_app(app, host=host, port=port,
+    web.run_app(build_publisher_app(home, signers, refresh_interval), host=host, port=port,
                 print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
 
 
@@ -356,7 +383,7 @@ def status(home: Home, as_json):
         for f in Publisher(home.publisher_db).feeds():
             out["published"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.size,
                                          count=f.count, updated=f.updated, age=now - f.updated, vkey=f.vkey,
-                                         pending=f.pending_checkpoint is not None))
+                                         pending=f.pending_checkpoint is not None, access=f.access))
     if home.mirror_db.exists():
         for f in Mirror(home.mirror_db).all():
             v = f.verified()
@@ -373,7 +400,7 @@ def status(home: Home, as_json):
         return
     for f in out["published"]:
         pending = " (committed, awaiting cosignatures: not served yet)" if f["pending"] else ""
-        click.echo(f"published {f['name']}: version {f['version']}{pending}, size {f['size']}, "
+        click.echo(f"published {f['name']} ({f['access']}): version {f['version']}{pending}, size {f['size']}, "
                    f"{f['count']} active, updated {f['age']}s ago")
     from .freshness import describe_age
     for f in out["followed"]:

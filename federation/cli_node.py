@@ -54,7 +54,8 @@ def node_check(config):
     cfg = load_config(config)
     click.echo(f"listen {cfg.host}:{cfg.port}")
     for p in cfg.publish:
-        click.echo(f"publish {p.name}: access {p.access}, publishing API {'on' if p.api else 'off'}")
+        click.echo(f"publish {p.name}: access {p.access or 'as stored with the feed'}, "
+                   f"publishing API {'on' if p.api else 'off'}")
     for f in cfg.follow:
         click.echo(f"follow  {f.name}: {f.origin}, {len(trusted_vkeys(f))} key(s), upstreams {', '.join(f.urls)}"
                    f"{', relayed (' + f.access + ')' if f.relay else ''}")
@@ -226,32 +227,71 @@ def audit(home: Home, feed, limit):
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("names", nargs=-1)
 @click.option("--mirror", "from_mirror", is_flag=True, help="Export followed feeds from the mirror (a static relay).")
+@click.option("--config", "config", type=click.Path(dir_okay=False, exists=True),
+              help="With --mirror: the node config whose [[follow]] access declares each followed feed's "
+                   "access (and whose home is used). Without it, followed feeds count as members-only.")
+@click.option("--include-members-only", is_flag=True,
+              help="Also write members-only feeds, in the clear. Only for a directory that is itself "
+                   "served to members alone.")
 @click.option("--watch", is_flag=True, help="Keep exporting whenever the database changes.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between checks with --watch.")
 @click.pass_obj
-def export(home: Home, out, names, from_mirror, watch, interval):
+def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval):
     """Write feeds as static files under OUT/NAME/ (checkpoint last), for any web host.
 
-    OUT/NAME/ then holds exactly what the server serves under /feeds/NAME/.
-    Incremental and atomic: run it after each publish, or with --watch.
+    OUT/NAME/ then holds what the server serves under /feeds/NAME/: tiles,
+    snapshot/, trust/ and the checkpoint; bundles the feed pruned are
+    removed. Incremental and atomic: run it after each publish, or with
+    --watch. A static host has no access control, so members-only feeds are
+    left out (named: refused, exit 2) unless --include-members-only.
 
     \b
     Example:
       federation export /var/www/html/feeds
       federation export /srv/static/feeds tid --watch
+      federation export --mirror /srv/relay/feeds --config relay.toml
     """
-    from .export import export_feed, feed_names
+    from .export import export_feed, split_by_access
+    declared: dict[str, str] = {}
+    if config is not None:
+        if not from_mirror:
+            raise InputError("--config declares followed feeds' access: use it with --mirror (a published "
+                             "feed's access is stored with it: 'federation feed set-access')")
+        from .node import load_config
+        cfg = load_config(config)
+        home = _node_home(home, cfg)
+        declared = {f.name: f.access for f in cfg.follow}
     db = home.mirror_db if from_mirror else home.publisher_db
     if not db.exists():
         raise InputError(f"{db} does not exist")
-    names = list(names) or feed_names(db)
+    why = "access unknown without --config, so members-only" if from_mirror and config is None else "members-only"
+    reported: set[str] = set()
     while True:
-        for name in names:
-            r = export_feed(db, name, out / name)
-            if r.written or r.checkpoint_changed or not watch:
+        todo, withheld = split_by_access(db, list(names), declared, include_members_only)
+        if names and withheld:
+            raise InputError(f"feed(s) {', '.join(withheld)}: {why}; a static directory has no access control, "
+                             "so nothing was exported. Pass --include-members-only only if OUT is served to "
+                             "members alone.")
+        left = [n for n in withheld if (out / n).exists()]
+        for name in sorted(set(withheld) - reported):
+            reported.add(name)
+            click.echo(f"{name}: not exported: {why} (--include-members-only to write it in the clear)"
+                       + (f"; an earlier export of it is still in {out / name}: delete it" if name in left else ""),
+                       err=True)
+        for name in todo:
+            r = export_feed(db, name, out / name, access=declared.get(name),
+                            include_members_only=include_members_only)
+            if r.written or r.checkpoint_changed or r.removed or not watch:
                 click.echo(f"{name}: size {r.size}, {r.written} files written, {r.skipped} unchanged"
+                           f"{f', {r.removed} pruned bundles removed' if r.removed else ''}"
                            f"{', checkpoint updated' if r.checkpoint_changed else ''}")
+                if r.access == "members":
+                    click.echo(f"{name}: MEMBERS-ONLY feed written in the clear to {out / name}/ "
+                               "(checkpoint, tile/, snapshot/, trust/): serve it to members alone", err=True)
         if not watch:
+            if left:  # a members-only list sits in a public directory: say so with the exit code
+                raise InputError(f"{', '.join(str(out / n) for n in left)}: members-only feed(s) from an earlier "
+                                 "export are still in the export directory; delete them")
             return
         time.sleep(interval)
 

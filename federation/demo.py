@@ -19,8 +19,8 @@ from .entries import Add, Withdraw
 from .home import Home
 from .keys import write_new_key
 from .mirror import Mirror
+from .node import build_publisher_app
 from .publisher import Publisher
-from .server import PublisherSource, create_app
 from .sync import sync_once
 
 FEED = "tid"
@@ -57,13 +57,13 @@ async def run_demo(root: Path | None = None) -> bool:
     try:
         signer = write_new_key(home.key_path(FEED), ORIGIN)
         pub = Publisher(home.publisher_db)
-        pub.create_feed(FEED, ORIGIN, signer)
-        say("publisher", f"created feed {FEED!r}, log key {signer.vkey}")
+        pub.create_feed(FEED, ORIGIN, signer, access="public")  # the mirror below reads it without a token
+        say("publisher", f"created feed {FEED!r} (public), log key {signer.vkey}")
         batch = sample_batch()
         r = pub.publish(FEED, batch, signer)
         say("publisher", f"published version {r.version}: {r.adds} hashes, tree size {r.size}")
 
-        runner = web.AppRunner(create_app([PublisherSource(home.publisher_db)]), access_log=None)
+        runner = web.AppRunner(build_publisher_app(home), access_log=None)  # as 'federation serve
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

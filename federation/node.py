@@ -57,7 +57,7 @@ _FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "
 @dataclass(frozen=True)
 class PublishedFeed:
     name: str
-    access: str = "public"
+    access: str | None = None  # None: as stored with the feed; may narrow it, never widen (federation.access)
     api: bool = True
     key: Path | None = None  # default HOME/private/NAME.key
 
@@ -142,9 +142,9 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         _unknown(t, _PUBLISH_KEYS, where)
         name = t.get("name")
         _check(isinstance(name, str) and bool(NAME_RE.match(name)), where, f"name must match {NAME_RE.pattern}")
-        _check(t.get("access", "public") in ACCESS, where, f"access must be one of {ACCESS}")
+        _check(t.get("access", "members") in ACCESS, where, f"access must be one of {ACCESS}")
         _check(isinstance(t.get("api", True), bool), where, "api must be true or false")
-        published.append(PublishedFeed(name, t.get("access", "public"), t.get("api", True),
+        published.append(PublishedFeed(name, t.get("access"), t.get("api", True),
                                        _path(base, t["key"], where + " key") if "key" in t else None))
 
     followed = []
@@ -172,8 +172,13 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         max_age = t.get("max_age")
         _check(max_age is None or (type(max_age) is int and 1 <= max_age <= 366 * 86400), where,
                "max_age must be an integer number of seconds, 1..31622400")
+        # Fetched with a member token: members-only upstream, so never public here.
+        _check(token_env is None or t.get("access") != "public", where,
+               "access = \"public\" with token_env: the upstream serves this feed to members only; "
+               "it must not be re-served or exported in the clear")
         followed.append(FollowedFeed(name, origin, tuple(u if u.endswith("/") else u + "/" for u in urls),
-                                     tuple(vkeys), trust, t.get("relay", False), t.get("access", "public"),
+                                     tuple(vkeys), trust, t.get("relay", False),
+                                     t.get("access", "public" if token_env is None else "members"),
                                      token_env, _number(t, "wait", 20.0, where, 0.0),
                                      _number(t, "interval", 30.0, where, 0.1), max_age))
     names = [p.name for p in published] + [f.name for f in followed]
@@ -266,6 +271,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     """The node's app. ``signers`` (name -> Signer) defaults to the key files;
     ``on_sync(name, SyncResult)`` is called after each sync that applied something."""
     from . import push
+    from .access import StoredAccess, combine
     from .auth import AccessControl, TokenStore, install_listing_filter
     from .mirror import Mirror
     from .publish_api import PublishAPI
@@ -273,14 +279,17 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     from .relay import RelaySource
     from .server import PublisherSource, create_app
 
+    stored = {}
     if cfg.publish:
         pub = Publisher(home.publisher_db)  # creates the schema if new
-        have = {f.name for f in pub.feeds()}
+        stored = {f.name: f.access for f in pub.feeds() if any(p.name == f.name for p in cfg.publish)}
+        have = set(stored)
         pub.close()
         missing = [p.name for p in cfg.publish if p.name not in have]
         if missing:
             raise InputError(f"published feed(s) {missing} do not exist in {home.publisher_db}; "
                              "create them with 'federation feed create'")
+    access = combine(cfg.access(), stored)  # refuses a config that opens a members-only feed
     prepare_mirror(home, cfg)
     signers = load_signers(home, cfg) if signers is None else signers
     headers = {f.name: upstream_headers(f) for f in cfg.follow}
@@ -292,8 +301,9 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     if relayed:
         sources.append(RelaySource(home.mirror_db, relayed))
     store = TokenStore(home.root / "auth.db")
-    ac = AccessControl(store, cfg.access(), anonymous_rate=cfg.anonymous_rate,
-                       anonymous_burst=cfg.anonymous_burst)
+    live = StoredAccess(home.publisher_db, [p.name for p in cfg.publish]) if cfg.publish else None
+    ac = AccessControl(store, access, anonymous_rate=cfg.anonymous_rate,
+                       anonymous_burst=cfg.anonymous_burst, stored=live)
     holder: dict = {}
 
     def notify(name: str) -> None:
@@ -332,6 +342,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
             for m in mirrors:
                 m.close()
             store.close()
+            if live is not None:
+                live.close()
 
         app.cleanup_ctx.append(ctx)
 
@@ -352,6 +364,40 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
 
 
 NODE_STATES = web.AppKey("node_follow_states", dict)
+
+
+def build_publisher_app(home: Home, signers: dict | None = None,
+                        refresh_interval: float = REFRESH_INTERVAL) -> web.Application:
+    """Plain ``federation serve`` (no config): every feed of the publisher
+    database, each readable as its stored access says (member tokens from
+    ``HOME/auth.db``), through the same access control as ``build_app``.
+    The checkpoints of the feeds in ``signers`` (name -> Signer) are
+    re-stamped every ``refresh_interval`` seconds (``refresh``)."""
+    from .access import StoredAccess
+    from .auth import AccessControl, TokenStore, install_listing_filter
+    from .publisher import Publisher
+    from .readside import read_side
+    from .server import PublisherSource, create_app
+
+    Publisher(home.publisher_db).close()  # create the schema, or migrate it, before readers open it
+    store = TokenStore(home.root / "auth.db")
+    live = StoredAccess(home.publisher_db)
+    ac = AccessControl(store, None, stored=live)
+
+    def close(app: web.Application):
+        async def ctx(app):
+            yield
+            live.close()
+            store.close()
+        app.cleanup_ctx.append(ctx)
+
+    def refresher(app: web.Application):
+        from .refresh import refresh_task
+        app.cleanup_ctx.append(refresh_task(home.publisher_db, signers or {}, refresh_interval))
+
+    extensions, middlewares = read_side(home.publisher_db)
+    return create_app([PublisherSource(home.publisher_db)], extensions=[*extensions, close, refresher],
+                      middlewares=[ac.middleware, install_listing_filter(ac), *middlewares])
 
 
 def run_node(cfg: NodeConfig, home: Home, print_fn=print) -> None:

@@ -30,6 +30,7 @@ tiles of a size are written before the checkpoint that names it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import sqlite3
@@ -61,7 +62,9 @@ CREATE TABLE IF NOT EXISTS feeds (
     compact BLOB NOT NULL,
     checkpoint BLOB NOT NULL,
     updated INTEGER NOT NULL,
-    pending_checkpoint BLOB            -- committed, signed, not served until cosigned (NULL: none)
+    pending_checkpoint BLOB,           -- committed, signed, not served until cosigned (NULL: none)
+    -- who may read it (federation.access); members-only unless said otherwise
+    access TEXT NOT NULL DEFAULT 'members' CHECK (access IN ('public', 'members'))
 );
 CREATE TABLE IF NOT EXISTS feed_cosigning (
     feed INTEGER PRIMARY KEY REFERENCES feeds(id),
@@ -69,6 +72,8 @@ CREATE TABLE IF NOT EXISTS feed_cosigning (
     updated INTEGER NOT NULL
 );
 """ + TILES_SCHEMA + ACTIVE_SCHEMA
+
+ACCESS_LEVELS = ("public", "members")  # feeds.access; what each means: federation.access
 
 CHUNK = 256 * 64  # entries processed per step while streaming a batch
 
@@ -87,6 +92,11 @@ class Feed:
     checkpoint: bytes
     updated: int
     pending_checkpoint: bytes | None = None  # committed but not yet served (awaiting cosignatures)
+    access: str = "members"  # "public" or "members": who may read the feed (federation.access)
+
+
+# By name, not ``SELECT *``: migrated databases add columns in their own order.
+_FEED_COLUMNS = ", ".join(f.name for f in dataclasses.fields(Feed))
 
 
 @dataclass(frozen=True)
@@ -110,25 +120,35 @@ class Publisher(Store):
         self._migrate()
 
     def _migrate(self) -> None:
-        """Add ``feeds.pending_checkpoint`` to databases made before it existed.
+        """Add ``feeds.pending_checkpoint`` and ``feeds.access`` to databases
+        made before they existed.
+
+        Feeds of an old database become members-only: before, their access
+        lived only in a node config (and plain ``serve`` and ``export`` ignored
+        it), so nothing says they may be public. Fail closed; the operator
+        opens a public feed with ``federation feed set-access NAME public``.
 
         Checked again inside the write transaction: two processes opening an
-        old database at once must not both add the column.
+        old database at once must not both add a column.
         """
-        def missing() -> bool:
-            return "pending_checkpoint" not in {r[1] for r in self.conn.execute("PRAGMA table_info(feeds)")}
+        columns = {"pending_checkpoint": "BLOB",
+                   "access": "TEXT NOT NULL DEFAULT 'members' CHECK (access IN ('public', 'members'))"}
+
+        def missing() -> list[str]:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(feeds)")}
+            return [c for c in columns if c not in have]
         if missing():
             with write_txn(self.conn):
-                if missing():
-                    self.conn.execute("ALTER TABLE feeds ADD COLUMN pending_checkpoint BLOB")
+                for column in missing():
+                    self.conn.execute(f"ALTER TABLE feeds ADD COLUMN {column} {columns[column]}")
 
     # ---- reads ---------------------------------------------------------------
 
     def feeds(self) -> list[Feed]:
-        return [Feed(*r) for r in self.conn.execute("SELECT * FROM feeds ORDER BY name")]
+        return [Feed(*r) for r in self.conn.execute(f"SELECT {_FEED_COLUMNS} FROM feeds ORDER BY name")]
 
     def feed(self, name: str) -> Feed:
-        row = self.conn.execute("SELECT * FROM feeds WHERE name=?", (name,)).fetchone()
+        row = self.conn.execute(f"SELECT {_FEED_COLUMNS} FROM feeds WHERE name=?", (name,)).fetchone()
         if row is None:
             raise InputError(f"no feed named {name!r} in {self.path}")
         return Feed(*row)
@@ -138,22 +158,40 @@ class Publisher(Store):
 
     # ---- writes --------------------------------------------------------------
 
-    def create_feed(self, name: str, origin: str, signer: Signer, now: int | None = None) -> Feed:
-        """Create an empty feed and sign its size-0 checkpoint (timestamped ``now``)."""
+    def create_feed(self, name: str, origin: str, signer: Signer, access: str = "members",
+                    now: int | None = None) -> Feed:
+        """Create an empty feed and sign its size-0 checkpoint (timestamped ``now``).
+
+        ``access`` (``public`` or ``members``) is stored with the feed; the
+        default fails closed (see ``federation.access``).
+        """
         if signer.name != origin:
             raise InputError(f"key name {signer.name!r} must equal the feed origin {origin!r}")
+        check_access(access)
         check_origin(origin)
         now = int(time.time()) if now is None else now
         cp = stamp_note(Checkpoint(origin, 0, CompactRange().root()).sign([signer]), [signer], now)
         with write_txn(self.conn):
             try:
                 self.conn.execute(
-                    "INSERT INTO feeds (name, origin, vkey, size, version, count, digest, compact, checkpoint, updated)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (name, origin, signer.vkey, 0, 0, 0, LtHash16().digest(), CompactRange().to_bytes(), cp, now),
+                    "INSERT INTO feeds (name, origin, vkey, size, version, count, digest, compact, checkpoint, updated,"
+                    " access) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (name, origin, signer.vkey, 0, 0, 0, LtHash16().digest(), CompactRange().to_bytes(), cp, now,
+                     access),
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"a feed named {name!r} or with origin {origin!r} already exists") from None
+        return self.feed(name)
+
+    def set_access(self, name: str, access: str) -> Feed:
+        """Change who may read feed ``name``. Servers read the stored access
+        per request, so a change to ``members`` takes effect at once; static
+        exports made before it are *not* withdrawn by this."""
+        check_access(access)
+        with write_txn(self.conn):
+            cur = self.conn.execute("UPDATE feeds SET access=? WHERE name=?", (access, name))
+            if cur.rowcount != 1:
+                raise InputError(f"no feed named {name!r} in {self.path}")
         return self.feed(name)
 
     def publish(self, name: str, ops: Iterable[E.Add | E.Withdraw], signer: Signer,
@@ -300,6 +338,29 @@ class Publisher(Store):
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp
+
+
+def check_access(access: str) -> None:
+    if access not in ACCESS_LEVELS:
+        raise InputError(f"access must be one of {', '.join(ACCESS_LEVELS)}, got {access!r}")
+
+
+def stored_access(conn: sqlite3.Connection, name: str) -> str | None:
+    """The stored access of feed ``name`` on any connection to a publisher
+    database (read-only ones included), or None if there is no such feed.
+
+    A database made before the column existed (not yet migrated: read-only
+    readers cannot migrate) has members-only feeds, as ``_migrate`` makes them.
+    """
+    try:
+        row = conn.execute("SELECT access FROM feeds WHERE name=?", (name,)).fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return None
+        if "no such column" not in str(e):
+            raise StorageError(f"cannot read the access of feed {name!r}: {e}") from None
+        row = conn.execute("SELECT 'members' FROM feeds WHERE name=?", (name,)).fetchone()
+    return row[0] if row else None
 
 
 class _Withdrawn:

@@ -16,15 +16,15 @@ def read_side(publisher_db: Path | None, mirror_db: Path | None = None,
     """(extensions, middlewares) for ``server.create_app``.
 
     ``published`` / ``relayed``: the feeds of ``publisher_db`` / ``mirror_db``
-    this node serves (all when None); their snapshots and minimum indexes
-    are offered too.
+    this node serves (all when None); their snapshots, minimum indexes and
+    trust chains are offered too, and no other feed's.
     """
     from . import push
     from .rotation import install_trust_routes
     from .snapshot import server_extension
 
-    dbs = [p for p in (publisher_db, mirror_db) if p is not None]
-    extensions = [push.install, install_trust_routes(dbs)]
+    pairs = [(p, n) for p, n in ((publisher_db, published), (mirror_db, relayed)) if p is not None]
+    extensions = [push.install, install_trust_routes([p for p, _ in pairs], [n for _, n in pairs])]
     if publisher_db is not None:
         extensions.append(server_extension(publisher_db, names=published))
     if mirror_db is not None:

@@ -273,9 +273,15 @@ def policy_for(mirror, name: str) -> TrustPolicy | None:
 # ---- serving the chain ------------------------------------------------------------
 
 
-def install_trust_routes(db_paths: list[Path | str]):
+def install_trust_routes(db_paths: list[Path | str], served: list[list[str] | None] | None = None):
     """Server extension: ``GET /feeds/NAME/trust/latest`` and ``.../trust/<N>``
-    from the ``trust_chain`` tables of ``db_paths`` (first match wins)."""
+    from the ``trust_chain`` tables of ``db_paths`` (first match wins).
+
+    ``served[i]``: the feeds of ``db_paths[i]`` the node serves (all when
+    None). A chain of any other feed (not in the node's config, followed but
+    not relayed) answers 404 like a feed that does not exist.
+    """
+    only = [None if n is None else set(n) for n in (served or [None] * len(db_paths))]
 
     def install(app: web.Application) -> None:
         conns: list[sqlite3.Connection] = []
@@ -283,7 +289,9 @@ def install_trust_routes(db_paths: list[Path | str]):
         def lookup(name: str, which: str) -> bytes | None:
             if not conns:
                 conns.extend(connect(p, readonly=True) for p in db_paths)
-            for conn in conns:
+            for conn, names in zip(conns, only):
+                if names is not None and name not in names:
+                    continue
                 try:
                     if which == "latest":
                         row = conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC "

@@ -50,11 +50,12 @@ class Feed:
         return self.pub.feed(self.name).checkpoint
 
 
-def make_feed(path: Path, name: str = "tid", origin: str | None = None, signer: Signer | None = None) -> Feed:
+def make_feed(path: Path, name: str = "tid", origin: str | None = None, signer: Signer | None = None,
+              access: str = "members") -> Feed:
     origin = origin or f"clearinghouse.example/feeds/{name}"
     signer = signer or Signer.generate(origin)
     pub = Publisher(path)
-    pub.create_feed(name, origin, signer)
+    pub.create_feed(name, origin, signer, access)
     return Feed(pub, signer, name, origin, path)
 
 
@@ -89,7 +90,7 @@ async def servers():
 
 @pytest.fixture
 def feed(tmp_path) -> Feed:
-    f = make_feed(tmp_path / "pub.db")
+    f = make_feed(tmp_path / "pub.db", access="public")  # read anonymously, and exported, by these tests
     yield f
     f.pub.close()
 

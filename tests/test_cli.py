@@ -44,7 +44,8 @@ def free_port():
 @pytest.fixture
 def served(tmp_path):
     pub_home = tmp_path / "publisher"
-    out = run(pub_home, "feed", "create", "tid", "--origin", "127.0.0.1/feeds/tid").stdout
+    out = run(pub_home, "feed", "create", "tid", "--origin", "127.0.0.1/feeds/tid",
+              "--access", "public").stdout
     vkey = next(line.split()[1] for line in out.splitlines() if line.startswith("vkey:"))
     port = free_port()
     env = dict(os.environ, FEDERATION_HOME=str(pub_home))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -13,13 +14,22 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from dist_fixtures import BOUND, bounded, feed, follow, snapshot  # noqa: F401
+from click.testing import CliRunner
+
+from dist_fixtures import BOUND, Servers, bounded, feed, follow, make_feed, snapshot  # noqa: F401
+from federation.cli import cli
+from federation.cosign import Cosigner
 from federation.errors import InputError
 from system_tools import require_system_tool
 from federation.export import export_feed
 from federation.layout import tile_path
+from federation.note import Signer
 from federation.push import watch_feed
+from federation.rotation import publish_trust
+from federation.server import PublisherSource, create_app
+from federation.snapshot import prune, write_snapshot
 from federation.sync import sync_once
+from trust_fixtures import trust_bytes
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
@@ -47,6 +57,14 @@ http {{
             add_header Cache-Control "no-cache";
         }}
         location ~ /tile/ {{
+            default_type application/octet-stream;
+            add_header Cache-Control "public, max-age=31536000, immutable";
+        }}
+        location ~ /(snapshot/index|trust/latest)$ {{
+            default_type text/plain;
+            add_header Cache-Control "no-cache";
+        }}
+        location ~ /(snapshot|trust)/ {{
             default_type application/octet-stream;
             add_header Cache-Control "public, max-age=31536000, immutable";
         }}
@@ -205,3 +223,142 @@ def test_export_refuses_to_roll_back_and_writes_checkpoint_last(tmp_path, feed, 
     assert checkpoint_size((other / "checkpoint").read_bytes()) < feed.pub.feed("tid").size
     with pytest.raises(InputError):
         export_feed(feed.path, "nope", out)
+
+
+# ---- access: a static directory has no access control ------------------------------------
+
+
+def cli_run(home, *args, code=0) -> str:
+    r = CliRunner().invoke(cli, ["--home", str(home), *args])
+    assert r.exit_code == code, (args, r.output, r.exception)
+    return r.output  # stdout and stderr
+
+
+NCII_HASH = "ab" * 16  # md5 of the members-only feed: must never appear in the public directory
+
+
+def _home_with_two_feeds(tmp_path) -> Path:
+    home = tmp_path / "clearinghouse"
+    cli_run(home, "feed", "create", "ncii", "--origin", "clearinghouse.example/feeds/ncii")
+    cli_run(home, "feed", "create", "tid", "--origin", "clearinghouse.example/feeds/tid", "--access", "public")
+    batch = tmp_path / "b.csv"
+    for name, value in (("ncii", NCII_HASH), ("tid", "cd" * 16)):
+        batch.write_text(f"op,type,hash,case\nadd,md5,{value},c-1\n")
+        cli_run(home, "publish", name, str(batch))
+    return home
+
+
+def _holds(root: Path, value: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and value in p.read_bytes()]
+
+
+async def test_export_leaves_members_only_feeds_out_of_the_public_directory(tmp_path, nginx):
+    base, root = nginx
+    home = _home_with_two_feeds(tmp_path)
+    out = root / "feeds"
+    said = cli_run(home, "export", str(out))
+    assert "ncii: not exported: members-only" in said and "tid: size" in said
+    assert sorted(p.name for p in out.iterdir()) == ["tid"] and not _holds(root, bytes.fromhex(NCII_HASH))
+    assert (await _get(f"{base}/feeds/ncii/checkpoint"))[0] == 404
+    assert (await _get(f"{base}/feeds/tid/checkpoint"))[0] == 200
+    # Named: refused, nothing written.
+    assert "members-only" in cli_run(home, "export", str(tmp_path / "named"), "ncii", code=2)
+    assert not (tmp_path / "named").exists()
+    # Told explicitly: written, and it says what and where.
+    private = tmp_path / "members-only"
+    said = cli_run(home, "export", str(private), "ncii", "--include-members-only")
+    assert f"MEMBERS-ONLY feed written in the clear to {private / 'ncii'}/" in said
+    assert (private / "ncii" / "checkpoint").exists() and _holds(private, bytes.fromhex(NCII_HASH))
+    # A feed closed after it was exported: the copy left in the public directory is an error.
+    cli_run(home, "feed", "set-access", "tid", "members")
+    said = cli_run(home, "export", str(out), code=2)
+    assert "tid: not exported" in said and "still in the export directory" in said
+    with pytest.raises(InputError, match="members-only"):
+        export_feed(home / "publisher.db", "tid", tmp_path / "lib")
+    assert not (tmp_path / "lib").exists()
+
+
+async def test_export_mirror_exports_only_feeds_its_config_declares_public(tmp_path):
+    up = make_feed(tmp_path / "up.db", "tid", access="public")
+    up_ncii = make_feed(tmp_path / "up.db", "ncii")
+    up.publish_version()
+    up_ncii.publish_version()
+    servers = Servers()
+    try:
+        url = await servers.start(create_app([PublisherSource(tmp_path / "up.db")]))
+        home = tmp_path / "relay"
+        home.mkdir()
+        for f in (up, up_ncii):
+            m = follow(home / "mirror.db", f, [f"{url}/feeds/{f.name}/"])
+            await bounded(sync_once(m, f.name))
+            m.close()
+    finally:
+        await servers.close()
+        up.pub.close()
+        up_ncii.pub.close()
+    config = tmp_path / "relay.toml"
+    config.write_text(f'[node]\nhome = "relay"\n\n'
+                      f'[[follow]]\nname = "tid"\norigin = "{up.origin}"\nvkeys = ["{up.signer.vkey}"]\n'
+                      f'urls = ["{url}/feeds/tid/"]\nrelay = true\n\n'
+                      f'[[follow]]\nname = "ncii"\norigin = "{up_ncii.origin}"\nvkeys = ["{up_ncii.signer.vkey}"]\n'
+                      f'urls = ["{url}/feeds/ncii/"]\ntoken_env = "NCII_TOKEN"\n')
+    out = tmp_path / "static"
+    # No config: nothing says any followed feed may be public.
+    said = cli_run(home, "export", "--mirror", str(out))
+    assert "tid: not exported: access unknown without --config" in said and not out.exists()
+    cli_run(home, "export", "--mirror", str(out), "tid", code=2)
+    # The config declares tid public; ncii is fetched with a token, so members-only.
+    said = cli_run(tmp_path / "elsewhere", "export", "--mirror", str(out), "--config", str(config))
+    assert "ncii: not exported: members-only" in said and sorted(p.name for p in out.iterdir()) == ["tid"]
+    cli_run(tmp_path / "elsewhere", "export", "--mirror", str(out), "ncii", "--config", str(config), code=2)
+    cli_run(home, "export", str(out), "--config", str(config), code=2)  # --config is for followed feeds
+
+
+# ---- pruning, snapshots and trust: a pruned feed followed from a static host from scratch -----
+
+
+async def test_a_pruned_feed_is_followed_from_scratch_through_nginx(tmp_path, feed, nginx):
+    base, root = nginx
+    out = root / "feeds" / "tid"
+    roots = [Signer.generate("clearinghouse.example/trust/root")]
+    trust = trust_bytes([feed.signer], [Cosigner.generate("w.example")], roots, roots, quorum=1, threshold=1,
+                        origin=feed.origin)
+    publish_trust(feed.pub.conn, "tid", trust)
+    feed.publish_version(600)
+    feed.publish_version(5)
+    first = export_feed(feed.path, "tid", out)  # before pruning: every bundle is there
+    assert first.minimum_index == 0 and first.removed == 0 and first.trust_versions == 1
+    early = out / tile_path(-1, 0)
+    assert early.exists()
+    ref = write_snapshot(feed.path, "tid", progress=False)
+    feed.publish_version(5)
+    minimum = prune(feed.path, "tid")
+    assert minimum == ref.size == 607  # 600 + seal + 5 + seal
+    r = export_feed(feed.path, "tid", out)
+    # Bundles 0, 1, 2.p/89 (size 601) and 2.p/95 (607) end at or below 607; 2.p/101 (613) is the head's.
+    assert r.minimum_index == minimum and r.removed == 4 and r.snapshots == 1
+    assert not early.exists() and not (out / tile_path(-1, 2, 95)).exists() and (out / tile_path(-1, 2, 101)).exists()
+    assert (await _get(f"{base}/feeds/tid/{tile_path(-1, 0)}"))[0] == 404
+    status, body, _ = await _get(f"{base}/feeds/tid/snapshot/index")
+    assert status == 200 and json.loads(body)["minimum_index"] == minimum
+    assert json.loads(body)["snapshots"][0]["sha256"] == ref.sha256
+    assert (await _get(f"{base}/feeds/tid/trust/latest"))[1] == trust == (await _get(f"{base}/feeds/tid/trust/1"))[1]
+    # A fresh mirror bootstraps from the static host's snapshot and follows the log on from it.
+    m = follow(tmp_path / "fresh.db", feed, [f"{base}/feeds/tid/"])
+    res = await bounded(sync_once(m, "tid"))
+    head = feed.pub.feed("tid")
+    f = m.get("tid")
+    assert f.base_size == ref.size and (res.version, f.count, f.digest) == (head.version, head.count, head.digest)
+    assert m.audit("tid") == []
+    # Snapshot at the head and prune to it: the partial bundle of the size stays in the
+    # database (the next publish extends it) but is pruned from the export, as the server's 410.
+    ref2 = write_snapshot(feed.path, "tid", progress=False)
+    assert prune(feed.path, "tid") == ref2.size == head.size
+    r = export_feed(feed.path, "tid", out)
+    partial = out / tile_path(-1, head.size // 256, head.size % 256)
+    assert r.removed == 1 and not partial.exists() and r.snapshots == 2
+    m2 = follow(tmp_path / "fresh2.db", feed, [f"{base}/feeds/tid/"])
+    await bounded(sync_once(m2, "tid"))
+    assert m2.get("tid").base_size == head.size and m2.get("tid").digest == head.digest and m2.audit("tid") == []
+    again = export_feed(feed.path, "tid", out)
+    assert (again.written, again.removed, again.checkpoint_changed) == (0, 0, False)

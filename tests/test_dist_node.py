@@ -46,7 +46,7 @@ async def test_three_node_federation_from_the_docs(tmp_path, monkeypatch):
     vkeys = {}
     for feed in ("tid", "ncii"):
         out = run("--home", str(homes["clearinghouse"]), "feed", "create", feed,
-                  "--origin", f"clearinghouse.example/feeds/{feed}")
+                  "--origin", f"clearinghouse.example/feeds/{feed}", *(["--access", "public"] if feed == "tid" else []))
         vkeys[feed] = re.search(r"vkey:\s+(\S+)", out)[1]
     run("--home", str(homes["platform"]), "feed", "create", "internal", "--origin", "platform.example/feeds/internal")
     ncii_token = run("--home", str(homes["clearinghouse"]), "token", "issue", "platform-a", "--feed", "ncii").split()[-1]

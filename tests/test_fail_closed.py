@@ -58,7 +58,7 @@ class Clearinghouse:
 
     def __init__(self, root: Path):
         self.home = Home(root)
-        out = cli(root, "feed", "create", NAME, "--origin", ORIGIN)
+        out = cli(root, "feed", "create", NAME, "--origin", ORIGIN, "--access", "public")
         assert out.returncode == 0, out.stderr
         self.vkey = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("vkey:"))
         from federation.keys import load_signer

@@ -67,7 +67,7 @@ class Apps:
         self.signers = {n: Signer.generate(f"node.test/feeds/{n}") for n in ("pub", "internal")}
         self.pub = Publisher(self.home.publisher_db)
         for name, s in self.signers.items():
-            self.pub.create_feed(name, s.name, s)
+            self.pub.create_feed(name, s.name, s, access="public" if name == "pub" else "members")
         vkey = upstream_vkey or Signer.generate("upstream.test/feeds/tid").vkey
         self.config = parse_config(
             '[[publish]]\nname = "pub"\n\n[[publish]]\nname = "internal"\naccess = "members"\n\n'
