@@ -17,6 +17,7 @@ import click
 
 from .auth import ROLES
 from .errors import FederationError, InputError, TransportError
+from .freshness import REFRESH_INTERVAL
 from .home import Home
 
 
@@ -235,15 +236,21 @@ def audit(home: Home, feed, limit):
                    "served to members alone.")
 @click.option("--watch", is_flag=True, help="Keep exporting whenever the database changes.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between checks with --watch.")
+@click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
+              help="With --watch, for published feeds whose key is in HOME/private: re-stamp the checkpoint "
+                   "this often so mirrors of the static copy see the feed is alive; 0 turns it off.")
 @click.pass_obj
-def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval):
+def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval,
+           refresh_interval=REFRESH_INTERVAL):
     """Write feeds as static files under OUT/NAME/ (checkpoint last), for any web host.
 
     OUT/NAME/ then holds what the server serves under /feeds/NAME/: tiles,
     snapshot/, trust/ and the checkpoint; bundles the feed pruned are
     removed. Incremental and atomic: run it after each publish, or with
     --watch. A static host has no access control, so members-only feeds are
-    left out (named: refused, exit 2) unless --include-members-only.
+    left out (named: refused, exit 2) unless --include-members-only. With
+    --watch, published feeds whose key is here are re-stamped every
+    --refresh-interval seconds, so mirrors of the copy do not see them stale.
 
     \b
     Example:
@@ -266,8 +273,13 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
         raise InputError(f"{db} does not exist")
     why = "access unknown without --config, so members-only" if from_mirror and config is None else "members-only"
     reported: set[str] = set()
+    refresh_signers: dict | None = None
+    refreshed_at = 0.0
     while True:
         todo, withheld = split_by_access(db, list(names), declared, include_members_only)
+        if watch and not from_mirror and refresh_interval > 0 and time.monotonic() - refreshed_at >= refresh_interval:
+            refresh_signers = _refresh_exported(home, todo, refresh_signers)
+            refreshed_at = time.monotonic()
         if names and withheld:
             raise InputError(f"feed(s) {', '.join(withheld)}: {why}; a static directory has no access control, "
                              "so nothing was exported. Pass --include-members-only only if OUT is served to "
@@ -294,6 +306,26 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
                                  "export are still in the export directory; delete them")
             return
         time.sleep(interval)
+
+
+def _refresh_exported(home: Home, names: list[str], signers: dict | None) -> dict:
+    """Re-stamp the checkpoints of the published feeds ``names`` whose key
+    loads (loaded once, and the feeds without one reported once)."""
+    from .publisher import Publisher
+    from .refresh import load_refresh_signers, refresh_feeds
+    if signers is None:
+        signers, missing = load_refresh_signers(home, names)
+        for m in missing:
+            click.echo(f"{m.feed}: checkpoint not refreshed ({m.problem}); mirrors of the export will see it "
+                       "stale unless 'federation feed refresh' runs where the key is", err=True)
+    pub = Publisher(home.publisher_db)
+    try:
+        for r in refresh_feeds(pub, {n: s for n, s in signers.items() if n in names}):
+            if r.problem:
+                click.echo(f"{r.feed}: checkpoint not refreshed: {r.problem}", err=True)
+    finally:
+        pub.close()
+    return signers
 
 
 async def _post(url: str, body: bytes, content_type: str, token: str | None) -> tuple[int, str]:

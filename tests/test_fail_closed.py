@@ -398,3 +398,31 @@ def test_follow_records_its_maximum_age(tmp_path):
     assert status["max_age"] == 600 and status["ready"] is False and status["problem"] == "never_synced"
     assert cli(home, "follow", "x", "--url", "http://127.0.0.1:9/", "--origin", "o.example/x", "--vkey",
                parse_vkey_str(), "--max-age", "0").returncode == 2
+
+
+async def test_export_watch_refreshes_the_static_copy(tmp_path):
+    """A static host cannot sign: 'export --watch' re-stamps where the key is,
+    so mirrors of the static copy do not see a quiet feed as frozen."""
+    ch = Clearinghouse(tmp_path / "ch")
+    ch.publish([MD5], when=int(time.time()) - DAY)
+    out = tmp_path / "www"
+    env = dict(os.environ, FEDERATION_HOME=str(ch.home.root))
+    proc = subprocess.Popen([sys.executable, "-m", "federation", "export", str(out), "--watch", "--interval", "0.2",
+                             "--refresh-interval", "1"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    key = parse_vkey(ch.vkey)
+    try:
+        seen = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(seen) < 2:
+            try:
+                stamp = log_timestamp((out / NAME / "checkpoint").read_bytes(), [key], int(time.time()), DAY).time
+            except FileNotFoundError:
+                stamp = None
+            if stamp is not None and time.time() - stamp < 60:
+                seen.add(stamp)
+            await asyncio.sleep(0.2)
+        assert len(seen) >= 2, "export --watch did not keep re-stamping the exported checkpoint"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
