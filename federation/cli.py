@@ -312,10 +312,10 @@ def _progress_bar(name: str):
 async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) -> int:
     from .mirror import Mirror
     from .sync import sync_once
-    mirror = Mirror(home.mirror_db)
+    mirror = Mirror.existing(home.require().mirror_db)  # a typo'd --home creates nothing
     names = names or [f.name for f in mirror.all()]
     if not names:
-        raise InputError("no followed feeds (see 'federation follow')")
+        raise UnavailableError(f"the mirror at {mirror.path} follows no feed (see 'federation follow')")
     worst = 0
     while True:
         for name in names:

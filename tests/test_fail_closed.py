@@ -123,9 +123,15 @@ def follow(home: Path, url: str, vkey: str, *extra: str) -> None:
     ("token", "list"),
     ("audit",),
     ("platform", "webhook", "list"),
+    ("sync",),
+    ("node", "status", "--offline", "CONFIG"),
 ])
 def test_read_only_commands_on_a_missing_home_exit_5_and_create_nothing(tmp_path, args):
     home = tmp_path / "typo"
+    if args[-1] == "CONFIG":
+        config = tmp_path / "node.toml"
+        config.write_text('[node]\nhome = "typo"\n')
+        args = (*args[:-1], str(config))
     r = cli(home, *args)
     assert r.returncode == 5, (r.returncode, r.stdout, r.stderr)
     assert "unavailable" in r.stderr and str(home) in r.stderr
