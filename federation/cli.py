@@ -115,7 +115,7 @@ def feed_list(home: Home):
 
 @cli.command()
 @click.argument("name")
-@click.argument("batch", type=click.File("r", encoding="utf-8"))
+@click.argument("batch", type=click.File("rb"))  # decoded line by line: errors name the line
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
               help="Batch format (default: from the file extension).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -167,15 +167,15 @@ def serve(home: Home, host, port, config=None):
     if config is not None:
         from .cli_node import serve_config
         return serve_config(home, config)
-    from aiohttp import web
+    from .httpserver import run_app
     from .publisher import Publisher
     from .readside import read_side
     from .server import PublisherSource, create_app
     Publisher(home.publisher_db).close()  # create the schema if new
     extensions, middlewares = read_side(home.publisher_db)
-    web.run_app(create_app([PublisherSource(home.publisher_db)], extensions=extensions, middlewares=middlewares),
-                host=host, port=port,
-                print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
+    run_app(create_app([PublisherSource(home.publisher_db)], extensions=extensions, middlewares=middlewares),
+            host, port, access_log=True,
+            on_start=lambda url: click.echo(f"serving {home.publisher_db} on {url}/feeds/"))
 
 
 # ---- mirror ---------------------------------------------------------------------

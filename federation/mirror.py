@@ -20,6 +20,7 @@ from .db import Store, write_txn
 from .errors import DigestError, InputError, StorageError
 from .lthash import LtHash16
 from .merkle import CompactRange, leaf_hash
+from .names import check_feed_name
 from .note import parse_note, parse_vkey
 from .tiles import parse_bundle
 from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
@@ -138,6 +139,7 @@ class Mirror(Store):
     # ---- follows ---------------------------------------------------------------
 
     def follow(self, name: str, origin: str, vkeys: list[str], urls: list[str]) -> Follow:
+        check_feed_name(name)
         for v in vkeys:
             parse_vkey(v)  # InputError on a bad key
         if not urls:

@@ -41,6 +41,7 @@ from .db import Store, write_txn
 from .errors import InputError, StorageError
 from .lthash import LtHash16, ParallelSum
 from .merkle import CompactRange
+from .names import check_feed_name
 from .note import Note, NoteSignature, Signer, parse_note
 from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
 
@@ -136,6 +137,7 @@ class Publisher(Store):
 
     def create_feed(self, name: str, origin: str, signer: Signer) -> Feed:
         """Create an empty feed and sign its size-0 checkpoint."""
+        check_feed_name(name)
         if signer.name != origin:
             raise InputError(f"key name {signer.name!r} must equal the feed origin {origin!r}")
         cp = Checkpoint(origin, 0, CompactRange().root()).sign([signer])
