@@ -122,6 +122,7 @@ class _Handler(web.RequestHandler):
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_tail = b""
+        self._head_started = False
         self._peer = "?"
 
     def connection_made(self, transport) -> None:
@@ -133,8 +134,13 @@ class _Handler(web.RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._head_timer is not None:
             # The head ends at the first empty line ("\r\n\r\n", or a bare
-            # "\n\n" that lenient parsers accept); keep two bytes across reads.
+            # "\n\n" that lenient parsers accept) after the request line;
+            # empty lines before it do not count (RFC 9112 2.2: servers ignore
+            # them), or "\r\n\r\n" first would disarm the deadline.
             seen = self._head_tail + data
+            if not self._head_started:
+                seen = seen.lstrip(b"\r\n")
+                self._head_started = bool(seen)
             if b"\n\r\n" in seen or b"\n\n" in seen:
                 self._head_timer.cancel()
                 self._head_timer = None

@@ -235,3 +235,22 @@ def test_every_serve_command_runs_on_the_bounded_server(tmp_path, monkeypatch):
         r = CliRunner().invoke(cli, ["--home", home, *args], catch_exceptions=False)
         assert r.exit_code == 0, (args, r.output)
     assert [p for _, p in served] == [9001, 9999, 9002, 9003]
+
+
+async def test_empty_lines_before_the_request_line_do_not_disarm_the_head_deadline(tmp_path):
+    # Found by the route fuzzer: "\r\n\r\n" first looked like the end of a
+    # head; aiohttp skips leading empty lines, so a slowloris could follow.
+    from federation.httpserver import Limits, start
+    app, w = witness_app(tmp_path)
+    runner, url = await start(app, limits=Limits(head_timeout=1.0, idle_timeout=30.0))
+    try:
+        reader, writer = await _connect(url)
+        writer.write(b"\r\n\r\n\r\n")
+        sender = asyncio.create_task(_trickle(writer, b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"y" * 100, 0.3))
+        data, took = await _closed_after(reader, 5.0)
+        sender.cancel()
+        writer.close()
+        assert data == b"" and took < 3.0, (data, took)
+    finally:
+        await runner.cleanup()
+        w.close()
