@@ -115,8 +115,12 @@ class CheckpointWatch:
         finally:
             self._waiters[name] -= 1
             if not self._waiters[name]:
+                # The last waiter of this name frees its state, its Event
+                # included: names come from request paths, so anything kept
+                # per name would grow with every name a client makes up.
                 del self._waiters[name]
                 self._seen.pop(name, None)
+                self._events.pop(name, None)
 
     async def poll(self) -> None:
         """Background task: notice checkpoints written by other processes."""

@@ -254,3 +254,27 @@ async def test_empty_lines_before_the_request_line_do_not_disarm_the_head_deadli
     finally:
         await runner.cleanup()
         w.close()
+
+
+async def test_long_poll_state_is_freed_for_feed_names_nobody_waits_on(tmp_path):
+    """Found while bounding per-client state: every distinct feed name in a
+    ``checkpoint?wait=`` request left an asyncio.Event behind, even for feeds
+    that do not exist (``federation serve`` has no access control in front)."""
+    from helpers_tamper import start_app
+    from federation import push
+    from federation.server import create_app
+    app = create_app([], extensions=[push.install], middlewares=[push.longpoll_middleware])
+    runner, url = await start_app(app)
+    try:
+        reader = writer = None
+        for i in range(300):
+            reader, writer = await _connect(url)
+            writer.write(f"GET /feeds/f{i}/checkpoint?wait=1&after=0 HTTP/1.1\r\nHost: x\r\n"
+                         "Connection: close\r\n\r\n".encode())
+            data, _ = await _closed_after(reader, 5.0)
+            writer.close()
+            assert data.startswith(b"HTTP/1.1 404"), data[:100]
+        watch = app[push.WATCH]
+        assert watch.held == 0 and len(watch._events) == 0, len(watch._events)
+    finally:
+        await runner.cleanup()
