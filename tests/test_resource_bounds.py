@@ -278,3 +278,24 @@ async def test_long_poll_state_is_freed_for_feed_names_nobody_waits_on(tmp_path)
         assert watch.held == 0 and len(watch._events) == 0, len(watch._events)
     finally:
         await runner.cleanup()
+
+
+async def test_metrics_label_values_do_not_grow_with_the_http_methods_clients_send(tmp_path):
+    """Found with the route fuzzer's random methods: each method a client sent
+    became a label value, i.e. a time series kept in memory. aiohttp's C
+    parser accepts some 40 method names (PROPFIND, PURGE, ...); its pure-Python
+    parser (no C extensions) accepts any token, which made this unbounded."""
+    from helpers_tamper import start_app
+    from federation.platform_node import PlatformNode
+    node = PlatformNode(tmp_path / "m.db", tmp_path / "p.db", poll=60.0)
+    runner, url = await start_app(node.app)
+    try:
+        for method in ("PROPFIND", "MKCOL", "PURGE", "LINK", "REPORT", "SEARCH", "GET"):
+            reader, writer = await _connect(url)
+            writer.write(f"{method} /lookup HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            await _closed_after(reader, 5.0)
+            writer.close()
+        methods = {s.labels["method"] for m in node.metrics.requests.collect() for s in m.samples}
+        assert methods == {"GET", "other"}, methods
+    finally:
+        await runner.cleanup()
