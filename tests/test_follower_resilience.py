@@ -148,3 +148,40 @@ async def test_node_follower_task_survives_a_hostile_upstream_and_syncs_from_the
     finally:
         await servers.close()
         feed.pub.close()
+
+
+async def test_an_unexpected_exception_counts_against_that_upstream_and_the_next_is_tried(tmp_path, monkeypatch,
+                                                                                          caplog):
+    """Fault injection: a bug of ours (here a RuntimeError on the first
+    checkpoint checked) while handling one upstream's data must not stop the
+    sync -- it is that upstream's ``malformed`` failure, and the next serves."""
+    import federation.sync as sync_module
+    feed = make_feed(tmp_path / "pub.db", NAME, "example.org/feeds/t")
+    feed.publish_version(5)
+    real = sync_module.open_checkpoint
+    calls = []
+
+    def flaky(*args, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected fault")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(sync_module, "open_checkpoint", flaky)
+    runner, first = await start_app(_publisher_app(tmp_path / "pub.db"))
+    runner2, second = await start_app(_publisher_app(tmp_path / "pub.db"))
+    try:
+        m = Mirror(tmp_path / "m.db")
+        urls = [f"{first}/feeds/{NAME}/", f"{second}/feeds/{NAME}/"]
+        m.follow(NAME, feed.origin, [feed.signer.vkey], urls)
+        with caplog.at_level(logging.INFO, "federation"):
+            result = await asyncio.wait_for(sync_once(m, NAME, snapshots=False), BOUND)
+        assert result.size == feed.pub.feed(NAME).size
+        last_error = m.get(NAME).last_error
+        assert f"upstream {first}/feeds/{NAME}/ failed (malformed): unexpected RuntimeError" in last_error, last_error
+        assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.WARNING)  # one line, no traceback
+        m.close()
+    finally:
+        await runner.cleanup()
+        await runner2.cleanup()
+        feed.pub.close()
