@@ -32,12 +32,14 @@ import re
 import secrets
 import sqlite3
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from .db import Store, write_txn
 from .errors import InputError
+from .names import check_feed_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -64,8 +66,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 ROLES = ("member", "publisher", "platform")
-TOKEN_RE = re.compile(r"^fedtok_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
-FEED_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+TOKEN_RE = re.compile(r"fedtok_([a-z0-9]{12})_([A-Za-z0-9_-]{43})")  # fullmatch
 DEFAULT_RATE = 20.0
 DEFAULT_BURST = 100
 ANONYMOUS_RATE = 20.0
@@ -115,8 +116,8 @@ class TokenStore(Store):
         if not feeds:
             raise InputError("a token needs at least one feed (or '*')")
         for f in feeds:
-            if f != "*" and not FEED_NAME_RE.match(f):
-                raise InputError(f"bad feed name {f!r}")
+            if f != "*":
+                check_feed_name(f)
         if not member.strip() or "\n" in member:
             raise InputError("member name must be one non-empty line")
         if not (rate > 0 and burst >= 1):
@@ -147,7 +148,7 @@ class TokenStore(Store):
 
     def authenticate(self, text: str) -> Token | None:
         """The valid (unrevoked) token ``text`` names, or None. Constant-time compare."""
-        m = TOKEN_RE.match(text)
+        m = TOKEN_RE.fullmatch(text)
         if not m:
             return None
         row = self.conn.execute("SELECT secret_sha256, revoked FROM tokens WHERE id=?", (m[1],)).fetchone()
@@ -177,28 +178,45 @@ class TokenStore(Store):
 
 
 class RateLimiter:
-    """Token buckets keyed by token id (or client address)."""
+    """Token buckets keyed by token id (or client address), at most
+    ``max_keys`` of them.
 
-    def __init__(self):
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
+    Bounded: past ``max_keys`` the least recently used bucket is dropped, so
+    100k spoofed or rotating addresses cost at most ``max_keys`` entries. A
+    dropped bucket restarts full, which only matters for a key idle while
+    ``max_keys`` others were seen: an active (throttled) key is always recent.
+    """
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, max_keys: int = MAX_KEYS):
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last time)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def allow(self, key: str, rate: float, burst: int, now: float | None = None) -> float:
         """0.0 if a request may pass now, else seconds until it may."""
         now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (float(burst), now))
+        tokens, last = self._buckets.pop(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
+        wait = 0.0
         if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / rate
+        self._buckets[key] = (tokens, now)  # re-inserted last: the most recently used
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
 
 
 TOKENS = web.AppKey("tokens", TokenStore)
 ACCESS = web.AppKey("access", dict)  # feed name -> "public" | "members"
 # Request key: the authenticated Token (or None). RequestKey needs aiohttp >= 3.12.
 CALLER = web.RequestKey("caller", object) if hasattr(web, "RequestKey") else "federation.caller"
-_FEED_PATH = re.compile(r"^/feeds/([^/]+)(/.*)?$")
+_FEED_PATH = re.compile(r"/feeds/([^/]+)(/.*)?", re.S)  # fullmatch
 
 
 def _unauthorized(text: str = "a valid bearer token is required\n") -> web.HTTPUnauthorized:
@@ -264,7 +282,7 @@ class AccessControl:
         else:
             self._limit("addr:" + (request.remote or "?"), self.anonymous_rate, self.anonymous_burst)
         request[CALLER] = token
-        m = _FEED_PATH.match(request.path)
+        m = _FEED_PATH.fullmatch(request.path)
         if m is None:
             return await handler(request)  # /healthz, /feeds (filtered by the handler below)
         feed = m[1]

@@ -3,6 +3,7 @@
 Pure: text lines in, validated ``Add``/``Withdraw`` operations out (their
 ``time`` is 0; the publisher stamps it). Errors name the line number.
 
+Lines may be text or UTF-8 bytes; a leading byte order mark is ignored.
 CSV columns (header required): ``op,type,hash,case,labels,reason``.
 ``labels`` is separated by ``;`` or spaces. JSONL: one object per line with
 the same field names, ``labels`` as a list or string.
@@ -16,13 +17,14 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
-import json
 from collections.abc import Iterable, Iterator
 
+from .bounded import json_loads
 from .entries import HASH_LENGTHS, WITHDRAW_REASONS, Add, Withdraw, validate
 from .errors import InputError, MalformedError
 
 FIELDS = ("op", "type", "hash", "case", "labels", "reason")
+MAX_LINE_BYTES = 64 * 1024  # one operation is well under 1 KiB of JSON
 
 
 def parse_hash(hash_type: str, text: str) -> bytes:
@@ -102,8 +104,32 @@ def operation(record: dict) -> Add | Withdraw:
     raise InputError(f"op must be 'add' or 'withdraw', got {op!r}")
 
 
-def read_csv(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
-    reader = csv.DictReader(lines)
+def decoded_lines(lines: Iterable[str | bytes]) -> Iterator[str]:
+    """Lines as text: bytes are decoded as UTF-8 (a leading byte order mark,
+    as spreadsheet programs write, is dropped). Undecodable bytes are an
+    ``InputError`` naming the line, not a ``UnicodeDecodeError``."""
+    n = 0
+    it = iter(lines)
+    while True:
+        try:
+            line = next(it)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as e:  # a text file opened as UTF-8 by the caller
+            raise InputError(f"line {n + 1}: not UTF-8 ({e.reason})") from None
+        n += 1
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"line {n}: not UTF-8 (byte {e.start + 1} of the line)") from None
+        if n == 1:
+            line = line.removeprefix("\ufeff")
+        yield line
+
+
+def read_csv(lines: Iterable[str | bytes]) -> Iterator[Add | Withdraw]:
+    reader = csv.DictReader(decoded_lines(lines))
     try:
         if reader.fieldnames is None or not {"op"} <= set(reader.fieldnames):
             raise InputError("CSV needs a header line with at least: op,type,hash,case,labels,reason")
@@ -118,19 +144,16 @@ def read_csv(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
         raise InputError(f"line {reader.line_num}: invalid CSV: {e}") from None
 
 
-def read_jsonl(lines: Iterable[str]) -> Iterator[Add | Withdraw]:
-    for n, line in enumerate(lines, 1):
+def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Add | Withdraw]:
+    for n, line in enumerate(decoded_lines(lines), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            # Bounded before parsing: depth, integer length, no 1e400/NaN.
+            record = json_loads(line, "invalid JSON", max_bytes=MAX_LINE_BYTES, error=InputError)
             if not isinstance(record, dict):
                 raise InputError("each line must be a JSON object")
             yield operation(record)
-        except json.JSONDecodeError as e:
-            raise InputError(f"line {n}: invalid JSON: {e.msg}") from None
-        except RecursionError:
-            raise InputError(f"line {n}: invalid JSON: nested too deeply") from None
         except InputError as e:
             raise InputError(f"line {n}: {e}") from None
 

@@ -49,7 +49,9 @@ import aiohttp
 from aiohttp import web
 
 from .activeset import split_labels
+from .bounded import json_loads, parse_uint
 from .db import connect, write_txn
+from .httpserver import json_error, read_body
 from .errors import InputError
 from .platform_auth import covers, forbidden, scope_of
 
@@ -57,6 +59,7 @@ log = logging.getLogger("federation.changes")
 
 MAX_PAGE = 1000
 MAX_ANSWER_BYTES = 4096  # of a webhook receiver's answer, read for the error report; the rest is never read
+MAX_ACK_BYTES = 64 * 1024  # as the server's client_max_size for other JSON bodies
 SIGNATURE_HEADER = "X-Federation-Signature"
 TIMESTAMP_HEADER = "X-Federation-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -453,13 +456,12 @@ def _error(e: InputError) -> web.Response:
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
+    """A decimal query parameter in 0..2**63-1 (SQLite's range): a 5000-digit
+    or 23-digit cursor is a 400 naming it, not an OverflowError."""
     text = request.query.get(name)
     if text is None:
         return default
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"{name} must be an integer") from None
+    return parse_uint(text, name)
 
 
 async def get_changes(request: web.Request) -> web.Response:
@@ -502,10 +504,8 @@ async def get_consumer_changes(request: web.Request) -> web.Response:
 async def post_consumer_ack(request: web.Request) -> web.Response:
     st = request.app[STREAM]
     try:
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError('body must be JSON: {"cursor": SEQ}') from None
+        raw = await read_body(request, MAX_ACK_BYTES, json_error)
+        body = json_loads(raw, 'body must be JSON {"cursor": SEQ}', max_bytes=MAX_ACK_BYTES, error=InputError)
         if not isinstance(body, dict) or "cursor" not in body:
             raise InputError('body must be JSON: {"cursor": SEQ}')
         _consumer_scope(request)

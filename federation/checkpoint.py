@@ -1,7 +1,8 @@
 """C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint) note bodies.
 
 Pure. A checkpoint body is exactly three lines -- origin, decimal tree size
-without leading zeros, base64 root hash -- each ending in a newline. This
+without leading zeros (at most 2**63 - 1, what SQLite stores), base64 root
+hash -- each ending in a newline. This
 project writes no extension lines and rejects any it receives, so every
 signed byte is auditable.
 """
@@ -15,7 +16,8 @@ from .b64 import b64decode_canonical
 from .errors import MalformedError, SignatureError
 from .note import Note, Signer, Verifier, open_note, sign_note
 
-_SIZE_RE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
+_SIZE_RE = re.compile(r"0|[1-9][0-9]{0,18}")  # full match; at most 19 digits, checked <= 2**63 - 1 below
+MAX_TREE_SIZE = (1 << 63) - 1  # SQLite's INTEGER; tlog-checkpoint allows up to 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,10 @@ def parse_checkpoint_body(text: bytes) -> Checkpoint:
     origin, size_line, root_line = lines
     if not origin or any(c.isspace() for c in origin):
         raise MalformedError(f"checkpoint origin {origin!r} is empty or has spaces")
-    if not _SIZE_RE.match(size_line):
-        raise MalformedError(f"checkpoint tree size {size_line!r} is not a canonical decimal")
+    if not _SIZE_RE.fullmatch(size_line):
+        raise MalformedError(f"checkpoint tree size {size_line[:40]!r} is not a canonical decimal of at most 19 digits")
+    if int(size_line) > MAX_TREE_SIZE:
+        raise MalformedError(f"checkpoint tree size {size_line} is over this implementation's limit of 2**63 - 1")
     try:
         root = b64decode_canonical(root_line)
     except ValueError as e:

@@ -185,7 +185,7 @@ def feed_refresh(home: Home, names):
 
 @cli.command()
 @click.argument("name")
-@click.argument("batch", type=click.File("r", encoding="utf-8"))
+@click.argument("batch", type=click.File("rb"))  # decoded line by line: errors name the line
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
               help="Batch format (default: from the file extension).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -247,7 +247,7 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
     if config is not None:
         from .cli_node import serve_config
         return serve_config(home, config)
-    from aiohttp import web
+    from .httpserver import run_app
     from .node import build_publisher_app
     from .publisher import Publisher
     from .refresh import load_refresh_signers
@@ -256,8 +256,8 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
     pub.close()
     for m in missing:
         log.warning("feed %s: its checkpoint will not be refreshed by this server (%s)", m.feed, m.problem)
-    web.run_app(build_publisher_app(home, signers, refresh_interval), host=host, port=port,
-                print=lambda *_: click.echo(f"serving {home.publisher_db} on http://{host}:{port}/feeds/"))
+    run_app(build_publisher_app(home, signers, refresh_interval), host, port, access_log=True,
+            on_start=lambda url: click.echo(f"serving {home.publisher_db} on {url}/feeds/"))
 
 
 # ---- mirror ---------------------------------------------------------------------

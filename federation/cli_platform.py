@@ -55,17 +55,17 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
       federation platform serve --port 8081 --sync-interval 30 --log-json
       federation platform serve --host 0.0.0.0 --auth
     """
-    from aiohttp import web
+    from .httpserver import run_app
     from .platform_node import PlatformNode
     if log_json:
         from .jsonlog import use_json_logs
         use_json_logs()
     node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval,
                         auth_db=home.root / "auth.db" if use_auth else None)
-    web.run_app(node.app, host=host, port=port, access_log=None,
-                print=lambda *_: logging.getLogger("federation.platform").info(
-                    "serving the platform API of %s on http://%s:%d/ (%s)", home.mirror_db, host, port,
-                    "platform tokens required" if use_auth else "no authentication"))
+    run_app(node.app, host, port,
+            on_start=lambda url: logging.getLogger("federation.platform").info(
+                "serving the platform API of %s on %s/ (%s)", home.mirror_db, url,
+                "platform tokens required" if use_auth else "no authentication"))
 
 
 @platform.command("lookup")

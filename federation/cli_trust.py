@@ -409,14 +409,14 @@ def witness_serve(home: Home, key, host, port):
     Example:
       federation witness serve --key /secure/witness.key --port 8081
     """
-    from aiohttp import web
+    from .httpserver import run_app
     from .keys import load_cosigner
     from .server import create_app
     from .witness import Witness, install_witness
     c = load_cosigner(key)
     w = Witness(_witness_db(home), c)
-    web.run_app(create_app([], extensions=[install_witness(w)]), host=host, port=port,
-                print=lambda *_: click.echo(f"witness {c.vkey} on http://{host}:{port}/witness/add-checkpoint"))
+    run_app(create_app([], extensions=[install_witness(w)]), host, port,
+            on_start=lambda url: click.echo(f"witness {c.vkey} on {url}/witness/add-checkpoint"))
 
 
 # ---- log key rotation (registered into the `feed` group) ------------------------

@@ -37,6 +37,7 @@ import aiohttp
 from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .bounded import parse_uint
 from .db import write_txn
 from .errors import (FederationError, InputError, MalformedError, SignatureError, StorageError,
                      TransportError)
@@ -106,6 +107,15 @@ def add_checkpoint_body(old_size: int, proof: list[bytes], note: bytes) -> bytes
     return b"".join(lines) + b"\n" + note
 
 
+def _witness_size(text: str) -> int | None:
+    """The size a witness's 409 names, or None if it is not a plain decimal
+    (``str.isdigit`` also accepts "²", which ``int()`` then refuses)."""
+    try:
+        return parse_uint(text, "witness size", error=MalformedError)
+    except MalformedError:
+        return None
+
+
 class WitnessConflict(Exception):
     """409 from a witness: it last cosigned ``size`` (None when it did not say)."""
 
@@ -131,8 +141,8 @@ class WitnessClient:
                 text = (await resp.content.read(MAX_RESPONSE)).decode("utf-8", "replace")
                 if resp.status == 409:
                     size = None
-                    if resp.content_type == SIZE_CONTENT_TYPE and text.endswith("\n") and text[:-1].isdigit():
-                        size = int(text[:-1])
+                    if resp.content_type == SIZE_CONTENT_TYPE and text.endswith("\n"):
+                        size = _witness_size(text[:-1])
                     raise WitnessConflict(size, text.strip())
                 if resp.status != 200:
                     raise TransportError(f"POST {url}: HTTP {resp.status}: {text.strip()[:200]}")

@@ -13,10 +13,9 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from aiohttp import web
-
 from .entries import Add, Withdraw
 from .home import Home
+from .httpserver import start
 from .keys import write_new_key
 from .mirror import Mirror
 from .node import build_publisher_app
@@ -63,12 +62,8 @@ async def run_demo(root: Path | None = None) -> bool:
         r = pub.publish(FEED, batch, signer)
         say("publisher", f"published version {r.version}: {r.adds} hashes, tree size {r.size}")
 
-        runner = web.AppRunner(build_publisher_app(home), access_log=None)  # as 'federation serve
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        url = f"http://127.0.0.1:{port}/feeds/{FEED}/"
+        runner, base = await start(build_publisher_app(home))  # as 'federation serve'
+        url = f"{base}/feeds/{FEED}/"
         say("server", f"serving {url} (tlog-tiles)")
 
         mirror = Mirror(home.root / "platform-mirror.db")

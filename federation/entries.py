@@ -24,8 +24,10 @@ HASH_LENGTHS = {"md5": 16, "sha1": 20, "sha256": 32, "pdq": 32, "photodna": 144}
 
 WITHDRAW_REASONS = ("submitter_request", "hash_error", "legal", "duplicate", "other")
 
-CASE_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-LABEL_RE = re.compile(r"^[a-z0-9._:-]{1,32}$")
+# Checked with fullmatch: "case-1\n" must not pass, as it would with "$"
+# (docs/PROTOCOL.md states these as full-string patterns).
+CASE_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+LABEL_RE = re.compile(r"[a-z0-9._:-]{1,32}")
 MAX_LABELS = 16
 MAX_TIME = 1 << 40
 
@@ -125,7 +127,7 @@ def _check_hash(hash_type, value) -> None:
 
 
 def _check_case(case) -> None:
-    if not (type(case) is str and CASE_RE.match(case)):
+    if not (type(case) is str and CASE_RE.fullmatch(case)):
         raise MalformedError(f"case id {case!r} must match {CASE_RE.pattern}")
 
 
@@ -133,7 +135,7 @@ def _check_labels(labels) -> None:
     if not (isinstance(labels, (list, tuple)) and len(labels) <= MAX_LABELS):
         raise MalformedError(f"labels must be a list of at most {MAX_LABELS}")
     for label in labels:
-        if not (type(label) is str and LABEL_RE.match(label)):
+        if not (type(label) is str and LABEL_RE.fullmatch(label)):
             raise MalformedError(f"label {label!r} must match {LABEL_RE.pattern}")
     if len(labels) > 1 and list(labels) != sorted(set(labels)):
         raise MalformedError("labels must be sorted and unique")

@@ -48,4 +48,7 @@ class Home:
         return self.root / "mirror.db"
 
     def key_path(self, feed: str) -> Path:
-        return self.root / "private" / f"{feed}.key"
+        """``private/<feed>.key``; ``InputError`` for anything but a feed name
+        (no separator or ``..`` can reach the path)."""
+        from .names import check_feed_name
+        return self.root / "private" / f"{check_feed_name(feed)}.key"

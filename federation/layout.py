@@ -16,7 +16,9 @@ HASH_SIZE = 32
 ENTRIES = -1
 
 _TILE_PATH_RE = re.compile(
-    r"^tile/(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?\Z"
+    # At most six x-groups: an index below 2**56 has at most 17 digits, and the
+    # bound keeps int() away from thousands of digits (a ValueError, not ours).
+    r"tile/(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/){0,6}[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?"
 )
 
 
@@ -40,7 +42,7 @@ def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
 
 def parse_tile_path(path: str) -> tuple[int, int, int]:
     """Inverse of ``tile_path``; rejects non-canonical paths (no traversal possible)."""
-    m = _TILE_PATH_RE.match(path)
+    m = _TILE_PATH_RE.fullmatch(path)
     if not m:
         raise MalformedError(f"not a tile path: {path[:100]!r}")
     level = ENTRIES if m["level"] == "entries" else int(m["level"])

@@ -30,7 +30,6 @@ in another feed is left out, exactly as if it did not exist.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -40,8 +39,10 @@ from aiohttp import web
 
 from .activeset import split_labels
 from .batch import parse_hash
+from .bounded import json_loads, parse_uint
 from .db import connect
 from .errors import FederationError, InputError, UnavailableError
+from .httpserver import json_error, read_body
 from .mirror import read_follows
 from .pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
 from .platform_auth import scope_of
@@ -145,16 +146,6 @@ class Lookup:
 LOOKUP = web.AppKey("platform_lookup", Lookup)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole request body, or None if it exceeds ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
 def error_response(e: FederationError, status: int = 400) -> web.Response:
     body = {"error": str(e), "kind": e.kind}
     if isinstance(e, UnavailableError):
@@ -182,12 +173,9 @@ def _basis(request: web.Request) -> list[Basis]:
 async def get_lookup(request: web.Request) -> web.Response:
     lk = request.app[LOOKUP]
     obj: dict = {"type": request.match_info["type"], "hash": request.match_info["hash"]}
-    if "threshold" in request.query:
-        try:
-            obj["threshold"] = int(request.query["threshold"])
-        except ValueError:
-            return error_response(InputError("threshold must be an integer"))
     try:
+        if "threshold" in request.query:
+            obj["threshold"] = parse_uint(request.query["threshold"], "threshold")
         q = parse_query(obj, lk.default_threshold)
         bases = _basis(request)
     except InputError as e:
@@ -202,14 +190,11 @@ async def post_lookup(request: web.Request) -> web.Response:
     lk = request.app[LOOKUP]
     # Read the body ourselves: a full batch of PhotoDNA queries exceeds the
     # server's 64 KiB client_max_size, which is right for every other route.
-    raw = await read_body(request, MAX_BODY)
-    if raw is None:
-        return error_response(InputError(f"body exceeds {MAX_BODY} bytes"), 413)
+    raw = await read_body(request, MAX_BODY, json_error)  # 413 over the limit, 408 if trickled
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return error_response(InputError("body must be JSON: {\"queries\": [...]}"))
-    try:
+        # Bounded before parsing: deep nesting, 5000-digit numbers and 1e400
+        # are a 400 naming the problem, not a RecursionError/ValueError (500).
+        body = json_loads(raw, 'body must be JSON {"queries": [...]}', max_bytes=MAX_BODY, error=InputError)
         if not isinstance(body, dict) or not isinstance(body.get("queries"), list):
             raise InputError("body must be a JSON object with a 'queries' list")
         if len(body["queries"]) > MAX_BATCH:

@@ -28,6 +28,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from .db import connect
 from .errors import FederationError, VerificationError
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
 
 class MirrorCollector:
     """Gauges computed from the mirror (and platform) databases on each scrape."""
@@ -115,15 +117,18 @@ class Metrics:
     async def middleware(self, request: web.Request, handler):
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
+        # Label values must come from a fixed set: a client can send any
+        # method token, and each new label value is a new time series.
+        method = request.method if request.method in _METHODS else "other"
         try:
             resp = await handler(request)
         except web.HTTPException as e:
-            self.requests.labels(request.method, route, str(e.status)).inc()
+            self.requests.labels(method, route, str(e.status)).inc()
             raise
         except Exception:
-            self.requests.labels(request.method, route, "500").inc()
+            self.requests.labels(method, route, "500").inc()
             raise
-        self.requests.labels(request.method, route, str(resp.status)).inc()
+        self.requests.labels(method, route, str(resp.status)).inc()
         return resp
 
     def extension(self, mirror_path: Path | str | None = None, platform_path: Path | str | None = None):

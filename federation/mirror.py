@@ -30,6 +30,7 @@ from .errors import DigestError, InputError, StorageError, UnavailableError
 from .freshness import DEFAULT_MAX_AGE, check_origin, usable_time
 from .lthash import LtHash16
 from .merkle import CompactRange, leaf_hash
+from .names import check_feed_name
 from .note import parse_note, parse_vkey
 from .tiles import parse_bundle
 from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
@@ -194,6 +195,7 @@ class Mirror(Store):
                max_age: int = DEFAULT_MAX_AGE) -> Follow:
         """Start following a feed. ``max_age``: seconds after the newest
         verified timestamp that lookups still trust the feed (``freshness``)."""
+        check_feed_name(name)
         for v in vkeys:
             parse_vkey(v)  # InputError on a bad key
         if not urls:

@@ -33,21 +33,22 @@ import asyncio
 import logging
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
 
+from .bounded import toml_loads
 from .errors import InputError
 from .freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from .home import Home
+from .names import FEED_NAME_PATTERN, is_feed_name
 
 log = logging.getLogger("federation.node")
 
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ACCESS = ("public", "members")
 
+MAX_CONFIG_BYTES = 1 << 20
 _NODE_KEYS = {"listen", "home", "anonymous_rate", "anonymous_burst", "max_batch_bytes", "refresh_interval"}
 _PUBLISH_KEYS = {"name", "access", "api", "key"}
 _FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "token_env", "wait", "interval",
@@ -112,20 +113,19 @@ def _path(base: Path, value, where: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _number(table: dict, key: str, default, where: str, low: float, kind=float):
+def _number(table: dict, key: str, default, where: str, low: float, high: float, kind=float):
     value = table.get(key, default)
-    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= low,
-           where, f"{key} must be a number >= {low}")
+    # bounded.toml_loads already refused inf, nan and integers beyond 64 bits;
+    # the upper bounds keep sleeps, buckets and body limits sane.
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high,
+           where, f"{key} must be a number between {low} and {high:g}")
     return kind(value)
 
 
 def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
     """Parse and validate a node config. Relative paths are relative to ``base``."""
     base = Path(base)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"node config is not valid TOML: {e}") from None
+    doc = toml_loads(text, "node config", max_bytes=MAX_CONFIG_BYTES, error=InputError)
     _unknown(doc, {"node", "publish", "follow"}, "node config")
     node = doc.get("node", {})
     _check(isinstance(node, dict), "[node]", "must be a table")
@@ -141,7 +141,7 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         _check(isinstance(t, dict), where, "must be a table")
         _unknown(t, _PUBLISH_KEYS, where)
         name = t.get("name")
-        _check(isinstance(name, str) and bool(NAME_RE.match(name)), where, f"name must match {NAME_RE.pattern}")
+        _check(is_feed_name(name), where, f"name must match {FEED_NAME_PATTERN} (not '.' or '..')")
         _check(t.get("access", "members") in ACCESS, where, f"access must be one of {ACCESS}")
         _check(isinstance(t.get("api", True), bool), where, "api must be true or false")
         published.append(PublishedFeed(name, t.get("access"), t.get("api", True),
@@ -153,13 +153,13 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         _check(isinstance(t, dict), where, "must be a table")
         _unknown(t, _FOLLOW_KEYS, where)
         name = t.get("name")
-        _check(isinstance(name, str) and bool(NAME_RE.match(name)), where, f"name must match {NAME_RE.pattern}")
+        _check(is_feed_name(name), where, f"name must match {FEED_NAME_PATTERN} (not '.' or '..')")
         where = f"[[follow]] {name}"
         origin = t.get("origin")
         _check(isinstance(origin, str) and origin != "" and not any(c.isspace() for c in origin), where,
                "origin must be a string without spaces")
         urls = t.get("urls")
-        _check(isinstance(urls, list) and urls and all(isinstance(u, str) and re.match(r"^https?://", u) for u in urls),
+        _check(isinstance(urls, list) and urls and all(isinstance(u, str) and re.fullmatch(r"https?://\S+", u) for u in urls),
                where, "urls must be a non-empty list of http(s) URLs, tried in order")
         vkeys = t.get("vkeys", [])
         _check(isinstance(vkeys, list) and all(isinstance(v, str) for v in vkeys), where, "vkeys must be a list")
@@ -179,16 +179,16 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         followed.append(FollowedFeed(name, origin, tuple(u if u.endswith("/") else u + "/" for u in urls),
                                      tuple(vkeys), trust, t.get("relay", False),
                                      t.get("access", "public" if token_env is None else "members"),
-                                     token_env, _number(t, "wait", 20.0, where, 0.0),
-                                     _number(t, "interval", 30.0, where, 0.1), max_age))
+                                     token_env, _number(t, "wait", 20.0, where, 0.0, 3600.0),
+                                     _number(t, "interval", 30.0, where, 0.1, 86400.0), max_age))
     names = [p.name for p in published] + [f.name for f in followed]
     dup = sorted({n for n in names if names.count(n) > 1})
     _check(not dup, "node config", f"feed name(s) {dup} declared twice (published and followed names share the URL space)")
     return NodeConfig(m[1].strip("[]"), int(m[2]), home,
-                      _number(node, "anonymous_rate", 20.0, "[node]", 0.001),
-                      _number(node, "anonymous_burst", 100, "[node]", 1, int),
-                      _number(node, "max_batch_bytes", 8 * 1024 * 1024, "[node]", 1, int),
-                      _number(node, "refresh_interval", REFRESH_INTERVAL, "[node]", 0.0),
+                      _number(node, "anonymous_rate", 20.0, "[node]", 0.001, 1e6),
+                      _number(node, "anonymous_burst", 100, "[node]", 1, 1e6, int),
+                      _number(node, "max_batch_bytes", 8 * 1024 * 1024, "[node]", 1, 1 << 30, int),
+                      _number(node, "refresh_interval", REFRESH_INTERVAL, "[node]", 0.0, 366 * 86400.0),
                       tuple(published), tuple(followed))
 
 
@@ -402,7 +402,8 @@ def build_publisher_app(home: Home, signers: dict | None = None,
 
 def run_node(cfg: NodeConfig, home: Home, print_fn=print) -> None:
     """Serve, follow and accept publishes until interrupted."""
+    from .httpserver import run_app
     app = build_app(cfg, home)
-    web.run_app(app, host=cfg.host, port=cfg.port, access_log=None,
-                print=lambda *_: print_fn(f"node serving on http://{cfg.host}:{cfg.port}/feeds/ "
+    run_app(app, cfg.host, cfg.port,
+            on_start=lambda url: print_fn(f"node serving on {url}/feeds/ "
                                           f"({len(cfg.publish)} published, {len(cfg.follow)} followed)"))

@@ -34,7 +34,7 @@ MAX_SIGNATURES = 100  # spec: MUST accept at least 16
 MAX_COSIGNATURE_TIME = (1 << 63) - 1
 EM_DASH = "\u2014"
 
-_NAME_RE = re.compile(r"^[^\s+]+$")
+_NAME_RE = re.compile(r"[^\s+]+")  # full match (fullmatch): "$" would let a trailing newline through
 
 
 def key_id(name: str, sig_type: int, public_key: bytes) -> int:
@@ -50,7 +50,7 @@ def cosigned_message(text: bytes, timestamp: int) -> bytes:
 
 
 def check_key_name(name: str) -> str:
-    if not name or not _NAME_RE.match(name):
+    if not name or not _NAME_RE.fullmatch(name):
         raise InputError(f"invalid key name {name!r}: must be non-empty, without spaces or '+'")
     return name
 
@@ -269,7 +269,7 @@ def parse_note(data: bytes) -> Note:
         if not line.startswith(EM_DASH + " "):
             raise MalformedError(f"malformed signature line {line[:80]!r}")
         parts = line[2:].split(" ")
-        if len(parts) != 2 or not parts[0] or not _NAME_RE.match(parts[0]):
+        if len(parts) != 2 or not parts[0] or not _NAME_RE.fullmatch(parts[0]):
             raise MalformedError(f"malformed signature line {line[:80]!r}")
         raw = _b64decode(parts[1], "signature line")
         if len(raw) < 5:

@@ -95,7 +95,10 @@ class PlatformNode:
 
         async def loop():
             while True:
-                await self.sync_all(mirror)
+                try:
+                    await self.sync_all(mirror)
+                except Exception:  # noqa: BLE001 -- a follower loop never dies; the next round retries
+                    log.exception("sync round failed unexpectedly; retrying in %s s", self.sync_interval)
                 await asyncio.sleep(self.sync_interval)
 
         task = asyncio.create_task(loop())

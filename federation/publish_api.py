@@ -34,6 +34,7 @@ from aiohttp import web
 
 from .batch import read_batch
 from .errors import FederationError, InputError, StorageError
+from .httpserver import read_body
 from .note import Signer
 from .push import checkpoint_size
 from .publisher import Publisher
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS api_batches (
 ) WITHOUT ROWID;
 """
 
-BATCH_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+BATCH_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # full match: no trailing newline
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 FORMATS = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "application/json": "jsonl",
            "text/csv": "csv", "": "jsonl", "application/octet-stream": "jsonl"}
@@ -82,18 +83,6 @@ class PublishAPI:
 
         app.cleanup_ctx.append(close)
 
-    async def _body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.max_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=self.max_bytes, actual_size=request.content_length,
-                                                text=f"batch over {self.max_bytes} bytes\n")
-        body = bytearray()
-        async for chunk in request.content.iter_chunked(65536):
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise web.HTTPRequestEntityTooLarge(max_size=self.max_bytes, actual_size=len(body),
-                                                    text=f"batch over {self.max_bytes} bytes\n")
-        return bytes(body)
-
     def _previous(self, name: str, batch_id: str):
         return self.publisher.conn.execute(
             "SELECT body_sha256, version, size, time FROM api_batches WHERE feed=? AND batch_id=?",
@@ -102,7 +91,7 @@ class PublishAPI:
     async def handle(self, request: web.Request) -> web.Response:
         from .auth import CALLER
         name, batch_id = request.match_info["name"], request.match_info["batch_id"]
-        if not BATCH_ID_RE.match(batch_id):
+        if not BATCH_ID_RE.fullmatch(batch_id):
             raise web.HTTPBadRequest(text="batch id must match [A-Za-z0-9._:-]{1,128}\n")
         signer = self.signers.get(name)
         if signer is None:
@@ -110,7 +99,7 @@ class PublishAPI:
         fmt = FORMATS.get(request.content_type)
         if fmt is None:
             raise web.HTTPUnsupportedMediaType(text="send application/x-ndjson or text/csv\n")
-        body = await self._body(request)
+        body = await read_body(request, self.max_bytes)  # 413 over the limit, 408 if trickled
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:

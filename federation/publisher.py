@@ -46,6 +46,7 @@ from .errors import InputError, StorageError
 from .freshness import check_origin, stamp_note
 from .lthash import LtHash16, ParallelSum
 from .merkle import CompactRange
+from .names import check_feed_name
 from .note import Note, NoteSignature, Signer, parse_note
 from .tilestore import SCHEMA as TILES_SCHEMA, TileStore
 
@@ -165,6 +166,7 @@ class Publisher(Store):
         ``access`` (``public`` or ``members``) is stored with the feed; the
         default fails closed (see ``federation.access``).
         """
+        check_feed_name(name)
         if signer.name != origin:
             raise InputError(f"key name {signer.name!r} must equal the feed origin {origin!r}")
         check_access(access)

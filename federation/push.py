@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .checkpoint import parse_checkpoint_body
-from .errors import FederationError, MalformedError, TransportError
+from .errors import FederationError, InputError, MalformedError, TransportError
 from .fetcher import Fetcher
 from .mirror import Mirror
 from .note import MAX_NOTE_BYTES, parse_note
-from .sync import SyncResult, sync_feed
+from .sync import SyncResult, sync_feed, upstream_failure
 
 log = logging.getLogger("federation.push")
 
@@ -115,8 +115,12 @@ class CheckpointWatch:
         finally:
             self._waiters[name] -= 1
             if not self._waiters[name]:
+                # The last waiter of this name frees its state, its Event
+                # included: names come from request paths, so anything kept
+                # per name would grow with every name a client makes up.
                 del self._waiters[name]
                 self._seen.pop(name, None)
+                self._events.pop(name, None)
 
     async def poll(self) -> None:
         """Background task: notice checkpoints written by other processes."""
@@ -239,23 +243,28 @@ async def sync_from_upstreams(mirror: Mirror, name: str, urls: list[str], header
     Raises the last error when every upstream failed.
     """
     last: FederationError | None = None
+    failures: list[str] = []
     run, policy = _sync_steps(mirror, name)
     for url in urls:
         async with Fetcher([url], headers=headers) as fetcher:
             try:
                 result = await run(mirror, name, fetcher, None, policy=policy)
-            except FederationError as e:
+            except Exception as raised:  # noqa: BLE001 -- any failure is this upstream's; try the next
+                e = upstream_failure(raised, name, url)
                 log.warning("%s: upstream %s failed: %s: %s", name, url, e.kind, e)
-                mirror.record_sync(name, f"{e.kind}: {url}: {e}")
+                failures.append(f"upstream {url} failed ({e.kind}): {e}")
                 if state is not None:
                     state.errors = (state.errors + [f"{e.kind}: {url}: {e}"])[-10:]
                 last = e
                 continue
-        mirror.record_sync(name, None)
+        # As sync.sync_once: an earlier upstream's failure stays on record
+        # after a later one served the sync (evidence about that upstream).
+        mirror.record_sync(name, "; ".join(failures) or None)
         if state is not None:
             state.upstream, state.last_error, state.last_sync = url, None, time.time()
         return result
-    assert last is not None
+    if last is None:
+        raise InputError(f"feed {name}: no upstream URL to sync from")
     mirror.record_sync(name, f"{last.kind}: {last}", failed=last.kind)
     if state is not None:
         state.last_error = f"{last.kind}: {last}"
@@ -282,9 +291,11 @@ async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict |
                      state: FollowState | None = None) -> None:
     """Follow ``name`` forever: sync, long-poll for more, sync again.
 
-    Never raises a ``FederationError``: failures are recorded on the feed
-    and retried with exponential back-off (plus jitter, so many followers of
-    one upstream do not retry in lock-step).
+    Never returns or raises (until cancelled): failures are logged with
+    their kind, recorded on the feed and retried with exponential back-off
+    (plus jitter, so many followers of one upstream do not retry in
+    lock-step). Even an unexpected exception (a bug, or the mirror's store
+    failing) only costs a round: the task that runs this never dies.
     """
     backoff = 1.0
     while True:
@@ -293,20 +304,22 @@ async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict |
             if result.changed and on_change is not None:
                 on_change(result)
             backoff = 1.0
-        except FederationError:
+        except Exception as raised:  # noqa: BLE001 -- a follower loop never dies
+            if not isinstance(raised, FederationError):
+                log.exception("%s: follower round failed unexpectedly; retrying in about %.0f s", name, backoff)
             await asyncio.sleep(jittered(backoff))
             backoff = min(backoff * 2, max_backoff)
             continue
-        size = mirror.get(name).applied_size
         started = time.monotonic()
         try:
+            size = mirror.get(name).applied_size
             # The upstream that just served us is first in line.
             upstream = state.upstream if state is not None and state.upstream else urls[0]
             seen = await wait_upstream(upstream, size, wait, headers)
             if state is not None:
                 state.upstream_size = seen
-        except FederationError as e:
-            log.info("%s: long-poll failed (%s); polling", name, e)
+        except Exception as e:  # noqa: BLE001 -- as above: poll instead, never die
+            log.info("%s: long-poll failed (%s: %s); polling", name, getattr(e, "kind", type(e).__name__), e)
             await asyncio.sleep(jittered(min(interval, backoff)))
             backoff = min(backoff * 2, max_backoff)
             continue

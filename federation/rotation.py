@@ -31,6 +31,7 @@ from .checkpoint import SignedCheckpoint
 from .db import connect, create_tables, write_txn
 from .errors import FederationError, ForkError, InputError, MalformedError, RollbackError, SignatureError, \
     StorageError
+from .names import check_feed_name
 from .trust import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, quorum_cosignatures, \
     parse_trust_unverified, verified_signers
 
@@ -189,6 +190,7 @@ def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_
     leaves an orphan trust row that a retry accepts (same bytes); the other
     order could leave a followed feed that syncs without its policy.
     """
+    check_feed_name(name)  # before the trust row: nothing is written for a bad name
     TrustChain(mirror.conn, name).start(trust)
     return mirror.follow(name, trust.origin, [k.vkey for k in trust.log_keys], urls,
                          trust.max_staleness if max_age is None else max_age)

@@ -156,6 +156,9 @@ async def get_tile(request: web.Request) -> web.Response:
                         headers={"Cache-Control": IMMUTABLE_CACHE})
     if level == ENTRIES:
         resp.enable_compression()  # tlog-tiles: bundles SHOULD be compressed
+        # The body depends on Accept-Encoding: a shared cache must not hand a
+        # gzip'd copy to a client that did not ask for one (or the reverse).
+        resp.headers["Vary"] = "Accept-Encoding"
     return resp
 
 

@@ -47,6 +47,7 @@ from pathlib import Path
 import msgpack
 from aiohttp import web
 
+from .bounded import check_int, json_loads
 from .db import connect, write_txn
 from .errors import InputError, MalformedError, StorageError
 from .layout import ENTRIES, TILE_WIDTH
@@ -57,6 +58,9 @@ SNAPSHOT_VERSION = 1
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 MAX_HEADER_BYTES = 1 << 20  # the header holds at most one bundle (~1 MiB)
 MAX_INDEX_BYTES = 1 << 20
+# A valid record is at most 767 bytes of msgpack: a 144-byte PhotoDNA hash, a
+# 64-character case and 16 labels of 32 characters. The margin is for safety.
+MAX_RECORD_BYTES = 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -130,20 +134,48 @@ def encode_index(refs: list[SnapshotRef], minimum_index: int) -> bytes:
 
 
 def parse_index(data: bytes) -> tuple[list[SnapshotRef], int]:
-    """Parse a snapshot index; raises ``MalformedError``. Sorted by size."""
-    try:
-        body = json.loads(data)
-        refs = []
-        for r in body["snapshots"]:
-            ref = SnapshotRef(str(r["sha256"]), int(r["version"]), int(r["size"]), int(r["count"]),
-                              int(r["bytes"]), bool(r["compressed"]))
-            if len(ref.sha256) != 64 or any(c not in "0123456789abcdef" for c in ref.sha256):
-                raise ValueError(f"bad sha256 {ref.sha256!r}")
-            refs.append(ref)
-        minimum = int(body.get("minimum_index", 0))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise MalformedError(f"snapshot index: {type(e).__name__}: {e}") from None
+    """Parse a snapshot index; raises ``MalformedError``. Sorted by size.
+
+    Bounded before parsing (``bounded.json_loads``: size, depth, integers
+    that fit SQLite, no ``1e400``/``NaN``); every number must be a JSON
+    integer >= 0 and ``compressed`` a JSON boolean (what ``encode_index``
+    writes), so nothing is coerced.
+    """
+    body = json_loads(data, "snapshot index", max_bytes=MAX_INDEX_BYTES)
+    if not isinstance(body, dict) or not isinstance(body.get("snapshots"), list):
+        raise MalformedError("snapshot index: want a JSON object with a 'snapshots' list")
+    refs = []
+    for i, r in enumerate(body["snapshots"]):
+        where = f"snapshot index entry {i}"
+        if not isinstance(r, dict):
+            raise MalformedError(f"{where}: not a JSON object")
+        sha = r.get("sha256")
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise MalformedError(f"{where}: bad sha256 {str(sha)[:80]!r}")
+        nums = [check_int(r.get(k), f"{where}: {k}", 0, error=MalformedError)
+                for k in ("version", "size", "count", "bytes")]
+        if type(r.get("compressed")) is not bool:
+            raise MalformedError(f"{where}: compressed must be true or false")
+        refs.append(SnapshotRef(sha, *nums, r["compressed"]))
+    minimum = check_int(body.get("minimum_index", 0), "snapshot index: minimum_index", 0, error=MalformedError)
     return sorted(refs, key=lambda r: r.size), minimum
+
+
+class _Budget:
+    """A read-only file object that refuses to hand out more than ``limit``
+    bytes in total: the decompressed size a snapshot may have. The check runs
+    after each read, so at most one ``read_size`` chunk beyond the bound is
+    ever held (memory stays bounded whatever the compression ratio)."""
+
+    def __init__(self, fileobj, already: int, limit: int, why: str):
+        self.fileobj, self.n, self.limit, self.why = fileobj, already, limit, why
+
+    def read(self, size: int) -> bytes:
+        chunk = self.fileobj.read(size)
+        self.n += len(chunk)
+        if self.n > self.limit:
+            raise MalformedError(f"snapshot is larger decompressed than the {self.limit} bytes {self.why}")
+        return chunk
 
 
 class SnapshotReader:
@@ -153,6 +185,13 @@ class SnapshotReader:
     ``MalformedError`` for anything that does not parse, is out of order or
     out of range; it does not judge whether the content is *true* (that is
     ``bootstrap``'s job, against the signed log).
+
+    Bounded: before the header is read, at most ``MAX_HEADER_BYTES`` plus
+    one read; after it, the header's size plus ``count`` records of at most
+    ``MAX_RECORD_BYTES`` each (``bootstrap`` checks the header's count
+    against the signed seal before it reads any record). A zstd
+    decompression bomb therefore fails as ``malformed`` at that bound, having
+    held no more than one ``read_size`` chunk and one record at a time.
     """
 
     def __init__(self, fileobj, read_size: int = 1 << 20):
@@ -162,14 +201,21 @@ class SnapshotReader:
             fileobj.seek(0)
             fileobj = zstandard.ZstdDecompressor().stream_reader(fileobj, read_size=read_size)
             head = b""
-        self._file = fileobj
+        self._file = _Budget(fileobj, len(head), MAX_HEADER_BYTES + (64 << 10) + read_size,
+                             "a snapshot header may take")
         self._read_size = read_size
-        self._unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=64 << 20,
+        # Complete objects are consumed before the next chunk is fed, so the
+        # buffer holds at most one partial object (<= the header) and a chunk.
+        self._unpacker = msgpack.Unpacker(raw=False, use_list=True,
+                                          max_buffer_size=MAX_HEADER_BYTES + 2 * read_size + (64 << 10),
                                           max_bin_len=MAX_HEADER_BYTES, max_str_len=4096,
                                           max_array_len=64, max_map_len=16)
         if head:
             self._unpacker.feed(head)
         self.header = self._read_header()
+        self._file.limit = self._unpacker.tell() + self.header.count * MAX_RECORD_BYTES
+        self._file.why = (f"its header allows ({self.header.count} records of at most {MAX_RECORD_BYTES} bytes "
+                          "after the header)")
 
     def _objects(self) -> Iterator:
         try:
@@ -182,6 +228,8 @@ class SnapshotReader:
                 self._unpacker.feed(chunk)
         except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as e:
             raise MalformedError(f"snapshot is not valid msgpack: {e}") from None
+        except MalformedError:
+            raise
         except Exception as e:  # zstandard.ZstdError has no stable import path across versions
             if type(e).__name__ == "ZstdError":
                 raise MalformedError(f"snapshot is not valid zstd: {e}") from None
@@ -208,6 +256,9 @@ class SnapshotReader:
         """Yield batches of records ``(type, hash, case, labels)``, checking
         shape and strict ascending key order. At most ``header.count`` records
         are read; more or fewer is ``MalformedError``."""
+        if self._file.n > self._file.limit:  # the read that completed the header went past it
+            raise MalformedError(f"snapshot is larger decompressed than the {self._file.limit} bytes "
+                                 f"{self._file.why}")
         out: list = []
         prev: tuple | None = None
         n = 0
@@ -493,7 +544,7 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
 
     source = _ServedSnapshots(Path(db_path), mirror, names)
     key = SNAPSHOT_SOURCES
-    sha_re = re.compile(r"^[0-9a-f]{64}$")
+    sha_re = re.compile(r"[0-9a-f]{64}")  # fullmatch
 
     def find(app: web.Application, name: str) -> tuple[_ServedSnapshots, int] | tuple[None, None]:
         for src in app[key]:
@@ -512,7 +563,7 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
     async def snapshot_file(request: web.Request) -> web.StreamResponse:
         sha = request.match_info["sha"]
         src, fid = find(request.app, request.match_info["name"])
-        if src is None or not sha_re.match(sha) or not any(r.sha256 == sha for r in list_snapshots(src.conn, fid)):
+        if src is None or not sha_re.fullmatch(sha) or not any(r.sha256 == sha for r in list_snapshots(src.conn, fid)):
             raise web.HTTPNotFound(text="no such snapshot\n")
         path = src.files / str(fid) / f"{sha}.snap"
         if not path.exists():

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 
 from .checkpoint import open_checkpoint
-from .errors import FederationError, NothingNew, StaleError, StorageError, VerificationError
+from .errors import FederationError, MalformedError, NothingNew, StaleError, StorageError, VerificationError
 from .fetcher import Fetcher
 from .freshness import describe_age, log_timestamp
 from .layout import tile_path
@@ -207,6 +207,25 @@ def _check_fresh(mirror: Mirror, name: str, size: int, stamped: int | None, now:
                          "('federation feed refresh')")
 
 
+def upstream_failure(e: Exception, name: str, url: str) -> FederationError:
+    """An exception from syncing ``name`` from ``url`` as one of ours.
+
+    Parsers turn hostile bytes into ``MalformedError`` themselves; anything
+    else that escapes while handling an upstream's data is a bug of ours,
+    but one that upstream triggered. It is logged (traceback at DEBUG) and
+    counted against that upstream as ``malformed``, so a follower moves on
+    to the next upstream instead of dying (issue 10: a follower loop never dies).
+    """
+    if isinstance(e, FederationError):
+        return e
+    if isinstance(e, sqlite3.Error):  # our own store, not the upstream's fault
+        return StorageError(f"feed {name}: mirror store: {type(e).__name__}: {e}")
+    log.error("feed %s: unexpected %s while checking data from %s (treated as malformed; please report): %s",
+              name, type(e).__name__, url, e)
+    log.debug("feed %s: traceback of the unexpected error", name, exc_info=e)
+    return MalformedError(f"unexpected {type(e).__name__} while checking data from {url}: {str(e)[:200]}")
+
+
 @_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
                     progress=None, policy=None, snapshots: bool = True) -> SyncResult:
@@ -224,7 +243,9 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
     sync and starts again from the next one. Nothing an upstream sent that
     failed verification was applied, so the retry starts from the mirror's
     last verified version. The failure is kept in ``last_error`` even when a
-    later upstream succeeds: it is evidence about that upstream.
+    later upstream succeeds: it is evidence about that upstream. Any other
+    exception while handling an upstream's data counts against that upstream
+    as ``malformed`` (``upstream_failure``): the next upstream is still tried.
     """
     f = mirror.get(name)
     if policy is None:
@@ -240,13 +261,14 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
                     result = await sync_with_snapshots(mirror, name, fetcher, progress, policy=policy)
                 else:
                     result = await sync_feed(mirror, name, fetcher, progress, policy=policy)
-            except VerificationError as e:
+            except Exception as raised:  # noqa: BLE001 -- a follower never dies (see upstream_failure)
+                e = upstream_failure(raised, name, urls[i])
+                if not isinstance(e, VerificationError):
+                    failures.append((urls[i], e))
+                    break  # transport: Fetcher already tried every remaining upstream
                 log.warning("feed %s: upstream %s failed verification (%s): %s", name, urls[i], e.kind, e)
                 failures.append((urls[i], e))
                 continue
-            except FederationError as e:
-                failures.append((urls[i], e))
-                break  # transport: Fetcher already tried every remaining upstream
         earlier = "; ".join(f"upstream {u} failed ({e.kind}): {e}" for u, e in failures)
         mirror.record_sync(name, earlier or None)
         return result

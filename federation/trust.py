@@ -42,10 +42,10 @@ and the file carries valid signatures by ``threshold`` of its own trust keys.
 """
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bounded import toml_loads
 from .errors import FederationError, InputError, MalformedError, SignatureError, StaleError
 from .note import (SIG_COSIGNATURE_V1, SIG_ED25519, Note, Signer, Verifier, parse_note, parse_vkey,
                    sign_note)
@@ -53,6 +53,7 @@ from .note import (SIG_COSIGNATURE_V1, SIG_ED25519, Note, Signer, Verifier, pars
 FORMAT = "federation-trust/v1"
 MAX_TRUST_BYTES = 32 * 1024
 MAX_KEYS_PER_ROLE = 32
+TRUST_MAX_DEPTH = 4  # document -> table -> key list -> key; deeper is malformed
 MAX_STALENESS_LIMIT = 366 * 86400
 # tlog-cosignature: verifiers MAY reject timestamps in the future. A little
 # clock skew between witness and mirror is normal; more is refused.
@@ -180,10 +181,9 @@ def _keys(values, role: str, sig_type: int) -> tuple[Verifier, ...]:
 
 
 def _parse_body(text: bytes) -> dict:
-    try:
-        doc = tomllib.loads(text.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise MalformedError(f"trust file is not valid TOML: {e}") from None
+    # Bounded before parsing: a hostile trust/latest with a huge integer or
+    # deep nesting is malformed, not a ValueError/RecursionError.
+    doc = toml_loads(text, "trust file", max_bytes=MAX_TRUST_BYTES, max_depth=TRUST_MAX_DEPTH)
     unknown = set(doc) - _TOP
     _require(not unknown, f"trust file has unknown field(s): {', '.join(sorted(unknown))}")
     _require(doc.get("format") == FORMAT, f"trust file format must be {FORMAT!r}, got {doc.get('format')!r}")

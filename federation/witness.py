@@ -41,6 +41,7 @@ from .checkpoint import parse_checkpoint_body
 from .cosign import SIZE_CONTENT_TYPE, Cosigner
 from .db import Store, write_txn
 from .errors import InputError, MalformedError, SignatureError
+from .httpserver import read_body
 from .merkle import EMPTY_ROOT, verify_consistency
 from .note import MAX_NOTE_BYTES, open_note, parse_vkey
 
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS witness_evidence (
 
 MAX_PROOF_LINES = 63  # tlog-witness: clients MUST NOT send more
 MAX_BODY = MAX_NOTE_BYTES + (MAX_PROOF_LINES + 2) * 64
-_OLD_RE = re.compile(rb"^old (0|[1-9][0-9]{0,19})$")
+_OLD_RE = re.compile(rb"old (0|[1-9][0-9]{0,18})")  # fullmatch; sizes fit 63 bits (checkpoint.MAX_TREE_SIZE)
 
 
 class WitnessRefusal(Exception):
@@ -100,7 +101,7 @@ def parse_request(body: bytes) -> tuple[int, list[bytes], bytes]:
             raise WitnessRefusal(400, f"request body: more than {MAX_PROOF_LINES} consistency proof lines")
     if not lines:
         raise WitnessRefusal(400, "request body: missing the old size line")
-    m = _OLD_RE.match(lines[0])
+    m = _OLD_RE.fullmatch(lines[0])
     if not m:
         raise WitnessRefusal(400, "request body: first line must be 'old <size>' without leading zeroes")
     proof = []
@@ -217,9 +218,7 @@ def install_witness(witness: Witness, prefix: str = "/witness"):
     """Server extension: ``POST <prefix>/add-checkpoint``."""
 
     async def add_checkpoint(request: web.Request) -> web.Response:
-        body = await request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return web.Response(status=413, text="request body too large\n")
+        body = await read_body(request, MAX_BODY)  # 413 over the limit, 408 if trickled
         try:
             # The SQLite transaction is short and local; keeping it on the loop
             # serialises requests per witness, which the atomic check needs anyway.

@@ -1,0 +1,234 @@
+"""Every decoder of bytes from a network or a user, fuzzed (issue 10, section 5).
+
+Random bytes and mutated valid seeds (real signed notes, real bundles,
+entries, snapshots, trust files, configs, batches, witness requests) go to
+each decoder. The only outcomes allowed are a returned object or one of our
+errors with a kind (``fuzz_support.outcome``); the witness's own refusal
+carries a 4xx status. Anything else -- ``ValueError``, ``RecursionError``,
+``OverflowError``, ``UnicodeDecodeError``, a hang -- fails the property.
+Findings are pinned as named tests in ``test_hostile_parsers.py``.
+"""
+from __future__ import annotations
+
+import io
+import json
+
+import msgpack
+import pytest
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fuzz_support import as_text, fuzz_settings, mutated, outcome
+
+from federation import entries as E
+from federation.batch import read_batch
+from federation.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
+from federation.cosign import Cosigner, add_checkpoint_body
+from federation.layout import parse_tile_path, tile_path
+from federation.lthash import LtHash16
+from federation.node import parse_config
+from federation.note import Signer, open_note, parse_note, parse_vkey
+from federation.snapshot import SnapshotReader, SnapshotRef, encode_index, parse_index
+from federation.tiles import encode_bundle, parse_bundle, parse_hash_tile
+from federation.trust import parse_trust, quorum_cosignatures, render_trust, sign_trust
+from federation.witness import Witness, WitnessRefusal
+
+ORIGIN = "fuzz.example/feeds/t"
+LOG = Signer.from_seed(ORIGIN, bytes(range(32)))
+ROOTS = [Signer.from_seed(f"fuzz.example/trust/root-{i}", bytes([i]) * 32) for i in (1, 2)]
+WITNESSES = [Cosigner(f"witness-{i}.example", Ed25519PrivateKey.from_private_bytes(bytes([40 + i]) * 32))
+             for i in (1, 2)]
+NOW = 1_700_000_000
+
+# ---- seeds: real, valid objects ---------------------------------------------------------
+
+CHECKPOINT = Checkpoint(ORIGIN, 1234, bytes(range(32))).sign([LOG])
+COSIGNED = CHECKPOINT + b"".join(w.cosign(parse_note(CHECKPOINT).text, NOW).line() for w in WITNESSES)
+ADDS = [E.Add("md5", bytes([i]) * 16, f"case-{i}", ("csam", "tid"), NOW) for i in range(3)]
+ENTRIES = [E.encode(a) for a in ADDS] + [
+    E.encode(E.Withdraw("submitter_request", NOW, case="case-1")),
+    E.encode(E.Withdraw("hash_error", NOW, "sha1", bytes(20))),
+    E.encode(E.Withdraw("legal", NOW, "pdq", bytes(32), "case-2")),
+    E.encode(E.Seal(7, NOW, 3, LtHash16().add([E.add_element(a) for a in ADDS]).digest())),
+]
+BUNDLE = encode_bundle(ENTRIES)
+TRUST = sign_trust(render_trust(ORIGIN, 1, 3600, [LOG.vkey], [w.vkey for w in WITNESSES], 2,
+                                [r.vkey for r in ROOTS], 2), ROOTS)
+INDEX = encode_index([SnapshotRef("ab" * 32, 3, 700, 12, 4096, True), SnapshotRef("cd" * 32, 1, 9, 2, 90, False)],
+                     256)
+
+
+def _snapshot(compress: bool) -> bytes:
+    packer = msgpack.Packer(use_bin_type=True)
+    raw = packer.pack({"v": 1, "origin": ORIGIN, "size": len(ENTRIES), "version": 7, "count": 3, "bundle": BUNDLE})
+    raw += b"".join(packer.pack([a.hash_type, a.value, a.case, list(a.labels)]) for a in ADDS)
+    return zstandard.ZstdCompressor(level=1).compress(raw) if compress else raw
+
+
+SNAPSHOTS = [_snapshot(False), _snapshot(True)]
+CONFIG = f'''[node]
+listen = "127.0.0.1:8082"
+home = "platform"
+anonymous_rate = 5.5
+
+[[publish]]
+name = "internal"
+access = "members"
+
+[[follow]]
+name = "tid"
+origin = "{ORIGIN}"
+vkeys = ["{LOG.vkey}"]
+urls = ["http://127.0.0.1:8081/feeds/tid/", "http://127.0.0.1:8080/feeds/tid/"]
+relay = true
+wait = 5
+'''.encode()
+CSV = ("op,type,hash,case,labels,reason\nadd,md5,9e107d9d372bb6826bd81d3542a419d6,c-17,csam;tid,\n"
+       "add,photodna,\"" + ",".join(["7"] * 144) + "\",c-18,ncii,\nwithdraw,,,c-17,,submitter_request\n").encode()
+JSONL = (b'{"op":"add","type":"sha256","hash":"' + b"ab" * 32 + b'","case":"x","labels":["a","b"]}\n'
+         b'{"op":"withdraw","type":"md5","hash":"9e107d9d372bb6826bd81d3542a419d6","reason":"hash_error"}\n')
+WITNESS_REQUEST = add_checkpoint_body(0, [], CHECKPOINT)
+WITNESS_REQUEST_PROOF = add_checkpoint_body(1000, [bytes([i]) * 32 for i in range(3)], CHECKPOINT)
+
+
+def bytes_or(seeds: list[bytes], max_size: int = 2048):
+    return st.one_of(st.binary(max_size=max_size), mutated(seeds))
+
+
+# ---- notes, checkpoints, keys -----------------------------------------------------------
+
+@fuzz_settings(300)
+@given(bytes_or([CHECKPOINT, COSIGNED]))
+def test_fuzz_note_and_checkpoint(data):
+    outcome(parse_note, data)
+    outcome(open_note, data, [LOG.verifier])
+    outcome(open_checkpoint, data, ORIGIN, [LOG.verifier])
+    outcome(parse_checkpoint_body, data)
+
+
+@fuzz_settings(200)
+@given(st.one_of(st.text(max_size=200), mutated([LOG.vkey.encode(), WITNESSES[0].vkey.encode()]).map(as_text)))
+def test_fuzz_vkey(text):
+    outcome(parse_vkey, text)
+
+
+# Paths from the grammar itself, with any number of index groups.
+GRAMMAR_TILE_PATHS = st.builds(
+    lambda level, groups, group, last, width: f"tile/{level}/" + f"x{group:03d}/" * groups + f"{last:03d}" + width,
+    st.sampled_from(["entries", "0", "1", "63", "64", "99", "00"]), st.integers(0, 1600), st.integers(0, 999),
+    st.integers(0, 999), st.sampled_from(["", ".p/1", ".p/255", ".p/256", ".p/0"]))
+
+
+@fuzz_settings(300)
+@given(st.one_of(st.text(max_size=200), GRAMMAR_TILE_PATHS,
+                 mutated([tile_path(0, 1234067, 5).encode(), tile_path(-1, 7).encode(),
+                          tile_path(2, 0, 1).encode()]).map(as_text)))
+def test_fuzz_tile_path(text):
+    outcome(parse_tile_path, text)
+
+
+@fuzz_settings(150)
+@given(bytes_or([bytes(range(32)) * 3]), st.integers(0, 256))
+def test_fuzz_hash_tile(data, width):
+    outcome(parse_hash_tile, data, width)
+
+
+# ---- bundles and entries ----------------------------------------------------------------
+
+@fuzz_settings(300)
+@given(bytes_or([BUNDLE]), st.integers(0, 256))
+def test_fuzz_bundle_and_its_entries(data, width):
+    got = outcome(parse_bundle, data, width)
+    if isinstance(got, list):
+        for entry in got:
+            outcome(E.decode, entry)
+
+
+@fuzz_settings(400)
+@given(bytes_or(ENTRIES))
+def test_fuzz_entry(data):
+    outcome(E.decode, data)
+
+
+# ---- snapshots --------------------------------------------------------------------------
+
+def read_snapshot(data: bytes) -> int:
+    reader = SnapshotReader(io.BytesIO(data), read_size=4096)
+    return sum(len(batch) for batch in reader.records(batch=64))
+
+
+@fuzz_settings(300)
+@given(bytes_or(SNAPSHOTS))
+def test_fuzz_snapshot_header_and_reader_plain_and_zstd(data):
+    outcome(read_snapshot, data)
+
+
+@fuzz_settings(150)
+@given(mutated([_snapshot(False)]))
+def test_fuzz_snapshot_content_inside_a_valid_zstd_frame(data):
+    outcome(read_snapshot, zstandard.ZstdCompressor(level=1).compress(data))
+
+
+@fuzz_settings(300)
+@given(bytes_or([INDEX]))
+def test_fuzz_snapshot_index(data):
+    outcome(parse_index, data)
+
+
+@fuzz_settings(100)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=70),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(
+                        ["snapshots", "minimum_index", "sha256", "version", "size", "count", "bytes", "compressed"]),
+                        c, max_size=8), max_leaves=30))
+def test_fuzz_snapshot_index_shapes(doc):
+    outcome(parse_index, json.dumps(doc).encode())
+
+
+# ---- trust files, node configs, batches --------------------------------------------------
+
+@fuzz_settings(300)
+@given(bytes_or([TRUST]))
+def test_fuzz_trust_file(data):
+    trust = outcome(parse_trust, data)
+    if not isinstance(trust, Exception):
+        outcome(quorum_cosignatures, trust, COSIGNED, NOW)
+
+
+@fuzz_settings(100)
+@given(bytes_or([COSIGNED, CHECKPOINT]))
+def test_fuzz_cosignatures_under_a_trust_file(data):
+    outcome(quorum_cosignatures, parse_trust(TRUST), data, NOW)
+
+
+@fuzz_settings(300)
+@given(st.one_of(st.text(max_size=400), mutated([CONFIG]).map(as_text)))
+def test_fuzz_node_config(text):
+    outcome(parse_config, text)
+
+
+@fuzz_settings(250)
+@given(bytes_or([CSV, JSONL]), st.sampled_from(["csv", "jsonl"]), st.booleans())
+def test_fuzz_batch_csv_and_jsonl(data, fmt, as_bytes):
+    lines = io.BytesIO(data) if as_bytes else io.StringIO(as_text(data), newline="")
+    outcome(lambda: list(read_batch(lines, fmt)))
+
+
+# ---- the witness's add-checkpoint request ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def witness(tmp_path_factory):
+    w = Witness(tmp_path_factory.mktemp("witness") / "w.db", Cosigner.generate("witness.example"))
+    w.add_log(ORIGIN, [LOG.vkey])
+    yield w
+    w.close()
+
+
+@fuzz_settings(300)
+@given(data=bytes_or([WITNESS_REQUEST, WITNESS_REQUEST_PROOF]))
+def test_fuzz_witness_add_checkpoint(witness, data):
+    try:
+        outcome(witness.add_checkpoint, data)
+    except WitnessRefusal as e:  # the spec's refusals: each a 4xx answer
+        assert 400 <= e.status < 500, e.status
