@@ -30,9 +30,9 @@ import common  # noqa: E402
 
 
 def child_bootstrap(url: str, db: str, workers: str) -> None:
-    from federation.bootstrap import bootstrap_feed
-    from federation.fetcher import Fetcher
-    from federation.mirror import Mirror
+    from federation.sync.bootstrap import bootstrap_feed
+    from federation.net.fetcher import Fetcher
+    from federation.store.mirror import Mirror
 
     m = Mirror(db)
     m.follow(common.NAME, common.ORIGIN, [common.signer().vkey], [url])
@@ -52,10 +52,10 @@ def child_bootstrap(url: str, db: str, workers: str) -> None:
 
 
 def child_raw(snapshot: str, db: str) -> None:
-    from federation.activeset import SCHEMA
-    from federation.bootstrap import _sort_pragmas
-    from federation.db import connect, write_txn
-    from federation.snapshot import SnapshotReader
+    from federation.store.activeset import SCHEMA
+    from federation.sync.bootstrap import _sort_pragmas
+    from federation.store.db import connect, write_txn
+    from federation.store.snapshot import SnapshotReader
 
     with open(snapshot, "rb") as fh:
         reader = SnapshotReader(fh)
@@ -79,8 +79,8 @@ def run_child(*args: str) -> dict:
 
 
 def main(n: int, workers: str = "auto") -> dict:
-    from federation.snapshot import list_snapshots, snapshot_dir, write_snapshot
-    from federation.db import connect
+    from federation.store.snapshot import list_snapshots, snapshot_dir, write_snapshot
+    from federation.store.db import connect
 
     db = common.published_feed(n)
     conn = connect(db, readonly=True)

@@ -28,7 +28,7 @@ import common  # noqa: E402
 SERVE = """
 import sys
 from aiohttp import web
-from federation.server import PublisherSource, create_app
+from federation.net.server import PublisherSource, create_app
 web.run_app(create_app([PublisherSource(sys.argv[1])]), host="127.0.0.1", port=int(sys.argv[2]),
             access_log=None, print=None)
 """
@@ -41,9 +41,9 @@ def _free_port() -> int:
 
 
 async def run(n: int) -> dict:
-    from federation.mirror import Mirror
-    from federation.publisher import Publisher
-    from federation.sync import sync_once
+    from federation.store.mirror import Mirror
+    from federation.store.publisher import Publisher
+    from federation.sync.orchestrator import sync_once
     db = common.published_feed(n)
     f = Publisher(db).feeds()[0]
     port = _free_port()

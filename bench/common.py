@@ -19,9 +19,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from federation import entries as E  # noqa: E402
-from federation.note import Signer  # noqa: E402
-from federation.publisher import Publisher  # noqa: E402
+from federation.core import entries as E  # noqa: E402
+from federation.core.note import Signer  # noqa: E402
+from federation.store.publisher import Publisher  # noqa: E402
 
 WORK = Path(os.environ.get("FEDERATION_BENCH_DIR", "/tmp/federation-bench"))
 NAME = "bench"

@@ -30,7 +30,7 @@ def best_of(fn, rounds: int = 5) -> float:
 
 
 def main(n: int = 20_000) -> dict:
-    from federation import entries as E
+    from federation.core import entries as E
     ops = common.synthetic_ops(n, seed=3)
     data = [E.encode(o) for o in ops]
     maps = [msgpack.unpackb(d, raw=False) for d in data]

@@ -30,9 +30,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def child_follow(url: str, db: str) -> None:
-    from federation.fetcher import Fetcher
-    from federation.mirror import Mirror
-    from federation.sync import sync_feed
+    from federation.net.fetcher import Fetcher
+    from federation.store.mirror import Mirror
+    from federation.sync.orchestrator import sync_feed
 
     m = Mirror(db)
     m.follow(common.NAME, common.ORIGIN, [common.signer().vkey], [url])
@@ -55,8 +55,8 @@ def percentile(xs: list[float], p: float) -> float:
 def main(versions: int = 50, size: int = 1000) -> dict:
     import urllib.request
 
-    from federation.db import connect
-    from federation.publisher import Publisher
+    from federation.store.db import connect
+    from federation.store.publisher import Publisher
 
     common.WORK.mkdir(parents=True, exist_ok=True)
     for p in common.WORK.glob("incr-*.db*"):

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from federation import push
-from federation.entries import Add
-from federation.mirror import Mirror
-from federation.note import Signer
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
+from federation.net import push
+from federation.core.entries import Add
+from federation.store.mirror import Mirror
+from federation.core.note import Signer
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
 
 ORIGIN = "bench.example/feeds/load"
 

@@ -27,8 +27,8 @@ import numpy as np
 import pdqhash
 from PIL import Image
 
-from federation.mirror import Mirror
-from federation.pdq_index import DEFAULT_THRESHOLD, PdqIndex
+from federation.store.mirror import Mirror
+from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex
 
 REAL = 2000
 QUERIES = 200

@@ -20,8 +20,8 @@ import common  # noqa: E402
 
 
 def raw_baseline(path: Path, batches: list[list]) -> float:
-    from federation.activeset import SCHEMA
-    from federation.db import connect, write_txn
+    from federation.store.activeset import SCHEMA
+    from federation.store.db import connect, write_txn
     conn = connect(path)
     conn.executescript(SCHEMA)
     t0 = time.perf_counter()
@@ -35,7 +35,7 @@ def raw_baseline(path: Path, batches: list[list]) -> float:
 
 
 def publish_all(path: Path, batches: list[list]) -> float:
-    from federation.publisher import Publisher
+    from federation.store.publisher import Publisher
     s = common.signer()
     pub = Publisher(path)
     pub.create_feed(common.NAME, common.ORIGIN, s)

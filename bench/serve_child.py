@@ -11,9 +11,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
-from federation.db import connect  # noqa: E402
-from federation.server import PublisherSource, create_app  # noqa: E402
-from federation.snapshot import server_extension  # noqa: E402
+from federation.store.db import connect  # noqa: E402
+from federation.net.server import PublisherSource, create_app  # noqa: E402
+from federation.store.snapshot import server_extension  # noqa: E402
 
 
 def bare_app(db: str) -> web.Application:
@@ -22,7 +22,7 @@ def bare_app(db: str) -> web.Application:
     tiles = {}
     for level, idx, width, data in conn.execute("SELECT level, idx, width, data FROM tiles WHERE feed=? AND level>=0"
                                                 " AND idx < 4 AND width=256", (fid,)):
-        from federation.layout import tile_path
+        from federation.core.layout import tile_path
         tiles[f"/feeds/{name}/{tile_path(level, idx, width)}"] = data
     bodies = {f"/feeds/{name}/checkpoint": checkpoint, **tiles}
 

@@ -56,7 +56,7 @@ def load(urls: list[str], conns: int, seconds: float) -> dict:
 
 
 def main(seconds: float = 5.0, conns: int = 64, n: int = 100_000) -> list[dict]:
-    from federation.layout import tile_path
+    from federation.core.layout import tile_path
     db = common.published_feed(n)
     paths = {"checkpoint": ["checkpoint"],
              "tile": [tile_path(0, i) for i in range(4)] + [tile_path(1, 0)]}

@@ -1,3 +1,3 @@
-from .cli import main
+from federation.cli.main import main
 
 main()

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers_tamper import NAME, ORIGIN, TamperProxy, adds, feed_url, start_app  # noqa: E402
 
-from federation.entries import Add, Withdraw  # noqa: E402
-from federation.mirror import Mirror  # noqa: E402
-from federation.note import Signer  # noqa: E402
-from federation.publisher import Publisher, PublishResult  # noqa: E402
-from federation.server import PublisherSource, create_app  # noqa: E402
+from federation.core.entries import Add, Withdraw  # noqa: E402
+from federation.store.mirror import Mirror  # noqa: E402
+from federation.core.note import Signer  # noqa: E402
+from federation.store.publisher import Publisher, PublishResult  # noqa: E402
+from federation.net.server import PublisherSource, create_app  # noqa: E402
 
 
 @dataclass

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from federation.entries import Add, Withdraw
-from federation.mirror import Mirror
-from federation.note import Signer
-from federation.publisher import Publisher, PublishResult
-from federation.server import PublisherSource, create_app
+from federation.core.entries import Add, Withdraw
+from federation.store.mirror import Mirror
+from federation.core.note import Signer
+from federation.store.publisher import Publisher, PublishResult
+from federation.net.server import PublisherSource, create_app
 
 BOUND = 15.0  # seconds: every awaited network step in these tests is bounded by this
 

@@ -15,7 +15,7 @@ import re
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from federation.errors import FederationError
+from federation.core.errors import FederationError
 
 DEEP = os.environ.get("FEDERATION_FUZZ") == "deep"
 KINDS = {"signature", "rollback", "fork", "digest", "malformed", "stale", "transport", "storage", "input",

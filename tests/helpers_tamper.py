@@ -31,17 +31,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from federation import entries as E
-from federation.checkpoint import Checkpoint
-from federation.db import connect, write_txn
-from federation.layout import TILE_WIDTH, encode_index
-from federation.lthash import LtHash16
-from federation.merkle import CompactRange
-from federation.mirror import Mirror
-from federation.note import NoteSignature, Signer, parse_note
-from federation.sync import sync_once
-from federation.tiles import encode_bundle, parse_bundle
-from federation.tilestore import TileStore
+from federation.core import entries as E
+from federation.core.checkpoint import Checkpoint
+from federation.store.db import connect, write_txn
+from federation.core.layout import TILE_WIDTH, encode_index
+from federation.core.lthash import LtHash16
+from federation.core.merkle import CompactRange
+from federation.store.mirror import Mirror
+from federation.core.note import NoteSignature, Signer, parse_note
+from federation.sync.orchestrator import sync_once
+from federation.core.tiles import encode_bundle, parse_bundle
+from federation.store.tilestore import TileStore
 
 NAME = "t"
 ORIGIN = "example.org/feeds/t"

@@ -19,13 +19,13 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from federation.entries import Add, Withdraw
-from federation.mirror import Mirror
-from federation.note import Signer
-from federation.platform_node import PlatformNode
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
-from federation.sync import sync_once
+from federation.core.entries import Add, Withdraw
+from federation.store.mirror import Mirror
+from federation.core.note import Signer
+from federation.platform.node import PlatformNode
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
+from federation.sync.orchestrator import sync_once
 
 FEED = "tid"
 ORIGIN = "clearinghouse.test/feeds/tid"

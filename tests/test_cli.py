@@ -11,7 +11,7 @@ import urllib.request
 import click
 import pytest
 
-from federation.cli import cli
+from federation.cli.main import cli
 
 
 def all_commands(group, prefix=()):
@@ -117,7 +117,7 @@ def test_bad_input_exits_2_and_publishes_nothing(served, tmp_path):
 
 def test_unreachable_upstream_exits_3(tmp_path):
     home = tmp_path / "platform"
-    from federation.note import Signer
+    from federation.core.note import Signer
     s = Signer.generate("a.example/f")
     run(home, "follow", "f", "--url", f"http://127.0.0.1:{free_port()}/feeds/f/", "--origin", "a.example/f",
         "--vkey", s.vkey)
@@ -156,8 +156,8 @@ def test_serve_exposes_longpoll_snapshots_and_trust_routes(served, tmp_path):
 def test_lost_key_rotation_of_a_feed_without_trust_chain_is_refused_and_changes_nothing(tmp_path):
     """Mirrors of a feed followed by vkey alone trust only the lost key:
     nothing in-band can vouch for a new one, so the switch is refused."""
-    from federation.keys import load_signer
-    from federation.publisher import Publisher
+    from federation.node.keys import load_signer
+    from federation.store.publisher import Publisher
     home = tmp_path / "publisher"
     run(home, "feed", "create", "tid", "--origin", "127.0.0.1/feeds/tid")
     new_key = tmp_path / "new.key"

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from federation import entries as E
-from federation.checkpoint import Checkpoint, parse_checkpoint_body
-from federation.errors import InputError, MalformedError, SignatureError
-from federation.layout import ENTRIES, tile_path, tiles_for_size
-from federation.merkle import (EMPTY_ROOT, CompactRange, consistency_proof, inclusion_proof, leaf_hash,
+from federation.core import entries as E
+from federation.core.checkpoint import Checkpoint, parse_checkpoint_body
+from federation.core.errors import InputError, MalformedError, SignatureError
+from federation.core.layout import ENTRIES, tile_path, tiles_for_size
+from federation.core.merkle import (EMPTY_ROOT, CompactRange, consistency_proof, inclusion_proof, leaf_hash,
                                verify_consistency, verify_inclusion)
-from federation.note import SIG_COSIGNATURE_V1, SIG_ED25519, Signer, key_id, open_note, parse_vkey, sign_note
-from federation.publisher import Publisher
-from federation.tiles import TileBuilder, TileHashes, parse_bundle, parse_hash_tile
+from federation.core.note import SIG_COSIGNATURE_V1, SIG_ED25519, Signer, key_id, open_note, parse_vkey, sign_note
+from federation.store.publisher import Publisher
+from federation.core.tiles import TileBuilder, TileHashes, parse_bundle, parse_hash_tile
 from system_tools import require_system_tool
 
 GO_SRC = Path(__file__).resolve().parent / "go" / "conformance.go"

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from federation.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
-from federation.entries import Add, encode
-from federation.errors import InputError, MalformedError, SignatureError
-from federation.layout import ENTRIES, encode_index, parse_tile_path, tile_path, tile_width, tiles_for_size
-from federation.merkle import (EMPTY_ROOT, CompactRange, consistency_proof, inclusion_proof, leaf_hash,
+from federation.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
+from federation.core.entries import Add, encode
+from federation.core.errors import InputError, MalformedError, SignatureError
+from federation.core.layout import ENTRIES, encode_index, parse_tile_path, tile_path, tile_width, tiles_for_size
+from federation.core.merkle import (EMPTY_ROOT, CompactRange, consistency_proof, inclusion_proof, leaf_hash,
                                node_hash, root_of, verify_consistency, verify_inclusion)
-from federation.note import (SIG_ED25519, Signer, key_id, open_note, parse_note, parse_vkey, sign_note)
-from federation.tiles import TileBuilder, encode_bundle, parse_bundle, parse_hash_tile
+from federation.core.note import (SIG_ED25519, Signer, key_id, open_note, parse_note, parse_vkey, sign_note)
+from federation.core.tiles import TileBuilder, encode_bundle, parse_bundle, parse_hash_tile
 
 # ---- Go sumdb/note: note.go package doc and note_test.go -------------------------
 

@@ -29,16 +29,16 @@ from tlog_scales.backend import HttpBackend
 from tlog_scales.reader import TilesReader
 from tlog_scales.writer import TilesWriter
 
-from federation import entries as E
-from federation.checkpoint import open_checkpoint, parse_checkpoint_body
-from federation.layout import ENTRIES, TILE_WIDTH, tile_path, tiles_for_size
-from federation.lthash import digest_of
-from federation.merkle import consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
-from federation.errors import SignatureError
-from federation.note import Note, Signer, open_note, parse_note, parse_vkey
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
-from federation.tiles import TileHashes, needed_tiles, parse_hash_tile
+from federation.core import entries as E
+from federation.core.checkpoint import open_checkpoint, parse_checkpoint_body
+from federation.core.layout import ENTRIES, TILE_WIDTH, tile_path, tiles_for_size
+from federation.core.lthash import digest_of
+from federation.core.merkle import consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
+from federation.core.errors import SignatureError
+from federation.core.note import Note, Signer, open_note, parse_note, parse_vkey
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
+from federation.core.tiles import TileHashes, needed_tiles, parse_hash_tile
 
 ORIGIN = "conformance.example/feeds/scales"
 NAME = "scales"
@@ -356,7 +356,7 @@ async def test_tlog_scales_writer_builds_identical_tiles(base_url, feed, tmp_pat
 def test_cosignatures_verify_in_tlog_scales(feed):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from federation.cosign import Cosigner
+    from federation.trust.cosign import Cosigner
 
     cosigner = Cosigner("witness.example/w1", Ed25519PrivateKey.from_private_bytes(b"\x09" * 32))
     note = feed.notes[-1]

@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from federation.db import connect, write_txn
+from federation.store.db import connect, write_txn
 
 
 def test_failed_commit_rolls_back_and_the_next_transaction_works(tmp_path):

@@ -8,13 +8,13 @@ import aiohttp
 import pytest
 
 from dist_fixtures import BOUND, bounded, follow, make_feed, servers  # noqa: F401
-from federation import push
-from federation.auth import AccessControl, RateLimiter, TokenStore, install_listing_filter
-from federation.errors import TransportError
-from federation.publish_api import PublishAPI
-from federation.push import sync_from_upstreams
-from federation.server import PublisherSource, create_app
-from federation.sync import sync_once
+from federation.net import push
+from federation.net.auth import AccessControl, RateLimiter, TokenStore, install_listing_filter
+from federation.core.errors import TransportError
+from federation.net.publish_api import PublishAPI
+from federation.net.push import sync_from_upstreams
+from federation.net.server import PublisherSource, create_app
+from federation.sync.orchestrator import sync_once
 
 
 @pytest.fixture

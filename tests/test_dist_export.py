@@ -17,18 +17,18 @@ import pytest
 from click.testing import CliRunner
 
 from dist_fixtures import BOUND, Servers, bounded, feed, follow, make_feed, snapshot  # noqa: F401
-from federation.cli import cli
-from federation.cosign import Cosigner
-from federation.errors import InputError
+from federation.cli.main import cli
+from federation.trust.cosign import Cosigner
+from federation.core.errors import InputError
 from system_tools import require_system_tool
-from federation.export import export_feed
-from federation.layout import tile_path
-from federation.note import Signer
-from federation.push import watch_feed
-from federation.rotation import publish_trust
-from federation.server import PublisherSource, create_app
-from federation.snapshot import prune, write_snapshot
-from federation.sync import sync_once
+from federation.net.export import export_feed
+from federation.core.layout import tile_path
+from federation.core.note import Signer
+from federation.net.push import watch_feed
+from federation.trust.rotation import publish_trust
+from federation.net.server import PublisherSource, create_app
+from federation.store.snapshot import prune, write_snapshot
+from federation.sync.orchestrator import sync_once
 from trust_fixtures import trust_bytes
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
@@ -203,7 +203,7 @@ def test_export_refuses_to_roll_back_and_writes_checkpoint_last(tmp_path, feed, 
     with pytest.raises(InputError, match="roll back"):
         export_feed(older_db, "tid", out)
     # Checkpoint last: if writing fails part-way, the old checkpoint stays.
-    import federation.export as X
+    import federation.net.export as X
     feed.publish_version()
     calls = []
     real = X.write_atomic
@@ -219,7 +219,7 @@ def test_export_refuses_to_roll_back_and_writes_checkpoint_last(tmp_path, feed, 
         export_feed(feed.path, "tid", other)
     monkeypatch.undo()
     assert "checkpoint" not in calls
-    from federation.push import checkpoint_size
+    from federation.net.push import checkpoint_size
     assert checkpoint_size((other / "checkpoint").read_bytes()) < feed.pub.feed("tid").size
     with pytest.raises(InputError):
         export_feed(feed.path, "nope", out)

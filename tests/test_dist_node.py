@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from dist_fixtures import BOUND, Servers, bounded
-from federation.cli import cli
-from federation.errors import InputError
-from federation.home import Home
-from federation.node import NODE_STATES, build_app, load_config, parse_config
+from federation.cli.main import cli
+from federation.core.errors import InputError
+from federation.node.home import Home
+from federation.node.config import NODE_STATES, build_app, load_config, parse_config
 
 DOC = Path(__file__).parent.parent / "README.md"
 
@@ -159,7 +159,7 @@ def test_node_refuses_missing_feeds_and_origin_changes(tmp_path):
     home = Home.resolve(str(tmp_path / "h"))
     with pytest.raises(InputError, match="feed create"):
         build_app(parse_config("[[publish]]\nname = 'nope'\n"), home)
-    from federation.note import Signer
+    from federation.core.note import Signer
     s = Signer.generate("o.example/feeds/x")
     build_app(parse_config(f"[[follow]]\nname='x'\norigin='o.example/feeds/x'\nvkeys=['{s.vkey}']\n"
                            "urls=['http://127.0.0.1:9/feeds/x/']\n"), home)

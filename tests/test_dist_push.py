@@ -8,10 +8,10 @@ import aiohttp
 import pytest
 
 from dist_fixtures import BOUND, bounded, feed, follow, servers  # noqa: F401
-from federation import push
-from federation.push import checkpoint_size, watch_feed
-from federation.relay import RelaySource
-from federation.server import PublisherSource, create_app
+from federation.net import push
+from federation.net.push import checkpoint_size, watch_feed
+from federation.net.relay import RelaySource
+from federation.net.server import PublisherSource, create_app
 
 
 def push_app(sources):
@@ -146,8 +146,8 @@ async def test_waiter_is_woken_by_a_write_that_lands_while_it_starts_waiting():
     """Another process commits size 6 between the waiter's checks: the
     checkpoint it sees as 'current' must be the one it compared, or the poll
     never notices the change and the waiter sleeps to its timeout."""
-    from federation.checkpoint import Checkpoint
-    from federation.note import Signer
+    from federation.core.checkpoint import Checkpoint
+    from federation.core.note import Signer
     key = Signer.generate("example.org/feeds/f")
     notes = [Checkpoint(key.name, n, bytes(32)).sign([key]) for n in (5, 6)]
     reads = []
@@ -165,8 +165,8 @@ async def test_waiter_is_woken_by_a_write_that_lands_while_it_starts_waiting():
 
 
 async def test_beyond_max_waiters_a_longpoll_answers_at_once(monkeypatch):
-    from federation.checkpoint import Checkpoint
-    from federation.note import Signer
+    from federation.core.checkpoint import Checkpoint
+    from federation.core.note import Signer
     key = Signer.generate("example.org/feeds/f")
     note = Checkpoint(key.name, 5, bytes(32)).sign([key])
     monkeypatch.setattr(push, "MAX_WAITERS", 3)

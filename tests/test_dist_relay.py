@@ -5,14 +5,14 @@ import aiohttp
 import pytest
 
 from dist_fixtures import BOUND, bounded, feed, follow, servers, snapshot  # noqa: F401
-from federation.errors import MalformedError, RollbackError, TransportError
-from federation.layout import ENTRIES, tile_path
-from federation.push import FollowState, sync_from_upstreams
-from federation.fetcher import Fetcher
-from federation.relay import RelaySource
-from federation.sync import sync_feed
-from federation.server import create_app
-from federation.tilestore import TileStore
+from federation.core.errors import MalformedError, RollbackError, TransportError
+from federation.core.layout import ENTRIES, tile_path
+from federation.net.push import FollowState, sync_from_upstreams
+from federation.net.fetcher import Fetcher
+from federation.net.relay import RelaySource
+from federation.sync.orchestrator import sync_feed
+from federation.net.server import create_app
+from federation.store.tilestore import TileStore
 
 
 async def _get(url: str) -> bytes:

@@ -4,9 +4,9 @@ import io
 import msgpack
 import pytest
 
-from federation.batch import parse_hash, read_batch
-from federation.entries import Add, Seal, Withdraw, decode, encode
-from federation.errors import InputError, MalformedError
+from federation.core.batch import parse_hash, read_batch
+from federation.core.entries import Add, Seal, Withdraw, decode, encode
+from federation.core.errors import InputError, MalformedError
 
 ADD = Add("sha256", bytes(range(32)), "case-1", ("csam", "tid"), 1700000000)
 

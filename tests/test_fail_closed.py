@@ -22,18 +22,18 @@ import pytest
 
 from helpers_tamper import start_app
 
-from federation.doctor import FAIL, OK, run_doctor
-from federation.entries import Add
-from federation.freshness import log_timestamp
-from federation.home import Home
-from federation.keys import write_new_key
-from federation.mirror import Mirror
-from federation.node import build_app, parse_config
-from federation.note import parse_vkey
-from federation.platform_node import PlatformNode
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
-from federation.sync import sync_once
+from federation.platform.doctor import FAIL, OK, run_doctor
+from federation.core.entries import Add
+from federation.core.freshness import log_timestamp
+from federation.node.home import Home
+from federation.node.keys import write_new_key
+from federation.store.mirror import Mirror
+from federation.node.config import build_app, parse_config
+from federation.core.note import parse_vkey
+from federation.platform.node import PlatformNode
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
+from federation.sync.orchestrator import sync_once
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,7 +61,7 @@ class Clearinghouse:
         out = cli(root, "feed", "create", NAME, "--origin", ORIGIN, "--access", "public")
         assert out.returncode == 0, out.stderr
         self.vkey = next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("vkey:"))
-        from federation.keys import load_signer
+        from federation.node.keys import load_signer
         self.signer = load_signer(self.home.key_path(NAME))
 
     def publish(self, hashes: list[str], case: str = "c-17", when: int | None = None):
@@ -155,7 +155,7 @@ def test_lookup_fails_closed_on_an_empty_mirror_and_a_never_synced_feed(tmp_path
 
 
 def parse_vkey_str() -> str:
-    from federation.note import Signer
+    from federation.core.note import Signer
     return Signer.generate(ORIGIN).vkey
 
 

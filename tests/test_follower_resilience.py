@@ -20,13 +20,13 @@ from dist_fixtures import BOUND, Servers, make_feed
 from helpers_tamper import NAME, TamperProxy, respond, start_app
 from trust_fixtures import World, run_cli, world  # noqa: F401 (fixture)
 
-from federation.home import Home
-from federation.mirror import Mirror
-from federation.node import NODE_STATES, build_app, parse_config
-from federation.note import Signer, sign_note
-from federation.rotation import follow_with_trust
-from federation.sync import sync_once
-from federation.trust import parse_trust
+from federation.node.home import Home
+from federation.store.mirror import Mirror
+from federation.node.config import NODE_STATES, build_app, parse_config
+from federation.core.note import Signer, sign_note
+from federation.trust.rotation import follow_with_trust
+from federation.sync.orchestrator import sync_once
+from federation.core.trustfile import parse_trust
 
 HOSTILE_TRUST = {
     "huge-integer": 'format = "federation-trust/v1"\nversion = ' + "9" * 5000 + "\n",
@@ -107,7 +107,7 @@ async def test_sync_moves_past_an_upstream_serving_a_hostile_snapshot_index(tmp_
 
 
 def _publisher_app(db) -> web.Application:
-    from federation.server import PublisherSource, create_app
+    from federation.net.server import PublisherSource, create_app
     return create_app([PublisherSource(db)])
 
 
@@ -155,7 +155,7 @@ async def test_an_unexpected_exception_counts_against_that_upstream_and_the_next
     """Fault injection: a bug of ours (here a RuntimeError on the first
     checkpoint checked) while handling one upstream's data must not stop the
     sync -- it is that upstream's ``malformed`` failure, and the next serves."""
-    import federation.sync as sync_module
+    import federation.sync.orchestrator as sync_module
     feed = make_feed(tmp_path / "pub.db", NAME, "example.org/feeds/t")
     feed.publish_version(5)
     real = sync_module.open_checkpoint

@@ -22,18 +22,18 @@ from hypothesis import strategies as st
 
 from fuzz_support import as_text, fuzz_settings, mutated, outcome
 
-from federation import entries as E
-from federation.batch import read_batch
-from federation.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
-from federation.cosign import Cosigner, add_checkpoint_body
-from federation.layout import parse_tile_path, tile_path
-from federation.lthash import LtHash16
-from federation.node import parse_config
-from federation.note import Signer, open_note, parse_note, parse_vkey
-from federation.snapshot import SnapshotReader, SnapshotRef, encode_index, parse_index
-from federation.tiles import encode_bundle, parse_bundle, parse_hash_tile
-from federation.trust import parse_trust, quorum_cosignatures, render_trust, sign_trust
-from federation.witness import Witness, WitnessRefusal
+from federation.core import entries as E
+from federation.core.batch import read_batch
+from federation.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
+from federation.trust.cosign import Cosigner, add_checkpoint_body
+from federation.core.layout import parse_tile_path, tile_path
+from federation.core.lthash import LtHash16
+from federation.node.config import parse_config
+from federation.core.note import Signer, open_note, parse_note, parse_vkey
+from federation.store.snapshot import SnapshotReader, SnapshotRef, encode_index, parse_index
+from federation.core.tiles import encode_bundle, parse_bundle, parse_hash_tile
+from federation.core.trustfile import parse_trust, quorum_cosignatures, render_trust, sign_trust
+from federation.trust.witness import Witness, WitnessRefusal
 
 ORIGIN = "fuzz.example/feeds/t"
 LOG = Signer.from_seed(ORIGIN, bytes(range(32)))

@@ -27,21 +27,21 @@ from hypothesis import strategies as st
 from fuzz_support import NUMBERS, as_text, fuzz_settings, mutated
 from test_fuzz_decoders import CHECKPOINT, CSV, GRAMMAR_TILE_PATHS, JSONL, WITNESS_REQUEST
 
-from federation.auth import TokenStore
-from federation.cosign import Cosigner, add_checkpoint_body
-from federation.entries import Add
-from federation.home import Home
-from federation.httpserver import Limits, start
-from federation.mirror import Mirror
-from federation.node import build_app, parse_config
-from federation.note import Signer
-from federation.platform_node import PlatformNode
-from federation.publisher import Publisher
-from federation.readside import read_side
-from federation.server import PublisherSource, create_app
-from federation.snapshot import prune, write_snapshot
-from federation.sync import sync_once
-from federation.witness import Witness, install_witness
+from federation.net.auth import TokenStore
+from federation.trust.cosign import Cosigner, add_checkpoint_body
+from federation.core.entries import Add
+from federation.node.home import Home
+from federation.net.httpserver import Limits, start
+from federation.store.mirror import Mirror
+from federation.node.config import build_app, parse_config
+from federation.core.note import Signer
+from federation.platform.node import PlatformNode
+from federation.store.publisher import Publisher
+from federation.net.readside import read_side
+from federation.net.server import PublisherSource, create_app
+from federation.store.snapshot import prune, write_snapshot
+from federation.sync.orchestrator import sync_once
+from federation.trust.witness import Witness, install_witness
 
 pytestmark = pytest.mark.timeout(300)
 # Short deadlines, so an incomplete garbage head costs a second, not ten.

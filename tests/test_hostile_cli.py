@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from federation.note import Signer
+from federation.core.note import Signer
 
 MD5 = "9e107d9d372bb6826bd81d3542a419d6"
 

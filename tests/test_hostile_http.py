@@ -13,14 +13,14 @@ import pytest
 from dist_fixtures import BOUND, make_feed, servers  # noqa: F401 (fixture)
 from platform_fixtures import deployment, md5_add, start  # noqa: F401 (fixture)
 
-from federation import push
-from federation.auth import AccessControl, TokenStore
-from federation.checkpoint import Checkpoint
-from federation.cosign import Cosigner, add_checkpoint_body
-from federation.note import Signer, sign_note
-from federation.publish_api import PublishAPI
-from federation.server import PublisherSource, create_app
-from federation.witness import Witness, install_witness
+from federation.net import push
+from federation.net.auth import AccessControl, TokenStore
+from federation.core.checkpoint import Checkpoint
+from federation.trust.cosign import Cosigner, add_checkpoint_body
+from federation.core.note import Signer, sign_note
+from federation.net.publish_api import PublishAPI
+from federation.net.server import PublisherSource, create_app
+from federation.trust.witness import Witness, install_witness
 
 MD5 = "9e107d9d372bb6826bd81d3542a419d6"
 

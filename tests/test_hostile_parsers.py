@@ -13,15 +13,15 @@ import json
 import msgpack
 import pytest
 
-from federation import entries as E
-from federation.batch import read_batch
-from federation.checkpoint import Checkpoint, parse_checkpoint_body
-from federation.errors import FederationError, InputError, MalformedError
-from federation.layout import parse_tile_path
-from federation.node import parse_config
-from federation.note import Signer, check_key_name, sign_note
-from federation.snapshot import parse_index
-from federation.trust import parse_trust_unverified
+from federation.core import entries as E
+from federation.core.batch import read_batch
+from federation.core.checkpoint import Checkpoint, parse_checkpoint_body
+from federation.core.errors import FederationError, InputError, MalformedError
+from federation.core.layout import parse_tile_path
+from federation.node.config import parse_config
+from federation.core.note import Signer, check_key_name, sign_note
+from federation.store.snapshot import parse_index
+from federation.core.trustfile import parse_trust_unverified
 
 SHA = "ab" * 32
 MD5 = "9e107d9d372bb6826bd81d3542a419d6"
@@ -153,7 +153,7 @@ def test_checkpoint_size_beyond_a_signed_64_bit_integer_is_malformed():
 
 def test_json_number_hooks_do_not_touch_valid_documents():
     # The bounded loader must read what json.dumps writes, floats and all.
-    from federation.bounded import json_loads
+    from federation.core.bounded import json_loads
     doc = {"a": [1, -2, 3.5, 1e-300, "[[[{{{"], "b": {"c": None, "d": True}, "e": "\"]"}
     assert json_loads(json.dumps(doc).encode(), "doc", max_bytes=1000) == doc
 
@@ -163,7 +163,7 @@ async def test_mirror_refuses_an_entry_whose_case_ends_in_a_newline(publisher, m
     seal is right about that entry): docs/PROTOCOL.md's pattern is a full
     match, so every mirror must refuse it, ours included."""
     from helpers_tamper import NAME, expect_failure, feed_head, forge_append, sync
-    from federation.lthash import LtHash16
+    from federation.core.lthash import LtHash16
 
     publisher.publish_adds(3)
     await sync(mirror)
@@ -183,7 +183,7 @@ async def test_witness_409_naming_a_size_in_unicode_digits_is_a_conflict_not_a_c
     import aiohttp
     from aiohttp import web
     from helpers_tamper import start_app
-    from federation.cosign import SIZE_CONTENT_TYPE, Cosigner, WitnessClient, WitnessConflict
+    from federation.trust.cosign import SIZE_CONTENT_TYPE, Cosigner, WitnessClient, WitnessConflict
 
     async def conflict(request):
         return web.Response(status=409, body=body.encode(), headers={"Content-Type": SIZE_CONTENT_TYPE})

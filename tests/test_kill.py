@@ -21,11 +21,11 @@ from aiohttp import web
 
 from helpers_tamper import NAME, assert_matches_publisher, feed_url, snapshot, sync
 
-from federation import entries as E
-from federation.mirror import Mirror
-from federation.server import PublisherSource, create_app
-from federation.tiles import parse_bundle
-from federation.tilestore import TileStore
+from federation.core import entries as E
+from federation.store.mirror import Mirror
+from federation.net.server import PublisherSource, create_app
+from federation.core.tiles import parse_bundle
+from federation.store.tilestore import TileStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,8 +37,8 @@ MAX_POLLS = 1500  # 15 s
 
 SYNC_CODE = """
 import asyncio, sys
-from federation.mirror import Mirror
-from federation.sync import sync_once
+from federation.store.mirror import Mirror
+from federation.sync.orchestrator import sync_once
 m = Mirror(sys.argv[1])
 asyncio.run(sync_once(m, sys.argv[2], concurrency=int(sys.argv[3])))
 print("finished")

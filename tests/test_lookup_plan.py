@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from federation.mirror import Mirror
+from federation.store.mirror import Mirror
 
 
 def _plan(conn, sql: str) -> str:

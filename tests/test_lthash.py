@@ -2,8 +2,8 @@
 import hashlib
 import random
 
-from federation.entries import element
-from federation.lthash import DIGEST_BYTES, DOMAIN, LtHash16, digest_of, element_hash
+from federation.core.entries import element
+from federation.core.lthash import DIGEST_BYTES, DOMAIN, LtHash16, digest_of, element_hash
 
 
 def test_empty_is_zero():

@@ -20,18 +20,18 @@ import pytest
 from click.testing import CliRunner
 
 from dist_fixtures import BOUND, Servers, bounded, follow, make_feed, ops_for
-from federation.cli import cli
-from federation.cosign import Cosigner
-from federation.errors import InputError, TransportError
-from federation.home import Home
-from federation.mirror import Mirror
-from federation.node import build_app, build_publisher_app, parse_config
-from federation.note import Signer
-from federation.publisher import Publisher, stored_access
-from federation.rotation import TrustChain, publish_trust
-from federation.snapshot import prune, write_snapshot
-from federation.sync import sync_once
-from federation.trust import parse_trust
+from federation.cli.main import cli
+from federation.trust.cosign import Cosigner
+from federation.core.errors import InputError, TransportError
+from federation.node.home import Home
+from federation.store.mirror import Mirror
+from federation.node.config import build_app, build_publisher_app, parse_config
+from federation.core.note import Signer
+from federation.store.publisher import Publisher, stored_access
+from federation.trust.rotation import TrustChain, publish_trust
+from federation.store.snapshot import prune, write_snapshot
+from federation.sync.orchestrator import sync_once
+from federation.core.trustfile import parse_trust
 from trust_fixtures import trust_bytes
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -330,7 +330,7 @@ async def test_a_member_token_learns_nothing_about_feeds_the_node_does_not_serve
         [follow_only], [Cosigner.generate("w.example")], roots, roots, quorum=1, threshold=1,
         origin=follow_only.name)))
     mirror.close()
-    from federation.auth import TokenStore
+    from federation.net.auth import TokenStore
     store = TokenStore(home.root / "auth.db")
     _, everything = store.issue("platform-a", "member", ["*"])
     store.close()

@@ -4,11 +4,11 @@ import random
 
 import pytest
 
-from federation.errors import MalformedError
-from federation.layout import encode_index, parse_tile_path, tile_path, tiles_for_size
-from federation.merkle import (CompactRange, EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash,
+from federation.core.errors import MalformedError
+from federation.core.layout import encode_index, parse_tile_path, tile_path, tiles_for_size
+from federation.core.merkle import (CompactRange, EMPTY_ROOT, consistency_proof, inclusion_proof, leaf_hash,
                                root_of, verify_consistency, verify_inclusion)
-from federation.tiles import (BundleBuilder, TileBuilder, TileHashes, encode_bundle, parse_bundle,
+from federation.core.tiles import (BundleBuilder, TileBuilder, TileHashes, encode_bundle, parse_bundle,
                               parse_hash_tile)
 
 

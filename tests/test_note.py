@@ -3,9 +3,9 @@ import base64
 
 import pytest
 
-from federation.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
-from federation.errors import InputError, MalformedError, SignatureError
-from federation.note import Signer, open_note, parse_note, parse_vkey, sign_note
+from federation.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
+from federation.core.errors import InputError, MalformedError, SignatureError
+from federation.core.note import Signer, open_note, parse_note, parse_vkey, sign_note
 
 ORIGIN = "example.org/feeds/t"
 

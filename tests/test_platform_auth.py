@@ -13,15 +13,15 @@ from click.testing import CliRunner
 
 from platform_fixtures import make_image, md5_add, pdq_add, pdq_hex, start
 
-from federation.auth import TokenStore
-from federation.cli import cli
-from federation.entries import Withdraw
-from federation.mirror import Mirror
-from federation.note import Signer
-from federation.platform_node import PlatformNode
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
-from federation.sync import sync_once
+from federation.net.auth import TokenStore
+from federation.cli.main import cli
+from federation.core.entries import Withdraw
+from federation.store.mirror import Mirror
+from federation.core.note import Signer
+from federation.platform.node import PlatformNode
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
+from federation.sync.orchestrator import sync_once
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -184,7 +184,7 @@ async def test_a_token_of_another_feed_can_neither_read_nor_ack_a_consumer(secur
         status, _, err = await secured.call(method, path, ncii, json=body)
         assert status == 403 and err["kind"] == "auth" and "consumer 'moderation' belongs to a token scoped to tid" \
             in err["error"], (status, err)
-    from federation.changes_api import PlatformStore
+    from federation.platform.changes import PlatformStore
     store = PlatformStore(secured.root / "platform.db")
     assert store.cursor("moderation") == 0  # the ncii token did not move it
     assert (await secured.call("POST", "consumers/moderation/ack", tid, json={"cursor": page["next"]}))[0] == 200
@@ -218,7 +218,7 @@ async def test_cli_issues_a_platform_token_that_works(secured):
 async def test_threatexchange_adapter_uses_a_platform_token_from_the_environment(secured, monkeypatch):
     from threatexchange.signal_type.pdq.signal import PdqSignal
 
-    from federation.threatexchange_adapter import (FederationCollabConfig, FederationError,
+    from federation.platform.threatexchange import (FederationCollabConfig, FederationError,
                                                    FederationSignalExchangeAPI)
     secured.pub.publish("tid", [pdq_add(SHARED_PDQ, "tid-9")], secured.signers["tid"])
     await secured.sync("tid")

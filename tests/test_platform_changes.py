@@ -11,11 +11,11 @@ from click.testing import CliRunner
 
 from platform_fixtures import FEED, ORIGIN, deployment, md5_add, start  # noqa: F401
 
-from federation.changes_api import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, PlatformStore, sign,
+from federation.platform.changes import (IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, PlatformStore, sign,
                                     verify_signature)
-from federation.cli import cli
-from federation.entries import Withdraw
-from federation.platform_node import PlatformNode
+from federation.cli.main import cli
+from federation.core.entries import Withdraw
+from federation.platform.node import PlatformNode
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,16 +17,16 @@ from click.testing import CliRunner
 
 from platform_fixtures import md5_add
 
-from federation.cli import cli
-from federation.cosign import Cosigner
-from federation.doctor import FAIL, OK, WARN, load_node_config, run_doctor
-from federation.home import Home
-from federation.keys import write_new_key
-from federation.mirror import Mirror
-from federation.note import Signer
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
-from federation.trust import render_trust, sign_trust
+from federation.cli.main import cli
+from federation.trust.cosign import Cosigner
+from federation.platform.doctor import FAIL, OK, WARN, load_node_config, run_doctor
+from federation.node.home import Home
+from federation.node.keys import write_new_key
+from federation.store.mirror import Mirror
+from federation.core.note import Signer
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
+from federation.core.trustfile import render_trust, sign_trust
 
 pytestmark = pytest.mark.timeout(60)
 

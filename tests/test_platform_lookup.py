@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from platform_fixtures import (FEED, ORIGIN, deployment, distance, make_image, md5_add, near_duplicate,  # noqa: F401
                                pdq_add, pdq_hex)
 
-from federation.cli import cli
-from federation.entries import Add, Withdraw
-from federation.mirror import Mirror
-from federation.pdq_index import PdqIndex
+from federation.cli.main import cli
+from federation.core.entries import Add, Withdraw
+from federation.store.mirror import Mirror
+from federation.platform.pdq_index import PdqIndex
 
 pytestmark = pytest.mark.timeout(60)
 

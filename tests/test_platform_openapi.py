@@ -25,19 +25,19 @@ from openapi_spec_validator import validate as validate_spec
 
 from platform_fixtures import start
 
-from federation.auth import TokenStore
-from federation.cosign import Cosigner
-from federation.entries import Add
-from federation.home import Home
-from federation.node import build_app, parse_config
-from federation.note import Signer
-from federation.platform_node import PlatformNode
-from federation.publisher import Publisher
-from federation.mirror import Mirror
-from federation.sync import sync_once
-from federation.server import PublisherSource, create_app
-from federation.snapshot import prune, write_snapshot
-from federation.witness import Witness, install_witness
+from federation.net.auth import TokenStore
+from federation.trust.cosign import Cosigner
+from federation.core.entries import Add
+from federation.node.home import Home
+from federation.node.config import build_app, parse_config
+from federation.core.note import Signer
+from federation.platform.node import PlatformNode
+from federation.store.publisher import Publisher
+from federation.store.mirror import Mirror
+from federation.sync.orchestrator import sync_once
+from federation.net.server import PublisherSource, create_app
+from federation.store.snapshot import prune, write_snapshot
+from federation.trust.witness import Witness, install_witness
 
 pytestmark = pytest.mark.timeout(60)
 

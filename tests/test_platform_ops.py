@@ -13,12 +13,12 @@ from click.testing import CliRunner
 
 from platform_fixtures import FEED, ORIGIN, deployment, md5_add  # noqa: F401
 
-from federation.cli import cli
-from federation.doctor import FAIL, OK, run_doctor
-from federation.home import Home
-from federation.jsonlog import JsonFormatter
-from federation.keys import write_new_key
-from federation.note import Signer
+from federation.cli.main import cli
+from federation.platform.doctor import FAIL, OK, run_doctor
+from federation.node.home import Home
+from federation.cli.jsonlog import JsonFormatter
+from federation.node.keys import write_new_key
+from federation.core.note import Signer
 
 pytestmark = pytest.mark.timeout(60)
 

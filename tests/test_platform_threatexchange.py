@@ -15,8 +15,8 @@ import pytest
 
 from platform_fixtures import deployment, make_image, near_duplicate, pdq_add, pdq_hex, png_bytes  # noqa: F401
 
-from federation.entries import Withdraw
-from federation.threatexchange_adapter import FederationSignalMetadata, page_updates
+from federation.core.entries import Withdraw
+from federation.platform.threatexchange import FederationSignalMetadata, page_updates
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,7 +50,7 @@ async def test_threatexchange_cli_fetches_matches_and_drops_withdrawn(deployment
     unrelated.write_bytes(png_bytes(make_image(33)))
 
     state = tmp_path / "tx-state"
-    await tx(state, "config", "extensions", "add", "federation.threatexchange_adapter")
+    await tx(state, "config", "extensions", "add", "federation.platform.threatexchange")
     await tx(state, "config", "collab", "edit", "federation", "tid-platform", "--create",
              "--url", deployment.url, "--feed", "tid")
     await tx(state, "fetch")

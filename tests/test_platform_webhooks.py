@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from helpers_tamper import start_app
 from platform_fixtures import deployment, md5_add  # noqa: F401
 
-from federation.changes_api import PlatformStore
-from federation.cli import cli
+from federation.platform.changes import PlatformStore
+from federation.cli.main import cli
 
 pytestmark = pytest.mark.timeout(60)
 

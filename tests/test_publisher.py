@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from federation.checkpoint import open_checkpoint
-from federation.entries import Add, Withdraw
-from federation.errors import InputError
-from federation.keys import load_signer, write_new_key
-from federation.layout import tiles_for_size
-from federation.merkle import leaf_hash, root_of
-from federation.note import Signer
-from federation.publisher import Publisher
-from federation.tiles import parse_bundle
+from federation.core.checkpoint import open_checkpoint
+from federation.core.entries import Add, Withdraw
+from federation.core.errors import InputError
+from federation.node.keys import load_signer, write_new_key
+from federation.core.layout import tiles_for_size
+from federation.core.merkle import leaf_hash, root_of
+from federation.core.note import Signer
+from federation.store.publisher import Publisher
+from federation.core.tiles import parse_bundle
 
 ORIGIN = "example.org/feeds/t"
 
@@ -128,9 +128,9 @@ def test_sigkill_during_publish_leaves_previous_version(tmp_path):
 import sys
 from pathlib import Path
 sys.path.insert(0, {os.getcwd()!r})
-from federation.publisher import Publisher
-from federation.keys import load_signer
-from federation.entries import Add
+from federation.store.publisher import Publisher
+from federation.node.keys import load_signer
+from federation.core.entries import Add
 def ops():
     for i in range(10**7):
         if i == 30000:

@@ -21,9 +21,9 @@ import pytest
 import zstandard
 from aiohttp import web
 
-from federation.auth import RateLimiter
-from federation.errors import MalformedError
-from federation.snapshot import SnapshotReader
+from federation.net.auth import RateLimiter
+from federation.core.errors import MalformedError
+from federation.store.snapshot import SnapshotReader
 
 TOKEN = "fedtok_abcdefghijkl_" + "S" * 43
 
@@ -84,9 +84,9 @@ def test_rate_limiter_still_limits_an_active_key_while_others_churn():
 # ---- slow and malformed clients, on the runner every serve command uses ------------------
 
 def witness_app(tmp_path) -> tuple[web.Application, object]:
-    from federation.cosign import Cosigner
-    from federation.server import create_app
-    from federation.witness import Witness, install_witness
+    from federation.trust.cosign import Cosigner
+    from federation.net.server import create_app
+    from federation.trust.witness import Witness, install_witness
     w = Witness(tmp_path / "w.db", Cosigner.generate("witness.example"))
     return create_app([], extensions=[install_witness(w)]), w
 
@@ -118,7 +118,7 @@ async def _closed_after(reader: asyncio.StreamReader, bound: float) -> tuple[byt
 
 
 async def test_slowloris_sending_one_header_byte_per_second_is_cut_off_at_the_head_deadline(tmp_path):
-    from federation.httpserver import Limits, start
+    from federation.net.httpserver import Limits, start
     app, w = witness_app(tmp_path)
     runner, url = await start(app, limits=Limits(head_timeout=2.0))
     try:
@@ -141,7 +141,7 @@ async def test_slowloris_sending_one_header_byte_per_second_is_cut_off_at_the_he
 
 
 async def test_slow_second_request_head_on_a_keep_alive_connection_is_cut_off(tmp_path):
-    from federation.httpserver import Limits, start
+    from federation.net.httpserver import Limits, start
     app, w = witness_app(tmp_path)
     runner, url = await start(app, limits=Limits(head_timeout=2.0, idle_timeout=2.0))
     try:
@@ -162,7 +162,7 @@ async def test_slow_second_request_head_on_a_keep_alive_connection_is_cut_off(tm
 
 
 async def test_trickled_request_body_is_answered_408_at_the_body_deadline(tmp_path):
-    from federation.httpserver import Limits, start
+    from federation.net.httpserver import Limits, start
     app, w = witness_app(tmp_path)
     runner, url = await start(app, limits=Limits(body_timeout=1.0))
     try:
@@ -187,7 +187,7 @@ async def test_trickled_request_body_is_answered_408_at_the_body_deadline(tmp_pa
 ], ids=["10KB-path", "huge-header", "bad-header"])
 async def test_oversized_or_malformed_request_is_logged_in_one_line_without_its_headers(tmp_path, caplog,
                                                                                          request_bytes):
-    from federation.httpserver import start
+    from federation.net.httpserver import start
     app, w = witness_app(tmp_path)
     runner, url = await start(app)
     try:
@@ -214,9 +214,9 @@ def test_every_serve_command_runs_on_the_bounded_server(tmp_path, monkeypatch):
     """``serve``, ``serve --config``, ``platform serve`` and ``witness serve``
     all hand their app to ``httpserver.run_app`` (and so get its limits)."""
     from click.testing import CliRunner
-    from federation import httpserver
-    from federation.cli import cli
-    from federation.keys import write_new_cosigner_key
+    from federation.net import httpserver
+    from federation.cli.main import cli
+    from federation.node.keys import write_new_cosigner_key
 
     served = []
 
@@ -240,7 +240,7 @@ def test_every_serve_command_runs_on_the_bounded_server(tmp_path, monkeypatch):
 async def test_empty_lines_before_the_request_line_do_not_disarm_the_head_deadline(tmp_path):
     # Found by the route fuzzer: "\r\n\r\n" first looked like the end of a
     # head; aiohttp skips leading empty lines, so a slowloris could follow.
-    from federation.httpserver import Limits, start
+    from federation.net.httpserver import Limits, start
     app, w = witness_app(tmp_path)
     runner, url = await start(app, limits=Limits(head_timeout=1.0, idle_timeout=30.0))
     try:
@@ -261,8 +261,8 @@ async def test_long_poll_state_is_freed_for_feed_names_nobody_waits_on(tmp_path)
     ``checkpoint?wait=`` request left an asyncio.Event behind, even for feeds
     that do not exist (``federation serve`` has no access control in front)."""
     from helpers_tamper import start_app
-    from federation import push
-    from federation.server import create_app
+    from federation.net import push
+    from federation.net.server import create_app
     app = create_app([], extensions=[push.install], middlewares=[push.longpoll_middleware])
     runner, url = await start_app(app)
     try:
@@ -286,7 +286,7 @@ async def test_metrics_label_values_do_not_grow_with_the_http_methods_clients_se
     parser accepts some 40 method names (PROPFIND, PURGE, ...); its pure-Python
     parser (no C extensions) accepts any token, which made this unbounded."""
     from helpers_tamper import start_app
-    from federation.platform_node import PlatformNode
+    from federation.platform.node import PlatformNode
     node = PlatformNode(tmp_path / "m.db", tmp_path / "p.db", poll=60.0)
     runner, url = await start_app(node.app)
     try:

@@ -11,12 +11,12 @@ import pytest
 from helpers_tamper import (NAME, TamperProxy, adds, assert_matches_publisher, clone_db, feed_head, snapshot,
                             sync)
 
-from federation import entries as E
-from federation.errors import ForkError, StorageError
-from federation.fetcher import Fetcher
-from federation.mirror import Mirror
-from federation.publisher import Publisher
-from federation.sync import sync_feed
+from federation.core import entries as E
+from federation.core.errors import ForkError, StorageError
+from federation.net.fetcher import Fetcher
+from federation.store.mirror import Mirror
+from federation.store.publisher import Publisher
+from federation.sync.orchestrator import sync_feed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +80,7 @@ async def test_staged_rows_of_another_sync_are_not_applied(m, publisher, serve, 
     against its own checkpoint -- not B's rows -- and so must leave the mirror
     as it was (the two forks differ only in timestamps, so their seals' count
     and digest agree and cannot catch the mix)."""
-    from federation import verify
+    from federation.core import verify
     monkeypatch.setattr(verify, "SPILL_AT", 100)
     ops = [E.Add(a.hash_type, a.value, a.case, a.labels, 0) for a in adds(300, "fork")]
     forks = []

@@ -16,14 +16,14 @@ import pytest
 from aiohttp import web
 
 from dist_fixtures import BOUND, make_feed, servers  # noqa: F401
-from federation.activeset import ActiveSet
-from federation.batch import read_batch
-from federation.cosign import Cosigner, CosigningConfig, store_config
-from federation.errors import InputError
-from federation.publish_api import PublishAPI
-from federation.publisher import CHUNK
-from federation.server import PublisherSource, create_app
-from federation.witness import Witness
+from federation.store.activeset import ActiveSet
+from federation.core.batch import read_batch
+from federation.trust.cosign import Cosigner, CosigningConfig, store_config
+from federation.core.errors import InputError
+from federation.net.publish_api import PublishAPI
+from federation.store.publisher import CHUNK
+from federation.net.server import PublisherSource, create_app
+from federation.trust.witness import Witness
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 CSV = {"Content-Type": "text/csv"}
@@ -192,8 +192,8 @@ async def test_cosigning_after_a_publish_does_not_break_a_concurrent_publish(tmp
 def test_trust_chain_schema_does_not_commit_an_open_transaction(tmp_path):
     """TrustChain is built on shared connections; creating its tables must
     not commit (or break) a transaction that is open on that connection."""
-    from federation.db import connect
-    from federation.rotation import TrustChain
+    from federation.store.db import connect
+    from federation.trust.rotation import TrustChain
 
     conn = connect(tmp_path / "x.db")
     conn.execute("CREATE TABLE t (x INTEGER)")

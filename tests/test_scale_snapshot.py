@@ -17,18 +17,18 @@ import pytest
 
 from helpers_tamper import NAME, adds, feed_url, snapshot as mirror_state
 
-from federation import entries as E
-from federation.activeset import ActiveSet
-from federation.bootstrap import bootstrap_feed
-from federation.errors import DigestError, MalformedError, TransportError
-from federation.fetcher import Fetcher
-from federation.lthash import LtHash16, ParallelSum
-from federation.merkle import CompactRange
-from federation.server import PublisherSource, create_app
-from federation.snapshot import (SnapshotReader, bundle_range, ensure_schema, list_snapshots, parse_index, prune,
+from federation.core import entries as E
+from federation.store.activeset import ActiveSet
+from federation.sync.bootstrap import bootstrap_feed
+from federation.core.errors import DigestError, MalformedError, TransportError
+from federation.net.fetcher import Fetcher
+from federation.core.lthash import LtHash16, ParallelSum
+from federation.core.merkle import CompactRange
+from federation.net.server import PublisherSource, create_app
+from federation.store.snapshot import (SnapshotReader, bundle_range, ensure_schema, list_snapshots, parse_index, prune,
                                  server_extension, snapshot_dir, write_snapshot)
-from federation.sync import sync_once
-from federation.tiles import parse_bundle
+from federation.sync.orchestrator import sync_once
+from federation.core.tiles import parse_bundle
 
 TIMEOUT = 30.0
 
@@ -158,7 +158,7 @@ def _forged_seal_bundle(pf, records) -> bytes:
     seal = E.decode(entries[-1])
     digest = LtHash16().add(E.element(t, v, c, tuple(labels)) for t, v, c, labels in records).digest()
     forged = E.Seal(seal.version, seal.time, len(records), digest)
-    from federation.tiles import encode_bundle
+    from federation.core.tiles import encode_bundle
     return encode_bundle(entries[:-1] + [E.encode(forged)])
 
 
@@ -347,11 +347,11 @@ def test_large_publish_from_a_script_without_main_guard(tmp_path):
     script.write_text(f"""
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
-from federation.publisher import Publisher
-from federation.note import Signer
-from federation.entries import Add
-from federation.lthash import LtHash16
-from federation.entries import element
+from federation.store.publisher import Publisher
+from federation.core.note import Signer
+from federation.core.entries import Add
+from federation.core.lthash import LtHash16
+from federation.core.entries import element
 p = Publisher({str(tmp_path / "p.db")!r})
 s = Signer.generate("o.example/f")
 p.create_feed("f", "o.example/f", s)
@@ -385,7 +385,7 @@ def _tamper_bundle_entry(pf):
     idx, w = bundle_range(h.size)
     entries = parse_bundle(header["bundle"], w)
     entries[0] = E.encode(E.Add("md5", bytes(16), "forged", (), 0))
-    from federation.tiles import encode_bundle
+    from federation.core.tiles import encode_bundle
     header["bundle"] = encode_bundle(entries)
     return header, _records(pf)
 
@@ -405,7 +405,7 @@ async def test_snapshot_bundle_with_a_forged_entry_is_refused(history, serve, ma
 def test_cli_snapshot_list_and_prune(tmp_path):
     from click.testing import CliRunner
 
-    from federation.cli import cli
+    from federation.cli.main import cli
 
     home = str(tmp_path / "node")
     run = lambda *a: CliRunner().invoke(cli, ["--home", home, *a], catch_exceptions=False)  # noqa: E731

@@ -4,10 +4,10 @@ import gzip
 import pytest
 from aiohttp import web
 
-from federation.entries import Add
-from federation.note import Signer
-from federation.publisher import Publisher
-from federation.server import PublisherSource, create_app
+from federation.core.entries import Add
+from federation.core.note import Signer
+from federation.store.publisher import Publisher
+from federation.net.server import PublisherSource, create_app
 
 ORIGIN = "example.org/feeds/t"
 
@@ -72,7 +72,7 @@ async def test_write_methods_refused(client):
 async def test_only_the_declared_feeds_of_a_database_are_served(tmp_path, aiohttp_client):
     """A node serves the feeds its config publishes, not every feed that
     happens to sit in the same publisher database."""
-    from federation.readside import read_side
+    from federation.net.readside import read_side
     p = Publisher(tmp_path / "pub.db")
     for name in ("t", "private"):
         s = Signer.generate(f"example.org/feeds/{name}")

@@ -12,8 +12,8 @@ import pytest
 from helpers_tamper import (CHECKPOINT, BUNDLES, NAME, adds, assert_matches_publisher, closed_port, feed_url,
                             snapshot, sync)
 
-from federation.entries import Add, Withdraw
-from federation.errors import InputError
+from federation.core.entries import Add, Withdraw
+from federation.core.errors import InputError
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -24,16 +24,16 @@ from helpers_tamper import (BUNDLES, CHECKPOINT, LEAF_TILES, NAME, ORIGIN, Tampe
                             flip_signature, forge_append, forged_version, gzip_bomb, hang, leaf_tile_pattern,
                             map_bundle, nth, oversize, respond, rewrite, snapshot, status, sync, upstream)
 
-from federation import entries as E
-from federation.checkpoint import Checkpoint
-from federation.errors import (DigestError, ForkError, MalformedError, RollbackError, SignatureError,
+from federation.core import entries as E
+from federation.core.checkpoint import Checkpoint
+from federation.core.errors import (DigestError, ForkError, MalformedError, RollbackError, SignatureError,
                                TransportError)
-from federation.fetcher import Fetcher
-from federation.merkle import CompactRange
-from federation.note import MAX_NOTE_BYTES, Signer, parse_note, sign_note
-from federation.publisher import Publisher
-from federation.sync import sync_feed
-from federation.tiles import encode_bundle, parse_bundle
+from federation.net.fetcher import Fetcher
+from federation.core.merkle import CompactRange
+from federation.core.note import MAX_NOTE_BYTES, Signer, parse_note, sign_note
+from federation.store.publisher import Publisher
+from federation.sync.orchestrator import sync_feed
+from federation.core.tiles import encode_bundle, parse_bundle
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -467,9 +467,9 @@ async def test_gzip_bomb(w, pattern):
 HUGE_SYNC = """
 import asyncio, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a runaway fails fast instead of eating the host
-from federation.errors import FederationError
-from federation.mirror import Mirror
-from federation.sync import sync_once
+from federation.core.errors import FederationError
+from federation.store.mirror import Mirror
+from federation.sync.orchestrator import sync_once
 m = Mirror(sys.argv[1])
 try:
     asyncio.run(asyncio.wait_for(sync_once(m, sys.argv[2]), 5))
@@ -573,7 +573,7 @@ async def test_catch_up_fetches_level_one_hashes_not_every_leaf_tile(w):
 
 @pytest.fixture
 def small_spill(monkeypatch):
-    from federation import verify
+    from federation.core import verify
     monkeypatch.setattr(verify, "SPILL_AT", 100)  # stage any version of more than 100 entries
 
 

@@ -15,8 +15,8 @@ import pytest
 from helpers_tamper import NAME, adds, snapshot, sync
 from trust_fixtures import World, home_world, run_cli, write_batch  # noqa: F401
 
-from federation.note import parse_note
-from federation.publisher import Publisher
+from federation.core.note import parse_note
+from federation.store.publisher import Publisher
 
 
 def cosigners_of(note: bytes) -> set[str]:
@@ -161,9 +161,9 @@ def test_old_publisher_database_gains_the_pending_column(tmp_path, make_publishe
 async def test_publishing_api_serves_a_version_only_with_its_cosignatures(home_world: World, serve):
     from aiohttp import ClientSession
 
-    from federation.keys import load_signer
-    from federation.publish_api import PublishAPI
-    from federation.server import create_app
+    from federation.node.keys import load_signer
+    from federation.net.publish_api import PublishAPI
+    from federation.net.server import create_app
     world = home_world
     await configure(world)
     api = PublishAPI(world.home / "publisher.db", {NAME: load_signer(world.home / "private" / f"{NAME}.key")})
@@ -197,9 +197,9 @@ async def test_publishing_api_serves_a_version_only_with_its_cosignatures(home_w
     assert feed.checkpoint == served and feed.pending_checkpoint is not None
     assert not (await sync(m)).changed
     # What is listed and snapshotted is the served version, never the pending one.
-    from federation.errors import InputError
-    from federation.server import PublisherSource
-    from federation.snapshot import write_snapshot
+    from federation.core.errors import InputError
+    from federation.net.server import PublisherSource
+    from federation.store.snapshot import write_snapshot
     source = PublisherSource(world.home / "publisher.db")
     listed = {f["name"]: f for f in source.names()}[NAME]
     source.close()

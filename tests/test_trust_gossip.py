@@ -12,11 +12,11 @@ from pathlib import Path
 from helpers_tamper import NAME, adds, clone_db, feed_url, snapshot, sync
 from trust_fixtures import World, world  # noqa: F401
 
-from federation.gossip import SplitViewError, verify_against
-from federation.merkle import verify_consistency
-from federation.mirror import Mirror
-from federation.publisher import Publisher
-from federation.rotation import publish_trust
+from federation.sync.gossip import SplitViewError, verify_against
+from federation.core.merkle import verify_consistency
+from federation.store.mirror import Mirror
+from federation.store.publisher import Publisher
+from federation.trust.rotation import publish_trust
 
 FEDERATION = str(Path(sys.executable).parent / "federation")
 
@@ -48,7 +48,7 @@ async def _serve_frozen_copy(world: World, m: Mirror) -> str:
     # Roll the copy's head back to the mirror's checkpoint: tiles for that size are all still there.
     p.conn.execute("UPDATE feeds SET size=?, checkpoint=? WHERE name=?", (size, m.get(NAME).checkpoint, NAME))
     p.close()
-    from federation.server import PublisherSource, create_app
+    from federation.net.server import PublisherSource, create_app
     from helpers_tamper import start_app
     runner, url = await start_app(create_app([PublisherSource(snap)]))
     world.runners.append(runner)
@@ -126,7 +126,7 @@ async def test_cli_sync_exits_non_zero_on_stale_and_verify_against_reports(world
 
 async def test_every_trust_command_has_help_with_an_example():
     from click.testing import CliRunner
-    from federation.cli import cli
+    from federation.cli.main import cli
     for group in ("trust", "cosign", "witness"):
         cmd = cli.commands[group]
         assert "Example:" in (cmd.help or "")

@@ -13,10 +13,10 @@ import time
 from helpers_tamper import NAME, expect_failure, snapshot, sync
 from trust_fixtures import World, home_world, run_cli, trust_bytes, world, write_batch  # noqa: F401
 
-from federation.cosign import Cosigner
-from federation.note import NoteSignature, Signer, parse_note
-from federation.rotation import TrustChain, publish_trust
-from federation.trust import QuorumError, quorum_cosignatures, sign_trust
+from federation.trust.cosign import Cosigner
+from federation.core.note import NoteSignature, Signer, parse_note
+from federation.trust.rotation import TrustChain, publish_trust
+from federation.core.trustfile import QuorumError, quorum_cosignatures, sign_trust
 
 
 def cosigners_of(note: bytes) -> dict[str, int]:
@@ -220,7 +220,7 @@ async def test_trust_new_and_check_refuse_one_key_listed_twice_under_two_names(t
     code, root2, err = await run_cli("trust", "keygen", "example.org/trust/root-2", "--out", str(keys / "r2.key"))
     code, w1, err = await run_cli("cosign", "keygen", "witness-1.example", "--out", str(keys / "w1.key"))
     code, w2, err = await run_cli("cosign", "keygen", "witness-2.example", "--out", str(keys / "w2.key"))
-    from federation.keys import load_cosigner, load_signer
+    from federation.node.keys import load_cosigner, load_signer
     log = Signer.generate("example.org/feeds/t")
     r1 = load_signer(keys / "r1.key")
     w1c = load_cosigner(keys / "w1.key")
@@ -270,7 +270,7 @@ async def test_mirror_refuses_a_served_trust_file_that_lists_one_key_twice(world
         world.pub.conn.execute("INSERT INTO trust_chain (feed, version, origin, data, accepted_at) "
                                "VALUES (?,?,?,?,0)", (NAME, v, world.pub.feed(NAME).origin, data))
     before = snapshot(m)
-    from federation.errors import MalformedError
+    from federation.core.errors import MalformedError
     await expect_failure(m, MalformedError, "malformed", "trust_keys.keys: key example.org/trust/root-1-backup+",
                          "one key, one vote", before=before)
     assert [v for v, _ in world.trust_rows(m)] == [1]
@@ -281,7 +281,7 @@ def test_a_key_under_two_names_counts_once_even_in_a_stored_trust_file(world: Wo
     duplicates: quorum and threshold counts are per public key."""
     from dataclasses import replace
 
-    from federation.trust import verified_signers
+    from federation.core.trustfile import verified_signers
     tf = TrustChain(world.pub.conn, NAME).current()
     w1 = world.witnesses[0].cosigner
     w1b = Cosigner("witness-1b.example", w1._key)

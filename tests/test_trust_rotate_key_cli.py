@@ -12,10 +12,10 @@ import stat
 from helpers_tamper import NAME, ORIGIN, adds, expect_failure, forge_append, forged_version, sync
 from trust_fixtures import World, home_world, run_cli, trust_bytes, write_batch  # noqa: F401
 
-from federation.errors import SignatureError
-from federation.keys import load_signer
-from federation.note import Note, parse_note
-from federation.rotation import publish_trust
+from federation.core.errors import SignatureError
+from federation.node.keys import load_signer
+from federation.core.note import Note, parse_note
+from federation.trust.rotation import publish_trust
 
 
 def log_signers(note: bytes) -> set[str]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from helpers_tamper import NAME, ORIGIN, adds, expect_failure, snapshot, sync
 from trust_fixtures import World, trust_bytes, world  # noqa: F401
 
-from federation.errors import InputError, MalformedError, RollbackError, SignatureError
-from federation.note import Signer, parse_vkey
-from federation.rotation import publish_trust, verify_successor
-from federation.trust import parse_trust
+from federation.core.errors import InputError, MalformedError, RollbackError, SignatureError
+from federation.core.note import Signer, parse_vkey
+from federation.trust.rotation import publish_trust, verify_successor
+from federation.core.trustfile import parse_trust
 
 import pytest
 
@@ -123,7 +123,7 @@ async def test_publisher_refuses_to_publish_an_invalid_successor(world: World):
 
 def test_verify_successor_same_version_is_a_replay():
     roots = [Signer.generate("r1.example")]
-    from federation.cosign import Cosigner
+    from federation.trust.cosign import Cosigner
     log, w = Signer.generate(ORIGIN), Cosigner.generate("w.example")
     v1 = parse_trust(trust_bytes([log], [w], roots, roots, quorum=1, threshold=1))
     with pytest.raises(RollbackError):

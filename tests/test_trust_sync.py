@@ -8,11 +8,11 @@ import time
 from helpers_tamper import NAME, clone_db, expect_failure, snapshot, sync
 from trust_fixtures import World, world  # noqa: F401
 
-from federation.cosign import Cosigner
-from federation.errors import StaleError
-from federation.note import parse_note
-from federation.rotation import TrustChain, TrustPolicy
-from federation.trust import QuorumError, quorum_cosignatures
+from federation.trust.cosign import Cosigner
+from federation.core.errors import StaleError
+from federation.core.note import parse_note
+from federation.trust.rotation import TrustChain, TrustPolicy
+from federation.core.trustfile import QuorumError, quorum_cosignatures
 
 
 async def test_sync_with_witness_quorum_applies_and_records_freshness(world: World):
@@ -115,14 +115,14 @@ async def test_split_view_is_caught_by_the_quorum(world: World, serve):
     await world.publish(3)
     fork_db = clone_db(world.pub.conn.execute("PRAGMA database_list").fetchone()[2], world.tmp / "fork.db")
     await world.publish(4)  # main view: witnesses 1-3 cosign size 3+4+2 entries
-    from federation.publisher import Publisher
+    from federation.store.publisher import Publisher
     from helpers_tamper import adds
     fork = Publisher(fork_db)
     fork.publish(NAME, adds(4), world.log_key)  # a different version 2, same size, same key
-    from federation.cosign import WitnessClient, refresh_checkpoint
-    from federation.rotation import install_trust_routes
-    from federation.server import PublisherSource, create_app
-    from federation.witness import Witness, install_witness
+    from federation.trust.cosign import WitnessClient, refresh_checkpoint
+    from federation.trust.rotation import install_trust_routes
+    from federation.net.server import PublisherSource, create_app
+    from federation.trust.witness import Witness, install_witness
     fork_url = (await serve(create_app([PublisherSource(fork_db)], extensions=[install_trust_routes([fork_db])]))
                 + f"/feeds/{NAME}/")
     # Honest witnesses 1 and 2 refuse the fork: it is not consistent with what they cosigned.
@@ -150,9 +150,9 @@ async def test_relay_passes_on_refreshed_cosignatures_so_its_followers_are_not_f
     """The publisher refreshes its cosignatures while nothing changes. A relay
     must re-serve the fresher note, or every mirror behind it reports a
     freeze although the publisher is live."""
-    from federation.relay import RelaySource
-    from federation.rotation import install_trust_routes
-    from federation.server import create_app
+    from federation.net.relay import RelaySource
+    from federation.trust.rotation import install_trust_routes
+    from federation.net.server import create_app
 
     await world.publish(3)
     original = world.pub.feed(NAME).checkpoint

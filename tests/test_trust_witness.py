@@ -7,9 +7,9 @@ import asyncio
 from helpers_tamper import NAME, ORIGIN, adds
 from trust_fixtures import World, world  # noqa: F401
 
-from federation.checkpoint import Checkpoint
-from federation.cosign import add_checkpoint_body, publisher_proof
-from federation.note import Signer, parse_note
+from federation.core.checkpoint import Checkpoint
+from federation.trust.cosign import add_checkpoint_body, publisher_proof
+from federation.core.note import Signer, parse_note
 
 
 async def post(world: World, body: bytes, i: int = 0):
@@ -73,7 +73,7 @@ async def test_witness_refuses_an_inconsistent_checkpoint(world: World):
     note, size = note_at(world)
     assert (await post(world, add_checkpoint_body(0, [], note)))[0] == 200
     # A different tree, larger, signed by the real key, with a proof from its own history.
-    from federation.publisher import Publisher
+    from federation.store.publisher import Publisher
     # Rebuild from scratch: same key, different entries, bigger.
     other = Publisher(world.tmp / "rewritten.db")
     other.create_feed(NAME, ORIGIN, world.log_key)

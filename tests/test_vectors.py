@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from federation import entries as E
-from federation.checkpoint import open_checkpoint
-from federation.lthash import DIGEST_BYTES, LtHash16, element_hash
-from federation.merkle import leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
-from federation.note import Signer, open_note, parse_vkey
-from federation.tiles import parse_bundle, parse_hash_tile
+from federation.core import entries as E
+from federation.core.checkpoint import open_checkpoint
+from federation.core.lthash import DIGEST_BYTES, LtHash16, element_hash
+from federation.core.merkle import leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion
+from federation.core.note import Signer, open_note, parse_vkey
+from federation.core.tiles import parse_bundle, parse_hash_tile
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 

@@ -16,14 +16,14 @@ import pytest
 
 from helpers_tamper import NAME, ORIGIN, feed_url, start_app
 
-from federation.cosign import Cosigner, WitnessClient, refresh_checkpoint
-from federation.mirror import Mirror
-from federation.note import Signer
-from federation.publisher import Publisher
-from federation.rotation import TrustChain, follow_with_trust, install_trust_routes, publish_trust
-from federation.server import PublisherSource, create_app
-from federation.trust import parse_trust, render_trust, sign_trust
-from federation.witness import Witness, install_witness
+from federation.trust.cosign import Cosigner, WitnessClient, refresh_checkpoint
+from federation.store.mirror import Mirror
+from federation.core.note import Signer
+from federation.store.publisher import Publisher
+from federation.trust.rotation import TrustChain, follow_with_trust, install_trust_routes, publish_trust
+from federation.net.server import PublisherSource, create_app
+from federation.core.trustfile import parse_trust, render_trust, sign_trust
+from federation.trust.witness import Witness, install_witness
 
 
 def trust_bytes(log_keys, witnesses, trust_keys, signers, *, version=1, quorum=2, threshold=2,
@@ -150,7 +150,7 @@ async def home_world(tmp_path, make_publisher):
     """``world``, with the publisher DB and its log key laid out as a node home
     (``tmp_path/home``: ``publisher.db``, ``private/NAME.key`` mode 0600), so
     ``federation --home`` subprocesses publish into the served DB."""
-    from federation.keys import write_new_key
+    from federation.node.keys import write_new_key
     home = tmp_path / "home"
     signer = write_new_key(home / "private" / f"{NAME}.key", ORIGIN)
     world = await _make_world(tmp_path, make_publisher("home/publisher.db", signer))

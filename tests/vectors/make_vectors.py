@@ -34,14 +34,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from federation import entries as E  # noqa: E402
-from federation.checkpoint import parse_checkpoint_body  # noqa: E402
-from federation.layout import ENTRIES, tile_path  # noqa: E402
-from federation.lthash import LtHash16, digest_of, element_hash  # noqa: E402
-from federation.merkle import consistency_proof, inclusion_proof, leaf_hash  # noqa: E402
-from federation.note import Signer, sign_note  # noqa: E402
-from federation.publisher import Publisher  # noqa: E402
-from federation.tiles import TileHashes, parse_bundle, parse_hash_tile  # noqa: E402
+from federation.core import entries as E  # noqa: E402
+from federation.core.checkpoint import parse_checkpoint_body  # noqa: E402
+from federation.core.layout import ENTRIES, tile_path  # noqa: E402
+from federation.core.lthash import LtHash16, digest_of, element_hash  # noqa: E402
+from federation.core.merkle import consistency_proof, inclusion_proof, leaf_hash  # noqa: E402
+from federation.core.note import Signer, sign_note  # noqa: E402
+from federation.store.publisher import Publisher  # noqa: E402
+from federation.core.tiles import TileHashes, parse_bundle, parse_hash_tile  # noqa: E402
 
 SEED = bytes(range(32))
 ORIGIN = "vectors.example/feeds/golden"

@@ -1,0 +1,310 @@
+"""CLI of the platform side: ``federation platform ...`` and ``federation doctor``.
+
+A thin layer over ``platform_node``, ``lookup``, ``changes_api`` and
+``doctor``. Registered through ``cli.EXTENSION_MODULES``.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from federation.node.home import Home
+from federation.platform.pdq_index import DEFAULT_THRESHOLD
+
+
+def platform_db(home: Home) -> Path:
+    return home.root / "platform.db"
+
+
+@click.group()
+def platform():
+    """Serve and consume a mirror: lookup API, change stream, webhooks, metrics.
+
+    \b
+    Example:
+      federation platform serve --port 8081 --sync-interval 30
+    """
+
+
+@platform.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8081, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=int,
+              help="Default PDQ near-match threshold (Hamming distance) of the lookup API.")
+@click.option("--sync-interval", type=float, default=None,
+              help="Also sync every followed feed every N seconds in this process.")
+@click.option("--log-json", is_flag=True, help="Write logs as JSON lines (ts, level, logger, msg, ...).")
+@click.option("--auth", "use_auth", is_flag=True,
+              help="Require a platform bearer token (HOME/auth.db) on every route but /healthz.")
+@click.pass_obj
+def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
+    """Serve the mirror's lookup API, change stream, webhooks and /metrics.
+
+    Routes: /lookup, /changes, /consumers/NAME/changes, /consumers/NAME/ack,
+    /webhooks, /metrics (see docs/openapi.yaml). Without --auth there is no
+    authentication: listen on loopback or behind your own proxy. With
+    --auth, callers send a token from 'federation platform token issue'.
+
+    \b
+    Example:
+      federation platform serve --port 8081 --sync-interval 30 --log-json
+      federation platform serve --host 0.0.0.0 --auth
+    """
+    from federation.net.httpserver import run_app
+    from federation.platform.node import PlatformNode
+    if log_json:
+        from federation.cli.jsonlog import use_json_logs
+        use_json_logs()
+    node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval,
+                        auth_db=home.root / "auth.db" if use_auth else None)
+    run_app(node.app, host, port,
+            on_start=lambda url: logging.getLogger("federation.platform").info(
+                "serving the platform API of %s on %s/ (%s)", home.mirror_db, url,
+                "platform tokens required" if use_auth else "no authentication"))
+
+
+@platform.command("lookup")
+@click.argument("hash_type")
+@click.argument("values", nargs=-1, required=True)
+@click.option("--threshold", type=int, default=DEFAULT_THRESHOLD, show_default=True,
+              help="PDQ only: report hashes within this Hamming distance (0 = exact).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per value).")
+@click.option("--feed", "feeds", multiple=True, help="Answer from this followed feed only (repeatable; default all).")
+@click.option("--allow-stale", is_flag=True,
+              help="Answer even from feeds that are stale or whose last sync failed verification (the answer "
+                   "says so). Never from a missing or never-synced mirror.")
+@click.pass_obj
+def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_stale):
+    """Look up hashes in the mirror, PDQ by near-match: exit 0 if any matched,
+    1 if none, 5 if the mirror cannot stand behind an answer.
+
+    Each match shows feed, case, labels, the version that added it and, for
+    PDQ, the Hamming distance. Fails closed like 'federation lookup' (exit 5,
+    nothing created) and says what each answer is based on.
+
+    \b
+    Example:
+      federation platform lookup pdq f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22
+      federation platform lookup pdq HEX --threshold 20 --json
+      federation platform lookup md5 9e107d9d372bb6826bd81d3542a419d6 d41d8cd98f00b204e9800998ecf8427e
+    """
+    from federation.core.errors import UnavailableError
+    from federation.platform.lookup import Lookup, parse_query
+    from federation.store.mirror import Mirror
+    queries = [parse_query({"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
+               for v in values]
+    Mirror.existing(home.require().mirror_db).close()  # exists (and its schema is current)
+    lk = Lookup(home.mirror_db, threshold)
+    try:
+        try:
+            bases = lk.bases(frozenset(feeds) if feeds else None, allow_stale)
+        except UnavailableError as e:
+            if as_json:
+                click.echo(json.dumps({"error": str(e), "kind": e.kind, "feeds": [b.to_json() for b in e.problems]}))
+            raise
+        results = lk.answer(queries, frozenset(b.feed for b in bases))
+    finally:
+        lk.close()
+    for r in results:
+        if as_json:
+            click.echo(json.dumps({**r, "based_on": [b.to_json() for b in bases]}))
+            continue
+        for m in r["matches"]:
+            dist = f" distance={m['distance']}" if r["type"] == "pdq" else ""
+            click.echo(f"MATCH {r['type']} {r['hash']} -> feed={m['feed']} case={m['case']} "
+                       f"labels={','.join(m['labels'])} version={m['added_version']}{dist}"
+                       + (f" matched={m['hash']}" if m["hash"] != r["hash"] else ""))
+        if not r["matches"]:
+            click.echo(f"no match {r['type']} {r['hash']}")
+    if not as_json:
+        for b in bases:
+            click.echo(f"based on {b.describe()}")
+    sys.exit(0 if any(r["matched"] for r in results) else 1)
+
+
+@platform.command("changes")
+@click.option("--consumer", help="Read from this consumer's stored cursor and advance it after printing.")
+@click.option("--after", type=int, help="Read changes after this sequence number (no stored cursor).")
+@click.option("--feed", help="Only changes of this followed feed.")
+@click.option("--limit", default=100, show_default=True, help="At most this many changes.")
+@click.option("--no-ack", is_flag=True, help="With --consumer: print without advancing the cursor.")
+@click.pass_obj
+def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
+    """Print applied changes (add, relabel, withdraw) as JSON lines, oldest first.
+
+    With --consumer the cursor is stored in HOME/platform.db and advanced
+    only after every line was written, so a crash re-prints rather than
+    skips (at-least-once; deduplicate on "seq").
+
+    \b
+    Example:
+      federation platform changes --consumer moderation --limit 500
+      federation platform changes --after 0 --feed tid
+    """
+    from federation.platform.changes import PlatformStore, head, read_changes
+    from federation.store.db import connect
+    from federation.core.errors import InputError
+    from federation.store.mirror import Mirror
+    if (consumer is None) == (after is None):
+        raise InputError("give exactly one of --consumer NAME or --after SEQ")
+    Mirror.existing(home.require().mirror_db).close()
+    mirror = connect(home.mirror_db, readonly=True)
+    store = PlatformStore(platform_db(home)) if consumer else None
+    start = store.cursor(consumer) if store else after
+    # A consumer's stream is its own feeds' changes (those of the token that created it).
+    scope = store.claim(consumer, None) if store else None
+    rows = read_changes(mirror, start, limit, feed, feeds=scope)
+    for row in rows:
+        click.echo(json.dumps(row))
+    sys.stdout.flush()
+    if store and rows and not no_ack:
+        store.ack(consumer, rows[-1]["seq"], head(mirror))
+
+
+@platform.group()
+def webhook():
+    """Register webhooks that receive the change stream (HMAC-signed, retried).
+
+    \b
+    Example:
+      federation platform webhook add moderation https://platform.example/hooks/hashes
+    """
+
+
+@webhook.command("add")
+@click.argument("name")
+@click.argument("url")
+@click.option("--feed", help="Only this followed feed's changes (default: all).")
+@click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the shared HMAC secret as hex (default: generate one and print it).")
+@click.option("--from-now", is_flag=True, help="Start at the newest change instead of the beginning.")
+@click.pass_obj
+def webhook_add(home: Home, name, url, feed, secret_file, from_now):
+    """Deliver every change to URL as signed JSON POSTs, until it answers 2xx.
+
+    \b
+    Example:
+      federation platform webhook add moderation https://platform.example/hooks/hashes --feed tid
+    """
+    from federation.platform.changes import PlatformStore, head
+    from federation.store.db import connect
+    from federation.store.mirror import Mirror
+    Mirror(home.mirror_db).close()
+    start = head(connect(home.mirror_db, readonly=True)) if from_now else 0
+    secret = secret_file.read_text().strip() if secret_file else None
+    hook = PlatformStore(platform_db(home)).add_webhook(name, url, secret, feed, start)
+    click.echo(f"webhook {hook.name} -> {hook.url} from seq {hook.cursor}")
+    if secret is None:
+        click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies X-Federation-Signature)")
+
+
+@webhook.command("list")
+@click.pass_obj
+def webhook_list(home: Home):
+    """Show webhooks with their cursor, pending batch and last error.
+
+    \b
+    Example:
+      federation platform webhook list
+    """
+    from federation.platform.changes import PlatformStore
+    if not platform_db(home.require()).exists():
+        return
+    for h in PlatformStore(platform_db(home)).webhooks():
+        click.echo(json.dumps(h.public()))
+
+
+@webhook.command("remove")
+@click.argument("name")
+@click.pass_obj
+def webhook_remove(home: Home, name):
+    """Stop delivering to webhook NAME and forget its cursor.
+
+    \b
+    Example:
+      federation platform webhook remove moderation
+    """
+    from federation.platform.changes import PlatformStore
+    PlatformStore(platform_db(home)).remove_webhook(name)
+    click.echo(f"removed webhook {name}")
+
+
+@platform.group()
+def token():
+    """Bearer tokens for 'platform serve --auth' (list and revoke with 'federation token').
+
+    \b
+    Example:
+      federation platform token issue moderation
+    """
+
+
+@token.command("issue")
+@click.argument("holder")
+@click.option("--feed", "feeds", multiple=True, default=["*"], show_default=True,
+              help="Feed whose records the token may see (repeat; '*' = all, needed for /webhooks and /metrics).")
+@click.option("--rate", default=20.0, show_default=True, help="Requests per second (token bucket).")
+@click.option("--burst", default=100, show_default=True, help="Bucket size.")
+@click.pass_obj
+def token_issue(home: Home, holder, feeds, rate, burst):
+    """Issue a platform token for HOLDER; the secret is printed once.
+
+    The token may query the lookup API and the change stream of this
+    home's platform node, filtered to its feeds; it cannot read feeds.
+
+    \b
+    Example:
+      federation platform token issue moderation
+      federation platform token issue trust-safety --feed tid --rate 50
+    """
+    from federation.net.auth import TokenStore
+    from federation.platform.auth import ROLE
+    store = TokenStore(home.root / "auth.db")
+    try:
+        t, secret = store.issue(holder, ROLE, list(feeds), rate, burst)
+    finally:
+        store.close()
+    click.echo(f"token {t.id} for {t.member} ({t.role}; feeds {', '.join(t.feeds)})")
+    click.echo(f"secret (shown once): {secret}")
+
+
+@click.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also check this node config (TOML): keys, trust files, tokens, upstreams.")
+@click.option("--no-network", is_flag=True, help="Skip the upstream reachability checks.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for each upstream.")
+@click.pass_obj
+def doctor(home: Home, config, no_network, timeout):
+    """Check config, trust keys, key file permissions and upstream reachability.
+
+    With --config, the node config is parsed like 'federation serve
+    --config' does, and the home it names is checked. Exits 1 if any check
+    failed; changes nothing.
+
+    \b
+    Example:
+      federation doctor
+      federation doctor --no-network
+      federation doctor --config node.toml --timeout 5
+    """
+    from federation.platform.doctor import FAIL, load_node_config, run_doctor
+    checks, cfg = [], None
+    if config is not None:
+        cfg, parsed = load_node_config(config)
+        checks.append(parsed)
+        if cfg is not None and cfg.home is not None:
+            home = Home(Path(cfg.home))  # not resolve(): the doctor creates nothing
+    checks += asyncio.run(run_doctor(home, network=not no_network, timeout=timeout, config=cfg))
+    for c in checks:
+        click.echo(f"{c.status.upper():4} {c.what}: {c.detail}")
+    sys.exit(1 if any(c.status == FAIL for c in checks) else 0)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(platform)
+    cli.add_command(doctor)

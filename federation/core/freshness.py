@@ -1,0 +1,123 @@
+"""Freshness without witnesses: the log's own timestamp on its checkpoint. Pure.
+
+A relay or CDN that keeps serving an old checkpoint freezes every mirror
+behind it, and every byte it serves still verifies. To notice, a mirror needs
+a signed time. Witness cosignatures give one to feeds followed with a trust
+file (``trust.check_cosignatures``); every feed gets one from its publisher:
+
+* Next to its Ed25519 signature line (type 0x01), the publisher adds a
+  c2sp.org/tlog-cosignature line (type 0x04) made with the same key under the
+  same name (the origin). Its meaning is the tlog-cosignature one, said by
+  the log itself: "as of time T, this is the newest tree of this log".
+  ``stamp_note`` adds it at every publish; the publisher re-stamps the served
+  checkpoint while nothing changes (``federation feed refresh`` from cron,
+  ``federation serve``, ``federation export --watch``), every
+  ``REFRESH_INTERVAL`` seconds.
+* A mirror takes the newest valid timestamp by a trusted log key
+  (``log_timestamp``), a witness quorum's time when it follows a trust file,
+  and the time of the last seal it applied: the newest of those is when its
+  applied tree was last known to be current. Past the feed's maximum age
+  (``federation follow --max-age``, default ``DEFAULT_MAX_AGE``) a sync
+  reports ``stale`` and lookups fail closed (``readiness``).
+
+Why the log key and not a key of its own: a mirror that follows a plain vkey
+(the README's path) then needs nothing more, a key rotation carries
+freshness along, and the statement is the log's own. Verifiers that know only
+the log key ignore the line: its key ID hashes in type 0x04, so it is a
+signature by an unknown key, which signed-note verifiers MUST ignore (Go's
+``sumdb/note`` does: tests/test_conformance_go.py). The two signatures cannot
+stand in for each other: the 0x04 message starts with ``cosignature/v1``,
+a checkpoint text starts with its origin, and ``cosignature/v1`` is refused
+as an origin (``check_origin``).
+
+A timestamp too far in the future (beyond ``trust.clock_skew_allowance`` of
+the maximum age) is ignored, so it cannot stretch freshness; a line by the
+log's timestamp key that does not verify is ignored too (reported): a relay
+that appends junk must not halt its followers, and without the line the feed
+only goes stale sooner -- the safe side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from federation.core.errors import InputError, MalformedError
+from federation.core.note import SIG_COSIGNATURE_V1, Note, NoteSignature, Signer, Verifier, parse_note
+from federation.core.trustfile import clock_skew_allowance
+
+DEFAULT_MAX_AGE = 86400  # a day: what a mirror tolerates without a signed sign of life
+REFRESH_INTERVAL = 3600  # how often a quiet feed's checkpoint is re-stamped
+COSIGNATURE_HEADER = "cosignature/v1"
+
+
+def check_origin(origin: str) -> str:
+    """Refuse the one origin whose checkpoint text would begin like a
+    tlog-cosignature message (see the module docstring)."""
+    if origin == COSIGNATURE_HEADER:
+        raise InputError(f"origin {origin!r} is reserved (it is the tlog-cosignature header line)")
+    return origin
+
+
+def stamp_note(note_bytes: bytes, signers: list[Signer], when: int) -> bytes:
+    """``note_bytes`` with a fresh timestamp line by each of ``signers`` (log
+    keys), in place of any older one by the same key; other lines are kept."""
+    note = parse_note(note_bytes)
+    lines = [s.timestamp(note.text, when) for s in signers]
+    replaced = {(s.name, s.key_id) for s in lines}
+    kept = tuple(s for s in note.signatures if (s.name, s.key_id) not in replaced)
+    return Note(note.text, kept + tuple(lines)).to_bytes()
+
+
+def timestamp_lines(note: Note, log_keys: list[Verifier]) -> list[tuple[Verifier, NoteSignature]]:
+    """The signature lines of ``note`` made by the timestamp keys of ``log_keys``."""
+    twins = {(t.name, t.key_id): t for t in (k.timestamp_key() for k in log_keys if k.sig_type != SIG_COSIGNATURE_V1)}
+    return [(twins[(s.name, s.key_id)], s) for s in note.signatures if (s.name, s.key_id) in twins]
+
+
+@dataclass(frozen=True)
+class LogStamp:
+    """The newest usable log timestamp on a note (None: none), and why other
+    lines by the log's timestamp keys were not used."""
+
+    time: int | None
+    ignored: tuple[str, ...] = ()
+
+
+def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_age: int) -> LogStamp:
+    """The newest valid, not future-dated timestamp by a trusted log key."""
+    if isinstance(note, bytes):
+        try:
+            note = parse_note(note)
+        except MalformedError as e:
+            return LogStamp(None, (f"note does not parse: {e}",))
+    best: int | None = None
+    ignored: list[str] = []
+    limit = now + clock_skew_allowance(max_age)
+    for key, sig in timestamp_lines(note, log_keys):
+        if not key.verify(note.text, sig.signature):
+            ignored.append(f"timestamp by {key.name}+{key.key_id:08x} does not verify")
+            continue
+        t = key.cosignature_time(sig.signature) or 0
+        if t > limit:
+            ignored.append(f"timestamp by {key.name}+{key.key_id:08x} is {t - now} s in the future")
+            continue
+        best = t if best is None else max(best, t)
+    return LogStamp(best, tuple(ignored))
+
+
+def usable_time(t: int | None, now: int, max_age: int) -> int | None:
+    """``t`` (a verified time, e.g. a seal's) unless it lies beyond the clock-skew allowance."""
+    if t is None or t > now + clock_skew_allowance(max_age):
+        return None
+    return t
+
+
+def describe_age(age: int | None) -> str:
+    """'40 s ago', '3 h ago', 'never'."""
+    if age is None:
+        return "never"
+    if age < 0:
+        return f"{-age} s in the future"
+    for unit, seconds in (("d", 86400), ("h", 3600), ("min", 60)):
+        if age >= 2 * seconds:
+            return f"{age // seconds} {unit} ago"
+    return f"{age} s ago"

@@ -1,0 +1,298 @@
+"""Static export: a feed's read side as plain files, for any web server or store.
+
+``export_feed`` writes, under ``DIR``, what the server serves under
+``/feeds/NAME/``: ``checkpoint``, ``tile/...``, ``snapshot/index`` and
+``snapshot/<sha256>``, ``trust/<N>`` and ``trust/latest``. Any static host
+serving ``DIR`` at some URL prefix is then a tlog-tiles upstream that
+mirrors verify like any other (they trust the publisher's key, never the
+host), and, for a pruned feed, one a fresh mirror can bootstrap from.
+
+Access (``federation.access``). A static directory has no access control,
+so a members-only feed is refused (``InputError``, nothing written) unless
+the caller passes ``include_members_only``. A published feed's access is
+the stored one; a followed feed's (``--mirror``) is what the caller declares
+from its node config, and unknown is members-only.
+
+Order, and what a crash at each step leaves (the tlog-tiles rule: data
+first, signed head last):
+
+1. one read transaction (a consistent snapshot of the database);
+2. every tile and bundle not already on disk is written to a temporary file
+   in its directory, fsynced, and renamed into place -- a crash leaves at
+   worst a stray ``.tmp-*`` file and some tiles that no checkpoint names
+   yet, which nobody asks for. Bundles below the feed's minimum index
+   (pruned: the server answers 410) are not written;
+3. snapshot files (content-addressed, immutable), then ``snapshot/index``
+   listing only files present, with the minimum index -- a crash leaves
+   unlisted files, or an index whose snapshots are all present;
+4. ``trust/<N>`` for every version of the trust chain, then ``trust/latest``
+   -- before the checkpoint, so a checkpoint signed by a rotated key is
+   never served before the trust version that names the key;
+5. the checkpoint, the same way. Readers see the old checkpoint (whose
+   tiles are all present) or the new one (whose tiles were all written);
+6. last, bundles at or below the minimum index are deleted, now that the
+   index announcing it is published -- a crash leaves some of them, which
+   the next export removes (as the server's 410, only a mirror already past
+   them could have used them).
+
+Incremental: tiles are immutable (a path names fixed content), so an
+existing file of the right length is skipped. An export never rolls the
+checkpoint back: a smaller tree than the one on disk is refused.
+
+The source is a publisher database (``feeds``) or a mirror database
+(``follows``: a relay exporting a feed it verified).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from federation.net.access import stricter
+from federation.store.db import connect
+from federation.core.errors import InputError, MalformedError, StorageError
+from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_path
+from federation.store.publisher import stored_access
+from federation.net.push import checkpoint_size
+from federation.store.snapshot import encode_index, list_snapshots, minimum_index, mirror_snapshot_dir, relay_minimum_index, \
+    snapshot_dir
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    feed: str
+    size: int
+    written: int
+    skipped: int
+    checkpoint_changed: bool
+    access: str = "public"
+    removed: int = 0         # pruned bundles deleted from the export
+    minimum_index: int = 0
+    snapshots: int = 0       # snapshot files listed in snapshot/index
+    trust_versions: int = 0  # trust/<N> files present
+
+
+def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # world-readable: a web server must read it
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _copy_atomic(src: Path, path: Path, fsync: bool = True) -> None:
+    """``write_atomic`` for a file too big to hold in memory (a snapshot)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f, open(src, "rb") as r:
+            shutil.copyfileobj(r, f, 1 << 20)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _table(conn: sqlite3.Connection, db) -> str:
+    tables = _tables(conn)
+    table = "feeds" if "feeds" in tables else "follows" if "follows" in tables else None
+    if table is None:
+        raise InputError(f"{db} is neither a publisher nor a mirror database")
+    return table
+
+
+def _access(conn: sqlite3.Connection, table: str, name: str, declared: str | None) -> str:
+    """A published feed: its stored access, narrowed by ``declared``. A
+    followed feed: ``declared`` (from the node config), unknown = members."""
+    if table == "follows":
+        return declared or "members"
+    have = stored_access(conn, name) or "members"
+    return have if declared is None else stricter(have, declared)
+
+
+def feed_access(db: Path | str, name: str, declared: str | None = None) -> str:
+    """``public`` or ``members``: what ``export_feed`` would treat feed ``name`` as."""
+    conn = connect(db, readonly=True)
+    try:
+        table = _table(conn, db)
+        if conn.execute(f"SELECT 1 FROM {table} WHERE name=?", (name,)).fetchone() is None:
+            raise InputError(f"no feed named {name!r} in {db}")
+        return _access(conn, table, name, declared)
+    finally:
+        conn.close()
+
+
+def split_by_access(db: Path | str, names: list[str], declared: dict[str, str],
+                    include_members_only: bool) -> tuple[list[str], list[str]]:
+    """(feeds to export, members-only feeds withheld) among ``names`` (all
+    of ``db``'s when empty); ``declared``: followed feed -> config access."""
+    todo, withheld = [], []
+    for name in names or feed_names(db):
+        members = feed_access(db, name, declared.get(name)) == "members"
+        (withheld if members and not include_members_only else todo).append(name)
+    return todo, withheld
+
+
+def feed_names(db: Path | str) -> list[str]:
+    conn = connect(db, readonly=True)
+    try:
+        table = _table(conn, db)
+        return [r[0] for r in conn.execute(f"SELECT name FROM {table} ORDER BY name")]
+    finally:
+        conn.close()
+
+
+def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, *, access: str | None = None,
+                include_members_only: bool = False) -> ExportResult:
+    """Export feed ``name`` of database ``db`` into directory ``out``.
+
+    ``access``: the access the caller's node config declares (a followed
+    feed's; for a published feed it can only narrow the stored one). A
+    members-only feed raises ``InputError`` before anything is written,
+    unless ``include_members_only``.
+    """
+    out = Path(out)
+    try:
+        conn = connect(db, readonly=True)
+    except StorageError as e:
+        raise InputError(str(e)) from None
+    try:
+        conn.execute("BEGIN")  # step 1: one snapshot for checkpoint and tiles
+        table = _table(conn, db)
+        row = conn.execute(f"SELECT id, checkpoint FROM {table} WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise InputError(f"no feed named {name!r} in {db}")
+        fid, checkpoint = row
+        effective = _access(conn, table, name, access)
+        if effective == "members" and not include_members_only:
+            raise InputError(f"feed {name!r} is members-only and a static directory has no access control; "
+                             "refusing to write it in the clear (include_members_only: only for a directory "
+                             "served to members alone)")
+        if checkpoint is None:
+            raise InputError(f"feed {name!r} has no complete verified version to export yet")
+        size = checkpoint_size(checkpoint)
+        cp_path = out / "checkpoint"
+        if cp_path.exists():
+            try:
+                old = cp_path.read_bytes()
+                old_size = checkpoint_size(old)
+            except (OSError, MalformedError):
+                old, old_size = None, -1
+            if old_size > size:
+                raise InputError(f"{cp_path} holds tree size {old_size}, newer than {size}; refusing to roll back")
+        else:
+            old = None
+        if table == "follows":
+            base = conn.execute("SELECT base_size FROM follows WHERE id=?", (fid,)).fetchone()[0]
+            minimum, files = relay_minimum_index(base), mirror_snapshot_dir(db) / str(fid)
+        else:
+            minimum, files = minimum_index(conn, fid), snapshot_dir(db) / str(fid)
+        # Step 2: tiles and bundles, skipping immutable files already present.
+        written = skipped = 0
+        rows = conn.execute("SELECT level, idx, width, length(data) FROM tiles WHERE feed=?", (fid,)).fetchall()
+        for level, idx, width, length in rows:
+            if level == ENTRIES and idx * TILE_WIDTH + width <= minimum:
+                continue  # pruned (the server answers 410); the partial bundle of the size is kept in the db
+            path = out / tile_path(level, idx, width)
+            try:
+                if path.stat().st_size == length:
+                    skipped += 1
+                    continue
+            except FileNotFoundError:
+                pass
+            data = conn.execute("SELECT data FROM tiles WHERE feed=? AND level=? AND idx=? AND width=?",
+                                (fid, level, idx, width)).fetchone()[0]
+            write_atomic(path, data, fsync)
+            written += 1
+        # Step 3: snapshot files, then the index that lists them.
+        listed = []
+        for ref in list_snapshots(conn, fid):
+            src, dest = files / f"{ref.sha256}.snap", out / "snapshot" / ref.sha256
+            if not src.exists():
+                continue  # replaced (a relay's re-bootstrap): the server does not serve it either
+            if not (dest.exists() and dest.stat().st_size == src.stat().st_size):
+                _copy_atomic(src, dest, fsync)
+                written += 1
+            listed.append(ref)
+        index = encode_index(listed, minimum)
+        written += _write_if_changed(out / "snapshot" / "index", index, fsync)
+        # Step 4: the trust chain, numbered versions first.
+        chain = _trust_chain(conn, name)
+        for version, data in chain:
+            written += _write_if_changed(out / "trust" / str(version), data, fsync)
+        if chain:
+            written += _write_if_changed(out / "trust" / "latest", chain[-1][1], fsync)
+        # Step 5: the signed head.
+        changed = old != checkpoint
+        if changed:
+            write_atomic(cp_path, checkpoint, fsync)
+        conn.execute("COMMIT")
+        # Step 6, last: bundles below the minimum index the index now announces.
+        removed = _remove_pruned(out, minimum)
+        return ExportResult(name, size, written, skipped, changed, effective, removed, minimum, len(listed),
+                            len(chain))
+    finally:
+        conn.close()
+
+
+def _write_if_changed(path: Path, data: bytes, fsync: bool) -> int:
+    try:
+        if path.read_bytes() == data:
+            return 0
+    except FileNotFoundError:
+        pass
+    write_atomic(path, data, fsync)
+    return 1
+
+
+def _trust_chain(conn: sqlite3.Connection, name: str) -> list[tuple[int, bytes]]:
+    try:
+        return conn.execute("SELECT version, data FROM trust_chain WHERE feed=? ORDER BY version",
+                            (name,)).fetchall()
+    except sqlite3.OperationalError:  # no trust_chain table: the feed publishes no trust chain
+        return []
+
+
+def _remove_pruned(out: Path, minimum: int) -> int:
+    """Delete exported bundles ending at or below ``minimum``; return how many."""
+    root = out / "tile" / "entries"
+    if minimum <= 0 or not root.is_dir():
+        return 0
+    removed = 0
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith(".tmp-"):
+            continue
+        try:
+            level, idx, width = parse_tile_path(path.relative_to(out).as_posix())
+        except MalformedError:
+            continue  # not ours
+        if level == ENTRIES and idx * TILE_WIDTH + width <= minimum:
+            path.unlink()
+            removed += 1
+    return removed

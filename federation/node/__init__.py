@@ -1,0 +1,1 @@
+"""A node's home, key files, config and assembly."""

@@ -1,0 +1,100 @@
+"""Keeping quiet feeds fresh: re-stamp the served checkpoints (the I/O shell).
+
+A mirror calls a feed ``stale`` once the newest verified timestamp on its
+checkpoint is older than its maximum age (``freshness``), so a publisher
+must renew the log's own timestamp while nothing is published. Three ways,
+all through ``Publisher.refresh_timestamp`` (compare-and-swap on the served
+note; a concurrent publish or cosigning round wins and is stamped anyway):
+
+* ``federation feed refresh`` -- once, for cron or a systemd timer;
+* ``federation serve`` / ``serve --config`` -- ``refresh_task`` every
+  ``REFRESH_INTERVAL`` seconds for each published feed whose key it holds;
+* ``federation export --watch`` -- before each export round that is due.
+
+A feed whose key is not on this machine is reported, not refreshed: its
+mirrors go stale after their maximum age unless a refresh runs where the key
+is.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from federation.core.errors import FederationError
+from federation.core.freshness import REFRESH_INTERVAL
+from federation.node.home import Home
+
+log = logging.getLogger("federation.refresh")
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    feed: str
+    size: int | None  # the tree re-stamped (None: not refreshed)
+    problem: str = ""  # why not
+
+
+def load_refresh_signers(home: Home, names: list[str], keys: dict[str, Path] | None = None) -> tuple[dict, list]:
+    """({name: Signer} for the feeds whose key file loads, [Refreshed] for those whose does not)."""
+    from federation.node.keys import load_signer
+    signers, missing = {}, []
+    for name in names:
+        path = (keys or {}).get(name) or home.key_path(name)
+        try:
+            signers[name] = load_signer(path)
+        except FederationError as e:
+            missing.append(Refreshed(name, None, f"no usable key: {e}"))
+    return signers, missing
+
+
+def refresh_feeds(publisher, signers: dict, now: int | None = None) -> list[Refreshed]:
+    """Re-stamp the served checkpoint of every feed in ``signers`` (name -> Signer)."""
+    out = []
+    for name, signer in signers.items():
+        try:
+            note = publisher.refresh_timestamp(name, signer, now)
+        except FederationError as e:
+            out.append(Refreshed(name, None, f"{e.kind}: {e}"))
+            continue
+        if note is None:
+            out.append(Refreshed(name, None, "the checkpoint changed meanwhile (a publish); the next round stamps it"))
+        else:
+            out.append(Refreshed(name, publisher.feed(name).size))
+    return out
+
+
+def refresh_task(publisher_db: Path, signers: dict, interval: float = REFRESH_INTERVAL):
+    """A ``cleanup_ctx`` for an aiohttp app: refresh at start-up and every
+    ``interval`` seconds until the app stops. Failures are logged and retried
+    next round; the task never dies of them."""
+    async def ctx(app):
+        async def loop():
+            from federation.store.publisher import Publisher
+            while True:
+                try:
+                    pub = Publisher(publisher_db)
+                    try:
+                        results = await asyncio.to_thread(refresh_feeds, pub, signers)
+                    finally:
+                        pub.close()
+                    for r in results:
+                        if r.problem:
+                            log.warning("feed %s: checkpoint not refreshed: %s", r.feed, r.problem)
+                        else:
+                            log.info("feed %s: checkpoint of size %d re-stamped", r.feed, r.size)
+                except Exception:  # noqa: BLE001 -- a refresh round must not end the loop
+                    log.exception("refreshing checkpoints failed; retrying in %.0f s", interval)
+                await asyncio.sleep(interval)
+
+        task = asyncio.create_task(loop(), name="refresh checkpoints") if signers and interval > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    return ctx

@@ -1,0 +1,1 @@
+"""A platform's node: lookup, change stream, webhooks, metrics, doctor, threatexchange."""

@@ -1,0 +1,119 @@
+"""Bearer-token access to a platform node's HTTP API (``platform serve --auth``).
+
+Tokens are ``auth.TokenStore`` tokens of role ``platform`` (``federation
+platform token issue``), kept in ``HOME/auth.db`` next to the node's member
+and publisher tokens. A platform token queries the mirror's API; it cannot
+read feeds on a node (``Token.can_read`` refuses the role), and member or
+publisher tokens cannot query the platform API.
+
+Invariants, with auth on:
+
+* Every route except ``GET /healthz`` is decided here, before any handler
+  and before routing errors: no token, or a malformed, unknown or revoked
+  one, is 401 with ``WWW-Authenticate: Bearer``, also for paths that do not
+  exist, so the API's shape is not probed anonymously. A valid token of
+  another role is 403.
+* A token's feed scope bounds what it sees. Lookup answers and change pages
+  are *filtered* to the scope (``scope_of``), so records of other feeds are
+  never shown and their absence is indistinguishable from no match. Naming
+  an out-of-scope feed explicitly (``?feed=NAME``, ``/feeds/NAME/...``) is
+  403. Node-wide views (``/webhooks`` with endpoint URLs, ``/metrics`` with
+  every feed's figures, the ``/feeds`` listing) need a ``*`` token.
+* Each token has its own token bucket (``auth.RateLimiter``, the token's
+  rate and burst): over it, 429 with ``Retry-After``. A batch lookup counts
+  as one request.
+
+* Consumer cursors (``/consumers/NAME/...``) are scoped: a consumer records
+  the feed scope of the token that first used it (``PlatformStore.claim``),
+  and a token may read or acknowledge it only if the token's scope covers
+  the consumer's (``covers``), else 403. So a token of one feed can neither
+  skip nor replay another feed's consumer. Its pages are the consumer's
+  feeds' changes.
+
+Errors are JSON ``{"error": TEXT, "kind": "auth"}`` like the platform API's
+other errors.
+"""
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from federation.net.auth import RateLimiter, Token, TokenStore
+
+# Request key: the caller's feed scope, a frozenset of names, or None for every feed.
+SCOPE = web.RequestKey("platform_scope", object) if hasattr(web, "RequestKey") else "federation.platform_scope"
+ROLE = "platform"
+OPEN_ROUTES = {("GET", "/healthz")}
+NODE_WIDE = {"/feeds", "/webhooks", "/metrics"}  # canonical routes that show every feed
+
+
+def scope_of(request: web.Request) -> frozenset[str] | None:
+    """The feeds the caller may see; None when every feed (or auth is off)."""
+    return request.get(SCOPE)
+
+
+def covers(caller: frozenset[str] | None, owner: frozenset[str] | None) -> bool:
+    """Whether a caller with feed scope ``caller`` may use a consumer created
+    under scope ``owner`` (None: every feed, i.e. a ``*`` token or no auth)."""
+    if caller is None:
+        return True
+    return owner is not None and owner <= caller
+
+
+def forbidden(message: str) -> web.HTTPException:
+    """403 in the platform API's auth error format."""
+    return _error(web.HTTPForbidden, message)
+
+
+def _error(cls, message: str, **kw) -> web.HTTPException:
+    return cls(text=json.dumps({"error": message, "kind": "auth"}), content_type="application/json", **kw)
+
+
+def _unauthorized(message: str) -> web.HTTPException:
+    return _error(web.HTTPUnauthorized, message, headers={"WWW-Authenticate": 'Bearer realm="federation-platform"'})
+
+
+class PlatformAuth:
+    """The middleware; ``store`` is read on every request, so a token issued or
+    revoked by another process takes effect at once."""
+
+    def __init__(self, store: TokenStore, limiter: RateLimiter | None = None):
+        self.store = store
+        self.limiter = limiter or RateLimiter()
+
+    def caller(self, request: web.Request) -> Token:
+        header = request.headers.get("Authorization")
+        if header is None:
+            raise _unauthorized("a platform bearer token is required")
+        scheme, _, value = header.partition(" ")
+        token = self.store.authenticate(value.strip()) if scheme.lower() == "bearer" else None
+        if token is None:
+            raise _unauthorized("invalid or revoked token")
+        return token
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else None
+        if (request.method, route) in OPEN_ROUTES:
+            return await handler(request)
+        token = self.caller(request)
+        if token.role != ROLE:
+            raise _error(web.HTTPForbidden, f"a {token.role} token cannot use the platform API; "
+                                            "issue one with 'federation platform token issue'")
+        wait = self.limiter.allow("token:" + token.id, token.rate, token.burst)
+        if wait > 0:
+            raise _error(web.HTTPTooManyRequests, "rate limit exceeded",
+                         headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+        everything = "*" in token.feeds
+        if route in NODE_WIDE and not everything:
+            raise _error(web.HTTPForbidden, f"{route} shows every feed: it needs a token scoped to '*'")
+        named = [request.query["feed"]] if "feed" in request.query else []
+        if "name" in request.match_info and request.path.startswith("/feeds/"):
+            named.append(request.match_info["name"])
+        for feed in named:
+            if not token.can_query(feed):
+                raise _error(web.HTTPForbidden, f"this token is not scoped to feed {feed!r}")
+        request[SCOPE] = None if everything else frozenset(token.feeds)
+        return await handler(request)

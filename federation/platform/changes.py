@@ -1,0 +1,548 @@
+"""Change stream of a mirror node: consumer cursors over HTTP, and webhooks.
+
+The stream is the mirror's ``changes`` table: one row per applied add,
+relabel or withdraw, numbered by ``seq``. Each event carries its provenance
+(feed, origin, version, case, labels, reason) and ``seq`` is its id.
+
+Invariants:
+
+* Order and completeness. The mirror writes a version's changes in the same
+  transaction as its head, and SQLite has one writer, so ``seq`` values
+  become visible in increasing order with no gaps appearing later: a reader
+  that has seen ``seq = n`` has seen every change up to ``n``. Reading
+  ``seq > cursor`` in order therefore never skips a change.
+* At-least-once, never lost. A consumer's or webhook's cursor lives in
+  SQLite (``platform.db``) and only moves forward *after* the consumer
+  acknowledged (HTTP ``ack``) or the webhook endpoint answered 2xx. A crash
+  at any point re-delivers from the old cursor; nothing is skipped, so a
+  withdrawal always arrives (possibly twice: deduplicate on ``seq``).
+* Stable idempotency keys. A webhook batch is fixed (``inflight``) before
+  its first attempt, and every retry resends exactly that range with the
+  same ``Idempotency-Key``.
+
+Webhook requests are signed: ``X-Federation-Signature: sha256=HEX`` is
+HMAC-SHA256 with the webhook's secret over ``TIMESTAMP + "." + BODY``, with
+``X-Federation-Timestamp`` the unix time of the attempt (see
+docs/PROTOCOL.md section 13).
+
+With ``platform serve --auth`` (``platform_auth``), pages are filtered to
+the caller's feed scope in SQL, so ``next`` still moves past the changes of
+other feeds and a scoped consumer never rescans them. A consumer records
+the scope of the token that first used it; only tokens covering that scope
+may read or acknowledge it, and its pages are that scope's changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from federation.store.activeset import split_labels
+from federation.core.bounded import json_loads, parse_uint
+from federation.store.db import connect, write_txn
+from federation.net.httpserver import json_error, read_body
+from federation.core.errors import InputError
+from federation.platform.auth import covers, forbidden, scope_of
+
+log = logging.getLogger("federation.changes")
+
+MAX_PAGE = 1000
+MAX_ANSWER_BYTES = 4096  # of a webhook receiver's answer, read for the error report; the rest is never read
+MAX_ACK_BYTES = 64 * 1024  # as the server's client_max_size for other JSON bodies
+SIGNATURE_HEADER = "X-Federation-Signature"
+TIMESTAMP_HEADER = "X-Federation-Timestamp"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS consumers (
+    name TEXT PRIMARY KEY,
+    cursor INTEGER NOT NULL DEFAULT 0,   -- last acknowledged changes.seq
+    updated INTEGER NOT NULL,
+    scope TEXT                           -- JSON list of the feeds of the token that created it; NULL: every feed
+);
+CREATE TABLE IF NOT EXISTS webhooks (
+    name TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    secret TEXT NOT NULL,                -- shared HMAC key (hex); this file must stay private
+    feed TEXT,                           -- only this feed's changes (NULL: all feeds)
+    cursor INTEGER NOT NULL DEFAULT 0,   -- last seq the endpoint acknowledged with 2xx
+    inflight_first INTEGER,              -- the batch being delivered, fixed before its first attempt
+    inflight_last INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0, -- failed attempts of the in-flight batch
+    last_status INTEGER,
+    last_error TEXT,
+    delivered INTEGER NOT NULL DEFAULT 0 -- changes acknowledged so far
+);
+"""
+
+NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= NAME_OK:
+        raise InputError(f"{what} name {name!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    return name
+
+
+# ---- reading the stream (pure SQL over the mirror's tables) ---------------------
+
+def read_changes(mirror: sqlite3.Connection, after: int, limit: int = MAX_PAGE, feed: str | None = None,
+                 upto: int | None = None, feeds: frozenset[str] | None = None) -> list[dict]:
+    """Changes with ``after < seq [<= upto]``, oldest first, with provenance
+    (only of ``feed``, and of the feeds in ``feeds``, when given)."""
+    if type(after) is not int or after < 0:
+        raise InputError(f"cursor {after!r} must be an integer >= 0")
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"limit {limit!r} must be 1..{MAX_PAGE}")
+    sql = ("SELECT c.seq, f.name, f.origin, c.version, c.action, c.hash_type, c.value, c.case_id, c.labels,"
+           " c.reason, c.time FROM changes c JOIN follows f ON f.id=c.feed WHERE c.seq>?")
+    args: list = [after]
+    if upto is not None:
+        sql += " AND c.seq<=?"
+        args.append(upto)
+    if feed is not None:
+        sql += " AND f.name=?"
+        args.append(feed)
+    if feeds is not None:
+        names = sorted(feeds)
+        sql += f" AND f.name IN ({','.join('?' * len(names))})"
+        args.extend(names)
+    sql += " ORDER BY c.seq LIMIT ?"
+    args.append(limit)
+    return [dict(seq=s, feed=n, origin=o, version=v, action=a, type=t, hash=val.hex(), case=c,
+                 labels=list(split_labels(lab)), reason=r, time=tm)
+            for s, n, o, v, a, t, val, c, lab, r, tm in mirror.execute(sql, args)]
+
+
+def head(mirror: sqlite3.Connection) -> int:
+    return mirror.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+
+
+# ---- HMAC signatures (pure) ------------------------------------------------------
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(bytes.fromhex(secret), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(secret: str, signature: str, timestamp: str, body: bytes, now: int | None = None,
+                     tolerance: int = 300) -> bool:
+    """What a receiver runs: constant-time compare, and a bounded clock skew against replays."""
+    try:
+        ts = int(timestamp)
+    except (TypeError, ValueError):
+        return False
+    if abs((int(time.time()) if now is None else now) - ts) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, ts, body), signature or "")
+
+
+# ---- the platform store: cursors and webhooks -------------------------------------
+
+@dataclass(frozen=True)
+class Webhook:
+    name: str
+    url: str
+    secret: str
+    feed: str | None
+    cursor: int
+    inflight_first: int | None
+    inflight_last: int | None
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    delivered: int
+
+    def public(self) -> dict:
+        """Status without the secret."""
+        return dict(name=self.name, url=self.url, feed=self.feed, cursor=self.cursor, attempts=self.attempts,
+                    last_status=self.last_status, last_error=self.last_error, delivered=self.delivered,
+                    inflight=None if self.inflight_first is None else [self.inflight_first, self.inflight_last])
+
+
+class PlatformStore:
+    """``platform.db``: consumer cursors and webhook subscriptions."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if not self.path.exists():
+            # Create it private before SQLite does: it holds webhook secrets
+            # (SQLite gives the -wal and -shm files the same mode).
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self.conn = connect(self.path)
+        self.conn.executescript(SCHEMA)
+        if "scope" not in {r[1] for r in self.conn.execute("PRAGMA table_info(consumers)")}:
+            # platform.db from before consumer scopes: those consumers keep
+            # NULL (every feed), which only an unscoped caller may use.
+            self.conn.execute("ALTER TABLE consumers ADD COLUMN scope TEXT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # consumers
+    def cursor(self, consumer: str) -> int:
+        check_name(consumer, "consumer")
+        row = self.conn.execute("SELECT cursor FROM consumers WHERE name=?", (consumer,)).fetchone()
+        return row[0] if row else 0
+
+    def claim(self, consumer: str, scope: frozenset[str] | None) -> frozenset[str] | None:
+        """The feed scope ``consumer`` was created with, creating it with
+        ``scope`` (the caller's feeds; None: every feed) on first use.
+
+        A consumer's scope never changes afterwards, so a caller that checked
+        it may act on the consumer (``platform_auth.covers``).
+        """
+        check_name(consumer, "consumer")
+        with write_txn(self.conn):
+            self.conn.execute("INSERT INTO consumers (name, cursor, updated, scope) VALUES (?,0,?,?)"
+                              " ON CONFLICT(name) DO NOTHING",
+                              (consumer, int(time.time()), None if scope is None else json.dumps(sorted(scope))))
+            row = self.conn.execute("SELECT scope FROM consumers WHERE name=?", (consumer,)).fetchone()
+        return None if row[0] is None else frozenset(json.loads(row[0]))
+
+    def ack(self, consumer: str, seq: int, head_seq: int) -> int:
+        """Move ``consumer``'s cursor forward to ``seq``; never backwards, never past the head."""
+        check_name(consumer, "consumer")
+        if type(seq) is not int or seq < 0:
+            raise InputError(f"cursor {seq!r} must be an integer >= 0")
+        if seq > head_seq:
+            raise InputError(f"cursor {seq} is past the newest change {head_seq}")
+        with write_txn(self.conn):
+            self.conn.execute("INSERT INTO consumers (name, cursor, updated) VALUES (?,?,?)"
+                              " ON CONFLICT(name) DO UPDATE SET cursor=max(cursor, excluded.cursor),"
+                              " updated=excluded.updated", (consumer, seq, int(time.time())))
+        return self.cursor(consumer)
+
+    # webhooks
+    def add_webhook(self, name: str, url: str, secret: str | None = None, feed: str | None = None,
+                    start: int = 0) -> Webhook:
+        check_name(name, "webhook")
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"webhook URL {url!r} must be http(s)")
+        secret = secret or secrets.token_hex(32)
+        try:
+            bytes.fromhex(secret)
+        except ValueError:
+            raise InputError("webhook secret must be hex") from None
+        with write_txn(self.conn):
+            try:
+                self.conn.execute("INSERT INTO webhooks (name, url, secret, feed, cursor) VALUES (?,?,?,?,?)",
+                                  (name, url, secret, feed, start))
+            except sqlite3.IntegrityError:
+                raise InputError(f"a webhook named {name!r} already exists") from None
+        return self.webhook(name)
+
+    def remove_webhook(self, name: str) -> None:
+        with write_txn(self.conn):
+            if self.conn.execute("DELETE FROM webhooks WHERE name=?", (name,)).rowcount != 1:
+                raise InputError(f"no webhook named {name!r}")
+
+    def webhook(self, name: str) -> Webhook:
+        row = self.conn.execute("SELECT * FROM webhooks WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise InputError(f"no webhook named {name!r}")
+        return Webhook(*row)
+
+    def webhooks(self) -> list[Webhook]:
+        return [Webhook(*r) for r in self.conn.execute("SELECT * FROM webhooks ORDER BY name")]
+
+    def fix_batch(self, name: str, first: int, last: int) -> None:
+        """Record the batch before its first attempt, so retries resend the same range."""
+        self.conn.execute("UPDATE webhooks SET inflight_first=?, inflight_last=?, attempts=0 WHERE name=?"
+                          " AND inflight_last IS NULL", (first, last, name))
+
+    def delivered(self, name: str, last: int, n: int, status: int) -> None:
+        # Cursor and batch move together, and only forward: a crash before this
+        # line re-delivers the same batch with the same idempotency key.
+        self.conn.execute("UPDATE webhooks SET cursor=max(cursor, ?), inflight_first=NULL, inflight_last=NULL,"
+                          " attempts=0, last_status=?, last_error=NULL, delivered=delivered+? WHERE name=?"
+                          " AND inflight_last=?", (last, status, n, name, last))
+
+    def failed(self, name: str, status: int | None, error: str) -> None:
+        self.conn.execute("UPDATE webhooks SET attempts=attempts+1, last_status=?, last_error=? WHERE name=?",
+                          (status, error[:500], name))
+
+
+# ---- webhook delivery (the I/O shell) ------------------------------------------------
+
+def backoff(attempts: int, base: float, cap: float) -> float:
+    return min(cap, base * (2 ** min(attempts, 30)))
+
+
+class Deliverer:
+    """Delivers each webhook's changes in order, retrying forever with backoff.
+
+    One worker task per webhook, so a slow or hanging receiver delays only
+    its own deliveries. ``run`` supervises them: it re-reads the webhooks
+    table every ``poll`` seconds (or on ``notify``), starts a worker for a
+    new webhook without a restart, and cancels the worker of a removed one.
+    Bounds: each worker has at most one request in flight, and ``timeout``
+    bounds the whole exchange (connect, send, response headers and at most
+    ``MAX_ANSWER_BYTES`` of the answer, kept for the error report). Redirects
+    are never followed: a batch is delivered to the configured URL or not at
+    all, and a 3xx is a failed attempt. ``notify()`` wakes every worker early
+    (an in-process sync calls it after applying a version); otherwise they
+    poll. All state is in SQLite, so cancelling a worker anywhere only
+    re-delivers its batch (same idempotency key).
+    """
+
+    def __init__(self, store: PlatformStore, mirror: sqlite3.Connection, poll: float = 1.0,
+                 retry_base: float = 1.0, retry_cap: float = 300.0, batch: int = 100, timeout: float = 10.0):
+        self.store, self.mirror = store, mirror
+        self.poll, self.retry_base, self.retry_cap, self.batch = poll, retry_base, retry_cap, batch
+        self.timeout = timeout
+        self._wake = asyncio.Event()  # the supervisor's
+        self._workers: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
+        self._stopping: set[asyncio.Task] = set()  # cancelled workers of removed webhooks
+        self._next_try: dict[str, float] = {}
+        self.on_attempt = None  # metrics hook: f(webhook_name, ok: bool)
+
+    def notify(self) -> None:
+        self._wake.set()
+        for _, wake in self._workers.values():
+            wake.set()
+
+    def workers(self) -> set[str]:
+        """Names of the webhooks that have a running worker."""
+        return {name for name, (task, _) in self._workers.items() if not task.done()}
+
+    async def run(self) -> None:
+        # No connection-pool limit: a pool shared by all workers would make
+        # healthy receivers queue behind hanging ones. One connection per
+        # worker at most, each bounded by the timeout.
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, headers={"User-Agent": "federation-webhook"}) as s:
+            try:
+                while True:
+                    try:
+                        self._reconcile(s)
+                    except Exception:  # keep supervising: the next round re-reads the table
+                        log.exception("webhook supervisor round failed")
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), self.poll)
+                    except asyncio.TimeoutError:
+                        pass
+                    self._wake.clear()
+            finally:
+                tasks = [task for task, _ in self._workers.values()] + list(self._stopping)
+                self._workers.clear()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _reconcile(self, session: aiohttp.ClientSession) -> None:
+        names = {h.name for h in self.store.webhooks()}
+        for name, (task, _) in list(self._workers.items()):
+            if name not in names or task.done():
+                task.cancel()  # removed: its worker ends (a done one is restarted below)
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
+                del self._workers[name]
+                self._next_try.pop(name, None)
+        for name in sorted(names - self._workers.keys()):
+            wake = asyncio.Event()
+            task = asyncio.create_task(self._work(session, name, wake), name=f"webhook {name}")
+            self._workers[name] = (task, wake)
+
+    async def _work(self, session: aiohttp.ClientSession, name: str, wake: asyncio.Event) -> None:
+        """One webhook's worker: deliver batches until none is left, then wait."""
+        while True:
+            wake.clear()  # before reading: a notify during delivery is not lost
+            try:
+                while await self.deliver_one(session, name):
+                    pass
+            except InputError:
+                return  # removed while we were delivering
+            except Exception:  # keep delivering: state is in SQLite, the next round retries
+                log.exception("webhook %s: delivery round failed", name)
+            due = self._next_try.get(name)
+            if due is not None:  # backing off: a notify does not cut it short
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), self.poll)
+            except asyncio.TimeoutError:
+                pass
+
+    async def deliver_one(self, session: aiohttp.ClientSession, name: str) -> bool:
+        """Try the webhook's next batch once. True if a batch was acknowledged."""
+        hook = self.store.webhook(name)
+        if hook.inflight_last is None:
+            changes = read_changes(self.mirror, hook.cursor, self.batch, hook.feed)
+            if not changes:
+                return False
+            self.store.fix_batch(name, changes[0]["seq"], changes[-1]["seq"])
+            hook = self.store.webhook(name)
+        changes = read_changes(self.mirror, hook.cursor, MAX_PAGE, hook.feed, upto=hook.inflight_last)
+        body = json.dumps({"webhook": name, "cursor": hook.inflight_last, "changes": changes},
+                          separators=(",", ":")).encode()
+        ts = int(time.time())
+        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
+                   SIGNATURE_HEADER: sign(hook.secret, ts, body),
+                   IDEMPOTENCY_HEADER: f"{name}:{hook.inflight_first}-{hook.inflight_last}"}
+        status, error = await self._post(session, hook.url, body, headers)
+        ok = error is None
+        if self.on_attempt:
+            self.on_attempt(name, ok)
+        if ok:
+            self.store.delivered(name, hook.inflight_last, len(changes), status)
+            self._next_try.pop(name, None)
+            return True
+        self.store.failed(name, status, error)
+        wait = backoff(hook.attempts, self.retry_base, self.retry_cap)
+        self._next_try[name] = time.monotonic() + wait
+        log.warning("webhook %s: delivery of seq %s-%s failed (%s); retry in %.1fs",
+                    name, hook.inflight_first, hook.inflight_last, error, wait)
+        return False
+
+    async def _post(self, session: aiohttp.ClientSession, url: str, body: bytes,
+                    headers: dict) -> tuple[int | None, str | None]:
+        """POST one batch: (status, None) on 2xx, else (status or None, why)."""
+        status = None
+        try:
+            async with asyncio.timeout(self.timeout):
+                # allow_redirects=False: aiohttp follows redirects by default,
+                # which would turn a delivery into a GET elsewhere (302) or
+                # re-POST body, signature and key to another host (307), and
+                # count that host's 2xx as delivered.
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+                    status = resp.status
+                    answer = await read_prefix(resp.content, MAX_ANSWER_BYTES)
+                    if not resp.content.at_eof():
+                        resp.close()  # drop the connection rather than drain an unbounded answer
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            why = "no answer within %gs" % self.timeout if isinstance(e, asyncio.TimeoutError) else \
+                f"{type(e).__name__}: {e}"
+            return status, why if status is None else f"HTTP {status}, then {why}"
+        if 200 <= status < 300:
+            return status, None
+        if 300 <= status < 400:
+            return status, (f"HTTP {status}: redirect to {resp.headers.get('Location', '(none)')[:200]} not "
+                            "followed (a webhook is delivered only to its configured URL)")
+        text = answer.decode("utf-8", "replace").strip()
+        return status, f"HTTP {status}" + (f": {text[:200]}" if text else "")
+
+
+async def read_prefix(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """At most ``limit`` bytes from the start of a response body."""
+    chunks, got = [], 0
+    while got < limit:
+        chunk = await stream.read(limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+# ---- HTTP routes ------------------------------------------------------------------------
+
+STREAM = web.AppKey("platform_stream", dict)
+
+
+def _error(e: InputError) -> web.Response:
+    return web.json_response({"error": str(e), "kind": e.kind}, status=400)
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    """A decimal query parameter in 0..2**63-1 (SQLite's range): a 5000-digit
+    or 23-digit cursor is a 400 naming it, not an OverflowError."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    return parse_uint(text, name)
+
+
+async def get_changes(request: web.Request) -> web.Response:
+    st = request.app[STREAM]
+    try:
+        after = _int_param(request, "after", 0)
+        limit = _int_param(request, "limit", 100)
+        rows = read_changes(st["mirror"], after, limit, request.query.get("feed"), feeds=scope_of(request))
+    except InputError as e:
+        return _error(e)
+    return web.json_response({"changes": rows, "next": rows[-1]["seq"] if rows else after,
+                              "head": head(st["mirror"])})
+
+
+def _consumer_scope(request: web.Request) -> frozenset[str] | None:
+    """The feeds of the consumer named in the path, which the caller's token
+    must cover (else 403): a token scoped to other feeds may neither read
+    nor move this consumer's cursor."""
+    name = request.match_info["name"]
+    scope = request.app[STREAM]["store"].claim(name, scope_of(request))
+    if not covers(scope_of(request), scope):
+        raise forbidden(f"consumer {name!r} belongs to a token scoped to "
+                        f"{'every feed' if scope is None else ', '.join(sorted(scope))}; this token does not cover it")
+    return scope
+
+
+async def get_consumer_changes(request: web.Request) -> web.Response:
+    st = request.app[STREAM]
+    try:
+        scope = _consumer_scope(request)
+        cursor = st["store"].cursor(request.match_info["name"])
+        limit = _int_param(request, "limit", 100)
+        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope)
+    except InputError as e:
+        return _error(e)
+    return web.json_response({"consumer": request.match_info["name"], "cursor": cursor, "changes": rows,
+                              "next": rows[-1]["seq"] if rows else cursor, "head": head(st["mirror"])})
+
+
+async def post_consumer_ack(request: web.Request) -> web.Response:
+    st = request.app[STREAM]
+    try:
+        raw = await read_body(request, MAX_ACK_BYTES, json_error)
+        body = json_loads(raw, 'body must be JSON {"cursor": SEQ}', max_bytes=MAX_ACK_BYTES, error=InputError)
+        if not isinstance(body, dict) or "cursor" not in body:
+            raise InputError('body must be JSON: {"cursor": SEQ}')
+        _consumer_scope(request)
+        cursor = st["store"].ack(request.match_info["name"], body["cursor"], head(st["mirror"]))
+    except InputError as e:
+        return _error(e)
+    return web.json_response({"consumer": request.match_info["name"], "cursor": cursor})
+
+
+async def get_webhooks(request: web.Request) -> web.Response:
+    return web.json_response({"webhooks": [h.public() for h in request.app[STREAM]["store"].webhooks()]})
+
+
+def changes_extension(mirror_path: Path | str, platform_path: Path | str, deliver: bool = True,
+                      **deliverer_options):
+    """An ``install(app)`` adding the change stream routes and the webhook task."""
+    def install(app: web.Application) -> None:
+        mirror = connect(mirror_path, readonly=True)
+        store = PlatformStore(platform_path)
+        deliverer = Deliverer(store, mirror, **deliverer_options)
+        app[STREAM] = {"mirror": mirror, "store": store, "deliverer": deliverer}
+        app.router.add_get("/changes", get_changes)
+        app.router.add_get("/consumers/{name}/changes", get_consumer_changes)
+        app.router.add_post("/consumers/{name}/ack", post_consumer_ack)
+        app.router.add_get("/webhooks", get_webhooks)
+
+        async def lifecycle(app: web.Application):
+            task = asyncio.create_task(deliverer.run()) if deliver else None
+            yield
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+            store.close()
+            mirror.close()
+
+        app.cleanup_ctx.append(lifecycle)
+    return install

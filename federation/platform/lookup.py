@@ -1,0 +1,229 @@
+"""Lookup API of a mirror node: exact and PDQ near-match, with provenance.
+
+Routes (installed with ``create_app(..., extensions=[lookup_extension(path)])``):
+
+* ``GET /lookup/{type}/{hash}[?threshold=T]`` -- one hash. md5, sha1,
+  sha256 and photodna match exactly; pdq matches every active PDQ hash
+  within Hamming distance ``T`` (default 31, the PDQ standard; 0 = exact).
+* ``POST /lookup`` with ``{"queries": [{"type", "hash", "threshold"?}, ...]}``
+  -- up to ``MAX_BATCH`` queries, answered in order.
+
+Fail closed (``readiness``): before answering, every feed in the caller's
+scope (or named with ``?feed=NAME``, repeatable) must be ready -- synced,
+its last sync verified, and its newest verified timestamp within its
+maximum age -- or the answer is ``503`` with ``{"error", "kind":
+"unavailable", "feeds": [...]}`` naming each problem. ``?allow_stale=true``
+answers from stale and failed feeds anyway. Every answer carries
+``based_on``: per feed, the applied version, tree size and the age of the
+newest verified timestamp.
+
+Every match carries its provenance: feed name and origin, case id, labels,
+the version that added it, and for PDQ the distance. Answers only ever come
+from the mirror's active rows (``hashes``), read through a read-only
+connection, so a withdrawn hash is never reported once its withdrawal was
+applied. ``parse_query`` and ``answer`` are the pure core; the handlers
+only move JSON.
+
+With ``platform serve --auth`` (``platform_auth``), a caller whose token is
+scoped to some feeds gets answers filtered to those feeds' records: a match
+in another feed is left out, exactly as if it did not exist.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from federation.store.activeset import split_labels
+from federation.core.batch import parse_hash
+from federation.core.bounded import json_loads, parse_uint
+from federation.store.db import connect
+from federation.core.errors import FederationError, InputError, UnavailableError
+from federation.net.httpserver import json_error, read_body
+from federation.store.mirror import read_follows
+from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
+from federation.platform.auth import scope_of
+from federation.core.readiness import Basis, assess, require
+
+MAX_BATCH = 1000
+MAX_BODY = MAX_BATCH * 400  # a PhotoDNA query is ~330 bytes of JSON
+
+
+@dataclass(frozen=True)
+class Query:
+    hash_type: str
+    value: bytes
+    threshold: int | None  # None: exact match (non-PDQ types)
+
+
+def parse_query(obj, default_threshold: int = DEFAULT_THRESHOLD) -> Query:
+    """Validate one JSON query object; raises ``InputError``."""
+    if not isinstance(obj, dict):
+        raise InputError("each query must be a JSON object with 'type' and 'hash'")
+    unknown = set(obj) - {"type", "hash", "threshold"}
+    if unknown:
+        raise InputError(f"unknown query field(s) {sorted(unknown)}")
+    hash_type, text = obj.get("type"), obj.get("hash")
+    if not isinstance(hash_type, str) or not isinstance(text, str):
+        raise InputError("query 'type' and 'hash' must be strings")
+    hash_type = hash_type.strip().lower()
+    value = parse_hash(hash_type, text)
+    threshold = obj.get("threshold")
+    if hash_type != "pdq":
+        if threshold not in (None, 0):
+            raise InputError(f"threshold applies to pdq only, not {hash_type}")
+        return Query(hash_type, value, None)
+    return Query(hash_type, value, check_threshold(default_threshold if threshold is None else threshold))
+
+
+class Lookup:
+    """Answers queries from a mirror database (read-only) and its PDQ index."""
+
+    def __init__(self, mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
+        self.conn: sqlite3.Connection = connect(mirror_path, readonly=True)
+        self.default_threshold = check_threshold(default_threshold)
+        self.index = PdqIndex(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _origins(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT name, origin FROM follows"))
+
+    def bases(self, feeds: frozenset[str] | None = None, allow_stale: bool = False,
+              now: int | None = None) -> list[Basis]:
+        """What an answer from ``feeds`` (every followed feed when None) stands
+        on; ``UnavailableError`` when the mirror cannot stand behind one."""
+        follows = read_follows(self.conn)
+        if feeds is not None:
+            unknown = sorted(feeds - {f.name for f in follows})
+            if unknown:
+                raise InputError(f"not following feed(s) {unknown}")
+            follows = [f for f in follows if f.name in feeds]
+        now = int(time.time()) if now is None else now
+        return require([assess(f, now) for f in follows], allow_stale, "this node's mirror")
+
+    def answer(self, queries: list[Query], feeds: frozenset[str] | None = None) -> list[dict]:
+        """Answer queries in order (refreshing the PDQ index first); with
+        ``feeds``, only records of those feeds are reported."""
+        self.index.refresh()
+        origins = self._origins()
+        # Near queries go to the index grouped by threshold (one faiss call per group).
+        near: dict[int, list[int]] = {}
+        for i, q in enumerate(queries):
+            if q.threshold is not None:
+                near.setdefault(q.threshold, []).append(i)
+        near_results: dict[int, list] = {}
+        for threshold, idxs in near.items():
+            for i, found in zip(idxs, self.index.search([queries[i].value for i in idxs], threshold)):
+                near_results[i] = found
+        out = []
+        for i, q in enumerate(queries):
+            if q.threshold is None:
+                rows = self.conn.execute(
+                    "SELECT f.name, h.case_id, h.labels, h.added_version FROM follows f CROSS JOIN hashes h"
+                    " ON h.feed=f.id WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
+                    (q.hash_type, q.value)).fetchall()
+                matches = [dict(feed=f, origin=origins.get(f), type=q.hash_type, hash=q.value.hex(), case=c,
+                                labels=list(split_labels(lab)), added_version=v, distance=0)
+                           for f, c, lab, v in rows]
+            else:
+                matches = [dict(feed=m.feed, origin=origins.get(m.feed), type="pdq", hash=m.value.hex(),
+                                case=m.case, labels=list(m.labels), added_version=m.added_version,
+                                distance=m.distance) for m in near_results[i]]
+            if feeds is not None:
+                matches = [m for m in matches if m["feed"] in feeds]
+            item = dict(type=q.hash_type, hash=q.value.hex(), matched=bool(matches), matches=matches)
+            if q.threshold is not None:
+                item["threshold"] = q.threshold
+            out.append(item)
+        return out
+
+
+LOOKUP = web.AppKey("platform_lookup", Lookup)
+
+
+def error_response(e: FederationError, status: int = 400) -> web.Response:
+    body = {"error": str(e), "kind": e.kind}
+    if isinstance(e, UnavailableError):
+        body["feeds"] = [b.to_json() for b in e.problems]
+    return web.json_response(body, status=status)
+
+
+def _flag(request: web.Request, key: str) -> bool:
+    value = request.query.get(key, "false").lower()
+    if value not in ("true", "1", "yes", "false", "0", "no"):
+        raise InputError(f"{key} must be true or false")
+    return value in ("true", "1", "yes")
+
+
+def _basis(request: web.Request) -> list[Basis]:
+    """The feeds this request may be answered from, checked ready (fail closed):
+    the caller's scope, narrowed by ``?feed=NAME`` (repeatable)."""
+    feeds = scope_of(request)
+    named = request.query.getall("feed", [])
+    if named:
+        feeds = frozenset(named) if feeds is None else frozenset(named) & feeds
+    return request.app[LOOKUP].bases(feeds, _flag(request, "allow_stale"))
+
+
+async def get_lookup(request: web.Request) -> web.Response:
+    lk = request.app[LOOKUP]
+    obj: dict = {"type": request.match_info["type"], "hash": request.match_info["hash"]}
+    try:
+        if "threshold" in request.query:
+            obj["threshold"] = parse_uint(request.query["threshold"], "threshold")
+        q = parse_query(obj, lk.default_threshold)
+        bases = _basis(request)
+    except InputError as e:
+        return error_response(e)
+    except UnavailableError as e:
+        return error_response(e, 503)
+    item = lk.answer([q], frozenset(b.feed for b in bases))[0]
+    return web.json_response({**item, "based_on": [b.to_json() for b in bases]})
+
+
+async def post_lookup(request: web.Request) -> web.Response:
+    lk = request.app[LOOKUP]
+    # Read the body ourselves: a full batch of PhotoDNA queries exceeds the
+    # server's 64 KiB client_max_size, which is right for every other route.
+    raw = await read_body(request, MAX_BODY, json_error)  # 413 over the limit, 408 if trickled
+    try:
+        # Bounded before parsing: deep nesting, 5000-digit numbers and 1e400
+        # are a 400 naming the problem, not a RecursionError/ValueError (500).
+        body = json_loads(raw, 'body must be JSON {"queries": [...]}', max_bytes=MAX_BODY, error=InputError)
+        if not isinstance(body, dict) or not isinstance(body.get("queries"), list):
+            raise InputError("body must be a JSON object with a 'queries' list")
+        if len(body["queries"]) > MAX_BATCH:
+            raise InputError(f"at most {MAX_BATCH} queries per request")
+        queries = []
+        for i, obj in enumerate(body["queries"]):
+            try:
+                queries.append(parse_query(obj, lk.default_threshold))
+            except InputError as e:
+                raise InputError(f"query {i}: {e}") from None
+        bases = _basis(request)
+    except InputError as e:
+        return error_response(e)
+    except UnavailableError as e:
+        return error_response(e, 503)
+    results = lk.answer(queries, frozenset(b.feed for b in bases))
+    return web.json_response({"results": results, "based_on": [b.to_json() for b in bases]})
+
+
+def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
+    """An ``install(app)`` for ``server.create_app(extensions=...)``."""
+    def install(app: web.Application) -> None:
+        app[LOOKUP] = Lookup(mirror_path, default_threshold)
+        app.router.add_get("/lookup/{type}/{hash}", get_lookup)
+        app.router.add_post("/lookup", post_lookup)
+
+        async def close(app: web.Application):
+            yield
+            app[LOOKUP].close()
+
+        app.cleanup_ctx.append(close)
+    return install

@@ -1,0 +1,1 @@
+"""A mirror's sync: fetch, accept through the core, apply through the mirror store."""

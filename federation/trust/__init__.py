@@ -1,0 +1,1 @@
+"""Trust rotation, cosigning and witnessing (I/O shells around ``core.trustfile``)."""

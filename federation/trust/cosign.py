@@ -1,0 +1,492 @@
+"""Timestamped cosignatures (c2sp.org/tlog-cosignature, Ed25519 type 0x04).
+
+* ``Cosigner`` makes cosignatures: ``time`` || Ed25519 over
+  ``"cosignature/v1\\ntime <T>\\n" || checkpoint note text``.
+* ``WitnessClient`` asks a c2sp.org/tlog-witness for one (``add-checkpoint``).
+* ``cosign_feed`` is the publisher's step: take the feed's log-signed
+  checkpoint, collect fresh cosignatures from its own cosigner and its
+  witnesses, and store the note with those signature lines added
+  (compare-and-swap on the stored note, so a concurrent publish wins).
+  ``refresh_forever`` runs it on a schedule even when nothing changed: each
+  round renews the timestamps mirrors use to detect a frozen feed.
+* ``CosigningConfig`` (stored per feed in the publisher DB) closes the
+  window after a publish: ``Publisher.publish`` then keeps the new
+  checkpoint *pending* and the old one served, and ``cosign_feed`` serves
+  the pending one only once it carries ``quorum`` cosignatures (and passes
+  the feed's own trust file). Invariant: a mirror is never served a
+  checkpoint without the cosignatures it requires, nor a cosignature its
+  trust file would not count (one bad witness loses its line, not the
+  round); the price is that a publish with fewer than ``quorum`` good
+  witnesses is committed but not yet visible.
+
+Cosigner key files use the signed-note private key format with type 0x04:
+``PRIVATE+KEY+name+keyid+base64(0x04 || seed)``, mode 0600. The spec
+requires a distinct key per cosigner and role; ``trust`` refuses a key used
+both as a log key and as a witness key.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from pathlib import Path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from federation.core.bounded import parse_uint
+from federation.store.db import write_txn
+from federation.core.errors import (FederationError, InputError, MalformedError, SignatureError, StorageError,
+                     TransportError)
+from federation.core.merkle import consistency_proof
+from federation.core.note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
+                   cosigned_message, format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
+from federation.core.tiles import TileHashes, needed_tiles, parse_hash_tile
+from federation.trust.rotation import TrustChain
+from federation.core.trustfile import MAX_CLOCK_SKEW, TrustFile, check_cosignatures, clock_skew_allowance, cosignature_problem
+
+log = logging.getLogger("federation.cosign")
+
+SIZE_CONTENT_TYPE = "text/x.tlog.size"
+MAX_RESPONSE = 16 * 1024
+
+
+class Cosigner:
+    """An Ed25519 cosigner (witness or a publisher's own freshness key)."""
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey):
+        self.name = check_key_name(name)
+        self._key = private_key
+        pub = private_key.public_key().public_bytes_raw()
+        self.verifier = Verifier(name, key_id(name, SIG_COSIGNATURE_V1, pub), SIG_COSIGNATURE_V1, pub)
+
+    @classmethod
+    def generate(cls, name: str) -> "Cosigner":
+        return cls(name, Ed25519PrivateKey.generate())
+
+    @property
+    def vkey(self) -> str:
+        return self.verifier.vkey
+
+    def cosign(self, text: bytes, timestamp: int | None = None) -> NoteSignature:
+        """Cosign a checkpoint note text (with its final newline, no signatures)."""
+        t = int(time.time()) if timestamp is None else timestamp
+        if not 0 <= t <= MAX_COSIGNATURE_TIME:
+            raise ValueError(f"cosignature timestamp {t} out of range")
+        sig = t.to_bytes(8, "big") + self._key.sign(cosigned_message(text, t))
+        return NoteSignature(self.name, self.verifier.key_id, sig)
+
+    def private_key_text(self) -> str:
+        return format_private_key(self.name, SIG_COSIGNATURE_V1, self._key.private_bytes_raw(), self.verifier.key_id)
+
+    @classmethod
+    def from_private_key_text(cls, text: str) -> "Cosigner":
+        name, seed, hex_id = parse_private_key(text, SIG_COSIGNATURE_V1)
+        c = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+        if f"{c.verifier.key_id:08x}" != hex_id:
+            raise InputError("malformed cosigner key: key ID does not match the key")
+        return c
+
+
+def with_signatures(note: Note, extra: list[NoteSignature]) -> bytes:
+    """``note`` with ``extra`` lines, replacing older lines by the same key."""
+    replaced = {(s.name, s.key_id) for s in extra}
+    kept = [s for s in note.signatures if (s.name, s.key_id) not in replaced]
+    return Note(note.text, tuple(kept) + tuple(extra)).to_bytes()
+
+
+# ---- tlog-witness client --------------------------------------------------------
+
+
+def add_checkpoint_body(old_size: int, proof: list[bytes], note: bytes) -> bytes:
+    """tlog-witness request body: old size line, proof lines, empty line, checkpoint."""
+    lines = [f"old {old_size}\n".encode()] + [base64.b64encode(h) + b"\n" for h in proof]
+    return b"".join(lines) + b"\n" + note
+
+
+def _witness_size(text: str) -> int | None:
+    """The size a witness's 409 names, or None if it is not a plain decimal
+    (``str.isdigit`` also accepts "²", which ``int()`` then refuses)."""
+    try:
+        return parse_uint(text, "witness size", error=MalformedError)
+    except MalformedError:
+        return None
+
+
+class WitnessConflict(Exception):
+    """409 from a witness: it last cosigned ``size`` (None when it did not say)."""
+
+    def __init__(self, size: int | None, text: str):
+        super().__init__(text)
+        self.size = size
+
+
+@dataclass
+class WitnessClient:
+    """One witness: its submission prefix and the cosigner key we trust it with."""
+
+    url: str
+    key: Verifier
+    session: aiohttp.ClientSession
+    known_size: int = 0  # what we believe the witness last cosigned
+
+    async def submit(self, note: bytes, old_size: int, proof: list[bytes]) -> NoteSignature:
+        body = add_checkpoint_body(old_size, proof, note)
+        url = self.url.rstrip("/") + "/add-checkpoint"
+        try:
+            async with self.session.post(url, data=body) as resp:
+                text = (await resp.content.read(MAX_RESPONSE)).decode("utf-8", "replace")
+                if resp.status == 409:
+                    size = None
+                    if resp.content_type == SIZE_CONTENT_TYPE and text.endswith("\n"):
+                        size = _witness_size(text[:-1])
+                    raise WitnessConflict(size, text.strip())
+                if resp.status != 200:
+                    raise TransportError(f"POST {url}: HTTP {resp.status}: {text.strip()[:200]}")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise TransportError(f"POST {url}: {type(e).__name__}: {e}") from e
+        # tlog-witness: the client MAY append the response to the checkpoint and
+        # verify it as a note with the witness keys it trusts.
+        try:
+            cosigned = parse_note(note + text.encode())
+        except MalformedError as e:
+            raise MalformedError(f"witness {self.key.name}: response is not signature lines: {e}") from None
+        mine = [s for s in cosigned.signatures[len(parse_note(note).signatures):]
+                if (s.name, s.key_id) == (self.key.name, self.key.key_id)]
+        if not mine:
+            raise SignatureError(f"witness {self.key.name} returned no cosignature by its key {self.key.vkey}")
+        for s in mine:
+            if not self.key.verify(cosigned.text, s.signature):
+                raise SignatureError(f"witness {self.key.name} returned a cosignature that does not verify")
+        return mine[-1]
+
+
+# ---- publisher side --------------------------------------------------------------
+
+
+def publisher_proof(publisher, feed, old: int, new: int) -> list[bytes]:
+    """RFC 6962 consistency proof from ``old`` to ``new`` out of the publisher's tiles."""
+    if old == 0 or old == new:
+        return []
+
+    def load(th: TileHashes) -> None:
+        for lvl, idx, w in needed_tiles(new, lambda t: consistency_proof(old, new, t.mth)):
+            data = publisher.tile(feed.id, lvl, idx, w)
+            if data is None:
+                raise MalformedError(f"publisher tile {lvl}/{idx}.p/{w} missing for a proof {old}->{new}")
+            th.tiles[(lvl, idx)] = parse_hash_tile(data, w)
+
+    th = TileHashes(new)
+    load(th)
+    return consistency_proof(old, new, th.mth)
+
+
+async def cosign_with_witness(publisher, feed, note: bytes, client: WitnessClient) -> NoteSignature:
+    """Get one witness's cosignature, learning its old size from a 409 once."""
+    for _ in range(2):
+        old = client.known_size if client.known_size <= feed.size else 0
+        proof = await asyncio.to_thread(publisher_proof, publisher, feed, old, feed.size)
+        try:
+            sig = await client.submit(note, old, proof)
+            client.known_size = feed.size
+            return sig
+        except WitnessConflict as e:
+            if e.size is None or e.size > feed.size or e.size == client.known_size:
+                why = ("it cosigned a different tree of that size (split view?)" if e.size == feed.size
+                       else f"it cosigned size {e.size}, which this log cannot extend")
+                raise FederationError(f"witness {client.key.name} refuses {feed.origin} size {feed.size} "
+                                      f"(409): {why}") from None
+            client.known_size = e.size
+    raise FederationError(f"witness {client.key.name} keeps conflicting for {feed.origin}")
+
+
+# ---- the publisher's cosigning round ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class CosignOutcome:
+    """What one cosigning round did for a feed.
+
+    ``status``: ``cosigned`` (the served checkpoint got fresh cosignatures),
+    ``kept`` (the refreshed note would be refused by the feed's trust file
+    while the served one is not, so the served one stays; ``problem`` says
+    why), ``promoted`` (a pending checkpoint got its cosignatures and is
+    served now), ``pending`` (too few cosignatures: the pending checkpoint
+    stays unserved, ``problem`` says why) or ``changed`` (a publish replaced
+    the note meanwhile; the next round cosigns the new one).
+
+    ``cosigned_by`` are this round's cosignatures that passed the check
+    mirrors apply; ``failures`` name the cosigners that gave none, or a bad
+    one (dropped).
+    """
+
+    feed: str
+    status: str
+    size: int
+    note: bytes | None
+    cosigned_by: tuple[str, ...] = ()
+    failures: tuple[tuple[str, FederationError], ...] = ()  # (witness name, why)
+    problem: str = ""
+    quorum: int = 1
+
+    @property
+    def ok(self) -> bool:
+        """False when the round fell short: a pending checkpoint still unserved,
+        a refreshed note refused or kept back, or fewer fresh cosignatures
+        than the quorum (``cosign run --once`` then exits 1)."""
+        if self.status in ("promoted", "changed"):
+            return True
+        return self.status == "cosigned" and not self.problem and len(self.cosigned_by) >= self.quorum
+
+    def describe(self) -> str:
+        by = ", ".join(self.cosigned_by) or "nobody"
+        failed = "".join(f"; witness {w}: {e}" for w, e in self.failures)
+        if self.status == "promoted":
+            return f"size {self.size} cosigned by {by}; now served{failed}"
+        if self.status in ("cosigned", "kept"):
+            what = (f"served checkpoint of size {self.size} re-cosigned by {by}" if self.status == "cosigned"
+                    else f"served checkpoint of size {self.size} kept: its refresh (cosigned by {by}) would be refused")
+            short = (f"; only {len(self.cosigned_by)} of the {self.quorum} required fresh cosignatures"
+                     if len(self.cosigned_by) < self.quorum else "")
+            problem = f"; {self.problem}" if self.problem else ""
+            return f"{what}{short}{problem}{failed}"
+        if self.status == "changed":
+            return f"a publish replaced the checkpoint of size {self.size} meanwhile; the next round cosigns it"
+        return f"size {self.size} is committed but NOT served: {self.problem}{failed}"
+
+
+def _log_signatures(note: Note, origin: str) -> tuple[NoteSignature, ...]:
+    # The log's own lines are named after the origin: its Ed25519 signatures
+    # (64 bytes) and its timestamps (``freshness``, 72 bytes). A witness's
+    # name is never the origin (``trust`` refuses a log key as a witness key).
+    # After a key rotation both keys' lines are kept until the next publish.
+    return tuple(s for s in note.signatures if s.name == origin)
+
+
+def trust_problem(trust: TrustFile | None, name: str, note: bytes, now: int) -> str:
+    """Why mirrors under ``trust`` (the feed's newest published trust
+    version) would refuse ``note``, or "" (also when there is none)."""
+    if trust is None:
+        return ""
+    try:
+        check_cosignatures(trust, note, now, f"{name} checkpoint")
+    except FederationError as e:
+        return f"mirrors under {trust.describe()} would refuse it: {e}"
+    return ""
+
+
+def promotion_problem(publisher, name: str, note: bytes, cosigned: int, quorum: int, now: int) -> str:
+    """Why ``note`` must not be served yet, or "" when it may be.
+
+    Needs ``quorum`` countable cosignatures from this round and, when the
+    feed publishes a trust chain, exactly what a mirror under its newest
+    version checks (``trust.check_cosignatures``): so a checkpoint mirrors
+    would refuse is never put in place of one they accept.
+    """
+    if cosigned < quorum:
+        return f"cosigned by {cosigned} of the {quorum} required cosigners"
+    return trust_problem(TrustChain(publisher.conn, name).current(), name, note, now)
+
+
+async def cosign_feed(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
+                      quorum: int = 1, now: int | None = None) -> CosignOutcome:
+    """One cosigning round for feed ``name``.
+
+    Cosigns the pending checkpoint if there is one (``Publisher.publish`` of
+    a feed with cosigning configured), else the served one. The log's
+    signature lines are kept; each cosigner's line is replaced by a fresh
+    one, and a witness that fails this round keeps its previous line for
+    the same tree (still valid, only older), so a refresh never lowers the
+    number of cosignatures a mirror sees.
+
+    The publisher never serves a note its own trust file would refuse:
+    every cosignature line, fresh or previous, passes the check mirrors
+    apply (``trust.cosignature_problem`` with the trust file's clock-skew
+    allowance) or is dropped, alone: a witness whose clock runs ahead, or
+    whose cosignature does not verify, loses its line, not the round. A
+    pending checkpoint is served only with ``quorum`` countable fresh
+    cosignatures (and what the feed's trust file requires); a refreshed
+    served note replaces the served one only if the trust file accepts it
+    or refuses the served one too. Both by compare-and-swap, so a
+    concurrent publish wins.
+    """
+    feed = publisher.feed(name)
+    pending = feed.pending_checkpoint
+    current = parse_note(pending if pending is not None else feed.checkpoint)
+    logged = _log_signatures(current, feed.origin)
+    keys = {(c.name, c.verifier.key_id): c.verifier for c in cosigners}
+    keys.update({(w.key.name, w.key.key_id): w.key for w in witnesses})
+    previous = tuple(s for s in current.signatures if s not in logged and (s.name, s.key_id) in keys)
+    base = Note(current.text, logged)
+    base_bytes = base.to_bytes()
+    t = int(time.time()) if now is None else now
+    sigs = [c.cosign(base.text, t) for c in cosigners]
+    results = await asyncio.gather(*(cosign_with_witness(publisher, feed, base_bytes, w) for w in witnesses),
+                                   return_exceptions=True)
+    failures = []
+    for w, r in zip(witnesses, results):
+        if isinstance(r, BaseException):
+            if isinstance(r, ValueError) and not isinstance(r, FederationError):
+                r = MalformedError(str(r))
+            if not isinstance(r, FederationError):
+                raise r
+            log.warning("%s: no cosignature from witness %s: %s", name, w.key.name, r)
+            failures.append((w.key.name, r))
+        else:
+            sigs.append(r)
+    trust = TrustChain(publisher.conn, name).current()
+    allowance = clock_skew_allowance(trust.max_staleness) if trust is not None else MAX_CLOCK_SKEW
+
+    def problem_of(s: NoteSignature) -> str:
+        return cosignature_problem(keys[(s.name, s.key_id)], base.text, s.signature, t, allowance)
+
+    fresh = []
+    for s in sigs:
+        why = problem_of(s)
+        if why:
+            log.warning("%s: dropped the cosignature of %s: it %s", name, s.name, why)
+            failures.append((s.name, SignatureError(f"cosignature dropped: it {why}")))
+        else:
+            fresh.append(s)
+    # A previous line of a witness that gave no good one this round stays, if
+    # it still counts (it may predate this check, or be future-dated still).
+    kept = tuple(s for s in previous if not problem_of(s))
+    new = with_signatures(Note(current.text, logged + kept), fresh)
+    by = tuple(s.name for s in fresh)
+    outcome = dict(cosigned_by=by, failures=tuple(failures), quorum=quorum)
+    if pending is None:
+        problem = trust_problem(trust, name, new, t)
+        if problem and not trust_problem(trust, name, feed.checkpoint, t):
+            return CosignOutcome(name, "kept", feed.size, None, problem=problem, **outcome)
+        ok = await asyncio.to_thread(publisher.replace_checkpoint, name, feed.checkpoint, new)
+        return CosignOutcome(name, "cosigned" if ok else "changed", feed.size, new if ok else None,
+                             problem=problem if ok else "", **outcome)
+    problem = promotion_problem(publisher, name, new, len(fresh), quorum, t)
+    if problem:
+        return CosignOutcome(name, "pending", feed.size, None, problem=problem, **outcome)
+    ok = await asyncio.to_thread(publisher.promote_checkpoint, name, pending, new)
+    return CosignOutcome(name, "promoted" if ok else "changed", feed.size, new if ok else None, **outcome)
+
+
+async def refresh_checkpoint(publisher, name: str, cosigners: list[Cosigner], witnesses: list[WitnessClient],
+                             now: int | None = None, quorum: int = 1) -> bytes | None:
+    """``cosign_feed``, returning the stored note, or None when nothing was
+    stored (a publish replaced the note meanwhile, or a pending checkpoint
+    is still short of its quorum)."""
+    return (await cosign_feed(publisher, name, cosigners, witnesses, quorum, now)).note
+
+
+async def refresh_forever(publisher, names: list[str], cosigners: list[Cosigner], witnesses: list[WitnessClient],
+                          interval: float, stop: asyncio.Event | None = None, plans: dict | None = None) -> None:
+    """Refresh every feed's cosignatures every ``interval`` seconds until ``stop``.
+
+    ``plans`` (name -> (cosigners, witnesses, quorum)) overrides the shared
+    cosigners for a feed (its stored ``CosigningConfig``).
+    """
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
+        for name in names:
+            c, w, q = plans[name] if plans and name in plans else (cosigners, witnesses, 1)
+            try:
+                out = await cosign_feed(publisher, name, c, w, q)
+                if not out.ok:
+                    log.warning("%s: %s", name, out.describe())
+            except FederationError as e:
+                log.warning("%s: cosignature refresh failed: %s", name, e)
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except asyncio.TimeoutError:
+            pass
+
+
+# ---- stored configuration ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CosigningConfig:
+    """A feed's cosigners, kept in the publisher DB (``feed_cosigning``).
+
+    With a config, ``Publisher.publish`` holds each new checkpoint back
+    (pending) until ``cosign_feed`` has ``quorum`` cosignatures for it.
+    ``keys`` are paths of the publisher's own cosigner key files (never the
+    keys themselves); ``witnesses`` are (submission prefix URL, vkey).
+    """
+
+    keys: tuple[str, ...]
+    witnesses: tuple[tuple[str, str], ...]
+    quorum: int
+
+    def __post_init__(self):
+        total = len(self.keys) + len(self.witnesses)
+        if total == 0:
+            raise InputError("cosigning needs at least one cosigner key or witness")
+        if not 1 <= self.quorum <= total:
+            raise InputError(f"cosigning quorum {self.quorum} with {total} cosigner(s); want 1..{total}")
+        for url, vkey in self.witnesses:
+            if not url.startswith(("http://", "https://")):
+                raise InputError(f"witness URL {url!r} must start with http:// or https://")
+            try:
+                v = parse_vkey(vkey)
+            except FederationError as e:
+                raise InputError(f"witness key {vkey!r}: {e}") from None
+            if v.sig_type != SIG_COSIGNATURE_V1:
+                raise InputError(f"witness key {vkey!r} is not a cosigner key (type 0x04)")
+
+    def to_json(self) -> str:
+        return json.dumps({"keys": list(self.keys), "witnesses": [{"url": u, "vkey": v} for u, v in self.witnesses],
+                           "quorum": self.quorum}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CosigningConfig":
+        try:
+            d = json.loads(text)
+            return cls(tuple(d["keys"]), tuple((w["url"], w["vkey"]) for w in d["witnesses"]), int(d["quorum"]))
+        except (ValueError, KeyError, TypeError, InputError) as e:
+            raise StorageError(f"stored cosigning configuration is unreadable: {e}") from None
+
+
+def load_config(publisher, name: str) -> CosigningConfig | None:
+    row = publisher.conn.execute("SELECT c.config FROM feed_cosigning c JOIN feeds f ON f.id = c.feed "
+                                 "WHERE f.name=?", (name,)).fetchone()
+    return None if row is None else CosigningConfig.from_json(row[0])
+
+
+def store_config(publisher, name: str, config: CosigningConfig | None) -> None:
+    """Set (or, with None, remove) feed ``name``'s cosigning configuration.
+
+    Removing it while a checkpoint is pending is refused: that version
+    would then never be served (finish it with ``cosign run`` first).
+    """
+    with write_txn(publisher.conn):
+        feed = publisher.feed(name)
+        if config is None:
+            if feed.pending_checkpoint is not None:
+                raise InputError(f"feed {name!r} has a pending checkpoint (size {feed.size}); "
+                                 "finish it with 'federation cosign run NAME --once' before turning cosigning off")
+            publisher.conn.execute("DELETE FROM feed_cosigning WHERE feed=?", (feed.id,))
+            return
+        publisher.conn.execute("INSERT INTO feed_cosigning (feed, config, updated) VALUES (?,?,?) "
+                               "ON CONFLICT(feed) DO UPDATE SET config=excluded.config, updated=excluded.updated",
+                               (feed.id, config.to_json(), int(time.time())))
+
+
+async def cosign_configured(publisher, name: str, timeout: float = 30.0) -> "CosignOutcome | None":
+    """One cosigning round for ``name`` with its stored configuration
+    (``cosign configure``); None when the feed has none. Used right after a
+    publish (CLI and publishing API) to serve a pending checkpoint."""
+    cfg = load_config(publisher, name)
+    if cfg is None:
+        return None
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        return await cosign_feed(publisher, name, *plan(cfg, session))
+
+
+def plan(config: "CosigningConfig", session: aiohttp.ClientSession):
+    """(cosigners, witness clients, quorum) of a stored configuration."""
+    from federation.node.keys import load_cosigner
+    from federation.core.note import parse_vkey
+    return ([load_cosigner(Path(k)) for k in config.keys],
+            [WitnessClient(u, parse_vkey(v), session) for u, v in config.witnesses], config.quorum)

@@ -1,0 +1,330 @@
+"""Trust rotation, TUF-style, and the acceptance policy a mirror syncs under.
+
+Rule (python-tuf's root rotation): trust version N+1 is accepted only if it
+is signed by ``threshold`` of version N's trust keys *and* by its own
+``threshold`` of its own trust keys, and its version is exactly N+1. So a
+single stolen trust key cannot rotate, a skipped version cannot slip past
+the keys in between, and an old file replayed later is a rollback.
+
+Storage. Each accepted version is a row of ``trust_chain`` in the same SQLite
+file as the feed (mirror.db for followed feeds, publisher.db for published
+ones, so a publisher and relays can serve the chain). One step = one
+transaction that inserts version N+1 only while N is the newest, and, on a
+mirror, replaces the feed's trusted log keys in ``follows``. A crash leaves
+either version N with N's keys or N+1 with N+1's keys.
+
+Served at ``<tlog-tiles prefix>trust/latest`` and ``trust/<N>`` (see
+``install_trust_routes``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from federation.core.checkpoint import SignedCheckpoint
+from federation.store.db import connect, create_tables, write_txn
+from federation.core.errors import FederationError, ForkError, InputError, MalformedError, RollbackError, SignatureError, \
+    StorageError
+from federation.core.names import check_feed_name
+from federation.core.trustfile import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, quorum_cosignatures, \
+    parse_trust_unverified, verified_signers
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS trust_chain (
+    feed TEXT NOT NULL,                -- feed (or followed feed) name
+    version INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    data BLOB NOT NULL,                -- the signed trust file, exactly as verified
+    accepted_at INTEGER NOT NULL,
+    PRIMARY KEY (feed, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trust_freshness (
+    feed TEXT PRIMARY KEY,
+    quorum_time INTEGER NOT NULL,      -- newest time a witness quorum vouched for a served checkpoint
+    checked_at INTEGER NOT NULL
+);
+"""
+
+MAX_ROTATIONS_PER_SYNC = 64
+
+log = logging.getLogger("federation.trust")
+
+
+def verify_successor(current: TrustFile, data: bytes) -> TrustFile:
+    """Accept ``data`` as the version after ``current``, or raise.
+
+    * ``RollbackError``: an older or equal version (a replayed old file);
+    * ``MalformedError``: a skipped version, or a different origin;
+    * ``SignatureError``: under threshold of N's keys or of its own.
+    """
+    cand = parse_trust_unverified(data)
+    if cand.version <= current.version:
+        raise RollbackError(f"offered trust version {cand.version} for {cand.origin} is not newer than the "
+                            f"accepted version {current.version} (replayed old trust file)")
+    if cand.version != current.version + 1:
+        raise MalformedError(f"offered trust version {cand.version} does not directly follow the accepted "
+                             f"version {current.version}: versions must not be skipped")
+    if cand.origin != current.origin:
+        raise MalformedError(f"trust version {cand.version} is for origin {cand.origin!r}, "
+                             f"not {current.origin!r}")
+    by_old = verified_signers(cand.note, current.trust_keys)
+    if len(by_old) < current.threshold:
+        raise SignatureError(f"trust version {cand.version} is signed by {len(by_old)} of the {current.threshold} "
+                             f"required trust keys of version {current.version}")
+    by_new = verified_signers(cand.note, cand.trust_keys)
+    if len(by_new) < cand.threshold:
+        raise SignatureError(f"trust version {cand.version} is signed by {len(by_new)} of the {cand.threshold} "
+                             f"required trust keys of version {cand.version} itself")
+    return cand
+
+
+class TrustChain:
+    """The accepted trust versions of one feed in ``trust_chain``."""
+
+    def __init__(self, conn: sqlite3.Connection, feed: str):
+        self.conn = conn
+        self.feed = feed
+        # Not executescript: it COMMITs whatever transaction is open on the
+        # connection first, and callers construct this on shared connections
+        # (a publisher's, in the middle of a publish or a cosigning round).
+        create_tables(conn, SCHEMA)
+
+    def current(self) -> TrustFile | None:
+        row = self.conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC LIMIT 1",
+                                (self.feed,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return parse_trust(row[0])
+        except Exception as e:  # our own store: any failure is local corruption
+            raise StorageError(f"stored trust file of feed {self.feed} is unreadable: {e}") from None
+
+    def get(self, version: int) -> bytes | None:
+        row = self.conn.execute("SELECT data FROM trust_chain WHERE feed=? AND version=?",
+                                (self.feed, version)).fetchone()
+        return row[0] if row else None
+
+    def start(self, trust: TrustFile) -> None:
+        """Store the operator-supplied first trust file (any version: an operator
+        may start from a later one). Idempotent for the identical file."""
+        with write_txn(self.conn):
+            row = self.conn.execute("SELECT version, data FROM trust_chain WHERE feed=? ORDER BY version DESC "
+                                    "LIMIT 1", (self.feed,)).fetchone()
+            if row is not None:
+                if row[1] == trust.raw:
+                    return
+                raise InputError(f"feed {self.feed} already has trust version {row[0]}; "
+                                 "use rotation to move to a new one")
+            self._insert(trust)
+
+    def append(self, trust: TrustFile, log_keys_table: bool = False) -> None:
+        """Persist one verified rotation step atomically.
+
+        ``log_keys_table``: also replace the feed's trusted log keys in the
+        mirror's ``follows`` row, in the same transaction, so plain syncs
+        never trust a key the new version revoked.
+        """
+        with write_txn(self.conn):
+            row = self.conn.execute("SELECT max(version) FROM trust_chain WHERE feed=?", (self.feed,)).fetchone()
+            if row[0] != trust.version - 1:
+                raise StorageError(f"feed {self.feed}: trust chain is at version {row[0]}, cannot add "
+                                   f"{trust.version}; another process rotated concurrently")
+            self._insert(trust)
+            if log_keys_table:
+                self._set_follow_keys(trust)
+
+    def _insert(self, trust: TrustFile) -> None:
+        self.conn.execute("INSERT INTO trust_chain (feed, version, origin, data, accepted_at) VALUES (?,?,?,?,?)",
+                          (self.feed, trust.version, trust.origin, trust.raw, int(time.time())))
+
+    def _set_follow_keys(self, trust: TrustFile) -> None:
+        cur = self.conn.execute("UPDATE follows SET vkeys=? WHERE name=? AND origin=?",
+                                ("\n".join(k.vkey for k in trust.log_keys), self.feed, trust.origin))
+        if cur.rowcount != 1:
+            raise StorageError(f"no followed feed {self.feed} with origin {trust.origin}")
+
+    def record_freshness(self, quorum_time: int) -> None:
+        self.conn.execute(
+            "INSERT INTO trust_freshness (feed, quorum_time, checked_at) VALUES (?,?,?) ON CONFLICT(feed) DO "
+            "UPDATE SET quorum_time=max(quorum_time, excluded.quorum_time), checked_at=excluded.checked_at",
+            (self.feed, quorum_time, int(time.time())))
+
+    def freshness(self) -> int | None:
+        row = self.conn.execute("SELECT quorum_time FROM trust_freshness WHERE feed=?", (self.feed,)).fetchone()
+        return row[0] if row else None
+
+
+def publish_trust(conn: sqlite3.Connection, feed: str, data: bytes) -> TrustFile:
+    """Publisher side: add a trust file to the chain it serves.
+
+    The first file must verify on its own; later ones must be valid
+    successors, exactly as mirrors will check them.
+    """
+    chain = TrustChain(conn, feed)
+    current = chain.current()
+    try:
+        trust = parse_trust(data) if current is None else verify_successor(current, data)
+    except (MalformedError, SignatureError, RollbackError) as e:
+        raise InputError(f"trust file not publishable for feed {feed}: {e}") from None
+    if current is None:
+        chain.start(trust)
+    else:
+        chain.append(trust)
+    return trust
+
+
+# ---- mirror: follow with a trust file, sync under its policy -----------------------
+
+
+def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_age: int | None = None):
+    """Follow a feed under ``trust``; ``max_age`` (lookups' freshness bound)
+    defaults to the trust file's ``max_staleness_seconds``.
+
+    Order: the trust row first, then the follow row. A crash between them
+    leaves an orphan trust row that a retry accepts (same bytes); the other
+    order could leave a followed feed that syncs without its policy.
+    """
+    check_feed_name(name)  # before the trust row: nothing is written for a bad name
+    TrustChain(mirror.conn, name).start(trust)
+    return mirror.follow(name, trust.origin, [k.vkey for k in trust.log_keys], urls,
+                         trust.max_staleness if max_age is None else max_age)
+
+
+@dataclass
+class TrustPolicy:
+    """Acceptance policy for ``sync.sync_feed``: follow rotations, then require
+    the witness quorum and freshness of the trust file on every checkpoint."""
+
+    chain: TrustChain
+    clock: object = time.time
+
+    def now(self) -> int:
+        return int(self.clock())  # type: ignore[operator]
+
+    async def refresh(self, fetcher) -> TrustFile:
+        """Follow the upstream's trust chain from our version, one stored step at a time."""
+        current = self.chain.current()
+        if current is None:
+            raise StorageError(f"feed {self.chain.feed} has no trust file")
+        raw = await fetcher.get("trust/latest", MAX_TRUST_BYTES)
+        latest = parse_trust_unverified(raw)
+        if latest.origin != current.origin:
+            raise MalformedError(f"upstream trust file is for {latest.origin!r}, not {current.origin!r}")
+        if latest.version < current.version:
+            raise RollbackError(f"upstream serves trust version {latest.version} for {current.origin}, older than "
+                                f"the accepted version {current.version} (replayed old trust file)")
+        if latest.version == current.version:
+            if latest.note.text != current.note.text:
+                raise ForkError(f"upstream serves a different trust file under the accepted version "
+                                f"{current.version} for {current.origin}")
+            return current
+        if latest.version - current.version > MAX_ROTATIONS_PER_SYNC:
+            raise MalformedError(f"upstream trust chain jumps {latest.version - current.version} versions, over "
+                                 f"{MAX_ROTATIONS_PER_SYNC} per sync")
+        while current.version < latest.version:
+            n = current.version + 1
+            data = raw if n == latest.version else await fetcher.get(f"trust/{n}", MAX_TRUST_BYTES)
+            nxt = verify_successor(current, data)
+            await asyncio.to_thread(self.chain.append, nxt, True)
+            current = nxt
+        return current
+
+    def check(self, signed: SignedCheckpoint) -> Freshness:
+        """The checkpoint's witness quorum and freshness (``check_cosignatures``).
+
+        Trusted witnesses' cosignatures that were not counted (bad, or
+        future-dated) do not fail the check while a quorum of others is
+        good; they are logged here and listed in the returned ``ignored``.
+        """
+        trust = self.chain.current()
+        if trust is None:
+            raise StorageError(f"feed {self.chain.feed} has no trust file")
+        cp = signed.checkpoint
+        fresh = check_cosignatures(trust, signed.raw, self.now(), f"{cp.origin} checkpoint of size {cp.size}")
+        for why in fresh.ignored:
+            log.warning("%s: %s checkpoint of size %d: not counted: %s", self.chain.feed, cp.origin, cp.size, why,
+                        extra={"feed": self.chain.feed, "kind": "signature"})
+        self.chain.record_freshness(fresh.quorum_time)
+        return fresh
+
+
+    def fresher(self, candidate: Freshness, note: bytes | None) -> bool:
+        """Whether ``candidate`` (a checked note's freshness) has a newer
+        quorum time than ``note`` (a stored one; None or unverifiable: yes)."""
+        trust = self.chain.current()
+        if note is None or trust is None:
+            return True
+        try:
+            return candidate.quorum_time > quorum_cosignatures(trust, note, self.now()).quorum_time
+        except FederationError:
+            return True
+
+
+def policy_for(mirror, name: str) -> TrustPolicy | None:
+    """The policy of a followed feed that has a trust file, else None."""
+    chain = TrustChain(mirror.conn, name)
+    return TrustPolicy(chain) if chain.current() is not None else None
+
+
+# ---- serving the chain ------------------------------------------------------------
+
+
+def install_trust_routes(db_paths: list[Path | str], served: list[list[str] | None] | None = None):
+    """Server extension: ``GET /feeds/NAME/trust/latest`` and ``.../trust/<N>``
+    from the ``trust_chain`` tables of ``db_paths`` (first match wins).
+
+    ``served[i]``: the feeds of ``db_paths[i]`` the node serves (all when
+    None). A chain of any other feed (not in the node's config, followed but
+    not relayed) answers 404 like a feed that does not exist.
+    """
+    only = [None if n is None else set(n) for n in (served or [None] * len(db_paths))]
+
+    def install(app: web.Application) -> None:
+        conns: list[sqlite3.Connection] = []
+
+        def lookup(name: str, which: str) -> bytes | None:
+            if not conns:
+                conns.extend(connect(p, readonly=True) for p in db_paths)
+            for conn, names in zip(conns, only):
+                if names is not None and name not in names:
+                    continue
+                try:
+                    if which == "latest":
+                        row = conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC "
+                                           "LIMIT 1", (name,)).fetchone()
+                    else:
+                        row = conn.execute("SELECT data FROM trust_chain WHERE feed=? AND version=?",
+                                           (name, int(which))).fetchone()
+                except sqlite3.OperationalError:
+                    continue  # no trust_chain table in this database
+                if row:
+                    return row[0]
+            return None
+
+        async def get_trust(request: web.Request) -> web.Response:
+            which = request.match_info["which"]
+            if which != "latest" and not (which.isdigit() and len(which) < 12 and which[0] != "0"):
+                raise web.HTTPNotFound(text="not a trust version\n")
+            data = lookup(request.match_info["name"], which)
+            if data is None:
+                raise web.HTTPNotFound(text="no such trust file\n")
+            # A numbered version never changes; "latest" does.
+            cache = "public, max-age=2" if which == "latest" else "public, max-age=31536000, immutable"
+            return web.Response(body=data, content_type="text/plain", charset="utf-8",
+                                headers={"Cache-Control": cache})
+
+        async def close(app: web.Application):
+            yield
+            for c in conns:
+                c.close()
+
+        app.router.add_get("/feeds/{name}/trust/{which}", get_trust)
+        app.cleanup_ctx.append(close)
+
+    return install

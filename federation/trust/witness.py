@@ -1,0 +1,236 @@
+"""A C2SP tlog-witness (https://c2sp.org/tlog-witness): ``POST add-checkpoint``.
+
+A witness keeps, per log origin it is configured for, the latest checkpoint
+it cosigned, and cosigns a new one only if a consistency proof shows it
+extends that one. Member platforms running witnesses for the clearinghouse's
+feeds is what makes a split view detectable: a mirror requires cosignatures
+from a quorum of them (``trust.check_cosignatures``).
+
+``Witness.add_checkpoint(body)`` is the whole protocol: request bytes in,
+cosignature lines out, or a ``WitnessRefusal`` carrying the spec's status
+code. Checks, in the spec's order::
+
+    body does not parse                          400
+    origin unknown                               404
+    no signature by a trusted log key verifies   403
+    old size > checkpoint size                   400
+    old size != latest cosigned size             409 (body: that size, text/x.tlog.size)
+    consistency proof does not verify            422
+    same size, different root                    409
+    otherwise: persist, then cosign              200
+
+Check-and-persist is atomic: one ``BEGIN IMMEDIATE`` transaction, and the
+update is ``UPDATE ... WHERE origin=? AND size=?`` (an ``INSERT`` for a first
+checkpoint), so a concurrent request that moved the state first makes this
+one a 409 instead of a rollback (the race the spec describes). The
+cosignature is made only after the commit.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from federation.core.checkpoint import parse_checkpoint_body
+from federation.trust.cosign import SIZE_CONTENT_TYPE, Cosigner
+from federation.store.db import Store, write_txn
+from federation.core.errors import InputError, MalformedError, SignatureError
+from federation.net.httpserver import read_body
+from federation.core.merkle import EMPTY_ROOT, verify_consistency
+from federation.core.note import MAX_NOTE_BYTES, open_note, parse_vkey
+
+log = logging.getLogger("federation.witness")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS witness_logs (
+    origin TEXT PRIMARY KEY,
+    vkeys TEXT NOT NULL               -- trusted log keys, one per line
+);
+CREATE TABLE IF NOT EXISTS witness_checkpoints (
+    origin TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note BLOB NOT NULL,               -- the checkpoint as submitted (log signatures)
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS witness_evidence (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    body BLOB NOT NULL,               -- the signed request that was refused: possible proof of misbehaviour
+    time INTEGER NOT NULL
+);
+"""
+
+MAX_PROOF_LINES = 63  # tlog-witness: clients MUST NOT send more
+MAX_BODY = MAX_NOTE_BYTES + (MAX_PROOF_LINES + 2) * 64
+_OLD_RE = re.compile(rb"old (0|[1-9][0-9]{0,18})")  # fullmatch; sizes fit 63 bits (checkpoint.MAX_TREE_SIZE)
+
+
+class WitnessRefusal(Exception):
+    """The witness will not cosign; ``status`` is the HTTP status the spec names."""
+
+    def __init__(self, status: int, message: str, body: str | None = None, content_type: str = "text/plain"):
+        super().__init__(message)
+        self.status = status
+        self.body = body if body is not None else message + "\n"
+        self.content_type = content_type
+
+
+def parse_request(body: bytes) -> tuple[int, list[bytes], bytes]:
+    """Split an add-checkpoint body into (old size, proof, checkpoint note). 400 on error."""
+    pos = 0
+    lines = []
+    while True:
+        end = body.find(b"\n", pos)
+        if end < 0:
+            raise WitnessRefusal(400, "request body: missing the empty line before the checkpoint")
+        line = body[pos:end]
+        pos = end + 1
+        if line == b"":
+            break
+        lines.append(line)
+        if len(lines) > MAX_PROOF_LINES + 1:
+            raise WitnessRefusal(400, f"request body: more than {MAX_PROOF_LINES} consistency proof lines")
+    if not lines:
+        raise WitnessRefusal(400, "request body: missing the old size line")
+    m = _OLD_RE.fullmatch(lines[0])
+    if not m:
+        raise WitnessRefusal(400, "request body: first line must be 'old <size>' without leading zeroes")
+    proof = []
+    for line in lines[1:]:
+        try:
+            h = base64.b64decode(line, validate=True)
+        except (binascii.Error, ValueError):
+            raise WitnessRefusal(400, "request body: consistency proof line is not base64") from None
+        if len(h) != 32:
+            raise WitnessRefusal(400, "request body: consistency proof hash is not 32 bytes")
+        proof.append(h)
+    return int(m[1]), proof, body[pos:]
+
+
+class Witness(Store):
+    """Witness state in SQLite and its cosigner key (injected)."""
+
+    SCHEMA = SCHEMA
+
+    def __init__(self, path: Path | str, cosigner: Cosigner, clock=time.time):
+        super().__init__(path)
+        self.cosigner = cosigner
+        self.clock = clock
+
+    def add_log(self, origin: str, vkeys: list[str]) -> None:
+        """Configure (or reconfigure) the log keys the witness accepts for ``origin``."""
+        if not vkeys:
+            raise InputError("at least one log vkey is needed")
+        for v in vkeys:
+            if parse_vkey(v).name != origin:
+                raise InputError(f"log key {v} is not named after the origin {origin!r}")
+        with write_txn(self.conn):
+            self.conn.execute("INSERT INTO witness_logs (origin, vkeys) VALUES (?,?) ON CONFLICT(origin) DO "
+                              "UPDATE SET vkeys=excluded.vkeys", (origin, "\n".join(vkeys)))
+
+    def latest(self, origin: str) -> tuple[int, bytes] | None:
+        row = self.conn.execute("SELECT size, root FROM witness_checkpoints WHERE origin=?", (origin,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def _evidence(self, origin: str, status: int, reason: str, body: bytes) -> None:
+        # tlog-witness: the witness MAY log a refused request with a valid
+        # signature, as it might be proof of log misbehaviour.
+        self.conn.execute("INSERT INTO witness_evidence (origin, status, reason, body, time) VALUES (?,?,?,?,?)",
+                          (origin, status, reason, body, int(self.clock())))
+
+    def add_checkpoint(self, body: bytes) -> bytes:
+        """The add-checkpoint call: request body in, cosignature lines out."""
+        old, proof, note_bytes = parse_request(body)
+        try:
+            text = note_bytes[: note_bytes.rindex(b"\n\n") + 1]
+            cp = parse_checkpoint_body(text)
+        except (ValueError, MalformedError) as e:
+            raise WitnessRefusal(400, f"checkpoint does not parse: {e}") from None
+        row = self.conn.execute("SELECT vkeys FROM witness_logs WHERE origin=?", (cp.origin,)).fetchone()
+        if row is None:
+            raise WitnessRefusal(404, f"unknown log origin {cp.origin!r}")
+        try:
+            note = open_note(note_bytes, [parse_vkey(v) for v in row[0].split("\n")])
+        except SignatureError as e:
+            raise WitnessRefusal(403, f"checkpoint for {cp.origin}: {e}") from None
+        except MalformedError as e:
+            raise WitnessRefusal(400, f"checkpoint for {cp.origin}: {e}") from None
+        if old > cp.size:
+            raise WitnessRefusal(400, f"old size {old} is larger than the checkpoint size {cp.size}")
+        evidence: list[tuple[int, str, bytes]] = []
+        try:
+            now = self._check_and_persist(cp, old, proof, body, note_bytes, evidence)
+        except WitnessRefusal:
+            # Written after the rollback, so the refusal's evidence survives it.
+            for status, reason, data in evidence:
+                self._evidence(cp.origin, status, reason, data)
+            raise
+        # Persisted before responding (spec); sign only what is now recorded.
+        return self.cosigner.cosign(note.text, now).line()
+
+    def _check_and_persist(self, cp, old: int, proof: list[bytes], body: bytes, note_bytes: bytes,
+                           evidence: list) -> int:
+        with write_txn(self.conn):
+            latest = self.latest(cp.origin)
+            size, root = latest if latest else (0, EMPTY_ROOT)
+            if old != size:
+                raise WitnessRefusal(409, f"old size {old} is not the latest cosigned size {size}",
+                                     f"{size}\n", SIZE_CONTENT_TYPE)
+            if old == 0 and proof:
+                raise WitnessRefusal(400, "the consistency proof must be empty when the old size is 0")
+            if old == cp.size:
+                if cp.root != root:
+                    evidence.append((409, "same size, different root", note_bytes))
+                    raise WitnessRefusal(409, f"checkpoint of size {cp.size} has a different root from the one "
+                                              "cosigned before (split view)", f"{size}\n", SIZE_CONTENT_TYPE)
+            elif old and not verify_consistency(old, cp.size, root, cp.root, proof):
+                evidence.append((422, f"no consistency proof from {old}", body))
+                raise WitnessRefusal(422, f"consistency proof from size {old} to {cp.size} does not verify")
+            now = int(self.clock())
+            if latest is None:
+                try:
+                    self.conn.execute("INSERT INTO witness_checkpoints (origin, size, root, note, updated) "
+                                      "VALUES (?,?,?,?,?)", (cp.origin, cp.size, cp.root, note_bytes, now))
+                except sqlite3.IntegrityError:
+                    raise WitnessRefusal(409, "a concurrent request cosigned first") from None
+            else:
+                cur = self.conn.execute("UPDATE witness_checkpoints SET size=?, root=?, note=?, updated=? "
+                                        "WHERE origin=? AND size=?", (cp.size, cp.root, note_bytes, now,
+                                                                      cp.origin, old))
+                if cur.rowcount != 1:
+                    raise WitnessRefusal(409, "a concurrent request cosigned first")
+        return now
+
+
+WITNESS = web.AppKey("witness", Witness)
+
+
+def install_witness(witness: Witness, prefix: str = "/witness"):
+    """Server extension: ``POST <prefix>/add-checkpoint``."""
+
+    async def add_checkpoint(request: web.Request) -> web.Response:
+        body = await read_body(request, MAX_BODY)  # 413 over the limit, 408 if trickled
+        try:
+            # The SQLite transaction is short and local; keeping it on the loop
+            # serialises requests per witness, which the atomic check needs anyway.
+            lines = request.app[WITNESS].add_checkpoint(body)
+        except WitnessRefusal as e:
+            # One place maps refusals to responses.
+            log.info("add-checkpoint refused (%d): %s", e.status, e)
+            return web.Response(status=e.status, body=e.body.encode(), content_type=e.content_type)
+        return web.Response(body=lines, content_type="text/plain", charset="utf-8")
+
+    def install(app: web.Application) -> None:
+        app[WITNESS] = witness
+        app.router.add_post(prefix.rstrip("/") + "/add-checkpoint", add_checkpoint)
+
+    return install
