@@ -218,8 +218,8 @@ async def test_cli_issues_a_platform_token_that_works(secured):
 async def test_threatexchange_adapter_uses_a_platform_token_from_the_environment(secured, monkeypatch):
     from threatexchange.signal_type.pdq.signal import PdqSignal
 
-    from federation.platform.threatexchange import (FederationCollabConfig, FederationError,
-                                                   FederationSignalExchangeAPI)
+    from federation.core.errors import FederationError
+    from federation.platform.threatexchange import FederationCollabConfig, FederationSignalExchangeAPI
     secured.pub.publish("tid", [pdq_add(SHARED_PDQ, "tid-9")], secured.signers["tid"])
     await secured.sync("tid")
     _, token = secured.tokens.issue("hma", "platform", ["tid"])

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from federation.store.db import Store, write_txn
-from federation.core.errors import InputError
+from federation.core.errors import AuthError, ForbiddenError, InputError, RateLimitedError
 from federation.core.names import check_feed_name
 
 SCHEMA = """
@@ -219,8 +219,7 @@ CALLER = web.RequestKey("caller", object) if hasattr(web, "RequestKey") else "fe
 _FEED_PATH = re.compile(r"/feeds/([^/]+)(/.*)?", re.S)  # fullmatch
 
 
-def _unauthorized(text: str = "a valid bearer token is required\n") -> web.HTTPUnauthorized:
-    return web.HTTPUnauthorized(text=text, headers={"WWW-Authenticate": 'Bearer realm="federation"'})
+REALM = "federation"  # of the 401s' WWW-Authenticate: Bearer challenge
 
 
 class AccessControl:
@@ -269,14 +268,13 @@ class AccessControl:
     def _limit(self, key: str, rate: float, burst: int) -> None:
         wait = self.limiter.allow(key, rate, burst)
         if wait > 0:
-            raise web.HTTPTooManyRequests(text="rate limit exceeded\n",
-                                          headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            raise RateLimitedError("rate limit exceeded", retry_after=max(1, int(wait + 0.999)))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
         token, presented = self.caller(request)
         if presented and token is None:
-            raise _unauthorized("invalid or revoked token\n")
+            raise AuthError("invalid or revoked token", REALM)
         if token is not None:
             self._limit("token:" + token.id, token.rate, token.burst)
         else:
@@ -289,14 +287,14 @@ class AccessControl:
         publishing = request.method == "POST"
         if publishing:
             if token is None:
-                raise _unauthorized()
+                raise AuthError("a valid bearer token is required", REALM)
             if not token.can_publish(feed):
-                raise web.HTTPForbidden(text="this token may not publish here\n")
+                raise ForbiddenError("this token may not publish here")
         elif not self.is_public(feed):
             if token is None:
-                raise _unauthorized()
+                raise AuthError("a valid bearer token is required", REALM)
             if not token.can_read(feed):
-                raise web.HTTPForbidden(text="this token may not read here\n")
+                raise ForbiddenError("this token may not read here")
         resp = await handler(request)
         if token is not None and m[2] == "/checkpoint" and resp.status == 200 and resp.body is not None:
             self._record_fetch(feed, token, bytes(resp.body))
@@ -306,7 +304,7 @@ class AccessControl:
         from federation.net.push import checkpoint_size
         try:
             size = checkpoint_size(body)
-        except Exception:
+        except Exception:  # noqa: BLE001 -- auditing is best effort: an unparsable body is answered anyway
             return
         key = (token.id, feed)
         if self._fetched.get(key) != size:  # one row per member, feed and version

@@ -14,7 +14,8 @@ through ``start``), which adds what aiohttp does not do by itself:
 * **Body deadline.** Handlers read bodies with ``read_body``: at most
   ``limit`` bytes, within ``body_timeout`` plus the time the body takes at
   ``body_min_rate`` bytes a second; past it, ``408`` -- and the connection
-  is closed after at most ``linger`` seconds more of draining.
+  is closed after at most ``linger`` seconds more of draining (``net.errors``
+  answers these, as every error of ours, in the route's format).
 * **Quiet refusals.** A request line or header over aiohttp's limits (8190
   bytes each), or a request that does not parse, is answered ``400`` and
   logged as *one* line naming the peer and the kind of problem: no
@@ -25,7 +26,6 @@ through ``start``), which adds what aiohttp does not do by itself:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from contextlib import suppress
@@ -34,6 +34,8 @@ from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from federation.core.errors import RequestTimeoutError, TooLargeError
 
 log = logging.getLogger("federation.http")
 
@@ -67,35 +69,16 @@ LIMITS = web.AppKey("http_limits", Limits)
 
 # ---- request bodies ------------------------------------------------------------------
 
-def text_error(status: int, message: str) -> web.HTTPException:
-    """A plain-text error answer (``read_body``'s default)."""
-    return _exception(status, text=message + "\n")
-
-
-def json_error(status: int, message: str) -> web.HTTPException:
-    """An error answer in the platform API's JSON shape ``{"error", "kind"}``."""
-    return _exception(status, text=json.dumps({"error": message, "kind": "input"}), content_type="application/json")
-
-
-def _exception(status: int, **kw) -> web.HTTPException:
-    if status == 413:
-        e = web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, **kw)
-    else:
-        e = web.HTTPRequestTimeout(**kw)
-    # The rest of the body is not read: close, rather than linger over it.
-    e.force_close()
-    return e
-
-
-async def read_body(request: web.Request, limit: int,
-                    errors: Callable[[int, str], web.HTTPException] = text_error) -> bytes:
-    """The whole request body: at most ``limit`` bytes (else 413), read
-    within the app's body deadline (else 408). The deadline scales with the
-    size announced (or ``limit``), so a large honest upload has time and a
-    trickled one does not hold the handler."""
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body: at most ``limit`` bytes (else ``TooLargeError``,
+    413), read within the app's body deadline (else ``RequestTimeoutError``,
+    408); ``net.errors`` answers both in the route's format and closes the
+    connection. The deadline scales with the size announced (or ``limit``),
+    so a large honest upload has time and a trickled one does not hold the
+    handler."""
     announced = request.content_length
     if announced is not None and announced > limit:
-        raise errors(413, f"body of {announced} bytes is over the {limit}-byte limit")
+        raise TooLargeError(f"body of {announced} bytes is over the {limit}-byte limit")
     limits = request.app.get(LIMITS, DEFAULT_LIMITS)
     deadline = limits.body_timeout + min(limit, announced if announced is not None else limit) / limits.body_min_rate
     body = bytearray()
@@ -104,10 +87,10 @@ async def read_body(request: web.Request, limit: int,
             async for chunk in request.content.iter_chunked(65536):
                 body += chunk
                 if len(body) > limit:
-                    raise errors(413, f"body is over the {limit}-byte limit")
+                    raise TooLargeError(f"body is over the {limit}-byte limit")
     except TimeoutError:
         log.info("request body from %s not complete within %.0f s: 408", request.remote, deadline)
-        raise errors(408, f"request body not complete within {deadline:.0f} s") from None
+        raise RequestTimeoutError(f"request body not complete within {deadline:.0f} s") from None
     return bytes(body)
 
 

@@ -16,7 +16,8 @@ scoped to the feed); here the request is size-limited, parsed and
 published. Status codes: 201 published, 200 replayed, 400 malformed request,
 404 not a feed this node signs, 409 batch id reused, 413 too large, 415
 unknown content type, 422 batch refused (bad line, empty, unknown
-withdrawal), 503 storage busy.
+withdrawal), 503 storage busy; each refusal is raised as one of our errors
+and answered as text by ``net.errors``.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from pathlib import Path
 from aiohttp import web
 
 from federation.core.batch import read_batch
-from federation.core.errors import FederationError, InputError, StorageError
+from federation.core.errors import (ConflictError, FederationError, InputError, NotFoundError, RefusedError,
+                                    StorageError, UnsupportedError)
 from federation.net.httpserver import read_body
 from federation.core.note import Signer
 from federation.net.push import checkpoint_size
@@ -92,18 +94,18 @@ class PublishAPI:
         from federation.net.auth import CALLER
         name, batch_id = request.match_info["name"], request.match_info["batch_id"]
         if not BATCH_ID_RE.fullmatch(batch_id):
-            raise web.HTTPBadRequest(text="batch id must match [A-Za-z0-9._:-]{1,128}\n")
+            raise InputError("batch id must match [A-Za-z0-9._:-]{1,128}")
         signer = self.signers.get(name)
         if signer is None:
-            raise web.HTTPNotFound(text="this node does not publish that feed\n")
+            raise NotFoundError("this node does not publish that feed")
         fmt = FORMATS.get(request.content_type)
         if fmt is None:
-            raise web.HTTPUnsupportedMediaType(text="send application/x-ndjson or text/csv\n")
+            raise UnsupportedError("send application/x-ndjson or text/csv")
         body = await read_body(request, self.max_bytes)  # 413 over the limit, 408 if trickled
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
-            raise web.HTTPBadRequest(text="batch is not UTF-8\n") from None
+            raise InputError("batch is not UTF-8") from None
         digest = hashlib.sha256(body).digest()
         token = request.get(CALLER)
         async with self.lock:
@@ -113,7 +115,7 @@ class PublishAPI:
             try:
                 ops = list(read_batch(io.StringIO(text, newline=""), fmt))
             except InputError as e:
-                raise web.HTTPUnprocessableEntity(text=f"batch refused: {e}\n") from None
+                raise RefusedError(f"batch refused: {e}") from None
 
             def record(conn: sqlite3.Connection, version: int, size: int) -> None:
                 conn.execute("INSERT INTO api_batches VALUES (?,?,?,?,?,?,?)",
@@ -122,9 +124,9 @@ class PublishAPI:
             try:
                 r = await asyncio.to_thread(self.publisher.publish, name, ops, signer, in_txn=record)
             except InputError as e:
-                raise web.HTTPUnprocessableEntity(text=f"batch refused: {e}\n") from None
+                raise RefusedError(f"batch refused: {e}") from None
             except (StorageError, sqlite3.OperationalError) as e:  # e.g. "database is locked"
-                raise web.HTTPServiceUnavailable(text=f"try again: {e}\n") from None
+                raise StorageError(f"try again: {e}") from None
             served = True
             if r.pending:
                 # Cosigning configured: serve the version only with its cosignatures
@@ -149,7 +151,7 @@ class PublishAPI:
 
     def _replay(self, name: str, batch_id: str, digest: bytes, prev) -> web.Response:
         if prev[0] != digest:
-            raise web.HTTPConflict(text=f"batch id {batch_id} was already used for a different batch\n")
+            raise ConflictError(f"batch id {batch_id} was already used for a different batch")
         # ``served`` as the first answer meant it, but as of now: a version
         # held for cosignatures may have been served since.
         served = checkpoint_size(self.publisher.feed(name).checkpoint) >= prev[2]

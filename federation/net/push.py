@@ -176,9 +176,9 @@ def _number(request: web.Request, key: str, kind, low, high):
     try:
         value = kind(text)
     except ValueError:
-        raise web.HTTPBadRequest(text=f"{key} must be a number\n") from None
+        raise InputError(f"{key} must be a number") from None
     if not low <= value <= high:
-        raise web.HTTPBadRequest(text=f"{key} must be between {low} and {high}\n")
+        raise InputError(f"{key} must be between {low} and {high}")
     return value
 
 
@@ -191,7 +191,7 @@ async def longpoll_middleware(request: web.Request, handler):
     wait = _number(request, "wait", float, 0.0, 3600.0)
     after = _number(request, "after", int, 0, 1 << 63)
     if wait != wait:  # NaN
-        raise web.HTTPBadRequest(text="wait must be a number\n")
+        raise InputError("wait must be a number")
     watch = request.app.get(WATCH)
     if watch is not None and after is not None:
         await watch.wait_newer(request.match_info["name"], after, min(wait, MAX_WAIT))

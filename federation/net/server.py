@@ -25,8 +25,9 @@ from aiohttp import web
 from federation.core.checkpoint import parse_checkpoint_body
 from federation.store.db import connect
 from federation.core.note import parse_note
-from federation.core.errors import MalformedError
+from federation.core.errors import MalformedError, NotFoundError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path
+from federation.net import errors
 
 CHECKPOINT_CACHE = "public, max-age=2"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
@@ -128,7 +129,7 @@ async def list_feeds(request: web.Request) -> web.Response:
 async def get_checkpoint(request: web.Request) -> web.Response:
     data = _find(request.app, request.match_info["name"], "checkpoint")
     if data is None:
-        raise web.HTTPNotFound(text="no such feed\n")
+        raise NotFoundError("no such feed")
     return web.Response(body=data, content_type="text/plain", charset="utf-8",
                         headers={"Cache-Control": CHECKPOINT_CACHE})
 
@@ -138,14 +139,14 @@ async def get_tile(request: web.Request) -> web.Response:
     try:
         level, index, width = parse_tile_path("tile/" + request.match_info["path"])
     except MalformedError:
-        raise web.HTTPNotFound(text="not a tile path\n") from None
+        raise NotFoundError("not a tile path") from None
     cache = request.app[TILE_CACHE]
     key = (name, level, index, width)
     data = cache.get(key)
     if data is None:
         data = _find(request.app, name, "tile", level, index, width)
         if data is None:
-            raise web.HTTPNotFound(text="no such tile\n")
+            raise NotFoundError("no such tile")
         # Only full hash tiles: entry bundles can be deleted (pruning, a relay's
         # re-bootstrap), and a cached copy would outlive that.
         if width == TILE_WIDTH and level != ENTRIES:
@@ -169,8 +170,12 @@ def create_app(sources: list[FeedSource], extensions: list | None = None,
     ``extensions`` are callables ``install(app)`` that add routes, app keys
     or cleanup contexts of other parts of the node (lookup API, witness,
     publishing API, ...), each from its own module.
+
+    ``errors.middleware`` comes first, so it answers every error of ours
+    that a handler or any of ``middlewares`` raises (``net.errors``).
     """
-    app = web.Application(client_max_size=64 * 1024, middlewares=middlewares or [])
+    app = web.Application(client_max_size=64 * 1024, middlewares=[errors.middleware, *(middlewares or [])])
+    app[errors.ERROR_FORMATS] = errors.ErrorFormats()
     app[SOURCES] = sources
     app[TILE_CACHE] = OrderedDict()
     app.router.add_get("/healthz", healthz)

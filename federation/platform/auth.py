@@ -30,21 +30,23 @@ Invariants, with auth on:
   skip nor replay another feed's consumer. Its pages are the consumer's
   feeds' changes.
 
-Errors are JSON ``{"error": TEXT, "kind": "auth"}`` like the platform API's
-other errors.
+Refusals are ``AuthError``s (``ForbiddenError``, ``RateLimitedError``),
+answered by ``net.errors`` as JSON ``{"error": TEXT, "kind": "auth"}`` like
+the platform API's other errors (``PlatformNode`` sets the app's access
+format to JSON).
 """
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
+from federation.core.errors import AuthError, ForbiddenError, RateLimitedError
 from federation.net.auth import RateLimiter, Token, TokenStore
 
 # Request key: the caller's feed scope, a frozenset of names, or None for every feed.
 SCOPE = web.RequestKey("platform_scope", object) if hasattr(web, "RequestKey") else "federation.platform_scope"
 ROLE = "platform"
 OPEN_ROUTES = {("GET", "/healthz")}
+REALM = "federation-platform"  # of the 401s' WWW-Authenticate: Bearer challenge
 NODE_WIDE = {"/feeds", "/webhooks", "/metrics"}  # canonical routes that show every feed
 
 
@@ -61,19 +63,6 @@ def covers(caller: frozenset[str] | None, owner: frozenset[str] | None) -> bool:
     return owner is not None and owner <= caller
 
 
-def forbidden(message: str) -> web.HTTPException:
-    """403 in the platform API's auth error format."""
-    return _error(web.HTTPForbidden, message)
-
-
-def _error(cls, message: str, **kw) -> web.HTTPException:
-    return cls(text=json.dumps({"error": message, "kind": "auth"}), content_type="application/json", **kw)
-
-
-def _unauthorized(message: str) -> web.HTTPException:
-    return _error(web.HTTPUnauthorized, message, headers={"WWW-Authenticate": 'Bearer realm="federation-platform"'})
-
-
 class PlatformAuth:
     """The middleware; ``store`` is read on every request, so a token issued or
     revoked by another process takes effect at once."""
@@ -85,11 +74,11 @@ class PlatformAuth:
     def caller(self, request: web.Request) -> Token:
         header = request.headers.get("Authorization")
         if header is None:
-            raise _unauthorized("a platform bearer token is required")
+            raise AuthError("a platform bearer token is required", REALM)
         scheme, _, value = header.partition(" ")
         token = self.store.authenticate(value.strip()) if scheme.lower() == "bearer" else None
         if token is None:
-            raise _unauthorized("invalid or revoked token")
+            raise AuthError("invalid or revoked token", REALM)
         return token
 
     @web.middleware
@@ -100,20 +89,19 @@ class PlatformAuth:
             return await handler(request)
         token = self.caller(request)
         if token.role != ROLE:
-            raise _error(web.HTTPForbidden, f"a {token.role} token cannot use the platform API; "
-                                            "issue one with 'federation platform token issue'")
+            raise ForbiddenError(f"a {token.role} token cannot use the platform API; "
+                                 "issue one with 'federation platform token issue'")
         wait = self.limiter.allow("token:" + token.id, token.rate, token.burst)
         if wait > 0:
-            raise _error(web.HTTPTooManyRequests, "rate limit exceeded",
-                         headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+            raise RateLimitedError("rate limit exceeded", retry_after=max(1, int(wait + 0.999)))
         everything = "*" in token.feeds
         if route in NODE_WIDE and not everything:
-            raise _error(web.HTTPForbidden, f"{route} shows every feed: it needs a token scoped to '*'")
+            raise ForbiddenError(f"{route} shows every feed: it needs a token scoped to '*'")
         named = [request.query["feed"]] if "feed" in request.query else []
         if "name" in request.match_info and request.path.startswith("/feeds/"):
             named.append(request.match_info["name"])
         for feed in named:
             if not token.can_query(feed):
-                raise _error(web.HTTPForbidden, f"this token is not scoped to feed {feed!r}")
+                raise ForbiddenError(f"this token is not scoped to feed {feed!r}")
         request[SCOPE] = None if everything else frozenset(token.feeds)
         return await handler(request)

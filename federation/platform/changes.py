@@ -51,9 +51,10 @@ from aiohttp import web
 from federation.store.activeset import split_labels
 from federation.core.bounded import json_loads, parse_uint
 from federation.store.db import connect, write_txn
-from federation.net.httpserver import json_error, read_body
-from federation.core.errors import InputError
-from federation.platform.auth import covers, forbidden, scope_of
+from federation.net.errors import answer_json
+from federation.net.httpserver import read_body
+from federation.core.errors import ForbiddenError, InputError
+from federation.platform.auth import covers, scope_of
 
 log = logging.getLogger("federation.changes")
 
@@ -451,10 +452,6 @@ async def read_prefix(stream: aiohttp.StreamReader, limit: int) -> bytes:
 STREAM = web.AppKey("platform_stream", dict)
 
 
-def _error(e: InputError) -> web.Response:
-    return web.json_response({"error": str(e), "kind": e.kind}, status=400)
-
-
 def _int_param(request: web.Request, name: str, default: int) -> int:
     """A decimal query parameter in 0..2**63-1 (SQLite's range): a 5000-digit
     or 23-digit cursor is a 400 naming it, not an OverflowError."""
@@ -466,12 +463,9 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 
 async def get_changes(request: web.Request) -> web.Response:
     st = request.app[STREAM]
-    try:
-        after = _int_param(request, "after", 0)
-        limit = _int_param(request, "limit", 100)
-        rows = read_changes(st["mirror"], after, limit, request.query.get("feed"), feeds=scope_of(request))
-    except InputError as e:
-        return _error(e)
+    after = _int_param(request, "after", 0)
+    limit = _int_param(request, "limit", 100)
+    rows = read_changes(st["mirror"], after, limit, request.query.get("feed"), feeds=scope_of(request))
     return web.json_response({"changes": rows, "next": rows[-1]["seq"] if rows else after,
                               "head": head(st["mirror"])})
 
@@ -483,35 +477,30 @@ def _consumer_scope(request: web.Request) -> frozenset[str] | None:
     name = request.match_info["name"]
     scope = request.app[STREAM]["store"].claim(name, scope_of(request))
     if not covers(scope_of(request), scope):
-        raise forbidden(f"consumer {name!r} belongs to a token scoped to "
-                        f"{'every feed' if scope is None else ', '.join(sorted(scope))}; this token does not cover it")
+        raise ForbiddenError(f"consumer {name!r} belongs to a token scoped to "
+                             f"{'every feed' if scope is None else ', '.join(sorted(scope))}; "
+                             "this token does not cover it")
     return scope
 
 
 async def get_consumer_changes(request: web.Request) -> web.Response:
     st = request.app[STREAM]
-    try:
-        scope = _consumer_scope(request)
-        cursor = st["store"].cursor(request.match_info["name"])
-        limit = _int_param(request, "limit", 100)
-        rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope)
-    except InputError as e:
-        return _error(e)
+    scope = _consumer_scope(request)
+    cursor = st["store"].cursor(request.match_info["name"])
+    limit = _int_param(request, "limit", 100)
+    rows = read_changes(st["mirror"], cursor, limit, request.query.get("feed"), feeds=scope)
     return web.json_response({"consumer": request.match_info["name"], "cursor": cursor, "changes": rows,
                               "next": rows[-1]["seq"] if rows else cursor, "head": head(st["mirror"])})
 
 
 async def post_consumer_ack(request: web.Request) -> web.Response:
     st = request.app[STREAM]
-    try:
-        raw = await read_body(request, MAX_ACK_BYTES, json_error)
-        body = json_loads(raw, 'body must be JSON {"cursor": SEQ}', max_bytes=MAX_ACK_BYTES, error=InputError)
-        if not isinstance(body, dict) or "cursor" not in body:
-            raise InputError('body must be JSON: {"cursor": SEQ}')
-        _consumer_scope(request)
-        cursor = st["store"].ack(request.match_info["name"], body["cursor"], head(st["mirror"]))
-    except InputError as e:
-        return _error(e)
+    raw = await read_body(request, MAX_ACK_BYTES)
+    body = json_loads(raw, 'body must be JSON {"cursor": SEQ}', max_bytes=MAX_ACK_BYTES, error=InputError)
+    if not isinstance(body, dict) or "cursor" not in body:
+        raise InputError('body must be JSON: {"cursor": SEQ}')
+    _consumer_scope(request)
+    cursor = st["store"].ack(request.match_info["name"], body["cursor"], head(st["mirror"]))
     return web.json_response({"consumer": request.match_info["name"], "cursor": cursor})
 
 
@@ -531,6 +520,7 @@ def changes_extension(mirror_path: Path | str, platform_path: Path | str, delive
         app.router.add_get("/consumers/{name}/changes", get_consumer_changes)
         app.router.add_post("/consumers/{name}/ack", post_consumer_ack)
         app.router.add_get("/webhooks", get_webhooks)
+        answer_json(app, "/changes", "/consumers/{name}/changes", "/consumers/{name}/ack", "/webhooks")
 
         async def lifecycle(app: web.Application):
             task = asyncio.create_task(deliverer.run()) if deliver else None

@@ -41,8 +41,9 @@ from federation.store.activeset import split_labels
 from federation.core.batch import parse_hash
 from federation.core.bounded import json_loads, parse_uint
 from federation.store.db import connect
-from federation.core.errors import FederationError, InputError, UnavailableError
-from federation.net.httpserver import json_error, read_body
+from federation.core.errors import InputError
+from federation.net.errors import answer_json
+from federation.net.httpserver import read_body
 from federation.store.mirror import read_follows
 from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
 from federation.platform.auth import scope_of
@@ -146,13 +147,6 @@ class Lookup:
 LOOKUP = web.AppKey("platform_lookup", Lookup)
 
 
-def error_response(e: FederationError, status: int = 400) -> web.Response:
-    body = {"error": str(e), "kind": e.kind}
-    if isinstance(e, UnavailableError):
-        body["feeds"] = [b.to_json() for b in e.problems]
-    return web.json_response(body, status=status)
-
-
 def _flag(request: web.Request, key: str) -> bool:
     value = request.query.get(key, "false").lower()
     if value not in ("true", "1", "yes", "false", "0", "no"):
@@ -173,15 +167,10 @@ def _basis(request: web.Request) -> list[Basis]:
 async def get_lookup(request: web.Request) -> web.Response:
     lk = request.app[LOOKUP]
     obj: dict = {"type": request.match_info["type"], "hash": request.match_info["hash"]}
-    try:
-        if "threshold" in request.query:
-            obj["threshold"] = parse_uint(request.query["threshold"], "threshold")
-        q = parse_query(obj, lk.default_threshold)
-        bases = _basis(request)
-    except InputError as e:
-        return error_response(e)
-    except UnavailableError as e:
-        return error_response(e, 503)
+    if "threshold" in request.query:
+        obj["threshold"] = parse_uint(request.query["threshold"], "threshold")
+    q = parse_query(obj, lk.default_threshold)
+    bases = _basis(request)  # UnavailableError (503) unless every feed in the way is ready
     item = lk.answer([q], frozenset(b.feed for b in bases))[0]
     return web.json_response({**item, "based_on": [b.to_json() for b in bases]})
 
@@ -190,26 +179,21 @@ async def post_lookup(request: web.Request) -> web.Response:
     lk = request.app[LOOKUP]
     # Read the body ourselves: a full batch of PhotoDNA queries exceeds the
     # server's 64 KiB client_max_size, which is right for every other route.
-    raw = await read_body(request, MAX_BODY, json_error)  # 413 over the limit, 408 if trickled
-    try:
-        # Bounded before parsing: deep nesting, 5000-digit numbers and 1e400
-        # are a 400 naming the problem, not a RecursionError/ValueError (500).
-        body = json_loads(raw, 'body must be JSON {"queries": [...]}', max_bytes=MAX_BODY, error=InputError)
-        if not isinstance(body, dict) or not isinstance(body.get("queries"), list):
-            raise InputError("body must be a JSON object with a 'queries' list")
-        if len(body["queries"]) > MAX_BATCH:
-            raise InputError(f"at most {MAX_BATCH} queries per request")
-        queries = []
-        for i, obj in enumerate(body["queries"]):
-            try:
-                queries.append(parse_query(obj, lk.default_threshold))
-            except InputError as e:
-                raise InputError(f"query {i}: {e}") from None
-        bases = _basis(request)
-    except InputError as e:
-        return error_response(e)
-    except UnavailableError as e:
-        return error_response(e, 503)
+    raw = await read_body(request, MAX_BODY)  # 413 over the limit, 408 if trickled
+    # Bounded before parsing: deep nesting, 5000-digit numbers and 1e400
+    # are a 400 naming the problem, not a RecursionError/ValueError (500).
+    body = json_loads(raw, 'body must be JSON {"queries": [...]}', max_bytes=MAX_BODY, error=InputError)
+    if not isinstance(body, dict) or not isinstance(body.get("queries"), list):
+        raise InputError("body must be a JSON object with a 'queries' list")
+    if len(body["queries"]) > MAX_BATCH:
+        raise InputError(f"at most {MAX_BATCH} queries per request")
+    queries = []
+    for i, obj in enumerate(body["queries"]):
+        try:
+            queries.append(parse_query(obj, lk.default_threshold))
+        except InputError as e:
+            raise InputError(f"query {i}: {e}") from None
+    bases = _basis(request)  # UnavailableError (503) unless every feed in the way is ready
     results = lk.answer(queries, frozenset(b.feed for b in bases))
     return web.json_response({"results": results, "based_on": [b.to_json() for b in bases]})
 
@@ -220,6 +204,7 @@ def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_T
         app[LOOKUP] = Lookup(mirror_path, default_threshold)
         app.router.add_get("/lookup/{type}/{hash}", get_lookup)
         app.router.add_post("/lookup", post_lookup)
+        answer_json(app, "/lookup/{type}/{hash}", "/lookup")
 
         async def close(app: web.Application):
             yield

@@ -125,6 +125,9 @@ class Metrics:
         except web.HTTPException as e:
             self.requests.labels(method, route, str(e.status)).inc()
             raise
+        except FederationError as e:  # answered outside, by net.errors, with this status
+            self.requests.labels(method, route, str(e.http_status)).inc()
+            raise
         except Exception:
             self.requests.labels(method, route, "500").inc()
             raise

@@ -31,6 +31,7 @@ from federation.platform.metrics import Metrics
 from federation.store.mirror import Mirror
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
 from federation.platform.auth import PlatformAuth
+from federation.net.errors import ERROR_FORMATS, JSON
 from federation.net.server import create_app
 from federation.sync.orchestrator import sync_once
 
@@ -52,6 +53,9 @@ class PlatformNode:
             self.metrics.extension(self.mirror_path, self.platform_path),
         ])
         self.app[STREAM]["deliverer"].on_attempt = self.metrics.record_webhook
+        # The platform API's refusals (401/403/429) are JSON on every path,
+        # its read-side routes included (docs/openapi.yaml).
+        self.app[ERROR_FORMATS].access = JSON
         self.auth: PlatformAuth | None = None
         if auth_db is not None:
             from federation.net.auth import TokenStore

@@ -30,6 +30,7 @@ stock signal type and are skipped.
 """
 # No "from __future__ import annotations": threatexchange reads dataclass field types at run time.
 
+import http.client
 import json
 import os
 import typing as t
@@ -43,6 +44,8 @@ from threatexchange.exchanges.collab_config import CollaborationConfigWithDefaul
 from threatexchange.exchanges.signal_exchange_api import SignalExchangeAPIWithSimpleUpdates
 from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
 from threatexchange.signal_type.signal_base import SignalType
+
+from federation.core.errors import InputError, MalformedError, TransportError
 
 # federation hash type -> threatexchange SignalType.get_name()
 SIGNAL_NAMES = {"pdq": "pdq", "md5": "video_md5"}
@@ -90,10 +93,6 @@ class FederationSignalMetadata(state.FetchedSignalMetadata):
         return f"{super().__str__()} cases={cases}"
 
 
-class FederationError(Exception):
-    """The platform node could not be read (transport or bad response)."""
-
-
 def _http(url: str, body: dict | None = None, token: str | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "federation-threatexchange"}
@@ -102,9 +101,13 @@ def _http(url: str, body: dict | None = None, token: str | None = None) -> dict:
     req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-            return json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise FederationError(f"{url}: {e}") from e
+            raw = resp.read()
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:  # HTTPError is a URLError
+        raise TransportError(f"{url}: {e}") from e
+    try:
+        return json.loads(raw)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise MalformedError(f"{url}: answer is not JSON: {e}") from e
 
 
 def page_updates(changes: list[dict], current: dict[tuple[str, str], list[dict]], feed: str | None,
@@ -153,7 +156,7 @@ class FederationSignalExchangeAPI(
             return None
         token = os.environ.get(self.collab.token_env)
         if not token:
-            raise FederationError(f"environment variable {self.collab.token_env} (token_env) is not set")
+            raise InputError(f"environment variable {self.collab.token_env} (token_env) is not set")
         return token
 
     @classmethod

@@ -49,7 +49,7 @@ from aiohttp import web
 
 from federation.core.bounded import check_int, json_loads
 from federation.store.db import connect, write_txn
-from federation.core.errors import InputError, MalformedError, StorageError
+from federation.core.errors import GoneError, InputError, MalformedError, NotFoundError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH
 
 log = logging.getLogger("federation.snapshot")
@@ -556,7 +556,7 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
     async def index(request: web.Request) -> web.Response:
         src, fid = find(request.app, request.match_info["name"])
         if src is None:
-            raise web.HTTPNotFound(text="no such feed\n")
+            raise NotFoundError("no such feed")
         body = encode_index(list_snapshots(src.conn, fid), src.minimum(fid))
         return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "public, max-age=2"})
 
@@ -564,10 +564,10 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
         sha = request.match_info["sha"]
         src, fid = find(request.app, request.match_info["name"])
         if src is None or not sha_re.fullmatch(sha) or not any(r.sha256 == sha for r in list_snapshots(src.conn, fid)):
-            raise web.HTTPNotFound(text="no such snapshot\n")
+            raise NotFoundError("no such snapshot")
         path = src.files / str(fid) / f"{sha}.snap"
         if not path.exists():
-            raise web.HTTPNotFound(text="no such snapshot\n")
+            raise NotFoundError("no such snapshot")
         return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable",
                                                "Content-Type": "application/octet-stream"})
 
@@ -582,8 +582,8 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
                 return await handler(request)
             src, fid = find(request.app, name)
             if src is not None and idx * TILE_WIDTH + width <= src.minimum(fid):
-                raise web.HTTPGone(text="entry bundle pruned: below the feed's minimum index; "
-                                        "bootstrap from a snapshot (see snapshot/index)\n")
+                raise GoneError("entry bundle pruned: below the feed's minimum index; "
+                                "bootstrap from a snapshot (see snapshot/index)")
         return await handler(request)
 
     def install(app: web.Application) -> None:

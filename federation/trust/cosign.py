@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.core.bounded import parse_uint
 from federation.store.db import write_txn
-from federation.core.errors import (FederationError, InputError, MalformedError, SignatureError, StorageError,
-                     TransportError)
+from federation.core.errors import (SIZE_CONTENT_TYPE, FederationError, InputError, MalformedError, SignatureError,
+                                    StorageError, TransportError, WitnessConflict)
 from federation.core.merkle import consistency_proof
 from federation.core.note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
                    cosigned_message, format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
@@ -50,7 +50,6 @@ from federation.core.trustfile import MAX_CLOCK_SKEW, TrustFile, check_cosignatu
 
 log = logging.getLogger("federation.cosign")
 
-SIZE_CONTENT_TYPE = "text/x.tlog.size"
 MAX_RESPONSE = 16 * 1024
 
 
@@ -75,7 +74,7 @@ class Cosigner:
         """Cosign a checkpoint note text (with its final newline, no signatures)."""
         t = int(time.time()) if timestamp is None else timestamp
         if not 0 <= t <= MAX_COSIGNATURE_TIME:
-            raise ValueError(f"cosignature timestamp {t} out of range")
+            raise InputError(f"cosignature timestamp {t} out of range")
         sig = t.to_bytes(8, "big") + self._key.sign(cosigned_message(text, t))
         return NoteSignature(self.name, self.verifier.key_id, sig)
 
@@ -116,14 +115,6 @@ def _witness_size(text: str) -> int | None:
         return None
 
 
-class WitnessConflict(Exception):
-    """409 from a witness: it last cosigned ``size`` (None when it did not say)."""
-
-    def __init__(self, size: int | None, text: str):
-        super().__init__(text)
-        self.size = size
-
-
 @dataclass
 class WitnessClient:
     """One witness: its submission prefix and the cosigner key we trust it with."""
@@ -143,7 +134,7 @@ class WitnessClient:
                     size = None
                     if resp.content_type == SIZE_CONTENT_TYPE and text.endswith("\n"):
                         size = _witness_size(text[:-1])
-                    raise WitnessConflict(size, text.strip())
+                    raise WitnessConflict(text.strip(), size)  # 409: it last cosigned ``size``
                 if resp.status != 200:
                     raise TransportError(f"POST {url}: HTTP {resp.status}: {text.strip()[:200]}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:

@@ -29,8 +29,8 @@ from aiohttp import web
 
 from federation.core.checkpoint import SignedCheckpoint
 from federation.store.db import connect, create_tables, write_txn
-from federation.core.errors import FederationError, ForkError, InputError, MalformedError, RollbackError, SignatureError, \
-    StorageError
+from federation.core.errors import FederationError, ForkError, InputError, MalformedError, NotFoundError, RollbackError, \
+    SignatureError, StorageError
 from federation.core.names import check_feed_name
 from federation.core.trustfile import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, quorum_cosignatures, \
     parse_trust_unverified, verified_signers
@@ -310,10 +310,10 @@ def install_trust_routes(db_paths: list[Path | str], served: list[list[str] | No
         async def get_trust(request: web.Request) -> web.Response:
             which = request.match_info["which"]
             if which != "latest" and not (which.isdigit() and len(which) < 12 and which[0] != "0"):
-                raise web.HTTPNotFound(text="not a trust version\n")
+                raise NotFoundError("not a trust version")
             data = lookup(request.match_info["name"], which)
             if data is None:
-                raise web.HTTPNotFound(text="no such trust file\n")
+                raise NotFoundError("no such trust file")
             # A numbered version never changes; "latest" does.
             cache = "public, max-age=2" if which == "latest" else "public, max-age=31536000, immutable"
             return web.Response(body=data, content_type="text/plain", charset="utf-8",

@@ -7,16 +7,17 @@ feeds is what makes a split view detectable: a mirror requires cosignatures
 from a quorum of them (``trust.check_cosignatures``).
 
 ``Witness.add_checkpoint(body)`` is the whole protocol: request bytes in,
-cosignature lines out, or a ``WitnessRefusal`` carrying the spec's status
-code. Checks, in the spec's order::
+cosignature lines out, or a ``WitnessRefusal`` (``core.errors``) whose class
+names why and carries the spec's status code; ``net.errors`` answers it.
+Checks, in the spec's order::
 
-    body does not parse                          400
-    origin unknown                               404
-    no signature by a trusted log key verifies   403
-    old size > checkpoint size                   400
-    old size != latest cosigned size             409 (body: that size, text/x.tlog.size)
-    consistency proof does not verify            422
-    same size, different root                    409
+    body does not parse                          400 BadWitnessRequest
+    origin unknown                               404 UnknownLog
+    no signature by a trusted log key verifies   403 UntrustedCheckpoint
+    old size > checkpoint size                   400 BadWitnessRequest
+    old size != latest cosigned size             409 WitnessConflict (body: that size, text/x.tlog.size)
+    consistency proof does not verify            422 InconsistentCheckpoint
+    same size, different root                    409 WitnessConflict (body: the latest size)
     otherwise: persist, then cosign              200
 
 Check-and-persist is atomic: one ``BEGIN IMMEDIATE`` transaction, and the
@@ -38,9 +39,11 @@ from pathlib import Path
 from aiohttp import web
 
 from federation.core.checkpoint import parse_checkpoint_body
-from federation.trust.cosign import SIZE_CONTENT_TYPE, Cosigner
+from federation.trust.cosign import Cosigner
 from federation.store.db import Store, write_txn
-from federation.core.errors import InputError, MalformedError, SignatureError
+from federation.core.errors import (BadWitnessRequest, InconsistentCheckpoint, InputError, MalformedError,
+                                    SignatureError, UnknownLog, UntrustedCheckpoint, WitnessConflict,
+                                    WitnessRefusal)
 from federation.net.httpserver import read_body
 from federation.core.merkle import EMPTY_ROOT, verify_consistency
 from federation.core.note import MAX_NOTE_BYTES, open_note, parse_vkey
@@ -74,44 +77,34 @@ MAX_BODY = MAX_NOTE_BYTES + (MAX_PROOF_LINES + 2) * 64
 _OLD_RE = re.compile(rb"old (0|[1-9][0-9]{0,18})")  # fullmatch; sizes fit 63 bits (checkpoint.MAX_TREE_SIZE)
 
 
-class WitnessRefusal(Exception):
-    """The witness will not cosign; ``status`` is the HTTP status the spec names."""
-
-    def __init__(self, status: int, message: str, body: str | None = None, content_type: str = "text/plain"):
-        super().__init__(message)
-        self.status = status
-        self.body = body if body is not None else message + "\n"
-        self.content_type = content_type
-
-
 def parse_request(body: bytes) -> tuple[int, list[bytes], bytes]:
-    """Split an add-checkpoint body into (old size, proof, checkpoint note). 400 on error."""
+    """Split an add-checkpoint body into (old size, proof, checkpoint note); ``BadWitnessRequest`` (400)."""
     pos = 0
     lines = []
     while True:
         end = body.find(b"\n", pos)
         if end < 0:
-            raise WitnessRefusal(400, "request body: missing the empty line before the checkpoint")
+            raise BadWitnessRequest("request body: missing the empty line before the checkpoint")
         line = body[pos:end]
         pos = end + 1
         if line == b"":
             break
         lines.append(line)
         if len(lines) > MAX_PROOF_LINES + 1:
-            raise WitnessRefusal(400, f"request body: more than {MAX_PROOF_LINES} consistency proof lines")
+            raise BadWitnessRequest(f"request body: more than {MAX_PROOF_LINES} consistency proof lines")
     if not lines:
-        raise WitnessRefusal(400, "request body: missing the old size line")
+        raise BadWitnessRequest("request body: missing the old size line")
     m = _OLD_RE.fullmatch(lines[0])
     if not m:
-        raise WitnessRefusal(400, "request body: first line must be 'old <size>' without leading zeroes")
+        raise BadWitnessRequest("request body: first line must be 'old <size>' without leading zeroes")
     proof = []
     for line in lines[1:]:
         try:
             h = base64.b64decode(line, validate=True)
         except (binascii.Error, ValueError):
-            raise WitnessRefusal(400, "request body: consistency proof line is not base64") from None
+            raise BadWitnessRequest("request body: consistency proof line is not base64") from None
         if len(h) != 32:
-            raise WitnessRefusal(400, "request body: consistency proof hash is not 32 bytes")
+            raise BadWitnessRequest("request body: consistency proof hash is not 32 bytes")
         proof.append(h)
     return int(m[1]), proof, body[pos:]
 
@@ -154,18 +147,18 @@ class Witness(Store):
             text = note_bytes[: note_bytes.rindex(b"\n\n") + 1]
             cp = parse_checkpoint_body(text)
         except (ValueError, MalformedError) as e:
-            raise WitnessRefusal(400, f"checkpoint does not parse: {e}") from None
+            raise BadWitnessRequest(f"checkpoint does not parse: {e}") from None
         row = self.conn.execute("SELECT vkeys FROM witness_logs WHERE origin=?", (cp.origin,)).fetchone()
         if row is None:
-            raise WitnessRefusal(404, f"unknown log origin {cp.origin!r}")
+            raise UnknownLog(f"unknown log origin {cp.origin!r}")
         try:
             note = open_note(note_bytes, [parse_vkey(v) for v in row[0].split("\n")])
         except SignatureError as e:
-            raise WitnessRefusal(403, f"checkpoint for {cp.origin}: {e}") from None
+            raise UntrustedCheckpoint(f"checkpoint for {cp.origin}: {e}") from None
         except MalformedError as e:
-            raise WitnessRefusal(400, f"checkpoint for {cp.origin}: {e}") from None
+            raise BadWitnessRequest(f"checkpoint for {cp.origin}: {e}") from None
         if old > cp.size:
-            raise WitnessRefusal(400, f"old size {old} is larger than the checkpoint size {cp.size}")
+            raise BadWitnessRequest(f"old size {old} is larger than the checkpoint size {cp.size}")
         evidence: list[tuple[int, str, bytes]] = []
         try:
             now = self._check_and_persist(cp, old, proof, body, note_bytes, evidence)
@@ -183,31 +176,30 @@ class Witness(Store):
             latest = self.latest(cp.origin)
             size, root = latest if latest else (0, EMPTY_ROOT)
             if old != size:
-                raise WitnessRefusal(409, f"old size {old} is not the latest cosigned size {size}",
-                                     f"{size}\n", SIZE_CONTENT_TYPE)
+                raise WitnessConflict(f"old size {old} is not the latest cosigned size {size}", size)
             if old == 0 and proof:
-                raise WitnessRefusal(400, "the consistency proof must be empty when the old size is 0")
+                raise BadWitnessRequest("the consistency proof must be empty when the old size is 0")
             if old == cp.size:
                 if cp.root != root:
                     evidence.append((409, "same size, different root", note_bytes))
-                    raise WitnessRefusal(409, f"checkpoint of size {cp.size} has a different root from the one "
-                                              "cosigned before (split view)", f"{size}\n", SIZE_CONTENT_TYPE)
+                    raise WitnessConflict(f"checkpoint of size {cp.size} has a different root from the one "
+                                          "cosigned before (split view)", size)
             elif old and not verify_consistency(old, cp.size, root, cp.root, proof):
                 evidence.append((422, f"no consistency proof from {old}", body))
-                raise WitnessRefusal(422, f"consistency proof from size {old} to {cp.size} does not verify")
+                raise InconsistentCheckpoint(f"consistency proof from size {old} to {cp.size} does not verify")
             now = int(self.clock())
             if latest is None:
                 try:
                     self.conn.execute("INSERT INTO witness_checkpoints (origin, size, root, note, updated) "
                                       "VALUES (?,?,?,?,?)", (cp.origin, cp.size, cp.root, note_bytes, now))
                 except sqlite3.IntegrityError:
-                    raise WitnessRefusal(409, "a concurrent request cosigned first") from None
+                    raise WitnessConflict("a concurrent request cosigned first") from None
             else:
                 cur = self.conn.execute("UPDATE witness_checkpoints SET size=?, root=?, note=?, updated=? "
                                         "WHERE origin=? AND size=?", (cp.size, cp.root, note_bytes, now,
                                                                       cp.origin, old))
                 if cur.rowcount != 1:
-                    raise WitnessRefusal(409, "a concurrent request cosigned first")
+                    raise WitnessConflict("a concurrent request cosigned first")
         return now
 
 
@@ -223,10 +215,9 @@ def install_witness(witness: Witness, prefix: str = "/witness"):
             # The SQLite transaction is short and local; keeping it on the loop
             # serialises requests per witness, which the atomic check needs anyway.
             lines = request.app[WITNESS].add_checkpoint(body)
-        except WitnessRefusal as e:
-            # One place maps refusals to responses.
+        except WitnessRefusal as e:  # answered by net.errors, with the spec's status
             log.info("add-checkpoint refused (%d): %s", e.status, e)
-            return web.Response(status=e.status, body=e.body.encode(), content_type=e.content_type)
+            raise
         return web.Response(body=lines, content_type="text/plain", charset="utf-8")
 
     def install(app: web.Application) -> None:
