@@ -11,18 +11,21 @@ from __future__ import annotations
 import base64
 import binascii
 
+from federation.core.errors import MalformedError
+
 
 def b64decode_canonical(text: str | bytes) -> bytes:
-    """Decode ``text`` or raise ``ValueError`` unless it is canonical base64."""
+    """Decode ``text``, or raise ``MalformedError`` unless it is canonical base64
+    (callers name what it was, and may re-raise as another of our errors)."""
     if isinstance(text, str):
         try:
             text = text.encode("ascii")
         except UnicodeEncodeError as e:
-            raise ValueError("base64 must be ASCII") from e
+            raise MalformedError("base64 must be ASCII") from e
     try:
         raw = base64.b64decode(text, validate=True)
     except binascii.Error as e:
-        raise ValueError(f"invalid base64: {e}") from e
+        raise MalformedError(f"invalid base64: {e}") from e
     if base64.b64encode(raw) != text:
-        raise ValueError("non-canonical base64 (extra padding or padding bits)")
+        raise MalformedError("non-canonical base64 (extra padding or padding bits)")
     return raw

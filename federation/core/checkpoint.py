@@ -55,7 +55,7 @@ def parse_checkpoint_body(text: bytes) -> Checkpoint:
         raise MalformedError(f"checkpoint tree size {size_line} is over this implementation's limit of 2**63 - 1")
     try:
         root = b64decode_canonical(root_line)
-    except ValueError as e:
+    except MalformedError as e:
         raise MalformedError(f"checkpoint root hash: {e}") from e
     if len(root) != 32:
         raise MalformedError(f"checkpoint root hash is {len(root)} bytes, want 32")

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from federation.core.errors import MalformedError, StorageError
+
 DOMAIN = b"federation/lthash16/v1\x00"
 LANES = 1024
 DIGEST_BYTES = 2 * LANES
@@ -63,7 +65,7 @@ class LtHash16:
             self._lanes = np.zeros(LANES, dtype=np.uint16)
         else:
             if len(digest) != DIGEST_BYTES:
-                raise ValueError(f"LtHash16 digest must be {DIGEST_BYTES} bytes, got {len(digest)}")
+                raise MalformedError(f"LtHash16 digest must be {DIGEST_BYTES} bytes, got {len(digest)}")
             self._lanes = np.frombuffer(digest, dtype="<u2").astype(np.uint16)
 
     def add(self, elements: Iterable[bytes]) -> "LtHash16":
@@ -132,14 +134,14 @@ class ParallelSum:
             proc.stdin.write(len(frame).to_bytes(4, "big") + frame)
             proc.stdin.flush()
         except BrokenPipeError:
-            raise RuntimeError("LtHash worker process died") from None
+            raise StorageError("LtHash worker process died") from None  # local: retry, nothing was applied
         self._pending.append(proc)
 
     def _collect_one(self) -> None:
         proc = self._pending.pop(0)
         data = proc.stdout.read(DIGEST_BYTES)
         if len(data) != DIGEST_BYTES:
-            raise RuntimeError(f"LtHash worker process died (exit code {proc.poll()})")
+            raise StorageError(f"LtHash worker process died (exit code {proc.poll()})")
         self._total += np.frombuffer(data, dtype="<u2")
 
     def add(self, elements: list[bytes]) -> None:
@@ -173,7 +175,7 @@ class ParallelSum:
                 pass
             try:
                 proc.wait(timeout=5)
-            except Exception:
+            except Exception:  # noqa: BLE001 -- TimeoutExpired, or interrupted: never leave a worker behind
                 proc.kill()
                 proc.wait()
             proc.stdout.close()

@@ -106,7 +106,7 @@ def inclusion_proof(index: int, size: int, mth: NodeSource) -> list[bytes]:
         return path(m - k, start + k, n - k) + [mth(start, start + k)]
 
     if not 0 <= index < size:
-        raise ValueError(f"index {index} outside tree of size {size}")
+        raise MalformedError(f"inclusion proof: index {index} outside a tree of size {size}")
     return path(index, 0, size)
 
 
@@ -122,7 +122,7 @@ def consistency_proof(old: int, new: int, mth: NodeSource) -> list[bytes]:
         return subproof(m - k, start + k, n - k, False) + [mth(start, start + k)]
 
     if not 0 <= old <= new:
-        raise ValueError(f"bad consistency range {old}..{new}")
+        raise MalformedError(f"consistency proof: no tree of size {old} within one of size {new}")
     if old == 0 or old == new:
         return []
     return subproof(old, 0, new, True)

@@ -58,7 +58,7 @@ def check_key_name(name: str) -> str:
 def _b64decode(text: str, what: str) -> bytes:
     try:
         return b64decode_canonical(text)
-    except ValueError as e:
+    except MalformedError as e:
         raise MalformedError(f"{what}: {e}") from e
 
 
@@ -126,7 +126,7 @@ def parse_vkey(vkey: str) -> Verifier:
         raise InputError(f"malformed vkey {vkey!r}: key ID must be 8 lower-case hex digits")
     try:
         raw = b64decode_canonical(blob)
-    except ValueError as e:
+    except MalformedError as e:
         raise InputError(f"malformed vkey {vkey!r}: {e}") from e
     if len(raw) != 33 or raw[0] not in (SIG_ED25519, SIG_COSIGNATURE_V1):
         raise InputError(f"malformed vkey {vkey!r}: want type 0x01 or 0x04 and a 32-byte Ed25519 key")
@@ -153,7 +153,7 @@ def parse_private_key(text: str, sig_type: int) -> tuple[str, bytes, str]:
     check_key_name(name)
     try:
         raw = b64decode_canonical(blob)
-    except ValueError as e:
+    except MalformedError as e:
         raise InputError(f"malformed private key: {e}") from e
     if len(raw) != 33 or raw[0] != sig_type:
         raise InputError(f"malformed private key: want type 0x{sig_type:02x} and a 32-byte seed")

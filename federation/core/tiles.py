@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from federation.core.errors import MalformedError
+from federation.core.errors import InputError, MalformedError
 from federation.core.layout import ENTRIES, HASH_SIZE, TILE_WIDTH, tile_width
 from federation.core.merkle import node_hash, root_of, split_point
 
@@ -28,7 +28,7 @@ def encode_bundle(entries: list[bytes]) -> bytes:
     out = bytearray()
     for e in entries:
         if len(e) > MAX_ENTRY_BYTES:
-            raise ValueError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")
+            raise InputError(f"entry of {len(e)} bytes exceeds {MAX_ENTRY_BYTES}")  # a bundle length is 2 bytes
         out += len(e).to_bytes(2, "big") + e
     return bytes(out)
 
@@ -156,7 +156,7 @@ class TileHashes:
     def mth(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a node of the tree (RFC 6962 subtree)."""
         if not 0 <= start < end <= self.size:
-            raise ValueError(f"range {start}..{end} outside tree of size {self.size}")
+            raise MalformedError(f"hash range {start}..{end} outside a tree of size {self.size}")
         n = end - start
         # A power-of-256 aligned perfect subtree is one tile entry.
         level, s, e = 0, start, end

@@ -52,7 +52,8 @@ class Fetcher:
         raise TransportError("; ".join(errors))
 
     async def _get_one(self, url: str, max_bytes: int) -> bytes:
-        assert self._session is not None, "use Fetcher as an async context manager"
+        if self._session is None:  # a caller's mistake, reported as the fetch failing
+            raise TransportError(f"{url}: the fetcher is not open (use Fetcher as an async context manager)")
         async with self.semaphore:
             try:
                 async with self._session.get(url, headers=self.headers) as resp:

@@ -113,7 +113,7 @@ def check_files(home: Home) -> list[Check]:
         conn = connect(home.publisher_db, readonly=True)
         try:
             feeds = conn.execute("SELECT name FROM feeds ORDER BY name").fetchall()
-        except Exception:
+        except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = []
         conn.close()
         for (feed,) in feeds:
@@ -260,7 +260,7 @@ def check_published(cfg, home: Home) -> list[Check]:
         conn = connect(home.publisher_db, readonly=True)
         try:
             feeds = dict(conn.execute("SELECT name, vkey FROM feeds").fetchall())
-        except Exception:
+        except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = {}
         finally:
             conn.close()
