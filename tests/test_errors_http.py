@@ -160,3 +160,21 @@ async def test_what_is_not_ours_passes_through(base):
     status, _, body = await fetch(f"{base}/no/such/route")  # aiohttp's own 404
     assert (status, body) == (404, b"404: Not Found")
 
+
+@pytest.mark.parametrize("which", ["\u00b2", "1\u00b2", "\u0661"])  # str.isdigit() says yes, int() no (or a 1)
+async def test_a_trust_version_in_other_digits_is_not_found(tmp_path, which):
+    from federation.net.server import PublisherSource
+    from federation.store.publisher import Publisher
+    from federation.core.note import Signer
+    from federation.trust.rotation import install_trust_routes
+    signer = Signer.generate("example.org/feeds/t")
+    pub = Publisher(tmp_path / "pub.db")
+    pub.create_feed("t", signer.name, signer, access="public")
+    pub.close()
+    runner, url = await start(create_app([PublisherSource(tmp_path / "pub.db")],
+                                         extensions=[install_trust_routes([tmp_path / "pub.db"])]))
+    try:
+        status, headers, body = await fetch(f"{url}/feeds/t/trust/{which}")
+        assert (status, body) == (404, b"not a trust version\n")
+    finally:
+        await runner.cleanup()

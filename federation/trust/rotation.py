@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -275,6 +276,9 @@ def policy_for(mirror, name: str) -> TrustPolicy | None:
 # ---- serving the chain ------------------------------------------------------------
 
 
+_WHICH_RE = re.compile(r"latest|[1-9][0-9]{0,10}")  # docs/openapi.yaml
+
+
 def install_trust_routes(db_paths: list[Path | str], served: list[list[str] | None] | None = None):
     """Server extension: ``GET /feeds/NAME/trust/latest`` and ``.../trust/<N>``
     from the ``trust_chain`` tables of ``db_paths`` (first match wins).
@@ -309,7 +313,8 @@ def install_trust_routes(db_paths: list[Path | str], served: list[list[str] | No
 
         async def get_trust(request: web.Request) -> web.Response:
             which = request.match_info["which"]
-            if which != "latest" and not (which.isdigit() and len(which) < 12 and which[0] != "0"):
+            # Full match, ASCII digits: str.isdigit() also takes "\u00b2", which int() refuses (a 500).
+            if not _WHICH_RE.fullmatch(which):
                 raise NotFoundError("not a trust version")
             data = lookup(request.match_info["name"], which)
             if data is None:
