@@ -373,16 +373,16 @@ def _add_map(**over):
 
 
 BAD_ENTRIES = {
-    "not msgpack": (b"\xc1", "not valid msgpack"),
-    "truncated msgpack": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5))[:-1], "not valid msgpack"),
-    "trailing bytes": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5)) + b"\x00", "not valid msgpack"),
-    "not a map": (msgpack.packb([1, 2, 3]), "not a msgpack map"),
+    "not msgpack": (b"\xc1", "not a msgpack fixmap"),
+    "truncated msgpack": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5))[:-1], "entry ends"),
+    "trailing bytes": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5)) + b"\x00", "bytes after the entry"),
+    "not a map": (msgpack.packb([1, 2, 3]), "not a msgpack fixmap"),
     "unknown op": (msgpack.packb({"v": 1, "op": "delete"}), "unknown entry op"),
     "unknown version": (msgpack.packb({"v": 2, "op": "add"}), "unsupported entry version"),
-    "non-canonical integer": (_add_map()[:-1] + b"\xcc\x05", "canonical"),
+    "non-canonical integer": (_add_map()[:-1] + b"\xcc\x05", "shortest form"),
     "hash of wrong length": (_add_map(hash=b"\x01" * 15), "md5 hash is 15 bytes"),
-    "hash type is a list": (_add_map(type=["md5"]), "hash type"),
-    "hash type is a map": (_add_map(type={"md5": 1}), "hash type"),
+    "hash type is a list": (_add_map(type=["md5"]), "type is not a msgpack str"),
+    "hash type is a map": (_add_map(type={"md5": 1}), "type is not a msgpack str"),
 }
 
 
