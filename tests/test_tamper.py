@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from federation.core.errors import (DigestError, ForkError, MalformedError, Roll
                                TransportError)
 from federation.net.fetcher import Fetcher
 from federation.core.merkle import CompactRange
+from federation.core.readiness import assess
 from federation.core.note import MAX_NOTE_BYTES, Signer, parse_note, sign_note
 from federation.store.publisher import Publisher
 from federation.sync.orchestrator import sync_feed
@@ -423,6 +426,41 @@ async def test_seal_skipping_a_version(w):
     await w.forged(forged_version(w.pub.path, adds(3, "f"), version_delta=2))
     await expect_failure(w.m, MalformedError, "malformed", "seal version 4, want 3")
     await w.recovers()
+
+
+async def test_a_tree_not_ending_in_a_seal_is_malformed_after_its_whole_versions_are_applied(w):
+    """docs/PROTOCOL.md section 7 step 6: the check comes after the versions
+    before it in the same sync were committed; they stay (each verified on
+    its own), the feed reports malformed and is not ready."""
+    extra = [E.encode(E.Add("md5", b"\x04" * 16, "c", (), 5))] * 2
+    await w.forged(forged_version(w.pub.path, adds(3, "f")) + extra)
+    with pytest.raises(MalformedError, match="not at a seal: 2 entries after the last seal") as info:
+        await sync(w.m)
+    assert info.value.kind == "malformed"
+    f = w.m.get(NAME)
+    assert (f.version, f.applied_size, f.count) == (3, 327 + 4, 315 + 3)
+    assert f.last_error.startswith("malformed: ") and w.m.audit(NAME) == []
+    assert w.m.conn.execute("SELECT count(*) FROM hashes WHERE case_id='f'").fetchone()[0] == 3
+    assert assess(f, int(time.time())).problem == "failed"  # lookups fail closed until a sync succeeds
+
+
+@pytest.mark.parametrize("more, width", [(300, 256), (50, 71 + 51)])
+async def test_the_first_bundle_is_fetched_again_at_its_new_width_and_checked_whole(w, more, width):
+    """The mirror is at 327 = 256 + 71: bundle 1 held 71 entries. The next
+    sync fetches bundle 1 at the width the new tree gives it (not .p/71) and
+    checks it whole, so an entry below 327 -- already applied -- that differs
+    now is malformed (a lenient mirror would hash only the new ones)."""
+    w.pub.publish_adds(more, "case3")
+    path = "tile/entries/001" + ("" if width == 256 else f".p/{width}")
+    w.proxy.add(rewrite(re.escape(path) + "$", lambda p, b: flip_bundle_entry(b, 0)))
+    await expect_failure(w.m, MalformedError, "malformed", path, "entry 256 does not match the signed tree"
+                         if width < 256 else "the hash of its entries does not match the signed tree")
+    assert w.proxy.requests(r"tile/entries/001") and not w.proxy.requests(r"tile/entries/001\.p/71")
+    w.proxy.clear()
+    w.proxy.log.clear()
+    r = await sync(w.m)
+    assert r.size == 327 + more + 1 and w.proxy.requests(re.escape(path) + "$")
+    assert_matches_publisher(w.m, w.pub)
 
 
 async def test_checkpoint_not_at_a_seal(w):
