@@ -732,8 +732,9 @@ def _twin_vkey(vkey: str) -> str:
 
 def test_go_reads_the_appendix_keys(go, vectors):
     k, w, t = vectors["key"], vectors["witness"], vectors["trust_key"]
-    log_v, log_s, trust_v, witness_v = go.run({"op": "verifier", "vkey": k["vkey"]}, {"op": "signer", "skey": k["private_key"]},
-                                              {"op": "verifier", "vkey": t["vkey"]}, {"op": "verifier", "vkey": w["vkey"]})
+    log_v, log_s, trust_v, witness_v = go.run(
+        {"op": "verifier", "vkey": k["vkey"]}, {"op": "signer", "skey": k["private_key"]},
+        {"op": "verifier", "vkey": t["vkey"]}, {"op": "verifier", "vkey": w["vkey"]})
     assert (log_v["name"], log_v["hash"]) == (log_s["name"], log_s["hash"]) == (k["name"], int(k["key_id"], 16))
     assert (trust_v["name"], trust_v["hash"]) == (t["name"], int(t["key_id"], 16))
     # sumdb/note knows type 0x01 only; the 0x04 keys are checked by the "cosig" op below.

@@ -185,8 +185,8 @@ async def test_msgpack_resource_serves_the_uncompressed_stream(published, serve,
             stream = await resp.read()
         async with s.head(url + f"snapshot/{ref.sha256}.msgpack") as resp:
             assert resp.status == 200
-        for bad in (f"snapshot/{'0' * 64}.msgpack", f"snapshot/{ref.sha256}.zst", f"snapshot/{ref.sha256}.msgpack.msgpack",
-                    f"snapshot/{ref.sha256.upper()}.msgpack"):
+        for bad in (f"snapshot/{'0' * 64}.msgpack", f"snapshot/{ref.sha256}.zst",
+                    f"snapshot/{ref.sha256}.msgpack.msgpack", f"snapshot/{ref.sha256.upper()}.msgpack"):
             async with s.get(url + bad) as resp:
                 assert resp.status == 404, bad
     assert listed == ref and listed.compressed == compress
@@ -216,3 +216,14 @@ def test_static_export_holds_the_msgpack_form_too(published, tmp_path):
     before = (out / "snapshot" / f"{ref.sha256}.msgpack").stat().st_mtime_ns
     export_feed(published.path, NAME, out, fsync=False, include_members_only=True)
     assert (out / "snapshot" / f"{ref.sha256}.msgpack").stat().st_mtime_ns == before
+
+
+# ---- zstd: the stream is what the frames decompress to -----------------------------------
+
+def test_a_compressed_stream_is_the_concatenation_of_its_frames_and_garbage_is_malformed():
+    z = zstandard.ZstdCompressor()
+    stream = header(2) + rec(c="a") + rec(c="b")
+    two_frames = z.compress(stream[:10]) + z.compress(stream[10:])
+    assert [r[2] for r in read_all(two_frames, read_size=7)] == ["a", "b"]
+    with pytest.raises(MalformedError, match="not valid zstd"):
+        read_all(z.compress(stream) + b"trailing garbage")

@@ -214,9 +214,11 @@ class SnapshotReader:
         if head == ZSTD_MAGIC:
             import zstandard
             fileobj.seek(0)
-            fileobj = zstandard.ZstdDecompressor().stream_reader(fileobj, read_size=read_size)
+            # RFC 8878: the stream is what the frames decompress to, one after the other.
+            fileobj = zstandard.ZstdDecompressor().stream_reader(fileobj, read_size=read_size,
+                                                                 read_across_frames=True)
             head = b""
-        self._file = _Budget(fileobj, len(head), MAX_HEADER_BYTES + (64 << 10) + read_size,
+        self._file = _Budget(fileobj, len(head), MAX_HEADER_BYTES + read_size,
                              "a snapshot header may take")
         self._read_size = read_size
         # Complete objects are consumed before the next chunk is fed, so the
@@ -320,7 +322,7 @@ def open_msgpack_stream(path: Path | str):
         if not compressed:
             return f
         import zstandard
-        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True, read_across_frames=True)
     except BaseException:
         f.close()
         raise

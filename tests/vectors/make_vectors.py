@@ -120,8 +120,8 @@ def entry_vectors() -> dict:
         "add_no_labels": E.Add("sha256", bytes(range(32)), "c", (), 0),
         "add_photodna": E.Add("photodna", bytes(range(144)), "CASE.x:y-z_0", ("a", "b", "c"), (1 << 40) - 1),
         # str8 (a 40-byte case, a 32-byte label), array16 (16 labels), uint16 time
-        "add_edges": E.Add("sha1", bytes(range(20)), "c" * 40, tuple(sorted(["l" * 32] + [f"l{i:02d}" for i in range(15)])),
-                           65535),
+        "add_edges": E.Add("sha1", bytes(range(20)), "c" * 40,
+                           tuple(sorted(["l" * 32] + [f"l{i:02d}" for i in range(15)])), 65535),
         "withdraw_by_hash": E.Withdraw("hash_error", NOW, "md5", bytes(16)),
         "withdraw_by_hash_in_case": E.Withdraw("duplicate", NOW, "sha1", b"\x01" * 20, "case-1"),
         "withdraw_by_case": E.Withdraw("legal", NOW, case="case-1"),
@@ -342,7 +342,8 @@ def appendix(v: dict) -> str:
                "`vectors.json`). Each note carries the log's signature line and its timestamp line "
                "(section 3a), T being the seal's time.\n")
     for row in feed["versions"]:
-        when = "created, time 1700000000" if row["version"] == 0 else f"version {row['version']}, sealed at {row['time']}"
+        when = ("created, time 1700000000" if row["version"] == 0
+                else f"version {row['version']}, sealed at {row['time']}")
         out.append(f"Size {row['size']} ({when}):\n")
         out.append(_text_block(row["checkpoint"]))
     c = v["cosigned"]
