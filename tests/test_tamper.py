@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 import msgpack
 import pytest
 
@@ -492,6 +493,25 @@ async def test_barely_oversize_checkpoint(w):
     w.proxy.add(respond(CHECKPOINT, b"a" * (MAX_NOTE_BYTES + 1)))
     await expect_failure(w.m, TransportError, "transport", f"exceeds {MAX_NOTE_BYTES}")
     await w.recovers()
+
+
+async def test_every_resource_gzipped_by_a_cdn_still_syncs(w):
+    """docs/PROTOCOL.md section 2: any response may be content-coded, and bounds
+    apply to the decoded body. A full tile of hashes is random: gzip'd it is
+    longer than 8,192 bytes, which a bound on Content-Length would refuse."""
+    import gzip as gz
+
+    async def cdn(proxy, request, path):
+        status_, ctype, body = await proxy.fetch(path)
+        if status_ != 200:
+            return None
+        return web.Response(body=gz.compress(body), headers={"Content-Encoding": "gzip", "Content-Type": ctype,
+                                                             "Vary": "Accept-Encoding"})
+    w.pub.publish_adds(600, "case3")  # full level-0 tiles 1 and 2 are fetched
+    w.proxy.add(cdn)
+    r = await sync(w.m)
+    assert r.version == 3 and w.proxy.requests(r"tile/0/00[12]$")
+    assert_matches_publisher(w.m, w.pub)
 
 
 @pytest.mark.parametrize("pattern", [BUNDLES, LEAF_TILES, CHECKPOINT])
