@@ -27,10 +27,11 @@ import pytest
 from federation.core import entries as E
 from federation.core.checkpoint import Checkpoint, parse_checkpoint_body
 from federation.core.errors import InputError, MalformedError, SignatureError
-from federation.core.layout import ENTRIES, tile_path, tiles_for_size
+from federation.core.layout import ENTRIES, parse_tile_path, tile_path, tiles_for_size
 from federation.core.merkle import (EMPTY_ROOT, CompactRange, consistency_proof, inclusion_proof, leaf_hash,
                                verify_consistency, verify_inclusion)
-from federation.core.note import SIG_COSIGNATURE_V1, SIG_ED25519, Signer, key_id, open_note, parse_vkey, sign_note
+from federation.core.note import (SIG_COSIGNATURE_V1, SIG_ED25519, Signer, key_id, open_note, parse_note, parse_vkey,
+                                  sign_note)
 from federation.store.publisher import Publisher
 from federation.core.tiles import TileBuilder, TileHashes, parse_bundle, parse_hash_tile
 from system_tools import require_system_tool
@@ -692,3 +693,155 @@ def test_go_audits_a_published_feed(go, published, tmp_path):
     forged = Checkpoint(ORIGIN, final.size, final.root).sign([other])
     bad = go.one({"op": "audit", "vkey": signer.vkey, "msg": b64(forged), "dir": str(tmp_path)})
     assert not bad["ok"] and "open:" in bad["err"], bad
+
+
+# ---- the vectors of docs/PROTOCOL.md's appendix, checked by Go ------------------------------
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+@pytest.fixture(scope="module")
+def vectors() -> dict:
+    return json.loads((VECTORS / "vectors.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def golden_entries(tmp_path_factory, vectors) -> list[bytes]:
+    """Every entry of the golden feed, rebuilt by the generator (vectors.json holds only a few)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_vectors", VECTORS / "make_vectors.py")
+    mv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mv)
+    work = tmp_path_factory.mktemp("golden")
+    files = mv.build(work)
+    assert json.loads(files["vectors.json"]) == vectors  # the same feed as the stored vectors
+    tiles = _db_tiles(work / "golden.db")
+    size = vectors["feed"]["versions"][-1]["size"]
+    out: list[bytes] = []
+    for idx in range((size + 255) // 256):
+        w = min(256, size - 256 * idx)
+        out += parse_bundle(tiles[(ENTRIES, idx, w)], w)
+    return out
+
+
+def _twin_vkey(vkey: str) -> str:
+    """The type 0x04 vkey of an Ed25519 log key: its timestamp key (PROTOCOL.md section 3a)."""
+    v = parse_vkey(vkey).timestamp_key()
+    return f"{v.name}+{v.key_id:08x}+{b64(bytes([SIG_COSIGNATURE_V1]) + v.public_key)}"
+
+
+def test_go_reads_the_appendix_keys(go, vectors):
+    k, w, t = vectors["key"], vectors["witness"], vectors["trust_key"]
+    log_v, log_s, trust_v, witness_v = go.run(
+        {"op": "verifier", "vkey": k["vkey"]}, {"op": "signer", "skey": k["private_key"]},
+        {"op": "verifier", "vkey": t["vkey"]}, {"op": "verifier", "vkey": w["vkey"]})
+    assert (log_v["name"], log_v["hash"]) == (log_s["name"], log_s["hash"]) == (k["name"], int(k["key_id"], 16))
+    assert (trust_v["name"], trust_v["hash"]) == (t["name"], int(t["key_id"], 16))
+    # sumdb/note knows type 0x01 only; the 0x04 keys are checked by the "cosig" op below.
+    assert not witness_v["ok"] and "unknown" in witness_v["err"]
+
+
+def test_go_opens_the_appendix_notes_and_checks_their_cosignatures(go, vectors):
+    k, w, c = vectors["key"], vectors["witness"], vectors["cosigned"]
+    twin = _twin_vkey(k["vkey"])
+    assert twin.split("+")[1] == k["timestamp_key_id"]
+    rows = vectors["feed"]["versions"]
+    reqs = [{"op": "cosig", "vkeys": [k["vkey"]], "cosigners": [twin, w["vkey"]], "msg": b64(r["checkpoint"].encode())}
+            for r in rows]
+    reqs.append({"op": "cosig", "vkeys": [k["vkey"]], "cosigners": [twin, w["vkey"]], "msg": b64(c["note"].encode())})
+    reqs.append({"op": "open", "vkeys": [vectors["trust_key"]["vkey"]], "msg": b64(vectors["trust_file"].encode())})
+    reqs.append({"op": "open", "vkeys": [k["vkey"]], "msg": b64(vectors["note"]["signed"].encode())})
+    reqs += [{"op": "open", "vkeys": [k["vkey"]], "msg": b64(r["checkpoint"].encode())} for r in rows]
+    resps = go.run(*reqs)
+    n = len(rows)
+    for r, resp in zip(rows, resps[:n]):
+        assert resp["ok"], resp
+        assert unb64(resp["text"]) == r["checkpoint"].encode().split(b"\n\n")[0] + b"\n"
+        # One timestamp line by the log key's 0x04 twin, valid, at the version's time.
+        assert [(x["name"], x["hash"], x["time"], x["ok"]) for x in resp["lines"]] == \
+            [(k["name"], int(k["timestamp_key_id"], 16), r.get("time", 1700000000), True)]
+    cos = resps[n]
+    assert cos["ok"] and unb64(cos["text"]) == c["message"].encode().split(b"\n", 2)[2]
+    assert sorted((x["name"], x["time"], x["ok"]) for x in cos["lines"]) == \
+        sorted([(k["name"], rows[1]["time"], True), (w["name"], c["time"], True)])
+    trust, note = resps[n + 1], resps[n + 2]
+    assert trust["ok"] and unb64(trust["text"]) == parse_note(vectors["trust_file"].encode()).text
+    assert [s["name"] for s in trust["sigs"]] == [vectors["trust_key"]["name"]]
+    assert note["ok"] and unb64(note["text"]) == vectors["note"]["text"].encode()
+    for r, opened in zip(rows, resps[n + 3:]):
+        # The log's own verifier ignores the timestamp line: an unknown key to sumdb/note.
+        assert opened["ok"] and [s["hash"] for s in opened["sigs"]] == [int(k["key_id"], 16)]
+        assert [s["hash"] for s in opened["unverified"]] == [int(k["timestamp_key_id"], 16)]
+
+
+def test_go_computes_the_appendix_tree(go, vectors, golden_entries):
+    feed, m = vectors["feed"], vectors["merkle"]
+    size = feed["versions"][-1]["size"]
+    entries = golden_entries
+    assert len(entries) == size
+    assert [e.hex() for e in entries[:16]] == feed["entries_first_16"]
+    assert [e.hex() for e in entries[-4:]] == feed["entries_last_4"]
+    roots = {int(s): bytes.fromhex(r) for s, r in m["roots"].items()}
+    hash_tiles = [tuple(parse_tile_path(p)) for p in feed["tile_sha256"] if not p.startswith("tile/entries/")]
+    tree = go.one({"op": "tree", "leaves": [b64(e) for e in entries], "sizes": sorted(roots),
+                   "tiles": [list(t) for t in hash_tiles],
+                   "records": [{"size": p["size"], "index": p["index"]} for p in m["inclusion"]],
+                   "trees": [{"size": size, "old": p["old"]} for p in m["consistency"]]})
+    assert tree["ok"], tree
+    # Roots of every signed size (sumdb/tlog's empty tree is all zeros, RFC 6962's SHA-256(""): section 3b).
+    go_roots = dict(zip(sorted(roots), (unb64(x) for x in tree["roots"])))
+    assert go_roots[0] == bytes(32) and roots[0] == EMPTY_ROOT
+    assert {s: r for s, r in go_roots.items() if s} == {s: r for s, r in roots.items() if s}
+    # Leaf hashes (tlog.RecordHash) and every stored hash tile, byte for byte.
+    assert [unb64(x).hex() for x in tree["record_hashes"][:4]] == m["leaf_hashes_first_4"]
+    for t in tree["tiles"]:
+        assert t["err"] == "" and t["sha256"] == feed["tile_sha256"][t["path"]], t
+    for path, data in feed["tiles_hex"].items():
+        if not path.startswith("tile/entries/"):
+            assert hashlib.sha256(bytes.fromhex(data)).hexdigest() == feed["tile_sha256"][path]
+    # Proofs: Go's, from its own storage, are the appendix's.
+    for p, r in zip(m["inclusion"], tree["records"]):
+        assert r["err"] == "" and [unb64(x).hex() for x in r["proof"] or []] == p["proof"], p["index"]
+        assert unb64(tree["record_hashes"][p["index"]]).hex() == p["leaf_hash"]
+    for p, r in zip(m["consistency"], tree["trees"]):
+        assert r["err"] == "" and [unb64(x).hex() for x in r["proof"] or []] == p["proof"], p["old"]
+    # The entry vectors' leaf hashes.
+    samples = list(vectors["entries"].values())
+    leaves = go.one({"op": "tree", "leaves": [b64(bytes.fromhex(e["encoded"])) for e in samples]})
+    assert [unb64(x).hex() for x in leaves["record_hashes"]] == [e["leaf_hash"] for e in samples]
+
+
+# Tile paths on which tlog.ParseTilePath and layout.parse_tile_path deliberately disagree.
+TILE_PATH_DIVERGENCES = {
+    "tile/64/000": "levels above 63 cannot hold a node of a tree of at most 2^63 - 1 leaves (section 2); "
+                   "sumdb accepts any level",
+    "tile/0/x072/x057/x594/x037/x927/936": "index 2^56: no tree of at most 2^63 - 1 leaves has it (section 2)",
+    "tile/0/x009/x223/x372/x036/x854/x775/807": "seven x-groups (index 2^63 - 1): over the six a tile index "
+                                                "below 2^56 needs",
+}
+
+
+def test_tile_paths_agree_with_go(go):
+    good = [(0, 0, 256), (0, 1, 256), (0, 999, 256), (0, 1000, 256), (0, 1234067, 256), (1, 0, 1), (0, 1, 35),
+            (-1, 0, 14), (-1, 1000, 255), (63, 0, 1), (0, (1 << 56) - 1, 256), (2, 5, 200)]
+    corpus = [tile_path(*t) for t in good]
+    corpus += ["tile/0/0", "tile/0/00", "tile/0/0000", "tile/0/x000/001", "tile/0/x1/000", "tile/0/x001/0",
+               "tile/0/001.p/0", "tile/0/001.p/256", "tile/0/001.p/05", "tile/0/001.p/", "tile/0/001.p",
+               "tile/00/000", "tile/01/000", "tile/-1/000", "tile/data/000", "tile/entries/x000/000",
+               "tile/0/000/", "tile/0/x001", "tile/0/x001/x002", "tile/0/+01", "tile/0/ 01", "tile/0/-01",
+               "tile/0/x-01/000", "tile/8/0/000", "tile/entries/000.p/256", "tile/0/000.p/1.p/2"]
+    corpus += list(TILE_PATH_DIVERGENCES)
+    resp = go.one({"op": "tilepaths", "paths": corpus})
+    disagree = {}
+    for path, r in zip(corpus, resp["paths"]):
+        try:
+            ours = parse_tile_path(path)
+        except MalformedError:
+            ours = None
+        theirs = None if r["err"] else (r["level"], r["index"], r["width"])
+        if ours != theirs:
+            disagree[path] = (ours, theirs)
+    assert set(disagree) == set(TILE_PATH_DIVERGENCES), {p: d for p, d in disagree.items()
+                                                         if p not in TILE_PATH_DIVERGENCES}
+    for t in good:
+        assert parse_tile_path(tile_path(*t)) == t

@@ -61,11 +61,22 @@ async def test_longpoll_wakes_on_publish_by_another_writer(feed, servers):
 
 
 @pytest.mark.parametrize("query", ["wait=abc&after=0", "wait=-1&after=0", "wait=5&after=-3", "wait=nan&after=0",
-                                   "wait=5&after=99999999999999999999999", "wait=1e400&after=1"])
+                                   "wait=5&after=99999999999999999999999", "wait=1e400&after=1",
+                                   # docs/PROTOCOL.md section 12: ASCII decimals, a tree size at most 2^63 - 1
+                                   "wait=5&after=9223372036854775808", "wait=5&after=1_0", "wait=5&after=+1",
+                                   "wait=5&after=%201", "wait=5&after=%D9%A3", "wait=1e1&after=1",
+                                   "wait=inf&after=1", "wait=5.&after=1", "wait=.5&after=1"])
 async def test_malformed_longpoll_is_400(feed, servers, query):
     url = await servers.start(push_app([PublisherSource(feed.path)]))
     status, _, _ = await _get(f"{url}/feeds/tid/checkpoint?{query}")
     assert status == 400
+
+
+@pytest.mark.parametrize("query", ["wait=0&after=9223372036854775807", "wait=0.25&after=0", "wait=0"])
+async def test_longpoll_bounds_that_are_allowed(feed, servers, query):
+    url = await servers.start(push_app([PublisherSource(feed.path)]))
+    status, body, _ = await _get(f"{url}/feeds/tid/checkpoint?{query}")
+    assert status == 200 and body == feed.checkpoint()
 
 
 async def test_unknown_feed_longpoll_is_404_at_once(feed, servers):

@@ -191,8 +191,22 @@ def _tamper_order(pf):
     return _honest_header(pf), recs
 
 
+def _tamper_unknown_type(pf):
+    recs = _records(pf)
+    recs[0][0] = "aaa"  # well-formed, still first in order, but no record of an active set
+    return _honest_header(pf), recs
+
+
+def _tamper_long_case(pf):
+    recs = _records(pf)
+    recs[-1][2] = "z" * 256  # no LtHash element holds a 256-byte field (u8 lengths): not well-formed
+    return _honest_header(pf), recs
+
+
 @pytest.mark.parametrize("tamper, exc, kind, words", [
     (_tamper_digest, DigestError, "digest", "digest"),
+    (_tamper_unknown_type, DigestError, "digest", "digest"),
+    (_tamper_long_case, MalformedError, "malformed", "cannot be an active record"),
     (_tamper_count, DigestError, "digest", "states 698 hashes, its seal says 699"),
     (_tamper_inclusion, MalformedError, "malformed", "inclusion proof"),
     (_tamper_order, MalformedError, "malformed", "key order"),

@@ -30,6 +30,23 @@ async def test_empty_feed_is_nothing_new(publisher, mirror):
     assert mirror.audit(NAME) == []
 
 
+async def test_the_empty_tree_makes_a_ready_feed_with_nothing_in_it(publisher, mirror):
+    """docs/PROTOCOL.md section 3b: the size-0 checkpoint of 'feed create' is
+    verified, its log timestamp recorded, and the feed is ready at version 0:
+    'no match' is then a verified answer, not a fail-closed one."""
+    import time
+
+    from federation.core.readiness import assess
+    f = mirror.get(NAME)
+    assert assess(f, int(time.time())).problem == "never_synced"
+    await sync(mirror)
+    f = mirror.get(NAME)
+    assert (f.applied_size, f.version, f.count, f.digest) == (0, 0, 0, bytes(2048))
+    assert f.fresh_time is not None and assess(f, int(time.time())).ready
+    assert f.checkpoint == publisher.head().checkpoint  # stored, and re-served by a relay
+    assert mirror.lookup("md5", bytes(16)) == []
+
+
 async def test_first_sync_then_up_to_date(publisher, proxy, make_mirror):
     m = make_mirror("m.db", proxy.feed_url())
     res, ops = publisher.publish_adds(300)  # one version over two bundles

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 import msgpack
 import pytest
 
@@ -30,6 +33,7 @@ from federation.core.errors import (DigestError, ForkError, MalformedError, Roll
                                TransportError)
 from federation.net.fetcher import Fetcher
 from federation.core.merkle import CompactRange
+from federation.core.readiness import assess
 from federation.core.note import MAX_NOTE_BYTES, Signer, parse_note, sign_note
 from federation.store.publisher import Publisher
 from federation.sync.orchestrator import sync_feed
@@ -373,16 +377,16 @@ def _add_map(**over):
 
 
 BAD_ENTRIES = {
-    "not msgpack": (b"\xc1", "not valid msgpack"),
-    "truncated msgpack": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5))[:-1], "not valid msgpack"),
-    "trailing bytes": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5)) + b"\x00", "not valid msgpack"),
-    "not a map": (msgpack.packb([1, 2, 3]), "not a msgpack map"),
+    "not msgpack": (b"\xc1", "not a msgpack fixmap"),
+    "truncated msgpack": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5))[:-1], "entry ends"),
+    "trailing bytes": (E.encode(E.Add("md5", b"\x02" * 16, "c", (), 5)) + b"\x00", "bytes after the entry"),
+    "not a map": (msgpack.packb([1, 2, 3]), "not a msgpack fixmap"),
     "unknown op": (msgpack.packb({"v": 1, "op": "delete"}), "unknown entry op"),
     "unknown version": (msgpack.packb({"v": 2, "op": "add"}), "unsupported entry version"),
-    "non-canonical integer": (_add_map()[:-1] + b"\xcc\x05", "canonical"),
+    "non-canonical integer": (_add_map()[:-1] + b"\xcc\x05", "shortest form"),
     "hash of wrong length": (_add_map(hash=b"\x01" * 15), "md5 hash is 15 bytes"),
-    "hash type is a list": (_add_map(type=["md5"]), "hash type"),
-    "hash type is a map": (_add_map(type={"md5": 1}), "hash type"),
+    "hash type is a list": (_add_map(type=["md5"]), "type is not a msgpack str"),
+    "hash type is a map": (_add_map(type={"md5": 1}), "type is not a msgpack str"),
 }
 
 
@@ -425,6 +429,41 @@ async def test_seal_skipping_a_version(w):
     await w.recovers()
 
 
+async def test_a_tree_not_ending_in_a_seal_is_malformed_after_its_whole_versions_are_applied(w):
+    """docs/PROTOCOL.md section 7 step 6: the check comes after the versions
+    before it in the same sync were committed; they stay (each verified on
+    its own), the feed reports malformed and is not ready."""
+    extra = [E.encode(E.Add("md5", b"\x04" * 16, "c", (), 5))] * 2
+    await w.forged(forged_version(w.pub.path, adds(3, "f")) + extra)
+    with pytest.raises(MalformedError, match="not at a seal: 2 entries after the last seal") as info:
+        await sync(w.m)
+    assert info.value.kind == "malformed"
+    f = w.m.get(NAME)
+    assert (f.version, f.applied_size, f.count) == (3, 327 + 4, 315 + 3)
+    assert f.last_error.startswith("malformed: ") and w.m.audit(NAME) == []
+    assert w.m.conn.execute("SELECT count(*) FROM hashes WHERE case_id='f'").fetchone()[0] == 3
+    assert assess(f, int(time.time())).problem == "failed"  # lookups fail closed until a sync succeeds
+
+
+@pytest.mark.parametrize("more, width", [(300, 256), (50, 71 + 51)])
+async def test_the_first_bundle_is_fetched_again_at_its_new_width_and_checked_whole(w, more, width):
+    """The mirror is at 327 = 256 + 71: bundle 1 held 71 entries. The next
+    sync fetches bundle 1 at the width the new tree gives it (not .p/71) and
+    checks it whole, so an entry below 327 -- already applied -- that differs
+    now is malformed (a lenient mirror would hash only the new ones)."""
+    w.pub.publish_adds(more, "case3")
+    path = "tile/entries/001" + ("" if width == 256 else f".p/{width}")
+    w.proxy.add(rewrite(re.escape(path) + "$", lambda p, b: flip_bundle_entry(b, 0)))
+    await expect_failure(w.m, MalformedError, "malformed", path, "entry 256 does not match the signed tree"
+                         if width < 256 else "the hash of its entries does not match the signed tree")
+    assert w.proxy.requests(r"tile/entries/001") and not w.proxy.requests(r"tile/entries/001\.p/71")
+    w.proxy.clear()
+    w.proxy.log.clear()
+    r = await sync(w.m)
+    assert r.size == 327 + more + 1 and w.proxy.requests(re.escape(path) + "$")
+    assert_matches_publisher(w.m, w.pub)
+
+
 async def test_checkpoint_not_at_a_seal(w):
     await w.forged([E.encode(E.Add("md5", b"\x04" * 16, "c", (), 5))] * 2)
     await expect_failure(w.m, MalformedError, "malformed", "not at a seal", "2 entries after the last seal")
@@ -454,6 +493,25 @@ async def test_barely_oversize_checkpoint(w):
     w.proxy.add(respond(CHECKPOINT, b"a" * (MAX_NOTE_BYTES + 1)))
     await expect_failure(w.m, TransportError, "transport", f"exceeds {MAX_NOTE_BYTES}")
     await w.recovers()
+
+
+async def test_every_resource_gzipped_by_a_cdn_still_syncs(w):
+    """docs/PROTOCOL.md section 2: any response may be content-coded, and bounds
+    apply to the decoded body. A full tile of hashes is random: gzip'd it is
+    longer than 8,192 bytes, which a bound on Content-Length would refuse."""
+    import gzip as gz
+
+    async def cdn(proxy, request, path):
+        status_, ctype, body = await proxy.fetch(path)
+        if status_ != 200:
+            return None
+        return web.Response(body=gz.compress(body), headers={"Content-Encoding": "gzip", "Content-Type": ctype,
+                                                             "Vary": "Accept-Encoding"})
+    w.pub.publish_adds(600, "case3")  # full level-0 tiles 1 and 2 are fetched
+    w.proxy.add(cdn)
+    r = await sync(w.m)
+    assert r.version == 3 and w.proxy.requests(r"tile/0/00[12]$")
+    assert_matches_publisher(w.m, w.pub)
 
 
 @pytest.mark.parametrize("pattern", [BUNDLES, LEAF_TILES, CHECKPOINT])

@@ -57,6 +57,11 @@ def test_good_file_round_trips(tmp_path, keys):
     (lambda s: s.replace("[witnesses]\n", "[witnesses]\nmode = 'x'\n"), "[witnesses] has unknown field(s): mode"),
     (lambda s: s.replace("version = 1", "version = 1\nversion = 2"), "not valid TOML"),
     (lambda s: s.replace(f'origin = "{ORIGIN}"', 'origin = "other.example/log"'), "is not named after the origin"),
+    # the origin rules of docs/PROTOCOL.md section 3, as in a checkpoint
+    (lambda s: s.replace(f'origin = "{ORIGIN}"', 'origin = "caf\u00e9.example/log"'), "is not a checkpoint origin"),
+    (lambda s: s.replace(f'origin = "{ORIGIN}"', 'origin = "a+b"'), "is not a checkpoint origin"),
+    (lambda s: s.replace(f'origin = "{ORIGIN}"', 'origin = "cosignature/v1"'), "is reserved"),
+    (lambda s: s.replace(f'origin = "{ORIGIN}"', 'origin = ""'), "is not a checkpoint origin"),
 ])
 def test_malformed_or_contradictory_files_are_refused(tmp_path, keys, edit, message):
     text = parse_note(good(keys)).text.decode()

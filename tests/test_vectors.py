@@ -180,3 +180,90 @@ def test_proof_vectors(stored):
         proof = [bytes.fromhex(x) for x in p["proof"]]
         assert verify_consistency(p["old"], p["new"], roots[p["old"]], roots[p["new"]], proof)
     assert len(m["inclusion"]) >= 4 and len(m["consistency"]) >= 3
+
+
+# ---- the appendix of docs/PROTOCOL.md --------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "PROTOCOL.md"
+
+
+def test_the_documents_appendix_is_what_the_generator_writes(stored):
+    mv = load_make_vectors()
+    doc = DOC.read_text()
+    assert doc.count(mv.BEGIN) == 1 and doc.count(mv.END) == 1
+    want = mv.splice(doc, mv.appendix(stored))
+    if want != doc:
+        got_lines, want_lines = doc.splitlines(), want.splitlines()
+        first = next((i for i, (a, b) in enumerate(zip(got_lines, want_lines)) if a != b),
+                     min(len(got_lines), len(want_lines)))
+        pytest.fail(f"docs/PROTOCOL.md appendix differs from tests/vectors/make_vectors.py at line {first + 1}: "
+                    f"{got_lines[first:first + 1]!r} != {want_lines[first:first + 1]!r} "
+                    "(run python tests/vectors/make_vectors.py)")
+
+
+def test_the_example_in_section_4_is_the_add_vector(stored):
+    doc = DOC.read_text()
+    example = doc[doc.index("### Example"):]
+    block = example[example.index("```") + 3:]
+    block = block[:block.index("```")]
+    assert bytes.fromhex("".join(block.split())).hex() == stored["entries"]["add"]["encoded"]
+
+
+def test_timestamp_and_witness_lines_verify(stored):
+    from federation.core.freshness import log_timestamp
+    from federation.core.note import parse_note
+    k, w, c = stored["key"], stored["witness"], stored["cosigned"]
+    log_key = parse_vkey(k["vkey"])
+    assert f"{log_key.timestamp_key().key_id:08x}" == k["timestamp_key_id"] != k["key_id"]
+    for row in stored["feed"]["versions"]:
+        stamp = log_timestamp(row["checkpoint"].encode(), [log_key], now=1 << 40, max_age=1 << 40)
+        assert stamp.time == row.get("time", 1700000000) and stamp.ignored == ()
+    witness = parse_vkey(w["vkey"])
+    assert witness.sig_type == w["type"] == 0x04 and f"{witness.key_id:08x}" == w["key_id"]
+    note = parse_note(c["note"].encode())
+    (line,) = [s for s in note.signatures if s.name == w["name"]]
+    assert line.line().decode() == c["line"]
+    assert witness.cosignature_time(line.signature) == c["time"]
+    assert witness.verify(note.text, line.signature)
+    assert c["message"].encode() == b"cosignature/v1\ntime %d\n" % c["time"] + note.text
+    # The signature is Ed25519 over exactly that message.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    Ed25519PublicKey.from_public_bytes(witness.public_key).verify(line.signature[8:], c["message"].encode())
+
+
+def test_trust_file_vector(stored):
+    from federation.core.trustfile import parse_trust
+    t = parse_trust(stored["trust_file"].encode())
+    assert (t.origin, t.version, t.max_staleness, t.quorum, t.threshold) == (stored["feed"]["origin"], 1, 86400, 1, 1)
+    assert [v.vkey for v in t.log_keys] == [stored["key"]["vkey"]]
+    assert [v.vkey for v in t.witness_keys] == [stored["witness"]["vkey"]]
+    assert [v.vkey for v in t.trust_keys] == [stored["trust_key"]["vkey"]]
+
+
+def test_snapshot_vector(stored):
+    import io
+
+    from federation.core.lthash import LtHash16
+    from federation.store.snapshot import SnapshotReader, parse_index
+    sn, feed = stored["snapshot"], stored["feed"]
+    data = bytes.fromhex(sn["file"])
+    assert hashlib.sha256(data).hexdigest() == sn["sha256"]
+    assert data == bytes.fromhex(sn["header"]) + bytes.fromhex(sn["records"])
+    reader = SnapshotReader(io.BytesIO(data))
+    h = reader.header
+    assert (h.origin, h.size, h.version, h.count) == (feed["origin"], 14, 1, 13) == \
+        (feed["origin"], sn["size"], sn["version"], sn["count"])
+    assert h.bundle == bytes.fromhex(feed["tiles_hex"]["tile/entries/000.p/14"])
+    records = [r for batch in reader.records() for r in batch]
+    digest = LtHash16().add(E.elements_of(records)).digest()
+    assert hashlib.sha256(digest).hexdigest() == feed["versions"][1]["digest_sha256"]
+    seal = E.decode(parse_bundle(h.bundle, 14)[-1])
+    assert (seal.version, seal.count, seal.digest) == (1, 13, digest)
+    (ref,), minimum = parse_index(sn["index"].encode())
+    assert (ref.sha256, ref.bytes, ref.compressed, ref.size, minimum) == (sn["sha256"], len(data), False, 14, 0)
+
+
+def test_hex_tiles_are_the_stored_tiles(stored):
+    feed = stored["feed"]
+    for path, data in feed["tiles_hex"].items():
+        assert hashlib.sha256(bytes.fromhex(data)).hexdigest() == feed["tile_sha256"][path], path

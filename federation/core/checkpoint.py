@@ -1,10 +1,12 @@
 """C2SP tlog-checkpoint (https://c2sp.org/tlog-checkpoint) note bodies.
 
 Pure. A checkpoint body is exactly three lines -- origin, decimal tree size
-without leading zeros (at most 2**63 - 1, what SQLite stores), base64 root
-hash -- each ending in a newline. This
-project writes no extension lines and rejects any it receives, so every
-signed byte is auditable.
+without leading zeros (at most 2**63 - 1, what SQLite stores), canonical
+base64 of a 32-byte root hash -- each ending in a newline. This project
+writes no extension lines and rejects any it receives, so every signed byte
+is auditable. Every rule here is docs/PROTOCOL.md section 3, and every
+failure is ``MalformedError`` except an origin other than the expected one,
+which is ``SignatureError`` (the trusted key signed a tree of another log).
 """
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ from federation.core.b64 import b64decode_canonical
 from federation.core.errors import MalformedError, SignatureError
 from federation.core.note import Note, Signer, Verifier, open_note, sign_note
 
+# An origin: printable ASCII without space and '+' (tlog-checkpoint: "neither
+# Unicode spaces nor plus"; a URL prefix without scheme is ASCII), and not the
+# tlog-cosignature header line, so a checkpoint text can never read as a
+# cosigned message (docs/PROTOCOL.md section 3a).
+ORIGIN_RE = re.compile(r"[\x21-\x2a\x2c-\x7e]+")  # full match
+RESERVED_ORIGIN = "cosignature/v1"
 _SIZE_RE = re.compile(r"0|[1-9][0-9]{0,18}")  # full match; at most 19 digits, checked <= 2**63 - 1 below
 MAX_TREE_SIZE = (1 << 63) - 1  # SQLite's INTEGER; tlog-checkpoint allows up to 2**64 - 1
 
@@ -33,6 +41,15 @@ class Checkpoint:
         return sign_note(self.body(), signers)
 
 
+def check_origin_text(origin: str) -> str:
+    """'' when ``origin`` may be a checkpoint origin, else what is wrong with it."""
+    if not ORIGIN_RE.fullmatch(origin):
+        return "must be printable ASCII (U+0021..U+007E) other than '+', at least one character"
+    if origin == RESERVED_ORIGIN:
+        return "is reserved (it is the tlog-cosignature header line)"
+    return ""
+
+
 def parse_checkpoint_body(text: bytes) -> Checkpoint:
     """Parse a checkpoint note text; raises ``MalformedError``."""
     try:
@@ -47,8 +64,9 @@ def parse_checkpoint_body(text: bytes) -> Checkpoint:
     if len(lines) > 3:
         raise MalformedError("checkpoint has extension lines; this protocol allows none")
     origin, size_line, root_line = lines
-    if not origin or any(c.isspace() for c in origin):
-        raise MalformedError(f"checkpoint origin {origin!r} is empty or has spaces")
+    origin_problem = check_origin_text(origin)
+    if origin_problem:
+        raise MalformedError(f"checkpoint origin {origin[:100]!r} {origin_problem}")
     if not _SIZE_RE.fullmatch(size_line):
         raise MalformedError(f"checkpoint tree size {size_line[:40]!r} is not a canonical decimal of at most 19 digits")
     if int(size_line) > MAX_TREE_SIZE:

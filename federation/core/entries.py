@@ -1,11 +1,15 @@
 """Log entries: ``add``, ``withdraw`` and ``seal``, encoded as msgpack. Pure.
 
 Every entry is a msgpack map whose keys appear in exactly the order listed in
-docs/PROTOCOL.md, with the shortest encodings msgpack allows. ``decode``
-re-encodes what it parsed and rejects the entry unless the bytes are
-identical, so one logical entry has exactly one byte string (and one leaf
-hash). Unknown keys, missing keys, wrong types, unknown versions and
-out-of-range values are all ``MalformedError``.
+docs/PROTOCOL.md section 4, each field in the one msgpack form that section
+allows (the smallest of its family: fixstr/str8, bin8/bin16, positive
+fixint/uint8/16/32/64, fixarray/array16, fixmap). ``decode`` is a strict
+reader of that grammar, byte by byte: it does not re-encode with a library
+and compare, so what it accepts is exactly what the document says, and one
+logical entry has exactly one byte string (and one leaf hash). ``encode``
+writes with msgpack-python, whose output is that grammar (tests pin both
+against each other). Anything else -- another form, another key order, an
+unknown key or ``v``, a value out of range -- is ``MalformedError``.
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ CASE_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 LABEL_RE = re.compile(r"[a-z0-9._:-]{1,32}")
 MAX_LABELS = 16
 MAX_TIME = 1 << 40
+# Seal version and count: what SQLite's INTEGER holds (docs/PROTOCOL.md section 4).
+MAX_COUNTER = (1 << 63) - 1
+# An entry is at most this long (a bundle's u16 length prefix could say more).
+MAX_ENTRY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -158,8 +166,10 @@ def validate(entry: Entry) -> Entry:
             if entry.case is not None:
                 _check_case(entry.case)
     elif isinstance(entry, Seal):
-        _check(type(entry.version) is int and entry.version >= 1, f"seal version {entry.version!r} must be >= 1")
-        _check(type(entry.count) is int and entry.count >= 0, f"seal count {entry.count!r} must be >= 0")
+        _check(type(entry.version) is int and 1 <= entry.version <= MAX_COUNTER,
+               f"seal version {entry.version!r} must be in 1..2**63-1")
+        _check(type(entry.count) is int and 0 <= entry.count <= MAX_COUNTER,
+               f"seal count {entry.count!r} must be in 0..2**63-1")
         _check(type(entry.digest) is bytes and len(entry.digest) == DIGEST_BYTES, "seal digest must be 2048 bytes")
         _check_time(entry.time)
     else:
@@ -192,45 +202,205 @@ def encode(entry: Entry) -> bytes:
     return msgpack.packb(_to_map(entry), use_bin_type=True)
 
 
-_KEYS = {
-    "add": ["v", "op", "type", "hash", "case", "labels", "time"],
-    "withdraw": None,  # checked structurally below
-    "seal": ["v", "op", "version", "time", "count", "digest"],
-}
+# ---- decoding: the grammar of docs/PROTOCOL.md section 4 ---------------------------
+#
+# Each reader takes (data, pos) and returns (value, new pos); each refuses
+# every form but the one the document allows for the field. All strings of an
+# entry are at most 64 bytes, so str16/str32 never occur; a hash is at most
+# 144 bytes (bin8) and a digest 2,048 (bin16); a map has at most 7 keys
+# (fixmap) and labels at most 16 items (fixarray, or array16 for exactly 16).
+
+def _byte(data: bytes, pos: int, what: str) -> int:
+    try:
+        return data[pos]
+    except IndexError:
+        raise MalformedError(f"entry ends before {what} (byte {pos})") from None
+
+
+def _raw(data: bytes, pos: int, n: int, what: str) -> tuple[bytes, int]:
+    end = pos + n
+    if end > len(data):
+        raise MalformedError(f"entry ends inside {what} (needs {n} bytes at byte {pos})")
+    return data[pos:end], end
+
+
+# (format byte, payload bytes, smallest value that needs this form)
+_UINT_FORMS = {0xcc: (1, 0x80), 0xcd: (2, 0x100), 0xce: (4, 0x10000), 0xcf: (8, 1 << 32)}
+
+
+def _uint(data: bytes, pos: int, what: str, lo: int, hi: int) -> tuple[int, int]:
+    """positive fixint 0x00-0x7f, or uint8/16/32/64, each only for values the
+    form before it cannot hold; then ``lo <= value <= hi``."""
+    b = _byte(data, pos, what)
+    if b <= 0x7f:
+        value, pos = b, pos + 1
+    elif b in _UINT_FORMS:
+        n, least = _UINT_FORMS[b]
+        raw, pos = _raw(data, pos + 1, n, what)
+        value = int.from_bytes(raw, "big")
+        if value < least:
+            raise MalformedError(f"{what} {value} is not in its shortest form (format byte 0x{b:02x})")
+    else:
+        raise MalformedError(f"{what} is not an unsigned integer in an allowed form (format byte 0x{b:02x})")
+    if not lo <= value <= hi:
+        raise MalformedError(f"{what} {value} is out of range {lo}..{hi}")
+    return value, pos
+
+
+def _str(data: bytes, pos: int, what: str) -> tuple[str, int]:
+    """fixstr (0..31 bytes) or str8 (32..255 bytes), valid UTF-8."""
+    b = _byte(data, pos, what)
+    if 0xa0 <= b <= 0xbf:
+        n, pos = b & 0x1f, pos + 1
+        end = pos + n
+        if end <= len(data):  # the common case, inlined (entries are decoded by the million)
+            try:
+                return data[pos:end].decode("utf-8"), end
+            except UnicodeDecodeError:
+                raise MalformedError(f"{what} is not valid UTF-8") from None
+    elif b == 0xd9:
+        n = _byte(data, pos + 1, what)
+        pos += 2
+        if n < 32:
+            raise MalformedError(f"{what} of {n} bytes is str8, want fixstr (its shortest form)")
+    elif b in (0xda, 0xdb):
+        raise MalformedError(f"{what} is str16/str32 (format byte 0x{b:02x}): no string of an entry needs it")
+    else:
+        raise MalformedError(f"{what} is not a msgpack str (format byte 0x{b:02x})")
+    raw, pos = _raw(data, pos, n, what)
+    try:
+        return raw.decode("utf-8"), pos
+    except UnicodeDecodeError:
+        raise MalformedError(f"{what} is not valid UTF-8") from None
+
+
+def _bin(data: bytes, pos: int, what: str) -> tuple[bytes, int]:
+    """bin8 (0..255 bytes) or bin16 (256..65535 bytes)."""
+    b = _byte(data, pos, what)
+    if b == 0xc4:
+        n = _byte(data, pos + 1, what)
+        pos += 2
+    elif b == 0xc5:
+        raw, pos = _raw(data, pos + 1, 2, what)
+        n = int.from_bytes(raw, "big")
+        if n < 256:
+            raise MalformedError(f"{what} of {n} bytes is bin16, want bin8 (its shortest form)")
+    elif b == 0xc6:
+        raise MalformedError(f"{what} is bin32: no binary of an entry needs it")
+    else:
+        raise MalformedError(f"{what} is not a msgpack bin (format byte 0x{b:02x})")
+    return _raw(data, pos, n, what)
+
+
+def _labels(data: bytes, pos: int) -> tuple[tuple[str, ...], int]:
+    """fixarray (0..15 items) or array16 (exactly 16) of str."""
+    b = _byte(data, pos, "labels")
+    if 0x90 <= b <= 0x9f:
+        n, pos = b & 0x0f, pos + 1
+    elif b == 0xdc:
+        raw, pos = _raw(data, pos + 1, 2, "labels")
+        n = int.from_bytes(raw, "big")
+        if n < 16:
+            raise MalformedError(f"labels: array16 for {n} items, want fixarray (its shortest form)")
+        if n > MAX_LABELS:
+            raise MalformedError(f"labels: {n} items, at most {MAX_LABELS}")
+    else:
+        raise MalformedError(f"labels is not a fixarray or array16 (format byte 0x{b:02x})")
+    out = []
+    for i in range(n):
+        label, pos = _str(data, pos, f"label {i}")
+        out.append(label)
+    return tuple(out), pos
+
+
+_KEY_BYTES = {k: bytes([0xa0 | len(k)]) + k.encode() for k in
+              ("v", "op", "type", "hash", "case", "labels", "time", "reason", "version", "count", "digest")}
+
+
+def _key(data: bytes, pos: int, key: str) -> int:
+    """The next key must be ``key``, as a fixstr."""
+    want = _KEY_BYTES[key]
+    if not data.startswith(want, pos):
+        got = data[pos:pos + len(want)]
+        raise MalformedError(f"entry key at byte {pos} is {got.hex()}, want {key!r} as fixstr ({want.hex()})")
+    return pos + len(want)
+
+
+def _peek_key(data: bytes, pos: int, key: str) -> bool:
+    return data.startswith(_KEY_BYTES[key], pos)
+
+
+_V1_OP = _KEY_BYTES["v"] + bytes([ENTRY_VERSION]) + _KEY_BYTES["op"]  # what every entry starts with
 
 
 def decode(data: bytes) -> Entry:
-    """Parse and strictly validate one entry."""
-    try:
-        m = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
-                            max_bin_len=4096, max_str_len=4096, max_array_len=64, max_map_len=16)
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as e:
-        raise MalformedError(f"entry is not valid msgpack: {e}") from e
-    _check(isinstance(m, dict), "entry is not a msgpack map")
-    _check(m.get("v") == ENTRY_VERSION and type(m.get("v")) is int, f"unsupported entry version {m.get('v')!r}")
-    try:
-        entry = _from_map(m)
-        validate(entry)
-        canonical = msgpack.packb(_to_map(entry), use_bin_type=True)  # encode() without validating twice
-    except (TypeError, ValueError, KeyError) as e:  # e.g. a list where a string belongs
-        raise MalformedError(f"entry has a field of the wrong type: {e}") from None
-    _check(canonical == data, "entry is not in canonical encoding")
-    return entry
-
-
-def _from_map(m: dict) -> Entry:
-    op = m.get("op")
+    """Parse and strictly validate one entry (docs/PROTOCOL.md section 4)."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if len(data) > MAX_ENTRY_BYTES:
+        raise MalformedError(f"entry is {len(data)} bytes, over {MAX_ENTRY_BYTES}")
+    b = _byte(data, 0, "the map header")
+    if not 0x80 <= b <= 0x8f:
+        raise MalformedError(f"entry is not a msgpack fixmap (format byte 0x{b:02x})")
+    n_keys = b & 0x0f
+    if data.startswith(_V1_OP, 1):  # fast path for the same checks as below
+        pos = 1 + len(_V1_OP)
+    else:
+        pos = _key(data, 1, "v")
+        v, pos = _uint(data, pos, "v", 0, MAX_COUNTER)
+        if v != ENTRY_VERSION:
+            raise MalformedError(f"unsupported entry version {v}")
+        pos = _key(data, pos, "op")
+    op, pos = _str(data, pos, "op")
     if op == "add":
-        _check(list(m) == _KEYS["add"], f"add entry keys {list(m)} != {_KEYS['add']}")
-        return Add(m["type"], m["hash"], m["case"], tuple(m["labels"]) if isinstance(m["labels"], list) else m["labels"], m["time"])
+        keys = 7
+        pos = _key(data, pos, "type")
+        hash_type, pos = _str(data, pos, "type")
+        pos = _key(data, pos, "hash")
+        value, pos = _bin(data, pos, "hash")
+        pos = _key(data, pos, "case")
+        case, pos = _str(data, pos, "case")
+        pos = _key(data, pos, "labels")
+        labels, pos = _labels(data, pos)
+        pos = _key(data, pos, "time")
+        time, pos = _uint(data, pos, "time", 0, MAX_TIME - 1)
+        entry: Entry = Add(hash_type, value, case, labels, time)
     elif op == "withdraw":
-        keys = list(m)
-        allowed = [["v", "op", "type", "hash", "reason", "time"],
-                   ["v", "op", "type", "hash", "case", "reason", "time"],
-                   ["v", "op", "case", "reason", "time"]]
-        _check(keys in allowed, f"withdraw entry keys {keys} are not one of the allowed forms")
-        return Withdraw(m["reason"], m["time"], m.get("type"), m.get("hash"), m.get("case"))
+        hash_type = value = case = None
+        keys = 5
+        if _peek_key(data, pos, "type"):  # by hash (every case, or one case)
+            keys = 6
+            pos = _key(data, pos, "type")
+            hash_type, pos = _str(data, pos, "type")
+            pos = _key(data, pos, "hash")
+            value, pos = _bin(data, pos, "hash")
+            if _peek_key(data, pos, "case"):
+                keys = 7
+                pos = _key(data, pos, "case")
+                case, pos = _str(data, pos, "case")
+        else:  # by case
+            pos = _key(data, pos, "case")
+            case, pos = _str(data, pos, "case")
+        pos = _key(data, pos, "reason")
+        reason, pos = _str(data, pos, "reason")
+        pos = _key(data, pos, "time")
+        time, pos = _uint(data, pos, "time", 0, MAX_TIME - 1)
+        entry = Withdraw(reason, time, hash_type, value, case)
     elif op == "seal":
-        _check(list(m) == _KEYS["seal"], f"seal entry keys {list(m)} != {_KEYS['seal']}")
-        return Seal(m["version"], m["time"], m["count"], m["digest"])
-    raise MalformedError(f"unknown entry op {op!r}")
+        keys = 6
+        pos = _key(data, pos, "version")
+        version, pos = _uint(data, pos, "version", 1, MAX_COUNTER)
+        pos = _key(data, pos, "time")
+        time, pos = _uint(data, pos, "time", 0, MAX_TIME - 1)
+        pos = _key(data, pos, "count")
+        count, pos = _uint(data, pos, "count", 0, MAX_COUNTER)
+        pos = _key(data, pos, "digest")
+        digest, pos = _bin(data, pos, "digest")
+        entry = Seal(version, time, count, digest)
+    else:
+        raise MalformedError(f"unknown entry op {op!r}")
+    if n_keys != keys:
+        raise MalformedError(f"{op} entry map header says {n_keys} keys, this form has {keys}")
+    if pos != len(data):
+        raise MalformedError(f"{len(data) - pos} bytes after the entry")
+    return validate(entry)

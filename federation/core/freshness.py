@@ -40,20 +40,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from federation.core.checkpoint import RESERVED_ORIGIN, check_origin_text
 from federation.core.errors import InputError, MalformedError
 from federation.core.note import SIG_COSIGNATURE_V1, Note, NoteSignature, Signer, Verifier, parse_note
 from federation.core.trustfile import clock_skew_allowance
 
 DEFAULT_MAX_AGE = 86400  # a day: what a mirror tolerates without a signed sign of life
 REFRESH_INTERVAL = 3600  # how often a quiet feed's checkpoint is re-stamped
-COSIGNATURE_HEADER = "cosignature/v1"
+COSIGNATURE_HEADER = RESERVED_ORIGIN
 
 
 def check_origin(origin: str) -> str:
-    """Refuse the one origin whose checkpoint text would begin like a
+    """Refuse an origin no checkpoint may carry (docs/PROTOCOL.md section 3),
+    among them the one whose checkpoint text would begin like a
     tlog-cosignature message (see the module docstring)."""
-    if origin == COSIGNATURE_HEADER:
-        raise InputError(f"origin {origin!r} is reserved (it is the tlog-cosignature header line)")
+    problem = check_origin_text(origin)
+    if problem:
+        raise InputError(f"origin {origin[:100]!r} {problem}")
     return origin
 
 

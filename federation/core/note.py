@@ -34,7 +34,20 @@ MAX_SIGNATURES = 100  # spec: MUST accept at least 16
 MAX_COSIGNATURE_TIME = (1 << 63) - 1
 EM_DASH = "\u2014"
 
-_NAME_RE = re.compile(r"[^\s+]+")  # full match (fullmatch): "$" would let a trailing newline through
+# A key name: one or more characters, none of them '+' or one of these
+# (docs/PROTOCOL.md section 3). The list is spelled out, not "\s", so the rule
+# does not move with Python's Unicode tables; it is exactly the set Python's
+# str.isspace() gives today (tests/test_note_rules.py): Unicode White_Space,
+# plus U+001C..U+001F, which can never appear in a note anyway.
+NAME_FORBIDDEN = ("+\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+                  "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_NAME_RE = re.compile("[^" + re.escape(NAME_FORBIDDEN) + "]+")  # fullmatch: "$" would let a trailing newline through
+
+
+# The characters a note may not hold (c2sp.org/signed-note): C0 controls
+# except newline. DEL and the C1 controls are allowed, as in the spec and Go's
+# sumdb/note (a checkpoint's origin is stricter: checkpoint.ORIGIN_RE).
+_CONTROL_RE = re.compile("[\x00-\x09\x0b-\x1f]")
 
 
 def key_id(name: str, sig_type: int, public_key: bytes) -> int:
@@ -229,15 +242,17 @@ class Note:
 
 
 def check_note_text(text: bytes) -> None:
-    """Note text must be UTF-8, end in a newline, and carry no control characters."""
+    """Note text must be UTF-8, end in a newline, and carry no C0 control
+    character other than newline (U+0000..U+0009, U+000B..U+001F)."""
     if not text.endswith(b"\n"):
         raise MalformedError("note text must end with a newline")
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as e:
         raise MalformedError("note is not valid UTF-8") from e
-    if any(ord(c) < 0x20 and c != "\n" for c in decoded):
-        raise MalformedError("note contains a control character")
+    bad = _CONTROL_RE.search(decoded)
+    if bad is not None:
+        raise MalformedError(f"note contains the control character U+{ord(bad.group()):04X}")
 
 
 def sign_note(text: bytes, signers: list[Signer]) -> bytes:

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.core.bounded import toml_loads
+from federation.core.checkpoint import check_origin_text
 from federation.core.errors import FederationError, InputError, MalformedError, SignatureError, StaleError
 from federation.core.note import (SIG_COSIGNATURE_V1, SIG_ED25519, Note, Signer, Verifier, parse_note, parse_vkey,
                    sign_note)
@@ -188,8 +189,9 @@ def _parse_body(text: bytes) -> dict:
     _require(not unknown, f"trust file has unknown field(s): {', '.join(sorted(unknown))}")
     _require(doc.get("format") == FORMAT, f"trust file format must be {FORMAT!r}, got {doc.get('format')!r}")
     origin = doc.get("origin")
-    _require(isinstance(origin, str) and origin != "" and not any(c.isspace() for c in origin),
-             "origin must be a non-empty string without spaces")
+    _require(isinstance(origin, str) and not check_origin_text(origin),
+             f"origin {str(origin)[:100]!r} is not a checkpoint origin (docs/PROTOCOL.md section 3): "
+             f"{check_origin_text(origin) if isinstance(origin, str) else 'not a string'}")
     version = _int(doc, "version", "")
     _require(version >= 1, f"version must be at least 1, got {version}")
     staleness = _int(doc, "max_staleness_seconds", "")

@@ -1,8 +1,9 @@
 """Static export: a feed's read side as plain files, for any web server or store.
 
 ``export_feed`` writes, under ``DIR``, what the server serves under
-``/feeds/NAME/``: ``checkpoint``, ``tile/...``, ``snapshot/index`` and
-``snapshot/<sha256>``, ``trust/<N>`` and ``trust/latest``. Any static host
+``/feeds/NAME/``: ``checkpoint``, ``tile/...``, ``snapshot/index``,
+``snapshot/<sha256>`` and ``snapshot/<sha256>.msgpack``, ``trust/<N>`` and
+``trust/latest``. Any static host
 serving ``DIR`` at some URL prefix is then a tlog-tiles upstream that
 mirrors verify like any other (they trust the publisher's key, never the
 host), and, for a pruned feed, one a fresh mirror can bootstrap from.
@@ -57,8 +58,8 @@ from federation.core.errors import InputError, MalformedError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_path
 from federation.store.publisher import stored_access
 from federation.net.push import checkpoint_size
-from federation.store.snapshot import encode_index, list_snapshots, minimum_index, mirror_snapshot_dir, relay_minimum_index, \
-    snapshot_dir
+from federation.store.snapshot import encode_index, list_snapshots, minimum_index, mirror_snapshot_dir, \
+    open_msgpack_stream, relay_minimum_index, snapshot_dir
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,17 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def _copy_atomic(src: Path, path: Path, fsync: bool = True) -> None:
-    """``write_atomic`` for a file too big to hold in memory (a snapshot)."""
+def _open_binary(path: Path):
+    return open(path, "rb")
+
+
+def _copy_atomic(src: Path, path: Path, fsync: bool = True, opener=_open_binary) -> None:
+    """``write_atomic`` for a file too big to hold in memory (a snapshot), read
+    through ``opener`` (``open_msgpack_stream``: its decompressed form)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "wb") as f, open(src, "rb") as r:
+        with os.fdopen(fd, "wb") as f, opener(src) as r:
             shutil.copyfileobj(r, f, 1 << 20)
             if fsync:
                 f.flush()
@@ -238,6 +244,10 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
                 continue  # replaced (a relay's re-bootstrap): the server does not serve it either
             if not (dest.exists() and dest.stat().st_size == src.stat().st_size):
                 _copy_atomic(src, dest, fsync)
+                written += 1
+            raw = out / "snapshot" / f"{ref.sha256}.msgpack"  # the stream without zstd (PROTOCOL.md section 11)
+            if not raw.exists():
+                _copy_atomic(src, raw, fsync, open_msgpack_stream)
                 written += 1
             listed.append(ref)
         index = encode_index(listed, minimum)

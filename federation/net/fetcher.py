@@ -59,7 +59,12 @@ class Fetcher:
                 async with self._session.get(url, headers=self.headers) as resp:
                     if resp.status != 200:
                         raise TransportError(f"GET {url}: HTTP {resp.status}")
-                    if resp.content_length is not None and resp.content_length > max_bytes:
+                    # The bound is on the decoded body (docs/PROTOCOL.md section 2): a
+                    # Content-Length counts the encoded one, which for a gzip'd tile of
+                    # random hashes is *longer* than the tile. Only an unencoded length
+                    # says in advance that the body is too big.
+                    encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+                    if not encoded and resp.content_length is not None and resp.content_length > max_bytes:
                         raise TransportError(f"GET {url}: response of {resp.content_length} bytes exceeds {max_bytes}")
                     body = bytearray()
                     async for chunk in resp.content.iter_chunked(65536):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,14 +170,18 @@ def install(app: web.Application) -> None:
     app.cleanup_ctx.append(poller)
 
 
+# docs/PROTOCOL.md section 12: ASCII decimals only (int() and float() would also
+# take "1_0", " 5", "+5", "1e3", "inf" or other scripts' digits).
+_QUERY_NUMBER = {int: re.compile(r"[0-9]{1,19}"), float: re.compile(r"[0-9]{1,19}(?:\.[0-9]{1,9})?")}
+
+
 def _number(request: web.Request, key: str, kind, low, high):
     text = request.query.get(key)
     if text is None:
         return None
-    try:
-        value = kind(text)
-    except ValueError:
-        raise InputError(f"{key} must be a number") from None
+    if not _QUERY_NUMBER[kind].fullmatch(text):
+        raise InputError(f"{key} must be an ASCII decimal number")
+    value = kind(text)
     if not low <= value <= high:
         raise InputError(f"{key} must be between {low} and {high}")
     return value
@@ -189,9 +194,7 @@ async def longpoll_middleware(request: web.Request, handler):
     if request.method != "GET" or route is None or route.canonical != CHECKPOINT_ROUTE or "wait" not in request.query:
         return await handler(request)
     wait = _number(request, "wait", float, 0.0, 3600.0)
-    after = _number(request, "after", int, 0, 1 << 63)
-    if wait != wait:  # NaN
-        raise InputError("wait must be a number")
+    after = _number(request, "after", int, 0, (1 << 63) - 1)  # a tree size (section 3)
     watch = request.app.get(WATCH)
     if watch is not None and after is not None:
         await watch.wait_newer(request.match_info["name"], after, min(wait, MAX_WAIT))

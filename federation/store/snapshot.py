@@ -9,6 +9,14 @@ from any server, is the same bytes or is refused. Format (docs/PROTOCOL.md secti
                            "count": int, "bundle": bin}
     record := msgpack array [type: str, hash: bin, case: str, labels: [str]]
 
+Served as ``snapshot/<sha256>`` (the file as written, the name its SHA-256)
+and ``snapshot/<sha256>.msgpack`` (its msgpack stream, decompressed: for a
+client without zstd). The reader bounds the decompressed stream to the
+header (at most ``MAX_HEADER_BYTES``) plus ``count`` records of at most
+``MAX_RECORD_BYTES``, and checks each record is *well-formed* (the shape an
+LtHash element needs); whether the records are the active set is proved by
+the seal's count and digest.
+
 ``size`` is the tree size just after the seal of ``version``; ``bundle`` is
 the log's last entry bundle at that size (tlog-tiles bytes, 1..256 entries,
 the last one being that seal), so a mirror can check the seal by inclusion
@@ -32,6 +40,7 @@ snapshot; it never decreases.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -56,11 +65,17 @@ log = logging.getLogger("federation.snapshot")
 
 SNAPSHOT_VERSION = 1
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-MAX_HEADER_BYTES = 1 << 20  # the header holds at most one bundle (~1 MiB)
+# The header holds one bundle (at most 256 * (2 + 4096) = 1,049,088 bytes, docs/PROTOCOL.md
+# section 2) and an origin (under 64 KiB, the note limit): 2 MiB bounds it with room.
+MAX_HEADER_BYTES = 2 << 20
 MAX_INDEX_BYTES = 1 << 20
-# A valid record is at most 767 bytes of msgpack: a 144-byte PhotoDNA hash, a
-# 64-character case and 16 labels of 32 characters. The margin is for safety.
+# A valid record is at most 767 bytes of msgpack in the smallest forms (a
+# 144-byte PhotoDNA hash, a 64-character case and 16 labels of 32 characters),
+# and 833 in the largest (str32/bin32/array32 headers): 1,024 bounds any encoding.
 MAX_RECORD_BYTES = 1024
+# Well-formed records (docs/PROTOCOL.md section 11): what the LtHash element
+# encoding (u8 lengths) can hold.
+MAX_ELEMENT_FIELD = 255
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -199,9 +214,11 @@ class SnapshotReader:
         if head == ZSTD_MAGIC:
             import zstandard
             fileobj.seek(0)
-            fileobj = zstandard.ZstdDecompressor().stream_reader(fileobj, read_size=read_size)
+            # RFC 8878: the stream is what the frames decompress to, one after the other.
+            fileobj = zstandard.ZstdDecompressor().stream_reader(fileobj, read_size=read_size,
+                                                                 read_across_frames=True)
             head = b""
-        self._file = _Budget(fileobj, len(head), MAX_HEADER_BYTES + (64 << 10) + read_size,
+        self._file = _Budget(fileobj, len(head), MAX_HEADER_BYTES + read_size,
                              "a snapshot header may take")
         self._read_size = read_size
         # Complete objects are consumed before the next chunk is fed, so the
@@ -209,11 +226,14 @@ class SnapshotReader:
         self._unpacker = msgpack.Unpacker(raw=False, use_list=True,
                                           max_buffer_size=MAX_HEADER_BYTES + 2 * read_size + (64 << 10),
                                           max_bin_len=MAX_HEADER_BYTES, max_str_len=4096,
-                                          max_array_len=64, max_map_len=16)
+                                          max_array_len=MAX_ELEMENT_FIELD, max_map_len=16)
         if head:
             self._unpacker.feed(head)
         self.header = self._read_header()
-        self._file.limit = self._unpacker.tell() + self.header.count * MAX_RECORD_BYTES
+        header_bytes = self._unpacker.tell()
+        if header_bytes > MAX_HEADER_BYTES:
+            raise MalformedError(f"snapshot header is {header_bytes} bytes, over {MAX_HEADER_BYTES}")
+        self._file.limit = header_bytes + self.header.count * MAX_RECORD_BYTES
         self._file.why = (f"its header allows ({self.header.count} records of at most {MAX_RECORD_BYTES} bytes "
                           "after the header)")
 
@@ -270,8 +290,10 @@ class SnapshotReader:
             if type(rec) is not list or len(rec) != 4:
                 raise MalformedError(f"snapshot record {n} is not a 4-element array")
             t, v, c, labels = rec
-            if type(t) is not str or type(v) is not bytes or type(c) is not str or type(labels) is not list:
+            if type(t) is not str or type(v) is not bytes or type(c) is not str or type(labels) is not list \
+                    or not all(type(label) is str for label in labels):
                 raise MalformedError(f"snapshot record {n} has wrong field types")
+            # (A field over MAX_ELEMENT_FIELD bytes fails in entries.element(), still as malformed.)
             key = (t, v, c)
             if prev is not None and not prev < key:
                 raise MalformedError(f"snapshot record {n} is not after record {n - 1} in key order")
@@ -287,6 +309,23 @@ class SnapshotReader:
             yield out
         if n != limit:
             raise MalformedError(f"snapshot holds {n} records, its header states {limit}")
+
+
+def open_msgpack_stream(path: Path | str):
+    """The snapshot file at ``path`` as a readable file of its msgpack stream:
+    decompressed if the file is one zstd frame, else the file itself. For
+    serving ``snapshot/<sha256>.msgpack`` (our own, already verified files)."""
+    f = open(path, "rb")
+    try:
+        compressed = f.read(4) == ZSTD_MAGIC
+        f.seek(0)
+        if not compressed:
+            return f
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True, read_across_frames=True)
+    except BaseException:
+        f.close()
+        raise
 
 
 # ---- publisher side ----------------------------------------------------------
@@ -529,6 +568,8 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
 
     * ``GET /feeds/NAME/snapshot/index`` -- JSON ``{"snapshots": [...], "minimum_index": N}``,
     * ``GET /feeds/NAME/snapshot/<sha256>`` -- the snapshot file (immutable),
+    * ``GET /feeds/NAME/snapshot/<sha256>.msgpack`` -- its msgpack stream,
+      decompressed (immutable; the file itself when it is not compressed),
     * a middleware answering ``410 Gone`` for entry bundles whose end index is
       at most the feed's minimum index (tlog-tiles pruning). It runs before
       the tile handler, so the server's in-memory tile cache cannot leak them.
@@ -562,14 +603,29 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
 
     async def snapshot_file(request: web.Request) -> web.StreamResponse:
         sha = request.match_info["sha"]
+        # <sha256>.msgpack: the same snapshot's msgpack stream without compression
+        # (docs/PROTOCOL.md section 11), for clients that cannot read zstd.
+        sha, raw = (sha[:-len(".msgpack")], True) if sha.endswith(".msgpack") else (sha, False)
         src, fid = find(request.app, request.match_info["name"])
-        if src is None or not sha_re.fullmatch(sha) or not any(r.sha256 == sha for r in list_snapshots(src.conn, fid)):
+        refs = [] if src is None or not sha_re.fullmatch(sha) else [r for r in list_snapshots(src.conn, fid)
+                                                                     if r.sha256 == sha]
+        path = src.files / str(fid) / f"{sha}.snap" if refs else None
+        if path is None or not path.exists():
             raise NotFoundError("no such snapshot")
-        path = src.files / str(fid) / f"{sha}.snap"
-        if not path.exists():
-            raise NotFoundError("no such snapshot")
-        return web.FileResponse(path, headers={"Cache-Control": "public, max-age=31536000, immutable",
-                                               "Content-Type": "application/octet-stream"})
+        headers = {"Cache-Control": "public, max-age=31536000, immutable", "Content-Type": "application/octet-stream"}
+        if not (raw and refs[0].compressed):
+            return web.FileResponse(path, headers=headers)
+        resp = web.StreamResponse(headers=headers)
+        await resp.prepare(request)
+        if request.method != "HEAD":
+            stream = await asyncio.to_thread(open_msgpack_stream, path)
+            try:
+                while chunk := await asyncio.to_thread(stream.read, 1 << 20):
+                    await resp.write(chunk)
+            finally:
+                stream.close()
+        await resp.write_eof()
+        return resp
 
     @web.middleware
     async def deny_pruned(request: web.Request, handler):

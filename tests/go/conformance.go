@@ -15,8 +15,11 @@ package main
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -73,6 +76,10 @@ type request struct {
 	Dir     string      `json:"dir"`
 	Indexes []int64     `json:"indexes"`
 	Olds    []int64     `json:"olds"`
+
+	// cosignatures (c2sp.org/tlog-cosignature, type 0x04) and tile paths
+	Cosigners []string `json:"cosigners"`
+	Paths     []string `json:"paths"`
 }
 
 type response map[string]interface{}
@@ -437,6 +444,99 @@ func doAudit(r request) response {
 	return out
 }
 
+// ---- tlog-cosignature (type 0x04) ------------------------------------------
+
+// cosignerKey parses a "name+hex8+base64(0x04 || key)" verifier key by hand:
+// sumdb/note knows only type 0x01. It splits at the first two '+' (the base64
+// may hold more) and recomputes the key hash, as note.NewVerifier does for 0x01.
+func cosignerKey(vkey string) (name string, hash uint32, pub ed25519.PublicKey, err error) {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) != 3 {
+		return "", 0, nil, errors.New("want name+hash+key")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(raw) != 1+ed25519.PublicKeySize || raw[0] != 0x04 {
+		return "", 0, nil, errors.New("want base64 of 0x04 and a 32-byte key")
+	}
+	h := sha256.New()
+	h.Write([]byte(parts[0] + "\n"))
+	h.Write(raw)
+	sum := h.Sum(nil)
+	hash = binary.BigEndian.Uint32(sum[:4])
+	if fmt.Sprintf("%08x", hash) != parts[1] {
+		return "", 0, nil, errors.New("key hash does not match the key")
+	}
+	return parts[0], hash, ed25519.PublicKey(raw[1:]), nil
+}
+
+// doCosig opens a note with the log keys (sumdb/note), then checks each
+// unverified signature line made by one of the cosigner keys as a
+// tlog-cosignature: u64 timestamp || Ed25519 over
+// "cosignature/v1\ntime <T>\n" || note text.
+func doCosig(r request) response {
+	known, err := verifiers(r.Vkeys)
+	if err != nil {
+		return response{"ok": false, "err": err.Error()}
+	}
+	n, err := note.Open(r.Msg, known)
+	if err != nil {
+		return response{"ok": false, "err": "open: " + err.Error()}
+	}
+	var lines []response
+	for _, vk := range r.Cosigners {
+		name, hash, pub, err := cosignerKey(vk)
+		if err != nil {
+			lines = append(lines, response{"vkey": vk, "err": err.Error()})
+			continue
+		}
+		for _, s := range n.UnverifiedSigs {
+			if s.Name != name || s.Hash != hash {
+				continue
+			}
+			sig, err := base64.StdEncoding.DecodeString(s.Base64)
+			if err != nil || len(sig) != 4+8+ed25519.SignatureSize {
+				lines = append(lines, response{"vkey": vk, "err": "bad cosignature length"})
+				continue
+			}
+			t := binary.BigEndian.Uint64(sig[4:12])
+			msg := []byte(fmt.Sprintf("cosignature/v1\ntime %d\n", t) + n.Text)
+			lines = append(lines, response{"vkey": vk, "name": name, "hash": hash, "time": t,
+				"ok": ed25519.Verify(pub, msg, sig[12:])})
+		}
+	}
+	return response{"ok": true, "text": []byte(n.Text), "lines": lines}
+}
+
+// ---- tile paths -------------------------------------------------------------
+
+// doTilePaths parses tlog-tiles paths (tile/L/N[.p/W], tile/entries/...) with
+// tlog.ParseTilePath, after putting back the height element sumdb writes
+// (tile/8/...) and its name for entry bundles ("data").
+func doTilePaths(r request) response {
+	var out []response
+	for _, p := range r.Paths {
+		if !strings.HasPrefix(p, "tile/") {
+			out = append(out, response{"path": p, "err": "not under tile/"})
+			continue
+		}
+		rest := p[len("tile/"):]
+		if strings.HasPrefix(rest, "data/") {
+			out = append(out, response{"path": p, "err": "sumdb's name for entry bundles, not tlog-tiles'"})
+			continue
+		}
+		if strings.HasPrefix(rest, "entries/") {
+			rest = "data/" + rest[len("entries/"):]
+		}
+		t, err := tlog.ParseTilePath("tile/8/" + rest)
+		if err != nil {
+			out = append(out, response{"path": p, "err": err.Error()})
+			continue
+		}
+		out = append(out, response{"path": p, "level": t.L, "index": t.N, "width": t.W, "err": ""})
+	}
+	return response{"ok": true, "paths": out}
+}
+
 func handle(r request) (resp response) {
 	defer func() {
 		if e := recover(); e != nil {
@@ -460,6 +560,10 @@ func handle(r request) (resp response) {
 		return doCheck(r)
 	case "audit":
 		return doAudit(r)
+	case "cosig":
+		return doCosig(r)
+	case "tilepaths":
+		return doTilePaths(r)
 	}
 	return response{"ok": false, "err": "unknown op " + strconv.Quote(r.Op)}
 }
