@@ -226,7 +226,7 @@ def _sync_steps(mirror: Mirror, name: str):
     except ImportError:
         pass
     try:
-        from federation.sync.bootstrap import sync_with_snapshots
+        from federation.sync.orchestrator import sync_with_snapshots
         return sync_with_snapshots, policy
     except ImportError:
         async def plain(mirror, name, fetcher, progress=None, policy=None):
