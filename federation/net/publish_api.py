@@ -36,7 +36,7 @@ from federation.core.batch import read_batch
 from federation.core.errors import FederationError, InputError, StorageError
 from federation.net.httpserver import read_body
 from federation.core.note import Signer
-from federation.net.push import checkpoint_size
+from federation.net.longpoll import checkpoint_size
 from federation.store.publisher import Publisher
 
 log = logging.getLogger("federation.publish_api")
