@@ -52,8 +52,8 @@ from federation.core.trustfile import Freshness
 from federation.core import verify as V
 from federation.core.verify import TrustedState
 
-NEW, OPENED, ACCEPTED, CURRENT = "NEW", "OPENED", "ACCEPTED", "CURRENT"
-TILES, PROVEN, EXTENDED, ENTRIES, DONE, HEAD, FAILED = "TILES", "PROVEN", "EXTENDED", "ENTRIES", "DONE", "HEAD", "FAILED"
+NEW, OPENED, ACCEPTED, CURRENT, FAILED = "NEW", "OPENED", "ACCEPTED", "CURRENT", "FAILED"
+TILES, PROVEN, EXTENDED, ENTRIES, DONE, HEAD = "TILES", "PROVEN", "EXTENDED", "ENTRIES", "DONE", "HEAD"
 
 ENTRIES_GOAL, EXTENSION_GOAL, HEAD_GOAL = "entries", "extension", "head"
 
@@ -201,7 +201,8 @@ class Acceptance:
             raise self._refuse(f"add_tile {tile_path(level, index, width)} {why}")
 
         def run():
-            self._tiles[(level, index)] = parse_hash_tile(data, width, f"{self.origin} {tile_path(level, index, width)}")
+            where = f"{self.origin} {tile_path(level, index, width)}"
+            self._tiles[(level, index)] = parse_hash_tile(data, width, where)
         self._step(run)
 
     def _all_tiles_added(self, step: str) -> None:

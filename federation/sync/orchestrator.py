@@ -61,7 +61,7 @@ class SyncResult:
     size: int
     old_version: int
     version: int
-    upstream: str | None = None  # the upstream URL that served the sync (``sync_once``)
+    upstream: str | None = None  # sync_once: first upstream of the attempt that served (pinned: its only one)
 
     @property
     def changed(self) -> bool:
