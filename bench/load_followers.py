@@ -1,7 +1,7 @@
 """Load: hundreds of followers long-polling one server while a publisher publishes.
 
 Loopback only, bounded in time. Each follower is a real mirror (its own
-SQLite file) running ``push.watch_feed`` against a server with the
+SQLite file) running ``follower.watch_feed`` against a server with the
 long-poll extension. The publisher publishes VERSIONS versions, one every
 PERIOD seconds, on its own connection (as ``federation publish`` would).
 
@@ -29,7 +29,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from federation.net import push
+from federation.net import longpoll
+from federation.sync.follower import watch_feed
 from federation.core.entries import Add
 from federation.store.mirror import Mirror
 from federation.core.note import Signer
@@ -51,8 +52,8 @@ async def run_load(root: Path, followers: int, versions: int, period: float = 0.
     signer = Signer.generate(ORIGIN)
     pub = Publisher(root / "pub.db")
     pub.create_feed("load", ORIGIN, signer)
-    app = create_app([PublisherSource(root / "pub.db")], extensions=[push.install],
-                     middlewares=[push.longpoll_middleware])
+    app = create_app([PublisherSource(root / "pub.db")], extensions=[longpoll.install],
+                     middlewares=[longpoll.longpoll_middleware])
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
@@ -82,10 +83,10 @@ async def run_load(root: Path, followers: int, versions: int, period: float = 0.
             m = Mirror(root / f"m{i}.db")
             m.follow("load", ORIGIN, [signer.vkey], [url])
             mirrors.append(m)
-            tasks.append(asyncio.create_task(push.watch_feed(m, "load", [url], wait=20, interval=30,
+            tasks.append(asyncio.create_task(watch_feed(m, "load", [url], wait=20, interval=30,
                                                              on_change=on_change(i))))
         # Let every follower reach its first long-poll before publishing.
-        watch = app[push.WATCH]
+        watch = app[longpoll.WATCH]
         deadline = time.monotonic() + bound
         while watch._waiters.get("load", 0) < followers and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -8,11 +8,11 @@ import aiohttp
 import pytest
 
 from dist_fixtures import BOUND, bounded, follow, make_feed, servers  # noqa: F401
-from federation.net import push
+from federation.net import longpoll
 from federation.net.auth import AccessControl, RateLimiter, TokenStore, install_listing_filter
 from federation.core.errors import TransportError
 from federation.net.publish_api import PublishAPI
-from federation.net.push import sync_from_upstreams
+from federation.sync.follower import sync_from_upstreams
 from federation.net.server import PublisherSource, create_app
 from federation.sync.orchestrator import sync_once
 
@@ -35,8 +35,8 @@ async def _app(servers, tmp_path, node, max_bytes=64 * 1024, **ac_kw):
     tid, pub_open, store = node
     ac = AccessControl(store, {"tid": "members", "open": "public"}, **ac_kw)
     api = PublishAPI(tmp_path / "pub.db", {"tid": tid.signer, "open": pub_open.signer}, max_bytes, audit=store)
-    app = create_app([PublisherSource(tmp_path / "pub.db")], extensions=[push.install, api.install],
-                     middlewares=[ac.middleware, install_listing_filter(ac), push.longpoll_middleware])
+    app = create_app([PublisherSource(tmp_path / "pub.db")], extensions=[longpoll.install, api.install],
+                     middlewares=[ac.middleware, install_listing_filter(ac), longpoll.longpoll_middleware])
     return await servers.start(app)
 
 

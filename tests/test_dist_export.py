@@ -24,7 +24,7 @@ from system_tools import require_system_tool
 from federation.net.export import export_feed
 from federation.core.layout import tile_path
 from federation.core.note import Signer
-from federation.net.push import watch_feed
+from federation.sync.follower import watch_feed
 from federation.trust.rotation import publish_trust
 from federation.net.server import PublisherSource, create_app
 from federation.store.snapshot import prune, write_snapshot
@@ -219,7 +219,7 @@ def test_export_refuses_to_roll_back_and_writes_checkpoint_last(tmp_path, feed, 
         export_feed(feed.path, "tid", other)
     monkeypatch.undo()
     assert "checkpoint" not in calls
-    from federation.net.push import checkpoint_size
+    from federation.net.longpoll import checkpoint_size
     assert checkpoint_size((other / "checkpoint").read_bytes()) < feed.pub.feed("tid").size
     with pytest.raises(InputError):
         export_feed(feed.path, "nope", out)

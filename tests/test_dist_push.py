@@ -8,14 +8,15 @@ import aiohttp
 import pytest
 
 from dist_fixtures import BOUND, bounded, feed, follow, servers  # noqa: F401
-from federation.net import push
-from federation.net.push import checkpoint_size, watch_feed
+from federation.net import longpoll
+from federation.net.longpoll import checkpoint_size
+from federation.sync.follower import watch_feed
 from federation.net.relay import RelaySource
 from federation.net.server import PublisherSource, create_app
 
 
 def push_app(sources):
-    return create_app(sources, extensions=[push.install], middlewares=[push.longpoll_middleware])
+    return create_app(sources, extensions=[longpoll.install], middlewares=[longpoll.longpoll_middleware])
 
 
 async def _get(url: str) -> tuple[int, bytes, dict]:
@@ -49,7 +50,7 @@ async def test_longpoll_wakes_on_publish_by_another_writer(feed, servers):
     app = servers.runners[-1].app
     task = asyncio.create_task(_get(f"{url}/feeds/tid/checkpoint?wait=20&after=0"))
     # Publish only once the request is held (an event, not a sleep).
-    watch = app[push.WATCH]
+    watch = app[longpoll.WATCH]
     while "tid" not in watch._waiters:
         await asyncio.sleep(0)
         assert not task.done()
@@ -95,7 +96,7 @@ async def test_follower_syncs_within_a_fraction_of_a_second(tmp_path, feed, serv
     try:
         lags = []
         for _ in range(3):
-            watch = servers.runners[-1].app[push.WATCH]
+            watch = servers.runners[-1].app[longpoll.WATCH]
             while "tid" not in watch._waiters:  # the follower is parked on the long-poll
                 await asyncio.sleep(0.01)
             published = time.monotonic()
@@ -136,7 +137,7 @@ async def test_relay_wakes_its_long_pollers_after_sync(tmp_path, feed, servers):
     relay_app = servers.runners[-1].app
     relay_task = asyncio.create_task(watch_feed(
         relay_m, "tid", [f"{origin}/feeds/tid/"], wait=20, interval=60,
-        on_change=lambda r: relay_app[push.WATCH].notify("tid")))
+        on_change=lambda r: relay_app[longpoll.WATCH].notify("tid")))
     m = follow(tmp_path / "m.db", feed, [f"{relay_url}/feeds/tid/"])
     changed: asyncio.Queue = asyncio.Queue()
     task = asyncio.create_task(watch_feed(m, "tid", [f"{relay_url}/feeds/tid/"], wait=20, interval=60,
@@ -167,7 +168,7 @@ async def test_waiter_is_woken_by_a_write_that_lands_while_it_starts_waiting():
         reads.append(name)
         return notes[0] if len(reads) == 1 else notes[1]
 
-    watch = push.CheckpointWatch(read)
+    watch = longpoll.CheckpointWatch(read)
     waiter = asyncio.create_task(watch.wait_newer("f", after=5, timeout=30))
     await asyncio.sleep(0)  # the waiter read size 5 and is blocked
     assert not waiter.done()
@@ -180,8 +181,8 @@ async def test_beyond_max_waiters_a_longpoll_answers_at_once(monkeypatch):
     from federation.core.note import Signer
     key = Signer.generate("example.org/feeds/f")
     note = Checkpoint(key.name, 5, bytes(32)).sign([key])
-    monkeypatch.setattr(push, "MAX_WAITERS", 3)
-    watch = push.CheckpointWatch(lambda name: note)
+    monkeypatch.setattr(longpoll, "MAX_WAITERS", 3)
+    watch = longpoll.CheckpointWatch(lambda name: note)
     held = [asyncio.create_task(watch.wait_newer("f", after=5, timeout=30)) for _ in range(3)]
     await asyncio.sleep(0)
     assert watch.held == 3 and not any(t.done() for t in held)

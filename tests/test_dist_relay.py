@@ -7,7 +7,7 @@ import pytest
 from dist_fixtures import BOUND, bounded, feed, follow, servers, snapshot  # noqa: F401
 from federation.core.errors import MalformedError, RollbackError, TransportError
 from federation.core.layout import ENTRIES, tile_path
-from federation.net.push import FollowState, sync_from_upstreams
+from federation.sync.follower import FollowState, sync_from_upstreams
 from federation.net.fetcher import Fetcher
 from federation.net.relay import RelaySource
 from federation.sync.orchestrator import sync_feed

@@ -155,10 +155,10 @@ async def test_an_unexpected_exception_counts_against_that_upstream_and_the_next
     """Fault injection: a bug of ours (here a RuntimeError on the first
     checkpoint checked) while handling one upstream's data must not stop the
     sync -- it is that upstream's ``malformed`` failure, and the next serves."""
-    import federation.sync.orchestrator as sync_module
+    import federation.core.acceptance as acceptance_module  # where a sync opens the checkpoint
     feed = make_feed(tmp_path / "pub.db", NAME, "example.org/feeds/t")
     feed.publish_version(5)
-    real = sync_module.open_checkpoint
+    real = acceptance_module.open_checkpoint
     calls = []
 
     def flaky(*args, **kw):
@@ -167,7 +167,7 @@ async def test_an_unexpected_exception_counts_against_that_upstream_and_the_next
             raise RuntimeError("injected fault")
         return real(*args, **kw)
 
-    monkeypatch.setattr(sync_module, "open_checkpoint", flaky)
+    monkeypatch.setattr(acceptance_module, "open_checkpoint", flaky)
     runner, first = await start_app(_publisher_app(tmp_path / "pub.db"))
     runner2, second = await start_app(_publisher_app(tmp_path / "pub.db"))
     try:

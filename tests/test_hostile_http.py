@@ -13,7 +13,7 @@ import pytest
 from dist_fixtures import BOUND, make_feed, servers  # noqa: F401 (fixture)
 from platform_fixtures import deployment, md5_add, start  # noqa: F401 (fixture)
 
-from federation.net import push
+from federation.net import longpoll
 from federation.net.auth import AccessControl, TokenStore
 from federation.core.checkpoint import Checkpoint
 from federation.trust.cosign import Cosigner, add_checkpoint_body
@@ -78,8 +78,8 @@ async def publishing(tmp_path, servers):
     _, token = store.issue("ingest", "publisher", ["open"])
     ac = AccessControl(store, {"open": "public"})
     api = PublishAPI(tmp_path / "pub.db", {"open": feed.signer}, 64 * 1024, audit=store)
-    app = create_app([PublisherSource(tmp_path / "pub.db")], extensions=[push.install, api.install],
-                     middlewares=[ac.middleware, push.longpoll_middleware])
+    app = create_app([PublisherSource(tmp_path / "pub.db")], extensions=[longpoll.install, api.install],
+                     middlewares=[ac.middleware, longpoll.longpoll_middleware])
     url = await servers.start(app)
     yield f"{url}/feeds/open/batches/", {"Authorization": f"Bearer {token}"}, feed
     feed.pub.close()

@@ -261,9 +261,9 @@ async def test_long_poll_state_is_freed_for_feed_names_nobody_waits_on(tmp_path)
     ``checkpoint?wait=`` request left an asyncio.Event behind, even for feeds
     that do not exist (``federation serve`` has no access control in front)."""
     from helpers_tamper import start_app
-    from federation.net import push
+    from federation.net import longpoll
     from federation.net.server import create_app
-    app = create_app([], extensions=[push.install], middlewares=[push.longpoll_middleware])
+    app = create_app([], extensions=[longpoll.install], middlewares=[longpoll.longpoll_middleware])
     runner, url = await start_app(app)
     try:
         reader = writer = None
@@ -274,7 +274,7 @@ async def test_long_poll_state_is_freed_for_feed_names_nobody_waits_on(tmp_path)
             data, _ = await _closed_after(reader, 5.0)
             writer.close()
             assert data.startswith(b"HTTP/1.1 404"), data[:100]
-        watch = app[push.WATCH]
+        watch = app[longpoll.WATCH]
         assert watch.held == 0 and len(watch._events) == 0, len(watch._events)
     finally:
         await runner.cleanup()

@@ -9,10 +9,16 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from dist_fixtures import Servers, follow, make_feed
 from helpers_tamper import NAME, adds, clone_db, feed_url, snapshot, sync
 from trust_fixtures import World, world  # noqa: F401
 
+from federation.core.errors import MalformedError
+from federation.net.server import PublisherSource, create_app
 from federation.sync.gossip import SplitViewError, verify_against
+from federation.sync.orchestrator import sync_once
 from federation.core.merkle import verify_consistency
 from federation.store.mirror import Mirror
 from federation.store.publisher import Publisher
@@ -134,3 +140,30 @@ async def test_every_trust_command_has_help_with_an_example():
             assert "Example:" in (sub.help or ""), f"{group} {sub.name} has no example"
     r = CliRunner().invoke(cli, ["verify", "--help"])
     assert "--against" in r.output
+
+
+async def test_a_larger_node_serving_bad_tiles_is_malformed_not_a_fork(tmp_path):
+    """Its tiles are proven against its own signed root before the extension
+    proof: bad bytes are ``malformed`` (no evidence), never a fork report."""
+    class BadTiles(PublisherSource):
+        def tile(self, name, level, index, width):
+            data = super().tile(name, level, index, width)
+            return data if data is None or level < 0 else bytes([data[0] ^ 1]) + data[1:]
+
+    feed = make_feed(tmp_path / "pub.db", access="public")
+    servers = Servers()
+    try:
+        origin = await servers.publisher(feed.path)
+        m = follow(tmp_path / "m.db", feed, [f"{origin}/feeds/tid/"])
+        feed.publish_version(300)
+        await asyncio.wait_for(sync_once(m, "tid"), 15)
+        feed.publish_version(20)
+        bad = await servers.start(create_app([BadTiles(feed.path)]))
+        with pytest.raises(MalformedError, match="no evidence of a fork"):
+            await asyncio.wait_for(verify_against(m, "tid", f"{bad}/feeds/tid/"), 15)
+        r = await asyncio.wait_for(verify_against(m, "tid", f"{origin}/feeds/tid/"), 15)
+        assert r.theirs.size > r.ours.size and r.proof
+        m.close()
+    finally:
+        await servers.close()
+        feed.pub.close()

@@ -66,7 +66,7 @@ async def _upstream_size(f) -> tuple[int | None, str | None]:
     from federation.net.fetcher import Fetcher
     from federation.node.config import upstream_headers
     from federation.core.note import MAX_NOTE_BYTES
-    from federation.net.push import checkpoint_size
+    from federation.net.longpoll import checkpoint_size
     try:
         async with Fetcher(list(f.urls), headers=upstream_headers(f)) as fetcher:
             return checkpoint_size(await fetcher.get("checkpoint", MAX_NOTE_BYTES)), None

@@ -13,6 +13,9 @@ Errors are split by whose fault they are (python-tuf style):
 * ``InputError`` -- an operator's or a client's input (CSV/JSONL batch, CLI
   argument, key file, HTTP request) is invalid. Nothing is written when it
   is raised.
+* ``InternalError`` -- a bug of ours caught by a check rather than an
+  ``assert`` (which ``python -O`` strips), e.g. a step of checkpoint
+  acceptance called out of order (``OrderError``). Nothing was written.
 * ``UnavailableError`` -- fail closed: the mirror cannot stand behind an
   answer (no home, no followed feed, never synced, last sync failed
   verification, or older than its maximum age). Lookups raise it instead of
@@ -112,6 +115,17 @@ class InputError(FederationError):
 
     kind = "input"
     http_status = 400
+
+
+class InternalError(FederationError):
+    """A bug of ours, caught: the caller broke a documented contract."""
+
+    kind = "internal"
+
+
+class OrderError(InternalError):
+    """A step of checkpoint acceptance (``core.acceptance``) was called out
+    of order, or after a step that failed; the message names both steps."""
 
 
 class UnavailableError(FederationError):

@@ -1,6 +1,8 @@
 """Pure verification steps of a mirror sync: bytes in, verified values out.
 
-No I/O here. ``sync`` fetches bytes and calls these in order:
+No I/O here. These are the internals of ``acceptance.Acceptance``, which
+calls them in this order and refuses any other; they stay public so each can
+be tested on its own:
 
 1. ``check_progress``: the signed checkpoint is not a rollback or a fork of
    what this mirror already verified.
@@ -101,6 +103,17 @@ def _with_parents(tiles: set[tuple[int, int, int]], size: int) -> set[tuple[int,
     return out
 
 
+def proof_tiles(state: TrustedState, cp: Checkpoint) -> set[tuple[int, int, int]]:
+    """Hash tiles (level, index, width) that prove ``cp``'s root and that it
+    extends every tree ``state`` trusts: the right edge, the consistency
+    proofs' nodes, and the parent of every full one (``authenticate_tiles``)."""
+    size = cp.size
+    core = tiles_for_root(size) if size else set()
+    for old, _, _ in _known_prefixes(state, cp):
+        core |= needed_tiles(size, lambda th, old=old: consistency_proof(old, size, th.mth))
+    return _with_parents(core, size)
+
+
 def tile_plan(state: TrustedState, cp: Checkpoint) -> Iterator[tuple[int, int, int]]:
     """Hash tiles (level, index, width) a sync from ``state`` to ``cp`` needs.
 
@@ -110,10 +123,7 @@ def tile_plan(state: TrustedState, cp: Checkpoint) -> Iterator[tuple[int, int, i
     fetch. Lazy: nothing is built in proportion to the tree size.
     """
     size = cp.size
-    core = tiles_for_root(size) if size else set()
-    for old, _, _ in _known_prefixes(state, cp):
-        core |= needed_tiles(size, lambda th, old=old: consistency_proof(old, size, th.mth))
-    core = _with_parents(core, size)
+    core = proof_tiles(state, cp)
     yield from sorted(core)
     first, end = state.applied_size // TILE_WIDTH, size // TILE_WIDTH  # full bundles [first, end)
     level = max((lvl for lvl, _, _ in core), default=0)
@@ -155,13 +165,19 @@ def authenticate_tiles(cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]]
                                  f"{where} does not match its entry in {up}")
 
 
-def check_extends(state: TrustedState, cp: Checkpoint, tiles: dict[tuple[int, int], list[bytes]]) -> None:
+def check_extends(state: TrustedState, cp: Checkpoint,
+                  tiles: dict[tuple[int, int], list[bytes]]) -> list[tuple[int, list[bytes]]]:
     """With authenticated ``tiles``: the signed tree contains every tree the
-    mirror trusts, or ``ForkError`` (two signed trees that cannot both be true)."""
+    mirror trusts, or ``ForkError`` (two signed trees that cannot both be true).
+    Returns the verified consistency proofs, as (old size, proof)."""
     th = TileHashes(cp.size, tiles)
+    proofs = []
     for old, root, what in _known_prefixes(state, cp):
-        if not verify_consistency(old, cp.size, root, cp.root, consistency_proof(old, cp.size, th.mth)):
+        proof = consistency_proof(old, cp.size, th.mth)
+        if not verify_consistency(old, cp.size, root, cp.root, proof):
             raise ForkError(f"signed tree of size {cp.size} does not extend {what}")
+        proofs.append((old, proof))
+    return proofs
 
 
 @dataclass

@@ -301,7 +301,7 @@ class AccessControl:
         return resp
 
     def _record_fetch(self, feed: str, token: Token, body: bytes) -> None:
-        from federation.net.push import checkpoint_size
+        from federation.net.longpoll import checkpoint_size
         try:
             size = checkpoint_size(body)
         except Exception:  # noqa: BLE001 -- auditing is best effort: an unparsable body is answered anyway

@@ -57,7 +57,7 @@ from federation.store.db import connect
 from federation.core.errors import InputError, MalformedError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_path
 from federation.store.publisher import stored_access
-from federation.net.push import checkpoint_size
+from federation.net.longpoll import checkpoint_size
 from federation.store.snapshot import encode_index, list_snapshots, minimum_index, mirror_snapshot_dir, \
     open_msgpack_stream, relay_minimum_index, snapshot_dir
 

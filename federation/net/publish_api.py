@@ -38,7 +38,7 @@ from federation.core.errors import (ConflictError, FederationError, InputError, 
                                     StorageError, UnsupportedError)
 from federation.net.httpserver import read_body
 from federation.core.note import Signer
-from federation.net.push import checkpoint_size
+from federation.net.longpoll import checkpoint_size
 from federation.store.publisher import Publisher
 
 log = logging.getLogger("federation.publish_api")

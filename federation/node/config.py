@@ -6,9 +6,9 @@
 * read side: ``server.create_app`` over the publisher DB and, for followed
   feeds with ``relay = true``, a ``relay.RelaySource`` over the mirror DB;
 * access control (``auth``) as the outermost middleware, then long-poll
-  (``push``), so an unauthenticated request is never held;
+  (``longpoll``), so an unauthenticated request is never held;
 * the publishing API (``publish_api``) for published feeds with ``api``;
-* one follower task per followed feed (``push.watch_feed``) in
+* one follower task per followed feed (``follower.watch_feed``) in
   ``cleanup_ctx``: started with the app, cancelled on shutdown. Each has its
   own mirror connection, because a SQLite connection holds one transaction.
 
@@ -270,7 +270,8 @@ def load_signers(home: Home, cfg: NodeConfig) -> dict:
 def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=None) -> web.Application:
     """The node's app. ``signers`` (name -> Signer) defaults to the key files;
     ``on_sync(name, SyncResult)`` is called after each sync that applied something."""
-    from federation.net import push
+    from federation.net import longpoll
+    from federation.sync import follower
     from federation.net.access import StoredAccess, combine
     from federation.net.auth import AccessControl, TokenStore, install_listing_filter
     from federation.store.mirror import Mirror
@@ -308,8 +309,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
 
     def notify(name: str) -> None:
         app = holder.get("app")
-        if app is not None and push.WATCH in app:
-            app[push.WATCH].notify(name)
+        if app is not None and longpoll.WATCH in app:
+            app[longpoll.WATCH].notify(name)
 
     from federation.net.readside import read_side
     extensions, readside_middlewares = read_side(home.publisher_db if cfg.publish else None,
@@ -319,7 +320,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     if api_signers:
         extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store).install)
 
-    states = {f.name: push.FollowState(f.name) for f in cfg.follow}
+    states = {f.name: follower.FollowState(f.name) for f in cfg.follow}
 
     def followers(app: web.Application):
         async def ctx(app):
@@ -332,7 +333,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
                         notify(n)  # wake the relay's own long-pollers
                     if on_sync is not None:
                         on_sync(n, r)
-                tasks.append(asyncio.create_task(push.watch_feed(
+                tasks.append(asyncio.create_task(follower.watch_feed(
                     mirror, f.name, list(f.urls), headers[f.name], wait=f.wait, interval=f.interval,
                     on_change=on_change, state=states[f.name]), name=f"follow {f.name}"))
             yield

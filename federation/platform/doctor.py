@@ -49,7 +49,7 @@ from pathlib import Path
 
 import time
 
-from federation.core import verify as V
+from federation.core.acceptance import Acceptance
 from federation.core.checkpoint import open_checkpoint
 from federation.store.db import connect
 from federation.core.errors import FederationError, InputError, NothingNew
@@ -182,9 +182,10 @@ def check_trust(name: str, origin: str, vkeys: list[str]) -> list[Check]:
 def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now: int) -> str:
     """What ``sync`` would refuse in a verified upstream checkpoint ``raw``,
     against the mirror's state ``follow``: rollback, fork, or staleness."""
-    signed = open_checkpoint(raw, follow.origin, keys)
+    acc = Acceptance(follow.origin, keys, follow.trusted_state())  # the witness quorum is checked below
+    acc.open_checkpoint(raw)
     try:
-        V.check_progress(follow.trusted_state(), signed.checkpoint)
+        acc.accept_checkpoint()
     except NothingNew:
         pass
     except FederationError as e:

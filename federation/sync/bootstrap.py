@@ -3,8 +3,10 @@
 A fresh mirror, or one that fell behind the publisher's pruned range, loads
 the newest snapshot (``federation.snapshot``) instead of replaying the log,
 then follows the log from the snapshot's tree size. The snapshot server is
-never trusted. With ``C`` the verified checkpoint and ``a`` the snapshot's
-tree size, ``verify_head`` (pure) proves from hash tiles at size ``C.size``:
+never trusted. ``bootstrap_feed`` accepts the checkpoint ``C`` and proves the
+snapshot's head through an ``acceptance.Acceptance`` (pure:
+``core.headproof``); with ``a`` the snapshot's tree size, from hash tiles at
+size ``C.size``:
 
 1. the seal closing the snapshot's version (the last entry of its last
    bundle) is in the signed tree: an RFC 6962 inclusion proof to ``C.root``
@@ -50,38 +52,27 @@ from pathlib import Path
 import aiohttp
 
 from federation.core import entries as E
-from federation.store.activeset import join_labels
-from federation.core.checkpoint import Checkpoint, open_checkpoint
-from federation.store.db import create_tables, write_txn
+from federation.core.acceptance import Acceptance
+from federation.core.checkpoint import Checkpoint
 from federation.core.errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
-from federation.net.fetcher import Fetcher
 from federation.core.freshness import usable_time
-from federation.core.layout import ENTRIES, TILE_WIDTH, tile_path
+from federation.core.headproof import VerifiedHead
+from federation.core.layout import ENTRIES
 from federation.core.lthash import ParallelSum
-from federation.core.merkle import CompactRange, consistency_proof, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
-from federation.store.mirror import Mirror
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
-from federation.store.snapshot import MAX_INDEX_BYTES, SCHEMA as SNAPSHOT_SCHEMA, ZSTD_MAGIC, SnapshotHeader, SnapshotReader, \
-    SnapshotRef, bundle_range, mirror_snapshot_dir, parse_index, _progress
-from federation.core.tiles import TileHashes, needed_tiles, parse_bundle, parse_hash_tile
+from federation.net.fetcher import Fetcher
+from federation.store.activeset import join_labels
+from federation.store.db import create_tables, write_txn
+from federation.store.mirror import Mirror
+from federation.store.snapshot import MAX_INDEX_BYTES, SCHEMA as SNAPSHOT_SCHEMA, ZSTD_MAGIC, SnapshotHeader, \
+    SnapshotReader, SnapshotRef, mirror_snapshot_dir, parse_index, _progress
 from federation.store.tilestore import TileStore
-from federation.core import verify as V
+from federation.sync.tilefetcher import TileFetcher
 
 log = logging.getLogger("federation.bootstrap")
 
-MAX_TILE_BYTES = 256 * 32
 MAX_SNAPSHOT_BYTES = 16 << 30
 PARALLEL_THRESHOLD = 50_000  # below this many records, worker start-up costs more than it saves
-
-
-@dataclass(frozen=True)
-class VerifiedHead:
-    """A snapshot header proven against a signed checkpoint."""
-
-    header: SnapshotHeader
-    seal: E.Seal
-    compact: CompactRange  # at header.size
-    tiles: dict[tuple[int, int, int], bytes]  # partial hash tiles at header.size, and the last bundle
 
 
 @dataclass(frozen=True)
@@ -94,96 +85,6 @@ class BootstrapResult:
     count: int
     snapshot: str
     seconds: float
-
-
-# ---- pure verification --------------------------------------------------------
-
-def _compact_nodes(size: int) -> list[tuple[int, int]]:
-    """[start, end) of the perfect subtrees of a tree of ``size``, largest first."""
-    out, start = [], 0
-    for k in range(size.bit_length() - 1, -1, -1):
-        if size >> k & 1:
-            out.append((start, start + (1 << k)))
-            start += 1 << k
-    return out
-
-
-def _head_proofs(th: TileHashes, header: SnapshotHeader, cp: Checkpoint):
-    """Everything ``verify_head`` reads from tiles: the compact ranges at the
-    snapshot's size and at the start of its last bundle, the consistency
-    proof to ``cp`` and the seal's inclusion proof."""
-    a = header.size
-    first = bundle_range(a)[0] * TILE_WIDTH
-    nodes = [th.mth(s, e) for s, e in _compact_nodes(a)]
-    before = [th.mth(s, e) for s, e in _compact_nodes(first)]
-    consistency = consistency_proof(a, cp.size, th.mth)
-    seal_proof = inclusion_proof(a - 1, cp.size, th.mth)
-    return nodes, before, consistency, seal_proof
-
-
-def head_tiles(header: SnapshotHeader, cp: Checkpoint) -> set[tuple[int, int, int]]:
-    """Hash tiles (level, index, width at ``cp.size``) that ``verify_head`` reads."""
-    if not 0 < header.size <= cp.size:
-        return set()
-    return needed_tiles(cp.size, lambda th: _head_proofs(th, header, cp))
-
-
-def verify_head(header: SnapshotHeader, origin: str, cp: Checkpoint,
-                tiles: dict[tuple[int, int], list[bytes]]) -> VerifiedHead:
-    """Prove a snapshot header against verified checkpoint ``cp``. Pure.
-
-    ``tiles`` maps (level, index) to the hashes of the tiles ``head_tiles``
-    named. Raises ``MalformedError`` (not in the signed tree, bad bytes) or
-    ``DigestError`` (header count differs from the seal's).
-    """
-    a = header.size
-    if header.origin != origin:
-        raise MalformedError(f"snapshot is of origin {header.origin!r}, want {origin!r}")
-    if not 0 < a <= cp.size:
-        raise MalformedError(f"snapshot tree size {a} is outside the signed tree of size {cp.size}")
-    bidx, bwidth = bundle_range(a)
-    where = f"snapshot of {origin} at size {a}: bundle {tile_path(ENTRIES, bidx, bwidth)}"
-    entries = parse_bundle(header.bundle, bwidth, where)
-    th = TileHashes(cp.size, tiles)
-    nodes, before, consistency, seal_proof = _head_proofs(th, header, cp)
-    if th.needed:
-        raise MalformedError(f"{where}: hash tiles missing for the proofs: {sorted(th.needed)[:4]}")
-    # 1. the seal closing the snapshot's version is in the signed tree.
-    if not verify_inclusion(leaf_hash(entries[-1]), a - 1, cp.size, seal_proof, cp.root):
-        raise MalformedError(f"{where}: the seal at entry {a - 1} is not in the signed tree "
-                             f"of size {cp.size} (inclusion proof fails)")
-    try:
-        seal = E.decode(entries[-1])
-    except MalformedError as e:
-        raise MalformedError(f"{where}: last entry: {e}") from None
-    if not isinstance(seal, E.Seal) or seal.version != header.version:
-        raise MalformedError(f"{where}: last entry is not the seal of version {header.version}")
-    # 2. the Merkle state at size a, from the tiles, is a prefix of the signed tree.
-    compact = CompactRange(a, nodes)
-    if not verify_consistency(a, cp.size, compact.root(), cp.root, consistency):
-        raise MalformedError(f"hash tiles at size {a} are not consistent with the signed root of size {cp.size}")
-    # ... and the bundle's other entries are its leaves [first, a): appended to
-    # the tree before the bundle, they reproduce that verified root.
-    rebuilt = CompactRange(bidx * TILE_WIDTH, before)
-    for raw in entries:
-        rebuilt.append(leaf_hash(raw))
-    if rebuilt.root() != compact.root():
-        raise MalformedError(f"{where}: entries are not the signed tree's leaves {bidx * TILE_WIDTH}..{a - 1}")
-    # 3. the count the loader will check records against is the seal's.
-    if header.count != seal.count:
-        raise DigestError(f"snapshot of {origin} version {seal.version} states {header.count} hashes, "
-                          f"its seal says {seal.count}")
-    # Partial tiles at size a, for the mirror's appender (tlog-tiles widths at a);
-    # every hash in them was read into the compact range just verified.
-    out: dict[tuple[int, int, int], bytes] = {(ENTRIES, bidx, bwidth): header.bundle}
-    level = 0
-    while a >> (8 * level):
-        count = a >> (8 * level)
-        w = count % TILE_WIDTH
-        if w:
-            out[(level, count // TILE_WIDTH, w)] = b"".join(tiles[(level, count // TILE_WIDTH)][:w])
-        level += 1
-    return VerifiedHead(header, seal, compact, out)
 
 
 # ---- loading (blocking; run in a thread) ---------------------------------------
@@ -397,6 +298,9 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
                          progress: bool | None = None, policy=None) -> BootstrapResult | None:
     """Load the newest usable snapshot of feed ``name`` into the mirror.
 
+    The checkpoint is accepted as for a log sync (``acceptance.Acceptance``:
+    signature, the trust policy's quorum, rollback, fork), then the
+    snapshot's head is proven against it before any record is loaded.
     Returns None when the mirror is already at the signed checkpoint.
     Raises ``TransportError`` when no snapshot newer than the mirror exists,
     a ``VerificationError`` when one fails verification (mirror unchanged).
@@ -405,13 +309,11 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
     if policy is not None:  # rotation.TrustPolicy: follow key rotations first, as sync_feed does
         await policy.refresh(fetcher)
     f = mirror.get(name)
-    keys = [parse_vkey(k) for k in f.vkeys]
-    signed = open_checkpoint(await fetcher.get("checkpoint", MAX_NOTE_BYTES), f.origin, keys)
-    if policy is not None:
-        policy.check(signed)
-    cp = signed.checkpoint
+    acc = Acceptance(f.origin, [parse_vkey(k) for k in f.vkeys], f.trusted_state(), quorum=policy is not None)
+    signed = acc.open_checkpoint(await fetcher.get("checkpoint", MAX_NOTE_BYTES))
+    fresh = policy.check(signed) if policy is not None else None
     try:
-        V.check_progress(f.trusted_state(), cp)
+        cp = acc.accept_checkpoint(fresh)
     except NothingNew:
         return None
     refs, _minimum = await fetch_index(fetcher)
@@ -426,10 +328,9 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
         with open(tmp, "rb") as fh:
             reader = SnapshotReader(fh)
             header = reader.header
-            needed = sorted(head_tiles(header, cp)) if 0 < header.size <= cp.size else []
-            datas = await asyncio.gather(*(fetcher.get(tile_path(lvl, idx, w), MAX_TILE_BYTES) for lvl, idx, w in needed))
-            tiles = {(lvl, idx): parse_hash_tile(d, w, tile_path(lvl, idx, w)) for (lvl, idx, w), d in zip(needed, datas)}
-            head = verify_head(header, f.origin, cp, tiles)
+            async for (lvl, idx, w), data in TileFetcher(fetcher).hash_tiles(acc.tiles_for_head(header)):
+                acc.add_tile(lvl, idx, w, data)
+            head = acc.prove_head()
             n = await asyncio.to_thread(load_snapshot, mirror, name, f.applied_size, head, reader,
                                         signed.raw, cp, workers, progress)
         await asyncio.to_thread(keep_snapshot, mirror, name, Path(tmp), ref.sha256, header)
@@ -439,45 +340,3 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
     log.info("feed %s: bootstrapped from snapshot %s: version %d, size %d, %d hashes in %.1f s",
              name, ref.sha256[:16], head.seal.version, header.size, n, dt)
     return BootstrapResult(name, f.applied_size, header.size, f.version, head.seal.version, n, ref.sha256, dt)
-
-
-async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, policy=None):
-    """``sync.sync_feed``, bootstrapping from a snapshot when that is the way forward:
-
-    * a fresh mirror (nothing applied) starts from the newest snapshot, if the
-      upstream offers any (no snapshot index: it replays the log as before);
-    * a mirror whose next entry bundle the upstream no longer serves, and whose
-      position is below the advertised minimum index, re-bootstraps by itself
-      and says so in the log (WARNING), then follows the log again.
-    """
-    from federation.sync.orchestrator import SyncResult, sync_feed
-
-    f = mirror.get(name)
-    if f.applied_size == 0:
-        try:
-            refs, _ = await fetch_index(fetcher)
-        except (TransportError, MalformedError) as e:
-            log.debug("feed %s: no snapshot index (%s); replaying the log", name, e)
-            refs = []
-        if refs:
-            try:
-                await bootstrap_feed(mirror, name, fetcher, policy=policy)
-            except TransportError as e:  # e.g. every snapshot is newer than the checkpoint
-                log.info("feed %s: snapshot not usable (%s); replaying the log", name, e)
-    try:
-        r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
-    except TransportError as failure:
-        # Was it a pruned bundle? Ask the (unsigned) index; at worst a lying
-        # index makes us bootstrap, which is verified like any other.
-        try:
-            _, minimum = await fetch_index(fetcher)
-        except (TransportError, MalformedError):
-            raise failure from None
-        now = mirror.get(name)
-        if minimum <= now.applied_size:
-            raise
-        log.warning("feed %s: fell behind the upstream's pruned range (minimum index %d > applied size %d); "
-                    "re-bootstrapping from a snapshot", name, minimum, now.applied_size)
-        await bootstrap_feed(mirror, name, fetcher, policy=policy)
-        r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
-    return SyncResult(name, f.applied_size, r.size, f.version, r.version)

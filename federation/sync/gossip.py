@@ -8,23 +8,26 @@ proof, or reports a fork carrying both signed notes as evidence: two notes
 signed by the same log that cannot both be true prove misbehaviour to anyone.
 
 The proof for a smaller remote tree is built from this mirror's own stored
-tiles; for a larger one, from the remote's tiles (and checked against both
-signed roots, so the remote's tiles need no trust). Nothing is written.
+tiles; for a larger one, the remote's checkpoint goes through the same
+``acceptance.Acceptance`` as a sync, with this mirror's checkpoint as the
+trusted tree: its tiles (fetched by the one ``TileFetcher``) are proven
+against its own signed root, then the consistency proof from them against
+both roots, so the remote's tiles need no trust. Nothing is written.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from federation.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
+from federation.core.acceptance import Acceptance
+from federation.core.checkpoint import Checkpoint, parse_checkpoint_body
 from federation.core.errors import ForkError, InputError, MalformedError
-from federation.net.fetcher import Fetcher
 from federation.core.layout import tile_path
 from federation.core.merkle import consistency_proof, verify_consistency
 from federation.core.note import MAX_NOTE_BYTES, parse_note, parse_vkey
-from federation.sync.orchestrator import MAX_TILE_BYTES
 from federation.core.tiles import TileHashes, needed_tiles, parse_hash_tile
+from federation.net.fetcher import Fetcher
 from federation.store.tilestore import TileStore
-from federation.core.verify import tiles_for_root
+from federation.sync.tilefetcher import TileFetcher
 
 
 class SplitViewError(ForkError):
@@ -65,14 +68,6 @@ def _local_proof(store: TileStore, old: int, new: int) -> list[bytes]:
     return consistency_proof(old, new, th.mth)
 
 
-async def _remote_tiles(fetcher: Fetcher, wanted) -> dict[tuple[int, int], list[bytes]]:
-    tiles = {}
-    for lvl, idx, w in sorted(wanted):
-        path = tile_path(lvl, idx, w)
-        tiles[(lvl, idx)] = parse_hash_tile(await fetcher.get(path, MAX_TILE_BYTES), w, path)
-    return tiles
-
-
 async def verify_against(mirror, name: str, url: str, fetcher: Fetcher | None = None) -> GossipResult:
     """Prove this mirror's view of ``name`` consistent with the node at ``url``.
 
@@ -92,7 +87,10 @@ async def verify_against(mirror, name: str, url: str, fetcher: Fetcher | None = 
         if own:
             await fetcher.__aenter__()
         raw = await fetcher.get("checkpoint", MAX_NOTE_BYTES)
-        theirs = open_checkpoint(raw, f.origin, [parse_vkey(k) for k in f.vkeys]).checkpoint
+        # The other node's checkpoint is accepted as a sync would, with this
+        # mirror's checkpoint as the only tree trusted (nothing is applied).
+        acc = Acceptance.of_peer(f.origin, [parse_vkey(k) for k in f.vkeys], ours)
+        theirs = acc.open_checkpoint(raw).checkpoint
 
         def fork(why: str) -> SplitViewError:
             return SplitViewError(f"{f.origin}: {why}: this mirror has size {ours.size} root {ours.root.hex()[:16]}..., "
@@ -107,18 +105,22 @@ async def verify_against(mirror, name: str, url: str, fetcher: Fetcher | None = 
             if not verify_consistency(theirs.size, ours.size, theirs.root, ours.root, proof):
                 raise fork("the other node's tree is not a prefix of this mirror's verified tree")
             return GossipResult(ours, theirs, proof)
-        wanted = needed_tiles(theirs.size, lambda t: consistency_proof(ours.size, theirs.size, t.mth))
-        th = TileHashes(theirs.size, await _remote_tiles(fetcher, wanted))
-        proof = consistency_proof(ours.size, theirs.size, th.mth)
-        if verify_consistency(ours.size, theirs.size, ours.root, theirs.root, proof):
-            return GossipResult(ours, theirs, proof)
-        # Either the remote's tiles are bad, or its signed tree does not extend
-        # ours. Tiles that reproduce its own signed root are authentic.
-        root_tiles = await _remote_tiles(fetcher, tiles_for_root(theirs.size))
-        if TileHashes(theirs.size, root_tiles).mth(0, theirs.size) == theirs.root:
-            raise fork("this mirror's tree is not a prefix of the other node's signed tree")
-        raise MalformedError(f"{url}: hash tiles do not hash to its own signed root of size {theirs.size}; "
-                             "cannot compare (no evidence of a fork)")
+        # A larger tree: its tiles must hash to its own signed root (else they
+        # are bad bytes, no evidence of a fork), and then prove that it
+        # extends ours (else two signed trees cannot both be true).
+        acc.accept_checkpoint()
+        async for (lvl, idx, w), data in TileFetcher(fetcher).hash_tiles(acc.tiles_for_extension()):
+            acc.add_tile(lvl, idx, w, data)
+        try:
+            acc.prove_tiles()
+        except MalformedError as e:
+            raise MalformedError(f"{url}: hash tiles do not hash to its own signed root of size {theirs.size}; "
+                                 f"cannot compare (no evidence of a fork): {e}") from None
+        try:
+            proofs = acc.prove_extension()
+        except ForkError:
+            raise fork("this mirror's tree is not a prefix of the other node's signed tree") from None
+        return GossipResult(ours, theirs, proofs[0][1] if proofs else [])  # none from an empty tree
     finally:
         if own:
             await fetcher.close()

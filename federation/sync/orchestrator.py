@@ -1,9 +1,20 @@
-"""One sync of a followed feed: fetch, verify, apply (the I/O shell).
+"""Syncing a followed feed: the upstream loop above acceptance and fetching.
 
-Order of a sync, and what a failure at each step leaves behind:
+``sync_once`` tries the feed's upstreams in order and records the outcome on
+the mirror; for each one, ``sync_with_snapshots`` picks the path (the log,
+or a snapshot for a fresh mirror or one behind the pruned range:
+``bootstrap.bootstrap_feed``), and ``sync_feed`` is the log path: it drives
+an ``acceptance.Acceptance`` (which owns the order of verification), fetches
+what it asks for through the one ``TileFetcher``, and writes what it hands
+back through the mirror store. Every caller (the CLI's ``sync``, a node's
+followers through ``follower.watch_feed``, the platform node's loop, the
+demo) syncs through ``sync_once``.
 
-1. GET checkpoint, verify signature and origin      -> mirror unchanged
-2. refuse rollback / fork (``verify.check_progress``) -> mirror unchanged
+Order of a log sync, and what a failure at each step leaves behind:
+
+1. GET checkpoint, verify signature and origin (and, under a trust file,
+   the witness quorum and freshness)                -> mirror unchanged
+2. refuse rollback / fork                           -> mirror unchanged
 3. GET the hash tiles the sync needs (edges, proofs, level-1 hashes of
    the bundles), prove them against the signed root and prove that the
    new tree extends the mirror's (``fork`` otherwise)  -> mirror unchanged
@@ -20,27 +31,27 @@ Order of a sync, and what a failure at each step leaves behind:
 from __future__ import annotations
 
 import asyncio
-import collections
+import dataclasses
 import functools
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from federation.core.checkpoint import open_checkpoint
-from federation.core.errors import FederationError, MalformedError, NothingNew, StaleError, StorageError, VerificationError
-from federation.net.fetcher import Fetcher
+from federation.core.acceptance import Acceptance
+from federation.core.errors import FederationError, InputError, MalformedError, NothingNew, StaleError, StorageError, \
+    TransportError, VerificationError
 from federation.core.freshness import describe_age, log_timestamp
-from federation.core.layout import tile_path
-from federation.store.mirror import Follow, Mirror
 from federation.core.note import MAX_NOTE_BYTES, parse_note, parse_vkey
-from federation.core.tiles import MAX_ENTRY_BYTES, parse_hash_tile
-from federation.core import verify as V
+from federation.core.verify import Spill
+from federation.net.fetcher import Fetcher
+from federation.store.mirror import Follow, Mirror
+from federation.sync.bootstrap import bootstrap_feed, fetch_index
+from federation.sync.tilefetcher import TileFetcher
+from federation.trust.rotation import policy_for
 
 log = logging.getLogger("federation.sync")
-
-MAX_TILE_BYTES = 256 * 32
-MAX_BUNDLE_BYTES = 256 * (2 + MAX_ENTRY_BYTES)
 
 
 @dataclass(frozen=True)
@@ -50,31 +61,11 @@ class SyncResult:
     size: int
     old_version: int
     version: int
+    upstream: str | None = None  # sync_once: first upstream of the attempt that served (pinned: its only one)
 
     @property
     def changed(self) -> bool:
         return self.size != self.old_size
-
-
-async def _ordered(fetcher: Fetcher, paths, window: int):
-    """Fetch ``paths`` with up to ``window`` requests in flight, yield in order."""
-    pending: collections.deque = collections.deque()
-    it = iter(paths)
-    try:
-        for item in it:
-            pending.append((item, asyncio.ensure_future(fetcher.get(item[1], item[2]))))
-            if len(pending) >= window:
-                break
-        while pending:
-            item, task = pending.popleft()
-            data = await task
-            nxt = next(it, None)
-            if nxt is not None:
-                pending.append((nxt, asyncio.ensure_future(fetcher.get(nxt[1], nxt[2]))))
-            yield item[0], data
-    finally:
-        for _, task in pending:
-            task.cancel()
 
 
 def _storage_errors(fn):
@@ -93,7 +84,7 @@ def _storage_errors(fn):
 
 @_storage_errors
 async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, policy=None) -> SyncResult:
-    """Bring feed ``name`` up to the upstream's signed checkpoint.
+    """Bring feed ``name`` up to the upstream's signed checkpoint, through the log.
 
     ``policy`` (``rotation.TrustPolicy``, for feeds followed with a trust
     file): before anything else it follows the upstream's trust rotations
@@ -107,48 +98,42 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     if policy is not None:
         await policy.refresh(fetcher)
     f = mirror.get(name)
-    keys = [parse_vkey(k) for k in f.vkeys]
-    state = f.trusted_state()
-    raw = await fetcher.get("checkpoint", MAX_NOTE_BYTES)
-    signed = open_checkpoint(raw, f.origin, keys)
-    fresh = None
-    if policy is not None:
-        # Before check_progress: an unchanged (frozen) checkpoint must be
-        # reported stale, not "up to date".
-        fresh = policy.check(signed)
-    cp = signed.checkpoint
+    acc = Acceptance(f.origin, [parse_vkey(k) for k in f.vkeys], f.trusted_state(), quorum=policy is not None)
+    # Step 1: the checkpoint's signature and origin, then the trust policy's
+    # quorum and freshness -- before progress: an unchanged (frozen)
+    # checkpoint must be reported stale, not "up to date".
+    signed = acc.open_checkpoint(await fetcher.get("checkpoint", MAX_NOTE_BYTES))
+    fresh = policy.check(signed) if policy is not None else None
     now = int(time.time())
-    stamped = _note_time(signed.raw, keys, f, fresh, now)
+    stamped = _note_time(signed.raw, acc.keys, f, fresh, now)
     try:
-        V.check_progress(state, cp)
+        cp = acc.accept_checkpoint(fresh)  # step 2: rollback, fork
     except NothingNew:
         # The same tree, maybe with fresher timestamps (the publisher and its
         # witnesses refresh them while nothing changes): serve the newer
         # note, or a relay's followers would see the feed frozen.
-        if signed.raw != f.checkpoint and _fresher(signed.raw, stamped, f, keys, policy, fresh, now):
+        cp = signed.checkpoint
+        if signed.raw != f.checkpoint and _fresher(signed.raw, stamped, f, acc.keys, policy, fresh, now):
             await asyncio.to_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
         await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, now)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
     # Step 3: prove the hash tiles the sync needs against the signed root,
     # then that the new tree extends ours (nothing stored yet).
-    tiles: dict[tuple[int, int], list[bytes]] = {}
-    plan = (((lvl, i, w), tile_path(lvl, i, w), MAX_TILE_BYTES) for lvl, i, w in V.tile_plan(state, cp))
-    async for (lvl, idx, w), data in _ordered(fetcher, plan, fetcher.concurrency):
-        tiles[(lvl, idx)] = parse_hash_tile(data, w, f"{f.origin} {tile_path(lvl, idx, w)}")
-    V.authenticate_tiles(cp, tiles)
-    V.check_extends(state, cp, tiles)
+    tiles = TileFetcher(fetcher)
+    async for (lvl, idx, w), data in tiles.hash_tiles(acc.tiles_for_entries()):
+        acc.add_tile(lvl, idx, w, data)
+    acc.prove_tiles()
+    acc.prove_extension()
 
     # Step 4: entries, version by version.
-    checker = V.EntryVerifier(state.applied_size, cp.size, tiles, state.version)
-    paths = (((i, w), tile_path(-1, i, w), MAX_BUNDLE_BYTES) for _, i, w in V.bundles(state.applied_size, cp.size))
-    version = state.version
+    version = f.version
     await asyncio.to_thread(mirror.clear_staging, name)  # leftovers of an interrupted sync
     staged = False
     try:
-        async for (idx, w), data in _ordered(fetcher, paths, fetcher.concurrency):
-            for v in checker.feed_bundle(idx, w, data):
-                if isinstance(v, V.Spill):  # part of a version too big for memory
+        async for (idx, w), data in tiles.bundles(acc.bundles()):
+            for v in acc.add_bundle(idx, w, data):
+                if isinstance(v, Spill):  # part of a version too big for memory
                     await asyncio.to_thread(mirror.stage, name, v.start, v.encoded)
                     staged = True
                     continue
@@ -156,7 +141,7 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
                 version = v.seal.version
                 if progress:
                     progress(v)
-        checker.finish()
+        acc.finish()
     except Exception:
         if staged:  # rows of a version that will not be applied: do not keep them (up to GBs)
             try:
@@ -165,7 +150,47 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
                 log.warning("feed %s: could not clear staged entries after a failed sync", name)
         raise
     await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, int(time.time()))
-    return SyncResult(name, state.applied_size, cp.size, state.version, version)
+    return SyncResult(name, f.applied_size, cp.size, f.version, version)
+
+
+async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, policy=None) -> SyncResult:
+    """``sync_feed``, bootstrapping from a snapshot when that is the way forward:
+
+    * a fresh mirror (nothing applied) starts from the newest snapshot, if the
+      upstream offers any (no snapshot index: it replays the log as before);
+    * a mirror whose next entry bundle the upstream no longer serves, and whose
+      position is below the advertised minimum index, re-bootstraps by itself
+      and says so in the log (WARNING), then follows the log again.
+    """
+    f = mirror.get(name)
+    if f.applied_size == 0:
+        try:
+            refs, _ = await fetch_index(fetcher)
+        except (TransportError, MalformedError) as e:
+            log.debug("feed %s: no snapshot index (%s); replaying the log", name, e)
+            refs = []
+        if refs:
+            try:
+                await bootstrap_feed(mirror, name, fetcher, policy=policy)
+            except TransportError as e:  # e.g. every snapshot is newer than the checkpoint
+                log.info("feed %s: snapshot not usable (%s); replaying the log", name, e)
+    try:
+        r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
+    except TransportError as failure:
+        # Was it a pruned bundle? Ask the (unsigned) index; at worst a lying
+        # index makes us bootstrap, which is verified like any other.
+        try:
+            _, minimum = await fetch_index(fetcher)
+        except (TransportError, MalformedError):
+            raise failure from None
+        now = mirror.get(name)
+        if minimum <= now.applied_size:
+            raise
+        log.warning("feed %s: fell behind the upstream's pruned range (minimum index %d > applied size %d); "
+                    "re-bootstrapping from a snapshot", name, minimum, now.applied_size)
+        await bootstrap_feed(mirror, name, fetcher, policy=policy)
+        r = await sync_feed(mirror, name, fetcher, progress, policy=policy)
+    return SyncResult(name, f.applied_size, r.size, f.version, r.version)
 
 
 def _note_time(note: bytes, keys, f: Follow, fresh, now: int) -> int | None:
@@ -228,50 +253,64 @@ def upstream_failure(e: Exception, name: str, url: str) -> FederationError:
 
 @_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
-                    progress=None, policy=None, snapshots: bool = True) -> SyncResult:
-    """Sync with a fetcher of our own, recording the outcome on the feed.
+                    progress=None, policy=None, snapshots: bool = True, *, urls: list[str] | None = None,
+                    pinned: bool = False,
+                    on_failure: Callable[[str, FederationError], None] | None = None) -> SyncResult:
+    """Sync feed ``name`` from its upstreams, recording the outcome on the feed.
 
-    A feed followed with a trust file syncs under its policy
-    (``rotation.policy_for``) unless ``policy`` is given.
-    With ``snapshots`` (default), a fresh mirror starts from the upstream's
-    newest snapshot if it offers one, and a mirror behind the upstream's
-    pruned range re-bootstraps by itself (``bootstrap.sync_with_snapshots``).
+    ``urls``: the upstreams, in order (default: the feed's own). A feed
+    followed with a trust file syncs under its policy
+    (``rotation.policy_for``) unless ``policy`` is given. With ``snapshots``
+    (default), a fresh mirror starts from the upstream's newest snapshot if
+    it offers one, and a mirror behind the upstream's pruned range
+    re-bootstraps by itself (``sync_with_snapshots``).
 
-    Upstreams are tried in order. A transport failure moves to the next one
-    request by request (inside ``Fetcher``); a verification failure (a relay
-    that tampers, withholds or rolls back) abandons that upstream for this
-    sync and starts again from the next one. Nothing an upstream sent that
-    failed verification was applied, so the retry starts from the mirror's
-    last verified version. The failure is kept in ``last_error`` even when a
-    later upstream succeeds: it is evidence about that upstream. Any other
-    exception while handling an upstream's data counts against that upstream
-    as ``malformed`` (``upstream_failure``): the next upstream is still tried.
+    Upstreams are tried in order. A verification failure (a relay that
+    tampers, withholds or rolls back) abandons that upstream for this sync
+    and starts again from the next one. A transport failure moves to the
+    next upstream request by request (``Fetcher`` holds the remaining
+    upstreams), so it ends the sync; with ``pinned`` (a node's follower,
+    which long-polls the upstream that served it) each attempt uses one
+    upstream only, and any failure moves to the next. Nothing an upstream
+    sent that failed verification was applied, so each attempt starts from
+    the mirror's last verified version.
+
+    The outcome is recorded with ``Mirror.record_sync``: after a success,
+    the earlier upstreams' failures stay in ``last_error`` (evidence about
+    those upstreams); after a failure, the first verification failure (else
+    the last failure) is ``last_error`` and its kind ``sync_failed``, and is
+    raised. Any other exception while handling an upstream's data counts
+    against that upstream as ``malformed`` (``upstream_failure``): the next
+    upstream is still tried. ``on_failure(url, error)`` is called for each
+    upstream that failed.
     """
     f = mirror.get(name)
     if policy is None:
-        from federation.trust.rotation import policy_for
         policy = policy_for(mirror, name)
-    urls = list(f.urls)
+    urls = list(f.urls if urls is None else urls)
+    if not urls:
+        raise InputError(f"feed {name}: no upstream URL to sync from")
+    step = sync_with_snapshots if snapshots else sync_feed
     failures: list[tuple[str, FederationError]] = []
-    for i in range(len(urls)):
-        async with Fetcher(urls[i:], concurrency=concurrency, headers=headers) as fetcher:
+    for i, url in enumerate(urls):
+        async with Fetcher([url] if pinned else urls[i:], concurrency=concurrency, headers=headers) as fetcher:
             try:
-                if snapshots:
-                    from federation.sync.bootstrap import sync_with_snapshots
-                    result = await sync_with_snapshots(mirror, name, fetcher, progress, policy=policy)
-                else:
-                    result = await sync_feed(mirror, name, fetcher, progress, policy=policy)
+                result = await step(mirror, name, fetcher, progress, policy=policy)
             except Exception as raised:  # noqa: BLE001 -- a follower never dies (see upstream_failure)
-                e = upstream_failure(raised, name, urls[i])
-                if not isinstance(e, VerificationError):
-                    failures.append((urls[i], e))
+                e = upstream_failure(raised, name, url)
+                failures.append((url, e))
+                if on_failure is not None:
+                    on_failure(url, e)
+                if isinstance(e, VerificationError):
+                    log.warning("feed %s: upstream %s failed verification (%s): %s", name, url, e.kind, e)
+                elif pinned:
+                    log.warning("feed %s: upstream %s failed (%s): %s", name, url, e.kind, e)
+                else:
                     break  # transport: Fetcher already tried every remaining upstream
-                log.warning("feed %s: upstream %s failed verification (%s): %s", name, urls[i], e.kind, e)
-                failures.append((urls[i], e))
                 continue
         earlier = "; ".join(f"upstream {u} failed ({e.kind}): {e}" for u, e in failures)
         mirror.record_sync(name, earlier or None)
-        return result
+        return dataclasses.replace(result, upstream=url)
     first = next((e for _, e in failures if isinstance(e, VerificationError)), failures[-1][1])
     mirror.record_sync(name, f"{first.kind}: {first}", failed=first.kind)
     raise first

@@ -1,6 +1,6 @@
-"""Push, not only poll: long-poll on the checkpoint, server and follower side.
+"""Push, not only poll: the server side of long-poll on the checkpoint.
 
-Server side (``install`` + ``longpoll_middleware``)::
+``install`` + ``longpoll_middleware``::
 
     GET <prefix>checkpoint?wait=SECONDS&after=SIZE
 
@@ -16,29 +16,22 @@ background task polls the sources of feeds that have waiters, so writes by
 another process (``federation publish``) are seen within ``POLL_SECONDS``.
 One task and one ``asyncio.Event`` per feed serve any number of waiters.
 
-Follower side (``watch_feed``): sync, then long-poll the upstream for a newer
-size, then sync again. Errors back off exponentially with jitter; an
-upstream that answers a long-poll at once without anything new (a static
-host) is polled every ``interval`` seconds with jitter instead.
+The follower side, which long-polls an upstream between syncs, is
+``sync.follower``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from federation.core.checkpoint import parse_checkpoint_body
-from federation.core.errors import FederationError, InputError, MalformedError, TransportError
-from federation.net.fetcher import Fetcher
-from federation.store.mirror import Mirror
-from federation.core.note import MAX_NOTE_BYTES, parse_note
-from federation.sync.orchestrator import SyncResult, sync_feed, upstream_failure
+from federation.core.errors import InputError, MalformedError
+from federation.core.note import parse_note
 
 log = logging.getLogger("federation.push")
 
@@ -87,7 +80,7 @@ class CheckpointWatch:
 
         With ``MAX_WAITERS`` requests already held, return at once: the
         client gets the current checkpoint and, seeing no long-poll, polls
-        at its interval instead (``watch_feed``). Memory stays bounded.
+        at its interval instead (``follower.watch_feed``). Memory stays bounded.
         """
         if self.held >= MAX_WAITERS:
             return
@@ -201,132 +194,3 @@ async def longpoll_middleware(request: web.Request, handler):
     resp = await handler(request)
     resp.headers["Cache-Control"] = "no-store"  # a held answer must not be cached
     return resp
-
-
-# ---- follower side -------------------------------------------------------------------
-
-
-@dataclass
-class FollowState:
-    """What a follower knows about its feed, for ``status``."""
-
-    name: str
-    upstream: str | None = None
-    upstream_size: int | None = None
-    last_error: str | None = None
-    last_sync: float | None = None
-    errors: list[str] = field(default_factory=list)
-
-
-def _sync_steps(mirror: Mirror, name: str):
-    """The same sync as ``sync.sync_once``, but per upstream: the feed's trust
-    policy (issue 4, witness quorum and key rotation) and snapshot bootstrap
-    when those modules are present, plain ``sync_feed`` otherwise."""
-    policy = None
-    try:
-        from federation.trust.rotation import policy_for
-        policy = policy_for(mirror, name)
-    except ImportError:
-        pass
-    try:
-        from federation.sync.bootstrap import sync_with_snapshots
-        return sync_with_snapshots, policy
-    except ImportError:
-        async def plain(mirror, name, fetcher, progress=None, policy=None):
-            return await sync_feed(mirror, name, fetcher, progress, policy=policy)
-        return plain, policy
-
-
-async def sync_from_upstreams(mirror: Mirror, name: str, urls: list[str], headers: dict | None = None,
-                              state: FollowState | None = None) -> SyncResult:
-    """Sync from the first upstream that yields a verified result, in order.
-
-    A verification failure at one upstream (a tampering or partial relay) is
-    recorded and the next one is tried; the mirror is unchanged by a failure.
-    Raises the last error when every upstream failed.
-    """
-    last: FederationError | None = None
-    failures: list[str] = []
-    run, policy = _sync_steps(mirror, name)
-    for url in urls:
-        async with Fetcher([url], headers=headers) as fetcher:
-            try:
-                result = await run(mirror, name, fetcher, None, policy=policy)
-            except Exception as raised:  # noqa: BLE001 -- any failure is this upstream's; try the next
-                e = upstream_failure(raised, name, url)
-                log.warning("%s: upstream %s failed: %s: %s", name, url, e.kind, e)
-                failures.append(f"upstream {url} failed ({e.kind}): {e}")
-                if state is not None:
-                    state.errors = (state.errors + [f"{e.kind}: {url}: {e}"])[-10:]
-                last = e
-                continue
-        # As sync.sync_once: an earlier upstream's failure stays on record
-        # after a later one served the sync (evidence about that upstream).
-        mirror.record_sync(name, "; ".join(failures) or None)
-        if state is not None:
-            state.upstream, state.last_error, state.last_sync = url, None, time.time()
-        return result
-    if last is None:
-        raise InputError(f"feed {name}: no upstream URL to sync from")
-    mirror.record_sync(name, f"{last.kind}: {last}", failed=last.kind)
-    if state is not None:
-        state.last_error = f"{last.kind}: {last}"
-    raise last
-
-
-async def wait_upstream(url: str, after: int, wait: float, headers: dict | None = None) -> int:
-    """Long-poll ``url``'s checkpoint; return the size it reports (unverified)."""
-    async with Fetcher([url], headers=headers) as fetcher:
-        raw = await fetcher.get(f"checkpoint?wait={wait:g}&after={after}", MAX_NOTE_BYTES)
-    try:
-        return checkpoint_size(raw)
-    except MalformedError as e:
-        raise TransportError(f"{url}checkpoint: unparsable checkpoint while waiting: {e}") from e
-
-
-def jittered(seconds: float) -> float:
-    return seconds * random.uniform(0.8, 1.2)
-
-
-async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict | None = None,
-                     wait: float = 20.0, interval: float = 30.0, max_backoff: float = 300.0,
-                     on_change: Callable[[SyncResult], None] | None = None,
-                     state: FollowState | None = None) -> None:
-    """Follow ``name`` forever: sync, long-poll for more, sync again.
-
-    Never returns or raises (until cancelled): failures are logged with
-    their kind, recorded on the feed and retried with exponential back-off
-    (plus jitter, so many followers of one upstream do not retry in
-    lock-step). Even an unexpected exception (a bug, or the mirror's store
-    failing) only costs a round: the task that runs this never dies.
-    """
-    backoff = 1.0
-    while True:
-        try:
-            result = await sync_from_upstreams(mirror, name, urls, headers, state)
-            if result.changed and on_change is not None:
-                on_change(result)
-            backoff = 1.0
-        except Exception as raised:  # noqa: BLE001 -- a follower loop never dies
-            if not isinstance(raised, FederationError):
-                log.exception("%s: follower round failed unexpectedly; retrying in about %.0f s", name, backoff)
-            await asyncio.sleep(jittered(backoff))
-            backoff = min(backoff * 2, max_backoff)
-            continue
-        started = time.monotonic()
-        try:
-            size = mirror.get(name).applied_size
-            # The upstream that just served us is first in line.
-            upstream = state.upstream if state is not None and state.upstream else urls[0]
-            seen = await wait_upstream(upstream, size, wait, headers)
-            if state is not None:
-                state.upstream_size = seen
-        except Exception as e:  # noqa: BLE001 -- as above: poll instead, never die
-            log.info("%s: long-poll failed (%s: %s); polling", name, getattr(e, "kind", type(e).__name__), e)
-            await asyncio.sleep(jittered(min(interval, backoff)))
-            backoff = min(backoff * 2, max_backoff)
-            continue
-        if seen <= size and time.monotonic() - started < wait / 2:
-            # Answered at once with nothing new: the upstream does not hold
-            # requests (a static host or CDN). Poll instead.
-            await asyncio.sleep(jittered(interval))
