@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from federation.net.auth import ROLES
+from federation.store.tokens import ROLES
 from federation.core.errors import FederationError, InputError, TransportError
 from federation.core.freshness import REFRESH_INTERVAL
 from federation.node.home import Home
@@ -151,7 +151,7 @@ def token_group():
 
 
 def _store(home: Home):
-    from federation.net.auth import TokenStore
+    from federation.store.tokens import TokenStore
     return TokenStore(home.root / "auth.db")
 
 

@@ -146,7 +146,8 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
       federation platform changes --consumer moderation --limit 500
       federation platform changes --after 0 --feed tid
     """
-    from federation.platform.changes import PlatformStore, head, read_changes
+    from federation.platform.changes import head, read_changes
+    from federation.store.platform import PlatformStore
     from federation.store.db import connect
     from federation.core.errors import InputError
     from federation.store.mirror import Mirror
@@ -191,7 +192,8 @@ def webhook_add(home: Home, name, url, feed, secret_file, from_now):
     Example:
       federation platform webhook add moderation https://platform.example/hooks/hashes --feed tid
     """
-    from federation.platform.changes import PlatformStore, head
+    from federation.platform.changes import head
+    from federation.store.platform import PlatformStore
     from federation.store.db import connect
     from federation.store.mirror import Mirror
     Mirror(home.mirror_db).close()
@@ -212,7 +214,7 @@ def webhook_list(home: Home):
     Example:
       federation platform webhook list
     """
-    from federation.platform.changes import PlatformStore
+    from federation.store.platform import PlatformStore
     if not platform_db(home.require()).exists():
         return
     for h in PlatformStore(platform_db(home)).webhooks():
@@ -229,7 +231,7 @@ def webhook_remove(home: Home, name):
     Example:
       federation platform webhook remove moderation
     """
-    from federation.platform.changes import PlatformStore
+    from federation.store.platform import PlatformStore
     PlatformStore(platform_db(home)).remove_webhook(name)
     click.echo(f"removed webhook {name}")
 
@@ -262,7 +264,7 @@ def token_issue(home: Home, holder, feeds, rate, burst):
       federation platform token issue moderation
       federation platform token issue trust-safety --feed tid --rate 50
     """
-    from federation.net.auth import TokenStore
+    from federation.store.tokens import TokenStore
     from federation.platform.auth import ROLE
     store = TokenStore(home.root / "auth.db")
     try:

@@ -236,7 +236,7 @@ def cosign_configure(home: Home, name, keys, witnesses, quorum, off):
     from federation.trust.cosign import CosigningConfig, load_config, store_config
     from federation.node.keys import load_cosigner
     from federation.store.publisher import Publisher
-    from federation.trust.rotation import TrustChain
+    from federation.store.trust_chain import TrustChain
     pub = Publisher(home.publisher_db)
     if off:
         if keys or witnesses or quorum is not None:
@@ -457,7 +457,7 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
     """
     from federation.node.keys import load_signer, write_new_key
     from federation.store.publisher import Publisher
-    from federation.trust.rotation import TrustChain
+    from federation.store.trust_chain import TrustChain
     pub = Publisher(home.publisher_db)
     feed = pub.feed(name)
     if new_key.exists():

@@ -228,7 +228,6 @@ def upstream_headers(f: FollowedFeed) -> dict | None:
 
 def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
     """Make the mirror's follows match the config (the config is the truth)."""
-    from federation.store.db import write_txn
     from federation.store.mirror import Mirror
     if not cfg.follow:
         return
@@ -253,9 +252,7 @@ def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
             if f.trust is not None and not f.vkeys:
                 vkeys = list(have.vkeys)  # rotations may have moved past the file's keys
             if list(have.vkeys) != vkeys or list(have.urls) != list(f.urls):
-                with write_txn(mirror.conn):
-                    mirror.conn.execute("UPDATE follows SET vkeys=?, urls=? WHERE id=?",
-                                        ("\n".join(vkeys), "\n".join(f.urls), have.id))
+                mirror.set_upstreams(f.name, vkeys, list(f.urls))
             if f.max_age is not None and f.max_age != have.max_age:
                 mirror.set_max_age(f.name, f.max_age)
     finally:
@@ -272,7 +269,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     ``on_sync(name, SyncResult)`` is called after each sync that applied something."""
     from federation.net import push
     from federation.net.access import StoredAccess, combine
-    from federation.net.auth import AccessControl, TokenStore, install_listing_filter
+    from federation.net.auth import AccessControl, install_listing_filter
+    from federation.store.tokens import TokenStore
     from federation.store.mirror import Mirror
     from federation.net.publish_api import PublishAPI
     from federation.store.publisher import Publisher
@@ -374,7 +372,8 @@ def build_publisher_app(home: Home, signers: dict | None = None,
     The checkpoints of the feeds in ``signers`` (name -> Signer) are
     re-stamped every ``refresh_interval`` seconds (``refresh``)."""
     from federation.net.access import StoredAccess
-    from federation.net.auth import AccessControl, TokenStore, install_listing_filter
+    from federation.net.auth import AccessControl, install_listing_filter
+    from federation.store.tokens import TokenStore
     from federation.store.publisher import Publisher
     from federation.net.readside import read_side
     from federation.net.server import PublisherSource, create_app

@@ -39,7 +39,8 @@ import json
 
 from aiohttp import web
 
-from federation.net.auth import RateLimiter, Token, TokenStore
+from federation.net.auth import RateLimiter
+from federation.store.tokens import Token, TokenStore
 
 # Request key: the caller's feed scope, a frozenset of names, or None for every feed.
 SCOPE = web.RequestKey("platform_scope", object) if hasattr(web, "RequestKey") else "federation.platform_scope"

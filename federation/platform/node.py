@@ -24,7 +24,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from federation.platform.changes import STREAM, PlatformStore, changes_extension
+from federation.platform.changes import STREAM, changes_extension
+from federation.store.platform import PlatformStore
 from federation.core.errors import FederationError
 from federation.platform.lookup import lookup_extension
 from federation.platform.metrics import Metrics
@@ -54,7 +55,7 @@ class PlatformNode:
         self.app[STREAM]["deliverer"].on_attempt = self.metrics.record_webhook
         self.auth: PlatformAuth | None = None
         if auth_db is not None:
-            from federation.net.auth import TokenStore
+            from federation.store.tokens import TokenStore
             self.auth = PlatformAuth(TokenStore(auth_db))
             # Appended after the extensions' middlewares: inside metrics, so refusals are counted.
             self.app.middlewares.append(self.auth.middleware)
