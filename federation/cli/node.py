@@ -152,7 +152,7 @@ def token_group():
 
 def _store(home: Home):
     from federation.store.tokens import TokenStore
-    return TokenStore(home.root / "auth.db")
+    return TokenStore(home.auth_db)
 
 
 @token_group.command("issue")
@@ -186,7 +186,7 @@ def token_list(home: Home):
     Example:
       federation token list
     """
-    if not (home.require().root / "auth.db").exists():
+    if not home.require().auth_db.exists():
         return
     for t in _store(home).all():
         state = f"revoked {t.revoked}" if t.revoked else "valid"
@@ -218,7 +218,7 @@ def audit(home: Home, feed, limit):
     Example:
       federation audit --feed tid --limit 20
     """
-    if not (home.require().root / "auth.db").exists():
+    if not home.require().auth_db.exists():
         return
     for r in _store(home).audit(feed, limit):
         click.echo(json.dumps(r))

@@ -17,10 +17,6 @@ from federation.node.home import Home
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
 
 
-def platform_db(home: Home) -> Path:
-    return home.root / "platform.db"
-
-
 @click.group()
 def platform():
     """Serve and consume a mirror: lookup API, change stream, webhooks, metrics.
@@ -60,8 +56,8 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
     if log_json:
         from federation.cli.jsonlog import use_json_logs
         use_json_logs()
-    node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval,
-                        auth_db=home.root / "auth.db" if use_auth else None)
+    node = PlatformNode(home.mirror_db, home.platform_db, threshold, sync_interval,
+                        auth_db=home.auth_db if use_auth else None)
     run_app(node.app, host, port,
             on_start=lambda url: logging.getLogger("federation.platform").info(
                 "serving the platform API of %s on %s/ (%s)", home.mirror_db, url,
@@ -155,7 +151,7 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
         raise InputError("give exactly one of --consumer NAME or --after SEQ")
     Mirror.existing(home.require().mirror_db).close()
     mirror = connect(home.mirror_db, readonly=True)
-    store = PlatformStore(platform_db(home)) if consumer else None
+    store = PlatformStore(home.platform_db) if consumer else None
     start = store.cursor(consumer) if store else after
     # A consumer's stream is its own feeds' changes (those of the token that created it).
     scope = store.claim(consumer, None) if store else None
@@ -199,7 +195,7 @@ def webhook_add(home: Home, name, url, feed, secret_file, from_now):
     Mirror(home.mirror_db).close()
     start = head(connect(home.mirror_db, readonly=True)) if from_now else 0
     secret = secret_file.read_text().strip() if secret_file else None
-    hook = PlatformStore(platform_db(home)).add_webhook(name, url, secret, feed, start)
+    hook = PlatformStore(home.platform_db).add_webhook(name, url, secret, feed, start)
     click.echo(f"webhook {hook.name} -> {hook.url} from seq {hook.cursor}")
     if secret is None:
         click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies X-Federation-Signature)")
@@ -215,9 +211,9 @@ def webhook_list(home: Home):
       federation platform webhook list
     """
     from federation.store.platform import PlatformStore
-    if not platform_db(home.require()).exists():
+    if not home.require().platform_db.exists():
         return
-    for h in PlatformStore(platform_db(home)).webhooks():
+    for h in PlatformStore(home.platform_db).webhooks():
         click.echo(json.dumps(h.public()))
 
 
@@ -232,7 +228,7 @@ def webhook_remove(home: Home, name):
       federation platform webhook remove moderation
     """
     from federation.store.platform import PlatformStore
-    PlatformStore(platform_db(home)).remove_webhook(name)
+    PlatformStore(home.platform_db).remove_webhook(name)
     click.echo(f"removed webhook {name}")
 
 
@@ -266,7 +262,7 @@ def token_issue(home: Home, holder, feeds, rate, burst):
     """
     from federation.store.tokens import TokenStore
     from federation.platform.auth import ROLE
-    store = TokenStore(home.root / "auth.db")
+    store = TokenStore(home.auth_db)
     try:
         t, secret = store.issue(holder, ROLE, list(feeds), rate, burst)
     finally:

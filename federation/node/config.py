@@ -298,7 +298,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     relayed = [f.name for f in cfg.follow if f.relay]
     if relayed:
         sources.append(RelaySource(home.mirror_db, relayed))
-    store = TokenStore(home.root / "auth.db")
+    store = TokenStore(home.auth_db)
     live = StoredAccess(home.publisher_db, [p.name for p in cfg.publish]) if cfg.publish else None
     ac = AccessControl(store, access, anonymous_rate=cfg.anonymous_rate,
                        anonymous_burst=cfg.anonymous_burst, stored=live)
@@ -379,7 +379,7 @@ def build_publisher_app(home: Home, signers: dict | None = None,
     from federation.net.server import PublisherSource, create_app
 
     Publisher(home.publisher_db).close()  # create the schema, or migrate it, before readers open it
-    store = TokenStore(home.root / "auth.db")
+    store = TokenStore(home.auth_db)
     live = StoredAccess(home.publisher_db)
     ac = AccessControl(store, None, stored=live)
 

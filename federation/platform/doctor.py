@@ -84,7 +84,7 @@ def check_files(home: Home) -> list[Check]:
     m = _mode(root)
     out.append(Check(FAIL if m & stat.S_IWOTH else OK, "home", f"{root} (mode {m:o})"
                      + (": writable by others; chmod o-w" if m & stat.S_IWOTH else "")))
-    private = root / "private"
+    private = home.private_dir
     if private.exists():
         m = _mode(private)
         bad = m & (stat.S_IRWXG | stat.S_IRWXO)
@@ -95,8 +95,8 @@ def check_files(home: Home) -> list[Check]:
             bad = m & (stat.S_IRWXG | stat.S_IRWXO)
             out.append(Check(FAIL if bad else OK, "key file",
                              f"{key} mode {m:o}" + (f": readable by others; chmod 600 {key}" if bad else "")))
-    for name, path, secret in (("publisher.db", home.publisher_db, False), ("mirror.db", home.mirror_db, False),
-                               ("platform.db", home.root / "platform.db", True)):
+    for path, secret in ((home.publisher_db, False), (home.mirror_db, False), (home.platform_db, True)):
+        name = path.name
         if not path.exists():
             continue
         try:
