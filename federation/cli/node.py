@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from federation.store.tokens import ROLES
+from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE, ROLES
 from federation.core.errors import FederationError, InputError, TransportError
 from federation.core.freshness import REFRESH_INTERVAL
 from federation.node.home import Home
@@ -161,8 +161,8 @@ def _store(home: Home):
 @click.option("--role", type=click.Choice(list(ROLES)), default="member", show_default=True,
               help="member: read; publisher: read and POST batches; platform: the platform API "
                    "(lookup, changes) of a node started with 'platform serve --auth'.")
-@click.option("--rate", type=float, default=20.0, show_default=True, help="Requests per second (sustained).")
-@click.option("--burst", type=int, default=100, show_default=True, help="Requests allowed in a burst.")
+@click.option("--rate", type=float, default=DEFAULT_RATE, show_default=True, help="Requests per second (sustained).")
+@click.option("--burst", type=int, default=DEFAULT_BURST, show_default=True, help="Requests allowed in a burst.")
 @click.pass_obj
 def token_issue(home: Home, member, feeds, role, rate, burst):
     """Issue a token for MEMBER; the secret is printed once and stored only hashed.

@@ -15,6 +15,7 @@ import click
 
 from federation.node.home import Home
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
+from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE
 
 
 @click.group()
@@ -246,8 +247,8 @@ def token():
 @click.argument("holder")
 @click.option("--feed", "feeds", multiple=True, default=["*"], show_default=True,
               help="Feed whose records the token may see (repeat; '*' = all, needed for /webhooks and /metrics).")
-@click.option("--rate", default=20.0, show_default=True, help="Requests per second (token bucket).")
-@click.option("--burst", default=100, show_default=True, help="Bucket size.")
+@click.option("--rate", default=DEFAULT_RATE, show_default=True, help="Requests per second (token bucket).")
+@click.option("--burst", default=DEFAULT_BURST, show_default=True, help="Bucket size.")
 @click.pass_obj
 def token_issue(home: Home, holder, feeds, rate, burst):
     """Issue a platform token for HOLDER; the secret is printed once.
