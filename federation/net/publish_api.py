@@ -57,7 +57,7 @@ class PublishAPI:
         self.signers = dict(signers)
         self.max_bytes = max_bytes
         self.on_publish = on_publish
-        self.audit = audit  # auth.TokenStore or None
+        self.audit = audit  # store.tokens.TokenStore or None
         self.lock = asyncio.Lock()  # one publish at a time per node; SQLite would serialise anyway
 
     def install(self, app: web.Application) -> None:

@@ -1,6 +1,6 @@
 """Bearer-token access to a platform node's HTTP API (``platform serve --auth``).
 
-Tokens are ``auth.TokenStore`` tokens of role ``platform`` (``federation
+Tokens are ``store.tokens.TokenStore`` tokens of role ``platform`` (``federation
 platform token issue``), kept in ``HOME/auth.db`` next to the node's member
 and publisher tokens. A platform token queries the mirror's API; it cannot
 read feeds on a node (``Token.can_read`` refuses the role), and member or

@@ -20,6 +20,7 @@ queries across feeds go through ``find`` and ``distinct_values``.
 """
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -295,20 +296,26 @@ class ActiveSet:
 # ---- queries across feeds, on any connection (read-only ones too) -----------------
 
 
-def find(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str, value: bytes) -> list[tuple[int, str, str, int]]:
+def find(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str,
+         value: bytes) -> list[tuple[int, str, str, int]]:
     """(feed, case_id, labels, added_version) of the active records of
     ``hash_type`` ``value`` in ``feeds``: one primary-key probe per feed."""
-    ids = sorted(feeds)
+    ids = tuple(feeds)
     if not ids:
         return []
-    return conn.execute("SELECT h.feed, h.case_id, h.labels, h.added_version FROM hashes h"
-                        f" WHERE h.feed IN ({','.join('?' * len(ids))}) AND h.hash_type=? AND h.value=?",
-                        (*ids, hash_type, value)).fetchall()
+    return conn.execute(_find_sql(len(ids)), (*ids, hash_type, value)).fetchall()
+
+
+@functools.lru_cache(maxsize=64)
+def _find_sql(n: int) -> str:
+    # One text per number of feeds, so SQLite's statement cache keeps it prepared.
+    return ("SELECT h.feed, h.case_id, h.labels, h.added_version FROM hashes h"
+            f" WHERE h.feed IN ({','.join('?' * n)}) AND h.hash_type=? AND h.value=?")
 
 
 def distinct_values(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str) -> list[bytes]:
     """The distinct values of the active ``hash_type`` records of ``feeds``."""
-    ids = sorted(feeds)
+    ids = tuple(feeds)
     if not ids:
         return []
     return [v for (v,) in conn.execute("SELECT DISTINCT value FROM hashes"

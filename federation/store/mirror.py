@@ -1,27 +1,23 @@
 """The mirror's SQLite store: followed feeds, their active sets and logs.
 
-This module is the only one with SQL on ``follows``, ``changes``,
-``versions`` and ``staging``; the active set (``hashes``) and the tiles go
-through ``activeset`` and ``tilestore``, snapshot rows through
-``snapshots``. Readers on other connections (read-only ones included) use
+The only module with SQL on ``follows``, ``changes``, ``versions`` and
+``staging``; the active set and the tiles go through ``activeset`` and
+``tilestore``. Readers on other connections (read-only ones included) use
 the query functions below, which take a connection.
 
 Invariant: for every followed feed, the state columns of its ``follows`` row
 (``applied_size``, ``compact``, ``version``, ``count``, ``digest``, the
 signed checkpoints, ``base_size``/``base_compact``) describe exactly the rows
-in ``hashes``, ``tiles`` and ``changes`` for that feed. Those rows and
-columns change together, only inside ``apply_version`` (one transaction per
-version) or inside a snapshot bootstrap's one transaction
-(``sync.bootstrap.load_snapshot``, which replaces rows through
-``ActiveSet``/``TileStore`` and ends with ``record_replacement`` and
-``install_snapshot_head`` here), each ending with a compare-and-swap of the
-head on ``applied_size``. So a crash leaves the last applied version and
-nothing of the next. ``replace_served_note`` swaps the served note for
-another of the same tree (compare-and-swap). Other writes touch only
-configuration (``vkeys`` by ``follow``, ``set_upstreams`` and a trust
-rotation's ``set_trusted_keys``, which runs inside the rotation's own
-transaction; ``urls``; ``max_age``) and sync bookkeeping (``last_sync``,
-``last_error``, ``sync_failed``, ``fresh_time``), never the state columns.
+in ``hashes``, ``tiles`` and ``changes`` for that feed. They change together,
+only inside ``apply_version`` (one transaction per version) or a snapshot
+bootstrap's one transaction (``sync.bootstrap.load_snapshot``, which ends
+with ``record_replacement`` and ``install_snapshot_head``), each ending with
+a compare-and-swap of the head on ``applied_size``: a crash leaves the last
+applied version and nothing of the next. ``replace_served_note`` swaps the
+served note for one of the same tree. Other writes touch only configuration
+(``vkeys``: ``follow``, ``set_upstreams``, and ``set_trusted_keys`` inside a
+trust rotation step's transaction; ``urls``; ``max_age``) and sync
+bookkeeping (``last_sync``, ``last_error``, ``sync_failed``, ``fresh_time``).
 
 Freshness (``federation.freshness``): ``fresh_time`` is the newest verified
 time at which the applied tree was known to be the feed's newest (the log's
@@ -223,7 +219,10 @@ def lookup_rows(conn: sqlite3.Connection, hash_type: str, value: bytes,
     (``feed, hash_type, value, ...``): no index over every hash is needed.
     """
     feeds = follow_ids(conn) if feeds is None else feeds
-    return sorted((feeds[f], case, labels, version) for f, case, labels, version in find(conn, feeds, hash_type, value))
+    rows = find(conn, feeds, hash_type, value)
+    if not rows:  # the usual answer: no match
+        return []
+    return sorted([(feeds[f], case, labels, version) for f, case, labels, version in rows])
 
 
 def active_values(conn: sqlite3.Connection, hash_type: str) -> list[bytes]:
