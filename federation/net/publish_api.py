@@ -5,11 +5,12 @@ The body is a batch exactly as ``federation publish`` reads it: JSONL
 batch becomes one signed version.
 
 Idempotency: ``BATCH_ID`` is chosen by the client (``[A-Za-z0-9._:-]{1,128}``).
-It is recorded in ``api_batches`` *inside* the publish transaction (via
-``Publisher.publish(in_txn=Publisher.batch_recorder(...))``), so a batch and its id commit together or
-not at all: a client that lost the answer retries with the same id and gets
-the original result (``200``, ``"replayed": true``) instead of a second
-version. The same id with a different body is ``409``.
+It is recorded in the publisher store's ``api_batches`` *inside* the
+publish transaction (``Publisher.publish(in_txn=Publisher.batch_recorder(...))``),
+so a batch and its id commit together or not at all: a client that lost the
+answer retries with the same id and gets the original result (``200``,
+``"replayed": true``) instead of a second version. The same id with a
+different body is ``409``.
 
 Who may call it is decided by ``auth.AccessControl`` (a publisher token
 scoped to the feed); here the request is size-limited, parsed and
