@@ -55,7 +55,7 @@ def child_raw(snapshot: str, db: str) -> None:
     from federation.store.activeset import SCHEMA
     from federation.sync.bootstrap import _sort_pragmas
     from federation.store.db import connect, write_txn
-    from federation.store.snapshot import SnapshotReader
+    from federation.core.snapshot_format import SnapshotReader
 
     with open(snapshot, "rb") as fh:
         reader = SnapshotReader(fh)
@@ -79,7 +79,7 @@ def run_child(*args: str) -> dict:
 
 
 def main(n: int, workers: str = "auto") -> dict:
-    from federation.store.snapshot import list_snapshots, snapshot_dir, write_snapshot
+    from federation.store.snapshots import list_snapshots, snapshot_dir, write_snapshot
     from federation.store.db import connect
 
     db = common.published_feed(n)

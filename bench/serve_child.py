@@ -13,7 +13,7 @@ from aiohttp import web  # noqa: E402
 
 from federation.store.db import connect  # noqa: E402
 from federation.net.server import PublisherSource, create_app  # noqa: E402
-from federation.store.snapshot import server_extension  # noqa: E402
+from federation.net.snapshots import server_extension  # noqa: E402
 
 
 def bare_app(db: str) -> web.Application:

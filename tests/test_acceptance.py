@@ -19,7 +19,7 @@ from federation.core.merkle import CompactRange
 from federation.core.note import parse_note, parse_vkey
 from federation.core.trustfile import Freshness
 from federation.core.verify import TrustedState, Version
-from federation.store.snapshot import SnapshotHeader
+from federation.core.snapshot_format import SnapshotHeader
 
 EMPTY = TrustedState(None, 0, CompactRange(), 0)
 

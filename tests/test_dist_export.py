@@ -27,7 +27,7 @@ from federation.core.note import Signer
 from federation.sync.follower import watch_feed
 from federation.trust.rotation import publish_trust
 from federation.net.server import PublisherSource, create_app
-from federation.store.snapshot import prune, write_snapshot
+from federation.store.snapshots import prune, write_snapshot
 from federation.sync.orchestrator import sync_once
 from trust_fixtures import trust_bytes
 

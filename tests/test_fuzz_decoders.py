@@ -31,7 +31,7 @@ from federation.core.layout import parse_tile_path, tile_path
 from federation.core.lthash import LtHash16
 from federation.node.config import parse_config
 from federation.core.note import Signer, open_note, parse_note, parse_vkey
-from federation.store.snapshot import SnapshotReader, SnapshotRef, encode_index, parse_index
+from federation.core.snapshot_format import SnapshotReader, SnapshotRef, encode_index, parse_index
 from federation.core.tiles import encode_bundle, parse_bundle, parse_hash_tile
 from federation.core.trustfile import parse_trust, quorum_cosignatures, render_trust, sign_trust
 from federation.trust.witness import Witness

@@ -39,7 +39,7 @@ from federation.platform.node import PlatformNode
 from federation.store.publisher import Publisher
 from federation.net.readside import read_side
 from federation.net.server import PublisherSource, create_app
-from federation.store.snapshot import prune, write_snapshot
+from federation.store.snapshots import prune, write_snapshot
 from federation.sync.orchestrator import sync_once
 from federation.trust.witness import Witness, install_witness
 

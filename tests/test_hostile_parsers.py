@@ -20,7 +20,7 @@ from federation.core.errors import FederationError, InputError, MalformedError
 from federation.core.layout import parse_tile_path
 from federation.node.config import parse_config
 from federation.core.note import Signer, check_key_name, sign_note
-from federation.store.snapshot import parse_index
+from federation.core.snapshot_format import parse_index
 from federation.core.trustfile import parse_trust_unverified
 
 SHA = "ab" * 32

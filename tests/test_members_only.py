@@ -29,7 +29,7 @@ from federation.node.config import build_app, build_publisher_app, parse_config
 from federation.core.note import Signer
 from federation.store.publisher import Publisher, stored_access
 from federation.trust.rotation import TrustChain, publish_trust
-from federation.store.snapshot import prune, write_snapshot
+from federation.store.snapshots import prune, write_snapshot
 from federation.sync.orchestrator import sync_once
 from federation.core.trustfile import parse_trust
 from trust_fixtures import trust_bytes

@@ -36,7 +36,7 @@ from federation.store.publisher import Publisher
 from federation.store.mirror import Mirror
 from federation.sync.orchestrator import sync_once
 from federation.net.server import PublisherSource, create_app
-from federation.store.snapshot import prune, write_snapshot
+from federation.store.snapshots import prune, write_snapshot
 from federation.trust.witness import Witness, install_witness
 
 pytestmark = pytest.mark.timeout(60)

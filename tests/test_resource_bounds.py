@@ -23,7 +23,7 @@ from aiohttp import web
 
 from federation.net.auth import RateLimiter
 from federation.core.errors import MalformedError
-from federation.store.snapshot import SnapshotReader
+from federation.core.snapshot_format import SnapshotReader
 
 TOKEN = "fedtok_abcdefghijkl_" + "S" * 43
 

@@ -10,7 +10,7 @@ from federation.sync.follower import sync_from_upstreams
 from federation.net.readside import read_side
 from federation.net.relay import RelaySource
 from federation.net.server import PublisherSource, create_app
-from federation.store.snapshot import prune, write_snapshot
+from federation.store.snapshots import prune, write_snapshot
 
 
 async def _status(url: str) -> tuple[int, bytes]:
@@ -78,7 +78,7 @@ async def test_relay_bootstrapped_from_a_snapshot_serves_it_to_fresh_followers(t
     before it. It offers that snapshot and its minimum index, so a fresh
     mirror that knows only the relay bootstraps from it, verified against
     the signed log like any snapshot, and then follows the log."""
-    from federation.store.snapshot import parse_index, relay_minimum_index
+    from federation.core.snapshot_format import parse_index, relay_minimum_index
 
     feed.publish_version(300)
     feed.withdraw_case("case-1")

@@ -25,8 +25,9 @@ from federation.net.fetcher import Fetcher
 from federation.core.lthash import LtHash16, ParallelSum
 from federation.core.merkle import CompactRange
 from federation.net.server import PublisherSource, create_app
-from federation.store.snapshot import (SnapshotReader, bundle_range, ensure_schema, list_snapshots, parse_index, prune,
-                                 server_extension, snapshot_dir, write_snapshot)
+from federation.core.snapshot_format import SnapshotReader, bundle_range, parse_index
+from federation.net.snapshots import server_extension
+from federation.store.snapshots import ensure_schema, list_snapshots, prune, snapshot_dir, write_snapshot
 from federation.sync.orchestrator import sync_once
 from federation.core.tiles import parse_bundle
 

@@ -23,8 +23,9 @@ from federation.core.errors import MalformedError
 from federation.core.lthash import LtHash16
 from federation.net.export import export_feed
 from federation.net.server import PublisherSource, create_app
-from federation.store.snapshot import (MAX_HEADER_BYTES, MAX_RECORD_BYTES, SnapshotReader, parse_index,
-                                       server_extension, snapshot_dir, write_snapshot)
+from federation.core.snapshot_format import MAX_HEADER_BYTES, MAX_RECORD_BYTES, SnapshotReader, parse_index
+from federation.net.snapshots import server_extension
+from federation.store.snapshots import snapshot_dir, write_snapshot
 
 PACK = msgpack.Packer(use_bin_type=True)
 

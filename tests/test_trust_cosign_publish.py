@@ -199,7 +199,7 @@ async def test_publishing_api_serves_a_version_only_with_its_cosignatures(home_w
     # What is listed and snapshotted is the served version, never the pending one.
     from federation.core.errors import InputError
     from federation.net.server import PublisherSource
-    from federation.store.snapshot import write_snapshot
+    from federation.store.snapshots import write_snapshot
     source = PublisherSource(world.home / "publisher.db")
     listed = {f["name"]: f for f in source.names()}[NAME]
     source.close()

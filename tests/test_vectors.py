@@ -244,7 +244,7 @@ def test_snapshot_vector(stored):
     import io
 
     from federation.core.lthash import LtHash16
-    from federation.store.snapshot import SnapshotReader, parse_index
+    from federation.core.snapshot_format import SnapshotReader, parse_index
     sn, feed = stored["snapshot"], stored["feed"]
     data = bytes.fromhex(sn["file"])
     assert hashlib.sha256(data).hexdigest() == sn["sha256"]

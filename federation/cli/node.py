@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from federation.net.auth import ROLES
+from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE, ROLES
 from federation.core.errors import FederationError, InputError, TransportError
 from federation.core.freshness import REFRESH_INTERVAL
 from federation.node.home import Home
@@ -151,8 +151,8 @@ def token_group():
 
 
 def _store(home: Home):
-    from federation.net.auth import TokenStore
-    return TokenStore(home.root / "auth.db")
+    from federation.store.tokens import TokenStore
+    return TokenStore(home.auth_db)
 
 
 @token_group.command("issue")
@@ -161,8 +161,8 @@ def _store(home: Home):
 @click.option("--role", type=click.Choice(list(ROLES)), default="member", show_default=True,
               help="member: read; publisher: read and POST batches; platform: the platform API "
                    "(lookup, changes) of a node started with 'platform serve --auth'.")
-@click.option("--rate", type=float, default=20.0, show_default=True, help="Requests per second (sustained).")
-@click.option("--burst", type=int, default=100, show_default=True, help="Requests allowed in a burst.")
+@click.option("--rate", type=float, default=DEFAULT_RATE, show_default=True, help="Requests per second (sustained).")
+@click.option("--burst", type=int, default=DEFAULT_BURST, show_default=True, help="Requests allowed in a burst.")
 @click.pass_obj
 def token_issue(home: Home, member, feeds, role, rate, burst):
     """Issue a token for MEMBER; the secret is printed once and stored only hashed.
@@ -186,7 +186,7 @@ def token_list(home: Home):
     Example:
       federation token list
     """
-    if not (home.require().root / "auth.db").exists():
+    if not home.require().auth_db.exists():
         return
     for t in _store(home).all():
         state = f"revoked {t.revoked}" if t.revoked else "valid"
@@ -218,7 +218,7 @@ def audit(home: Home, feed, limit):
     Example:
       federation audit --feed tid --limit 20
     """
-    if not (home.require().root / "auth.db").exists():
+    if not home.require().auth_db.exists():
         return
     for r in _store(home).audit(feed, limit):
         click.echo(json.dumps(r))

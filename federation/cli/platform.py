@@ -15,10 +15,7 @@ import click
 
 from federation.node.home import Home
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
-
-
-def platform_db(home: Home) -> Path:
-    return home.root / "platform.db"
+from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE
 
 
 @click.group()
@@ -60,8 +57,8 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
     if log_json:
         from federation.cli.jsonlog import use_json_logs
         use_json_logs()
-    node = PlatformNode(home.mirror_db, platform_db(home), threshold, sync_interval,
-                        auth_db=home.root / "auth.db" if use_auth else None)
+    node = PlatformNode(home.mirror_db, home.platform_db, threshold, sync_interval,
+                        auth_db=home.auth_db if use_auth else None)
     run_app(node.app, host, port,
             on_start=lambda url: logging.getLogger("federation.platform").info(
                 "serving the platform API of %s on %s/ (%s)", home.mirror_db, url,
@@ -146,7 +143,8 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
       federation platform changes --consumer moderation --limit 500
       federation platform changes --after 0 --feed tid
     """
-    from federation.platform.changes import PlatformStore, head, read_changes
+    from federation.platform.changes import head, read_changes
+    from federation.store.platform import PlatformStore
     from federation.store.db import connect
     from federation.core.errors import InputError
     from federation.store.mirror import Mirror
@@ -154,7 +152,7 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
         raise InputError("give exactly one of --consumer NAME or --after SEQ")
     Mirror.existing(home.require().mirror_db).close()
     mirror = connect(home.mirror_db, readonly=True)
-    store = PlatformStore(platform_db(home)) if consumer else None
+    store = PlatformStore(home.platform_db) if consumer else None
     start = store.cursor(consumer) if store else after
     # A consumer's stream is its own feeds' changes (those of the token that created it).
     scope = store.claim(consumer, None) if store else None
@@ -191,13 +189,14 @@ def webhook_add(home: Home, name, url, feed, secret_file, from_now):
     Example:
       federation platform webhook add moderation https://platform.example/hooks/hashes --feed tid
     """
-    from federation.platform.changes import PlatformStore, head
+    from federation.platform.changes import head
+    from federation.store.platform import PlatformStore
     from federation.store.db import connect
     from federation.store.mirror import Mirror
     Mirror(home.mirror_db).close()
     start = head(connect(home.mirror_db, readonly=True)) if from_now else 0
     secret = secret_file.read_text().strip() if secret_file else None
-    hook = PlatformStore(platform_db(home)).add_webhook(name, url, secret, feed, start)
+    hook = PlatformStore(home.platform_db).add_webhook(name, url, secret, feed, start)
     click.echo(f"webhook {hook.name} -> {hook.url} from seq {hook.cursor}")
     if secret is None:
         click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies X-Federation-Signature)")
@@ -212,10 +211,10 @@ def webhook_list(home: Home):
     Example:
       federation platform webhook list
     """
-    from federation.platform.changes import PlatformStore
-    if not platform_db(home.require()).exists():
+    from federation.store.platform import PlatformStore
+    if not home.require().platform_db.exists():
         return
-    for h in PlatformStore(platform_db(home)).webhooks():
+    for h in PlatformStore(home.platform_db).webhooks():
         click.echo(json.dumps(h.public()))
 
 
@@ -229,8 +228,8 @@ def webhook_remove(home: Home, name):
     Example:
       federation platform webhook remove moderation
     """
-    from federation.platform.changes import PlatformStore
-    PlatformStore(platform_db(home)).remove_webhook(name)
+    from federation.store.platform import PlatformStore
+    PlatformStore(home.platform_db).remove_webhook(name)
     click.echo(f"removed webhook {name}")
 
 
@@ -248,8 +247,8 @@ def token():
 @click.argument("holder")
 @click.option("--feed", "feeds", multiple=True, default=["*"], show_default=True,
               help="Feed whose records the token may see (repeat; '*' = all, needed for /webhooks and /metrics).")
-@click.option("--rate", default=20.0, show_default=True, help="Requests per second (token bucket).")
-@click.option("--burst", default=100, show_default=True, help="Bucket size.")
+@click.option("--rate", default=DEFAULT_RATE, show_default=True, help="Requests per second (token bucket).")
+@click.option("--burst", default=DEFAULT_BURST, show_default=True, help="Bucket size.")
 @click.pass_obj
 def token_issue(home: Home, holder, feeds, rate, burst):
     """Issue a platform token for HOLDER; the secret is printed once.
@@ -262,9 +261,9 @@ def token_issue(home: Home, holder, feeds, rate, burst):
       federation platform token issue moderation
       federation platform token issue trust-safety --feed tid --rate 50
     """
-    from federation.net.auth import TokenStore
+    from federation.store.tokens import TokenStore
     from federation.platform.auth import ROLE
-    store = TokenStore(home.root / "auth.db")
+    store = TokenStore(home.auth_db)
     try:
         t, secret = store.issue(holder, ROLE, list(feeds), rate, burst)
     finally:

@@ -1,6 +1,6 @@
 """CLI for snapshots, pruning and bootstrap (``federation snapshot ...``,
 ``federation prune``, ``federation bootstrap``). Thin: the work is in
-``federation.snapshot`` and ``federation.bootstrap``."""
+``store.snapshots`` and ``sync.bootstrap``."""
 from __future__ import annotations
 
 import asyncio
@@ -36,7 +36,7 @@ def snapshot_write(home: Home, name, no_compress):
     Example:
       federation snapshot write tid
     """
-    from federation.store.snapshot import write_snapshot
+    from federation.store.snapshots import write_snapshot
     ref = write_snapshot(home.publisher_db, name, compress=not no_compress)
     click.echo(f"snapshot of {name} version {ref.version} (tree size {ref.size}, {ref.count} hashes,"
                f" {ref.bytes} bytes): {ref.sha256}")
@@ -53,7 +53,7 @@ def snapshot_list(home: Home, name):
       federation snapshot list tid
     """
     from federation.store.db import connect
-    from federation.store.snapshot import list_snapshots, minimum_index
+    from federation.store.snapshots import list_snapshots, minimum_index
     from federation.store.publisher import Publisher
     feed = Publisher(home.publisher_db).feed(name)
     conn = connect(home.publisher_db, readonly=True)
@@ -79,7 +79,7 @@ def prune(home: Home, name, minimum, retain_days):
     Example:
       federation prune tid --retain 30
     """
-    from federation.store.snapshot import prune as do_prune
+    from federation.store.snapshots import prune as do_prune
     retention = None if retain_days is None else int(retain_days * 86400)
     m = do_prune(home.publisher_db, name, minimum, retention)
     click.echo(f"{name}: minimum index {m}; entry bundles below it are no longer served")

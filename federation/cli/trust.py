@@ -236,7 +236,7 @@ def cosign_configure(home: Home, name, keys, witnesses, quorum, off):
     from federation.trust.cosign import CosigningConfig, load_config, store_config
     from federation.node.keys import load_cosigner
     from federation.store.publisher import Publisher
-    from federation.trust.rotation import TrustChain
+    from federation.store.trust_chain import TrustChain
     pub = Publisher(home.publisher_db)
     if off:
         if keys or witnesses or quorum is not None:
@@ -371,10 +371,6 @@ def witness():
     """
 
 
-def _witness_db(home: Home) -> Path:
-    return home.root / "witness.db"
-
-
 @witness.command("add-log")
 @click.argument("origin")
 @click.option("--vkey", "vkeys", multiple=True, required=True, help="The log's key; repeatable.")
@@ -391,7 +387,7 @@ def witness_add_log(home: Home, origin, vkeys, key):
     """
     from federation.node.keys import load_cosigner
     from federation.trust.witness import Witness
-    w = Witness(_witness_db(home), load_cosigner(key))
+    w = Witness(home.witness_db, load_cosigner(key))
     w.add_log(origin, list(vkeys))
     click.echo(f"witnessing {origin}")
 
@@ -414,7 +410,7 @@ def witness_serve(home: Home, key, host, port):
     from federation.net.server import create_app
     from federation.trust.witness import Witness, install_witness
     c = load_cosigner(key)
-    w = Witness(_witness_db(home), c)
+    w = Witness(home.witness_db, c)
     run_app(create_app([], extensions=[install_witness(w)]), host, port,
             on_start=lambda url: click.echo(f"witness {c.vkey} on {url}/witness/add-checkpoint"))
 
@@ -457,7 +453,7 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
     """
     from federation.node.keys import load_signer, write_new_key
     from federation.store.publisher import Publisher
-    from federation.trust.rotation import TrustChain
+    from federation.store.trust_chain import TrustChain
     pub = Publisher(home.publisher_db)
     feed = pub.feed(name)
     if new_key.exists():

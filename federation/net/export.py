@@ -41,7 +41,8 @@ existing file of the right length is skipped. An export never rolls the
 checkpoint back: a smaller tree than the one on disk is refused.
 
 The source is a publisher database (``feeds``) or a mirror database
-(``follows``: a relay exporting a feed it verified).
+(``follows``: a relay exporting a feed it verified), read through the
+stores that own those tables, on one read-only connection.
 """
 from __future__ import annotations
 
@@ -53,13 +54,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.net.access import stricter
+from federation.store import mirror as mirror_store, publisher as publisher_store
 from federation.store.db import connect
 from federation.core.errors import InputError, MalformedError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_path
+from federation.core.snapshot_format import encode_index, relay_minimum_index
 from federation.store.publisher import stored_access
 from federation.net.longpoll import checkpoint_size
-from federation.store.snapshot import encode_index, list_snapshots, minimum_index, mirror_snapshot_dir, \
-    open_msgpack_stream, relay_minimum_index, snapshot_dir
+from federation.store.snapshots import list_snapshots, minimum_index, mirror_snapshot_dir, open_msgpack_stream, \
+    snapshot_dir
+from federation.store.tilestore import TileStore
+from federation.store.trust_chain import trust_versions
 
 
 @dataclass(frozen=True)
@@ -96,10 +101,6 @@ def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
         raise
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
 def _open_binary(path: Path):
     return open(path, "rb")
 
@@ -125,18 +126,19 @@ def _copy_atomic(src: Path, path: Path, fsync: bool = True, opener=_open_binary)
         raise
 
 
-def _table(conn: sqlite3.Connection, db) -> str:
-    tables = _tables(conn)
-    table = "feeds" if "feeds" in tables else "follows" if "follows" in tables else None
-    if table is None:
-        raise InputError(f"{db} is neither a publisher nor a mirror database")
-    return table
+def _is_mirror(conn: sqlite3.Connection, db) -> bool:
+    """False for a publisher database, True for a mirror database."""
+    if publisher_store.holds_feeds(conn):
+        return False
+    if mirror_store.holds_follows(conn):
+        return True
+    raise InputError(f"{db} is neither a publisher nor a mirror database")
 
 
-def _access(conn: sqlite3.Connection, table: str, name: str, declared: str | None) -> str:
+def _access(conn: sqlite3.Connection, mirror: bool, name: str, declared: str | None) -> str:
     """A published feed: its stored access, narrowed by ``declared``. A
     followed feed: ``declared`` (from the node config), unknown = members."""
-    if table == "follows":
+    if mirror:
         return declared or "members"
     have = stored_access(conn, name) or "members"
     return have if declared is None else stricter(have, declared)
@@ -146,10 +148,10 @@ def feed_access(db: Path | str, name: str, declared: str | None = None) -> str:
     """``public`` or ``members``: what ``export_feed`` would treat feed ``name`` as."""
     conn = connect(db, readonly=True)
     try:
-        table = _table(conn, db)
-        if conn.execute(f"SELECT 1 FROM {table} WHERE name=?", (name,)).fetchone() is None:
+        mirror = _is_mirror(conn, db)
+        if (mirror_store.follow_id if mirror else publisher_store.feed_id)(conn, name) is None:
             raise InputError(f"no feed named {name!r} in {db}")
-        return _access(conn, table, name, declared)
+        return _access(conn, mirror, name, declared)
     finally:
         conn.close()
 
@@ -168,8 +170,8 @@ def split_by_access(db: Path | str, names: list[str], declared: dict[str, str],
 def feed_names(db: Path | str) -> list[str]:
     conn = connect(db, readonly=True)
     try:
-        table = _table(conn, db)
-        return [r[0] for r in conn.execute(f"SELECT name FROM {table} ORDER BY name")]
+        mirror = _is_mirror(conn, db)
+        return (mirror_store.follow_names if mirror else publisher_store.feed_names)(conn)
     finally:
         conn.close()
 
@@ -190,12 +192,12 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
         raise InputError(str(e)) from None
     try:
         conn.execute("BEGIN")  # step 1: one snapshot for checkpoint and tiles
-        table = _table(conn, db)
-        row = conn.execute(f"SELECT id, checkpoint FROM {table} WHERE name=?", (name,)).fetchone()
+        mirror = _is_mirror(conn, db)
+        row = (mirror_store.follow_checkpoint if mirror else publisher_store.feed_checkpoint)(conn, name)
         if row is None:
             raise InputError(f"no feed named {name!r} in {db}")
         fid, checkpoint = row
-        effective = _access(conn, table, name, access)
+        effective = _access(conn, mirror, name, access)
         if effective == "members" and not include_members_only:
             raise InputError(f"feed {name!r} is members-only and a static directory has no access control; "
                              "refusing to write it in the clear (include_members_only: only for a directory "
@@ -214,15 +216,14 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
                 raise InputError(f"{cp_path} holds tree size {old_size}, newer than {size}; refusing to roll back")
         else:
             old = None
-        if table == "follows":
-            base = conn.execute("SELECT base_size FROM follows WHERE id=?", (fid,)).fetchone()[0]
-            minimum, files = relay_minimum_index(base), mirror_snapshot_dir(db) / str(fid)
+        if mirror:
+            minimum, files = relay_minimum_index(mirror_store.base_size(conn, fid)), mirror_snapshot_dir(db) / str(fid)
         else:
             minimum, files = minimum_index(conn, fid), snapshot_dir(db) / str(fid)
         # Step 2: tiles and bundles, skipping immutable files already present.
         written = skipped = 0
-        rows = conn.execute("SELECT level, idx, width, length(data) FROM tiles WHERE feed=?", (fid,)).fetchall()
-        for level, idx, width, length in rows:
+        tiles = TileStore(conn, fid)
+        for level, idx, width, length in tiles.sizes():
             if level == ENTRIES and idx * TILE_WIDTH + width <= minimum:
                 continue  # pruned (the server answers 410); the partial bundle of the size is kept in the db
             path = out / tile_path(level, idx, width)
@@ -232,9 +233,7 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
                     continue
             except FileNotFoundError:
                 pass
-            data = conn.execute("SELECT data FROM tiles WHERE feed=? AND level=? AND idx=? AND width=?",
-                                (fid, level, idx, width)).fetchone()[0]
-            write_atomic(path, data, fsync)
+            write_atomic(path, tiles.get(level, idx, width), fsync)
             written += 1
         # Step 3: snapshot files, then the index that lists them.
         listed = []
@@ -253,7 +252,7 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
         index = encode_index(listed, minimum)
         written += _write_if_changed(out / "snapshot" / "index", index, fsync)
         # Step 4: the trust chain, numbered versions first.
-        chain = _trust_chain(conn, name)
+        chain = trust_versions(conn, name)
         for version, data in chain:
             written += _write_if_changed(out / "trust" / str(version), data, fsync)
         if chain:
@@ -279,14 +278,6 @@ def _write_if_changed(path: Path, data: bytes, fsync: bool) -> int:
         pass
     write_atomic(path, data, fsync)
     return 1
-
-
-def _trust_chain(conn: sqlite3.Connection, name: str) -> list[tuple[int, bytes]]:
-    try:
-        return conn.execute("SELECT version, data FROM trust_chain WHERE feed=? ORDER BY version",
-                            (name,)).fetchall()
-    except sqlite3.OperationalError:  # no trust_chain table: the feed publishes no trust chain
-        return []
 
 
 def _remove_pruned(out: Path, minimum: int) -> int:

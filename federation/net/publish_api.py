@@ -5,11 +5,12 @@ The body is a batch exactly as ``federation publish`` reads it: JSONL
 batch becomes one signed version.
 
 Idempotency: ``BATCH_ID`` is chosen by the client (``[A-Za-z0-9._:-]{1,128}``).
-It is recorded in ``api_batches`` *inside* the publish transaction (via
-``Publisher.publish(in_txn=...)``), so a batch and its id commit together or
-not at all: a client that lost the answer retries with the same id and gets
-the original result (``200``, ``"replayed": true``) instead of a second
-version. The same id with a different body is ``409``.
+It is recorded in the publisher store's ``api_batches`` *inside* the
+publish transaction (``Publisher.publish(in_txn=Publisher.batch_recorder(...))``),
+so a batch and its id commit together or not at all: a client that lost the
+answer retries with the same id and gets the original result (``200``,
+``"replayed": true``) instead of a second version. The same id with a
+different body is ``409``.
 
 Who may call it is decided by ``auth.AccessControl`` (a publisher token
 scoped to the feed); here the request is size-limited, parsed and
@@ -27,7 +28,6 @@ import logging
 import io
 import re
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,19 +43,6 @@ from federation.store.publisher import Publisher
 
 log = logging.getLogger("federation.publish_api")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_batches (
-    feed TEXT NOT NULL,
-    batch_id TEXT NOT NULL,
-    body_sha256 BLOB NOT NULL,
-    version INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    token TEXT,
-    time INTEGER NOT NULL,
-    PRIMARY KEY (feed, batch_id)
-) WITHOUT ROWID;
-"""
-
 BATCH_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # full match: no trailing newline
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 FORMATS = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "application/json": "jsonl",
@@ -69,11 +56,11 @@ class PublishAPI:
     def __init__(self, publisher_db: Path | str, signers: dict[str, Signer], max_bytes: int = MAX_BATCH_BYTES,
                  on_publish: Callable[[str], None] | None = None, audit=None):
         self.publisher = Publisher(publisher_db)
-        self.publisher.conn.executescript(SCHEMA)
+        self.publisher.open_batch_log()
         self.signers = dict(signers)
         self.max_bytes = max_bytes
         self.on_publish = on_publish
-        self.audit = audit  # auth.TokenStore or None
+        self.audit = audit  # store.tokens.TokenStore or None
         self.lock = asyncio.Lock()  # one publish at a time per node; SQLite would serialise anyway
 
     def install(self, app: web.Application) -> None:
@@ -86,9 +73,7 @@ class PublishAPI:
         app.cleanup_ctx.append(close)
 
     def _previous(self, name: str, batch_id: str):
-        return self.publisher.conn.execute(
-            "SELECT body_sha256, version, size, time FROM api_batches WHERE feed=? AND batch_id=?",
-            (name, batch_id)).fetchone()
+        return self.publisher.batch(name, batch_id)
 
     async def handle(self, request: web.Request) -> web.Response:
         from federation.net.auth import CALLER
@@ -117,9 +102,7 @@ class PublishAPI:
             except InputError as e:
                 raise RefusedError(f"batch refused: {e}") from None
 
-            def record(conn: sqlite3.Connection, version: int, size: int) -> None:
-                conn.execute("INSERT INTO api_batches VALUES (?,?,?,?,?,?,?)",
-                             (name, batch_id, digest, version, size, token.id if token else None, int(time.time())))
+            record = self.publisher.batch_recorder(name, batch_id, digest, token.id if token else None)
 
             try:
                 r = await asyncio.to_thread(self.publisher.publish, name, ops, signer, in_txn=record)

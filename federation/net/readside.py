@@ -3,7 +3,7 @@
 One place, so ``federation serve`` and ``federation serve --config`` expose
 the same routes: long-poll on the checkpoint (``longpoll``), the signed trust
 chain (``rotation``: ``/feeds/NAME/trust/...``), and snapshots plus the
-refusal of pruned bundles (``snapshot``), for published feeds and for
+refusal of pruned bundles (``net.snapshots``), for published feeds and for
 relayed ones.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ def read_side(publisher_db: Path | None, mirror_db: Path | None = None,
     """
     from federation.net import longpoll
     from federation.trust.rotation import install_trust_routes
-    from federation.store.snapshot import server_extension
+    from federation.net.snapshots import server_extension
 
     pairs = [(p, n) for p, n in ((publisher_db, published), (mirror_db, relayed)) if p is not None]
     extensions = [longpoll.install, install_trust_routes([p for p, _ in pairs], [n for _, n in pairs])]

@@ -24,20 +24,20 @@ from __future__ import annotations
 from federation.core.checkpoint import parse_checkpoint_body
 from federation.core.note import parse_note
 from federation.net.server import TableSource
+from federation.store.mirror import follow_checkpoint, follow_id, served_follows
 
 
 class RelaySource(TableSource):
     """Serves the followed feeds ``names`` (all when None) of a mirror DB."""
 
-    FEEDS_TABLE = "follows"
+    feed_id = staticmethod(follow_id)
 
     def names(self) -> list[dict]:
         """Served state, as ``checkpoint`` serves it: during a catch-up the
         mirror has applied more than its served checkpoint covers; the size
         is then the checkpoint's and the version unknown here."""
         out = []
-        for n, o, v, applied, ver, cp in self.conn.execute(
-                "SELECT name, origin, vkeys, applied_size, version, checkpoint FROM follows ORDER BY name"):
+        for n, o, v, applied, ver, cp in served_follows(self.conn):
             if not self._allowed(n):
                 continue
             size = parse_checkpoint_body(parse_note(cp).text).size if cp is not None else 0
@@ -48,5 +48,5 @@ class RelaySource(TableSource):
     def checkpoint(self, name: str) -> bytes | None:
         if self._id(name) is None:
             return None
-        row = self.conn.execute("SELECT checkpoint FROM follows WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
+        row = follow_checkpoint(self.conn, name)
+        return row[1] if row else None

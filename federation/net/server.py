@@ -11,12 +11,15 @@ Routes, per feed ``NAME`` (``/feeds/NAME/`` is the tlog-tiles prefix):
 * ``GET /healthz``.
 
 Paths are parsed by ``layout.parse_tile_path`` (a strict regex) and looked up
-in SQLite; nothing touches the filesystem, so traversal is impossible.
+in SQLite through the stores (``store.publisher``, ``store.tilestore``);
+nothing touches the filesystem, so traversal is impossible.
 Unknown feeds and tiles are 404.
 """
 from __future__ import annotations
 
+import sqlite3
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +27,8 @@ from aiohttp import web
 
 from federation.core.checkpoint import parse_checkpoint_body
 from federation.store.db import connect
+from federation.store.publisher import feed_checkpoint, feed_id, served_feeds
+from federation.store.tilestore import TileStore
 from federation.core.note import parse_note
 from federation.core.errors import MalformedError, NotFoundError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path
@@ -42,11 +47,12 @@ class FeedSource(Protocol):
 
 
 class TableSource:
-    """A read-only source over a database whose feeds sit in ``FEEDS_TABLE``
-    (``id``, ``name``) next to a ``tilestore`` ``tiles`` table. Only the
+    """A read-only source over a database whose feeds have ids (``feed_id``
+    of the store that owns them) and tiles in a ``tilestore``. Only the
     feeds ``names`` are served (all when None)."""
 
-    FEEDS_TABLE = ""
+    # ``feed_id(conn, name)`` of the store that owns the feeds, set by each subclass.
+    feed_id: Callable[[sqlite3.Connection, str], int | None]
 
     def __init__(self, path: Path | str, names: list[str] | None = None):
         self.conn = connect(path, readonly=True)
@@ -60,20 +66,17 @@ class TableSource:
         if not self._allowed(name):
             return None
         if name not in self._ids:
-            row = self.conn.execute(f"SELECT id FROM {self.FEEDS_TABLE} WHERE name=?", (name,)).fetchone()
-            if row is None:
+            fid = self.feed_id(self.conn, name)
+            if fid is None:
                 return None
-            self._ids[name] = row[0]
+            self._ids[name] = fid
         return self._ids[name]
 
     def tile(self, name: str, level: int, index: int, width: int) -> bytes | None:
         fid = self._id(name)
         if fid is None:
             return None
-        row = self.conn.execute(
-            "SELECT data FROM tiles WHERE feed=? AND level=? AND idx=? AND width=?", (fid, level, index, width)
-        ).fetchone()
-        return row[0] if row else None
+        return TileStore(self.conn, fid).get(level, index, width)
 
     def close(self) -> None:
         self.conn.close()
@@ -82,14 +85,13 @@ class TableSource:
 class PublisherSource(TableSource):
     """Reads a publisher database through its own read-only connection."""
 
-    FEEDS_TABLE = "feeds"
+    feed_id = staticmethod(feed_id)
 
     def names(self) -> list[dict]:
         """Served state: while a version awaits cosignatures (``pending``), the
         size is the served checkpoint's and the version is unknown here."""
         out = []
-        for n, o, v, s, ver, pending, cp in self.conn.execute(
-                "SELECT name, origin, vkey, size, version, pending_checkpoint, checkpoint FROM feeds ORDER BY name"):
+        for n, o, v, s, ver, pending, cp in served_feeds(self.conn):
             if not self._allowed(n):
                 continue
             if pending is not None:
@@ -100,8 +102,8 @@ class PublisherSource(TableSource):
     def checkpoint(self, name: str) -> bytes | None:
         if not self._allowed(name):
             return None
-        row = self.conn.execute("SELECT checkpoint FROM feeds WHERE name=?", (name,)).fetchone()
-        return row[0] if row else None
+        row = feed_checkpoint(self.conn, name)
+        return row[1] if row else None
 
 
 SOURCES = web.AppKey("sources", list)

@@ -33,7 +33,7 @@ import asyncio
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from aiohttp import web
@@ -43,16 +43,23 @@ from federation.core.errors import InputError
 from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from federation.node.home import Home
 from federation.core.names import FEED_NAME_PATTERN, is_feed_name
+from federation.net.auth import ANONYMOUS_BURST, ANONYMOUS_RATE
+from federation.net.publish_api import MAX_BATCH_BYTES
+from federation.store.mirror import MAX_MAX_AGE
+from federation.store.publisher import ACCESS_LEVELS
 
 log = logging.getLogger("federation.node")
-
-ACCESS = ("public", "members")
 
 MAX_CONFIG_BYTES = 1 << 20
 _NODE_KEYS = {"listen", "home", "anonymous_rate", "anonymous_burst", "max_batch_bytes", "refresh_interval"}
 _PUBLISH_KEYS = {"name", "access", "api", "key"}
 _FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "token_env", "wait", "interval",
                 "max_age"}
+
+
+# Defaults are stated once, here: as the dataclass defaults below (the
+# component's own constant where it has one), which ``parse_config`` reads
+# for every key a config leaves out. docs/node.md lists the same values.
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,9 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     home: Path | None = None
-    anonymous_rate: float = 20.0
-    anonymous_burst: int = 100
-    max_batch_bytes: int = 8 * 1024 * 1024
+    anonymous_rate: float = ANONYMOUS_RATE
+    anonymous_burst: int = ANONYMOUS_BURST
+    max_batch_bytes: int = MAX_BATCH_BYTES
     refresh_interval: float = REFRESH_INTERVAL
     publish: tuple[PublishedFeed, ...] = ()
     follow: tuple[FollowedFeed, ...] = ()
@@ -95,6 +102,13 @@ class NodeConfig:
         out = {p.name: p.access for p in self.publish}
         out.update({f.name: f.access for f in self.follow if f.relay})
         return out
+
+
+def _defaults(cls) -> dict:
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+_NODE, _PUBLISH, _FOLLOW = _defaults(NodeConfig), _defaults(PublishedFeed), _defaults(FollowedFeed)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -130,7 +144,7 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
     node = doc.get("node", {})
     _check(isinstance(node, dict), "[node]", "must be a table")
     _unknown(node, _NODE_KEYS, "[node]")
-    listen = node.get("listen", "127.0.0.1:8080")
+    listen = node.get("listen", f"{_NODE['host']}:{_NODE['port']}")
     m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", listen) if isinstance(listen, str) else None
     _check(m is not None and int(m[2]) < 65536, "[node] listen", f"want HOST:PORT, got {listen!r}")
     home = _path(base, node["home"], "[node] home") if "home" in node else None
@@ -142,9 +156,9 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         _unknown(t, _PUBLISH_KEYS, where)
         name = t.get("name")
         _check(is_feed_name(name), where, f"name must match {FEED_NAME_PATTERN} (not '.' or '..')")
-        _check(t.get("access", "members") in ACCESS, where, f"access must be one of {ACCESS}")
-        _check(isinstance(t.get("api", True), bool), where, "api must be true or false")
-        published.append(PublishedFeed(name, t.get("access"), t.get("api", True),
+        _check("access" not in t or t["access"] in ACCESS_LEVELS, where, f"access must be one of {ACCESS_LEVELS}")
+        _check(isinstance(t.get("api", _PUBLISH["api"]), bool), where, "api must be true or false")
+        published.append(PublishedFeed(name, t.get("access"), t.get("api", _PUBLISH["api"]),
                                        _path(base, t["key"], where + " key") if "key" in t else None))
 
     followed = []
@@ -165,30 +179,30 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
         _check(isinstance(vkeys, list) and all(isinstance(v, str) for v in vkeys), where, "vkeys must be a list")
         trust = _path(base, t["trust"], where + " trust") if "trust" in t else None
         _check(bool(vkeys) or trust is not None, where, "needs vkeys or a trust file")
-        _check(t.get("access", "public") in ACCESS, where, f"access must be one of {ACCESS}")
-        _check(isinstance(t.get("relay", False), bool), where, "relay must be true or false")
+        _check(t.get("access", _FOLLOW["access"]) in ACCESS_LEVELS, where, f"access must be one of {ACCESS_LEVELS}")
+        _check(isinstance(t.get("relay", _FOLLOW["relay"]), bool), where, "relay must be true or false")
         token_env = t.get("token_env")
         _check(token_env is None or isinstance(token_env, str), where, "token_env must be a string")
         max_age = t.get("max_age")
-        _check(max_age is None or (type(max_age) is int and 1 <= max_age <= 366 * 86400), where,
-               "max_age must be an integer number of seconds, 1..31622400")
+        _check(max_age is None or (type(max_age) is int and 1 <= max_age <= MAX_MAX_AGE), where,
+               f"max_age must be an integer number of seconds, 1..{MAX_MAX_AGE}")
         # Fetched with a member token: members-only upstream, so never public here.
         _check(token_env is None or t.get("access") != "public", where,
                "access = \"public\" with token_env: the upstream serves this feed to members only; "
                "it must not be re-served or exported in the clear")
         followed.append(FollowedFeed(name, origin, tuple(u if u.endswith("/") else u + "/" for u in urls),
-                                     tuple(vkeys), trust, t.get("relay", False),
-                                     t.get("access", "public" if token_env is None else "members"),
-                                     token_env, _number(t, "wait", 20.0, where, 0.0, 3600.0),
-                                     _number(t, "interval", 30.0, where, 0.1, 86400.0), max_age))
+                                     tuple(vkeys), trust, t.get("relay", _FOLLOW["relay"]),
+                                     t.get("access", _FOLLOW["access"] if token_env is None else "members"),
+                                     token_env, _number(t, "wait", _FOLLOW["wait"], where, 0.0, 3600.0),
+                                     _number(t, "interval", _FOLLOW["interval"], where, 0.1, 86400.0), max_age))
     names = [p.name for p in published] + [f.name for f in followed]
     dup = sorted({n for n in names if names.count(n) > 1})
     _check(not dup, "node config", f"feed name(s) {dup} declared twice (published and followed names share the URL space)")
     return NodeConfig(m[1].strip("[]"), int(m[2]), home,
-                      _number(node, "anonymous_rate", 20.0, "[node]", 0.001, 1e6),
-                      _number(node, "anonymous_burst", 100, "[node]", 1, 1e6, int),
-                      _number(node, "max_batch_bytes", 8 * 1024 * 1024, "[node]", 1, 1 << 30, int),
-                      _number(node, "refresh_interval", REFRESH_INTERVAL, "[node]", 0.0, 366 * 86400.0),
+                      _number(node, "anonymous_rate", _NODE["anonymous_rate"], "[node]", 0.001, 1e6),
+                      _number(node, "anonymous_burst", _NODE["anonymous_burst"], "[node]", 1, 1e6, int),
+                      _number(node, "max_batch_bytes", _NODE["max_batch_bytes"], "[node]", 1, 1 << 30, int),
+                      _number(node, "refresh_interval", _NODE["refresh_interval"], "[node]", 0.0, 366 * 86400.0),
                       tuple(published), tuple(followed))
 
 
@@ -228,7 +242,6 @@ def upstream_headers(f: FollowedFeed) -> dict | None:
 
 def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
     """Make the mirror's follows match the config (the config is the truth)."""
-    from federation.store.db import write_txn
     from federation.store.mirror import Mirror
     if not cfg.follow:
         return
@@ -253,9 +266,7 @@ def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
             if f.trust is not None and not f.vkeys:
                 vkeys = list(have.vkeys)  # rotations may have moved past the file's keys
             if list(have.vkeys) != vkeys or list(have.urls) != list(f.urls):
-                with write_txn(mirror.conn):
-                    mirror.conn.execute("UPDATE follows SET vkeys=?, urls=? WHERE id=?",
-                                        ("\n".join(vkeys), "\n".join(f.urls), have.id))
+                mirror.set_upstreams(f.name, vkeys, list(f.urls))
             if f.max_age is not None and f.max_age != have.max_age:
                 mirror.set_max_age(f.name, f.max_age)
     finally:
@@ -273,7 +284,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     from federation.net import longpoll
     from federation.sync import follower
     from federation.net.access import StoredAccess, combine
-    from federation.net.auth import AccessControl, TokenStore, install_listing_filter
+    from federation.net.auth import AccessControl, install_listing_filter
+    from federation.store.tokens import TokenStore
     from federation.store.mirror import Mirror
     from federation.net.publish_api import PublishAPI
     from federation.store.publisher import Publisher
@@ -301,7 +313,7 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     relayed = [f.name for f in cfg.follow if f.relay]
     if relayed:
         sources.append(RelaySource(home.mirror_db, relayed))
-    store = TokenStore(home.root / "auth.db")
+    store = TokenStore(home.auth_db)
     live = StoredAccess(home.publisher_db, [p.name for p in cfg.publish]) if cfg.publish else None
     ac = AccessControl(store, access, anonymous_rate=cfg.anonymous_rate,
                        anonymous_burst=cfg.anonymous_burst, stored=live)
@@ -375,13 +387,14 @@ def build_publisher_app(home: Home, signers: dict | None = None,
     The checkpoints of the feeds in ``signers`` (name -> Signer) are
     re-stamped every ``refresh_interval`` seconds (``refresh``)."""
     from federation.net.access import StoredAccess
-    from federation.net.auth import AccessControl, TokenStore, install_listing_filter
+    from federation.net.auth import AccessControl, install_listing_filter
+    from federation.store.tokens import TokenStore
     from federation.store.publisher import Publisher
     from federation.net.readside import read_side
     from federation.net.server import PublisherSource, create_app
 
     Publisher(home.publisher_db).close()  # create the schema, or migrate it, before readers open it
-    store = TokenStore(home.root / "auth.db")
+    store = TokenStore(home.auth_db)
     live = StoredAccess(home.publisher_db)
     ac = AccessControl(store, None, stored=live)
 

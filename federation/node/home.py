@@ -1,8 +1,19 @@
 """Where a node keeps its files (``FEDERATION_HOME``, default ``~/.federation``).
 
-Layout: ``publisher.db`` (feeds this node publishes), ``mirror.db`` (feeds it
-follows), ``private/<feed>.key`` (log keys, dir 0700, files 0600). The home is
-outside any source tree by default, so keys never land in a repository.
+Layout, every file of a home (no other module builds these paths):
+
+* ``publisher.db`` -- feeds this node publishes (``store.publisher``), their
+  snapshot index and trust chains; ``snapshots/<feed id>/`` its snapshot files;
+* ``mirror.db`` -- feeds it follows (``store.mirror``);
+  ``mirror-snapshots/<follow id>/`` the snapshot each bootstrapped from;
+* ``auth.db`` -- bearer tokens and the audit log (``store.tokens``);
+* ``platform.db`` -- consumer cursors and webhooks (``store.platform``), mode
+  0600: it holds webhook secrets;
+* ``witness.db`` -- the state of a witness this node runs (``store.witness``);
+* ``private/<feed>.key`` -- log keys (dir 0700, files 0600).
+
+The home is outside any source tree by default, so keys never land in a
+repository.
 
 Resolving a home creates nothing: commands that write create it (mode 0700)
 when they first store something there (``db.Store``, ``keys``); read-only
@@ -16,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.core.errors import UnavailableError
+from federation.core.names import check_feed_name
+from federation.store.snapshots import mirror_snapshot_dir, snapshot_dir
 
 
 @dataclass(frozen=True)
@@ -47,8 +60,33 @@ class Home:
     def mirror_db(self) -> Path:
         return self.root / "mirror.db"
 
+    @property
+    def auth_db(self) -> Path:
+        return self.root / "auth.db"
+
+    @property
+    def platform_db(self) -> Path:
+        return self.root / "platform.db"
+
+    @property
+    def witness_db(self) -> Path:
+        return self.root / "witness.db"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Snapshot files of published feeds (next to the publisher database)."""
+        return snapshot_dir(self.publisher_db)
+
+    @property
+    def mirror_snapshots_dir(self) -> Path:
+        """Snapshots followed feeds bootstrapped from (next to the mirror database)."""
+        return mirror_snapshot_dir(self.mirror_db)
+
+    @property
+    def private_dir(self) -> Path:
+        return self.root / "private"
+
     def key_path(self, feed: str) -> Path:
         """``private/<feed>.key``; ``InputError`` for anything but a feed name
         (no separator or ``..`` can reach the path)."""
-        from federation.core.names import check_feed_name
-        return self.root / "private" / f"{check_feed_name(feed)}.key"
+        return self.private_dir / f"{check_feed_name(feed)}.key"

@@ -1,6 +1,6 @@
 """Bearer-token access to a platform node's HTTP API (``platform serve --auth``).
 
-Tokens are ``auth.TokenStore`` tokens of role ``platform`` (``federation
+Tokens are ``store.tokens.TokenStore`` tokens of role ``platform`` (``federation
 platform token issue``), kept in ``HOME/auth.db`` next to the node's member
 and publisher tokens. A platform token queries the mirror's API; it cannot
 read feeds on a node (``Token.can_read`` refuses the role), and member or
@@ -40,7 +40,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from federation.core.errors import AuthError, ForbiddenError, RateLimitedError
-from federation.net.auth import RateLimiter, Token, TokenStore
+from federation.net.auth import RateLimiter
+from federation.store.tokens import Token, TokenStore
 
 # Request key: the caller's feed scope, a frozenset of names, or None for every feed.
 SCOPE = web.RequestKey("platform_scope", object) if hasattr(web, "RequestKey") else "federation.platform_scope"

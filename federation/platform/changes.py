@@ -12,7 +12,7 @@ Invariants:
   that has seen ``seq = n`` has seen every change up to ``n``. Reading
   ``seq > cursor`` in order therefore never skips a change.
 * At-least-once, never lost. A consumer's or webhook's cursor lives in
-  SQLite (``platform.db``) and only moves forward *after* the consumer
+  SQLite (``platform.db``, ``store.platform``) and only moves forward *after* the consumer
   acknowledged (HTTP ``ack``) or the webhook endpoint answered 2xx. A crash
   at any point re-delivers from the old cursor; nothing is skipped, so a
   withdrawal always arrives (possibly twice: deduplicate on ``seq``).
@@ -38,11 +38,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -50,7 +47,9 @@ from aiohttp import web
 
 from federation.store.activeset import split_labels
 from federation.core.bounded import json_loads, parse_uint
-from federation.store.db import connect, write_txn
+from federation.store.db import connect
+from federation.store.mirror import change_rows, changes_head
+from federation.store.platform import PlatformStore
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.core.errors import ForbiddenError, InputError
@@ -65,38 +64,7 @@ SIGNATURE_HEADER = "X-Federation-Signature"
 TIMESTAMP_HEADER = "X-Federation-Timestamp"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS consumers (
-    name TEXT PRIMARY KEY,
-    cursor INTEGER NOT NULL DEFAULT 0,   -- last acknowledged changes.seq
-    updated INTEGER NOT NULL,
-    scope TEXT                           -- JSON list of the feeds of the token that created it; NULL: every feed
-);
-CREATE TABLE IF NOT EXISTS webhooks (
-    name TEXT PRIMARY KEY,
-    url TEXT NOT NULL,
-    secret TEXT NOT NULL,                -- shared HMAC key (hex); this file must stay private
-    feed TEXT,                           -- only this feed's changes (NULL: all feeds)
-    cursor INTEGER NOT NULL DEFAULT 0,   -- last seq the endpoint acknowledged with 2xx
-    inflight_first INTEGER,              -- the batch being delivered, fixed before its first attempt
-    inflight_last INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0, -- failed attempts of the in-flight batch
-    last_status INTEGER,
-    last_error TEXT,
-    delivered INTEGER NOT NULL DEFAULT 0 -- changes acknowledged so far
-);
-"""
-
-NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-def check_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not 1 <= len(name) <= 64 or not set(name) <= NAME_OK:
-        raise InputError(f"{what} name {name!r} must be 1-64 characters of A-Z a-z 0-9 . _ -")
-    return name
-
-
-# ---- reading the stream (pure SQL over the mirror's tables) ---------------------
+# ---- reading the stream (through the mirror store's queries) --------------------
 
 def read_changes(mirror: sqlite3.Connection, after: int, limit: int = MAX_PAGE, feed: str | None = None,
                  upto: int | None = None, feeds: frozenset[str] | None = None) -> list[dict]:
@@ -106,28 +74,14 @@ def read_changes(mirror: sqlite3.Connection, after: int, limit: int = MAX_PAGE, 
         raise InputError(f"cursor {after!r} must be an integer >= 0")
     if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
         raise InputError(f"limit {limit!r} must be 1..{MAX_PAGE}")
-    sql = ("SELECT c.seq, f.name, f.origin, c.version, c.action, c.hash_type, c.value, c.case_id, c.labels,"
-           " c.reason, c.time FROM changes c JOIN follows f ON f.id=c.feed WHERE c.seq>?")
-    args: list = [after]
-    if upto is not None:
-        sql += " AND c.seq<=?"
-        args.append(upto)
-    if feed is not None:
-        sql += " AND f.name=?"
-        args.append(feed)
-    if feeds is not None:
-        names = sorted(feeds)
-        sql += f" AND f.name IN ({','.join('?' * len(names))})"
-        args.extend(names)
-    sql += " ORDER BY c.seq LIMIT ?"
-    args.append(limit)
+    rows = change_rows(mirror, after, limit, feed, upto, feeds)
     return [dict(seq=s, feed=n, origin=o, version=v, action=a, type=t, hash=val.hex(), case=c,
                  labels=list(split_labels(lab)), reason=r, time=tm)
-            for s, n, o, v, a, t, val, c, lab, r, tm in mirror.execute(sql, args)]
+            for s, n, o, v, a, t, val, c, lab, r, tm in rows]
 
 
 def head(mirror: sqlite3.Connection) -> int:
-    return mirror.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+    return changes_head(mirror)
 
 
 # ---- HMAC signatures (pure) ------------------------------------------------------
@@ -147,132 +101,6 @@ def verify_signature(secret: str, signature: str, timestamp: str, body: bytes, n
     if abs((int(time.time()) if now is None else now) - ts) > tolerance:
         return False
     return hmac.compare_digest(sign(secret, ts, body), signature or "")
-
-
-# ---- the platform store: cursors and webhooks -------------------------------------
-
-@dataclass(frozen=True)
-class Webhook:
-    name: str
-    url: str
-    secret: str
-    feed: str | None
-    cursor: int
-    inflight_first: int | None
-    inflight_last: int | None
-    attempts: int
-    last_status: int | None
-    last_error: str | None
-    delivered: int
-
-    def public(self) -> dict:
-        """Status without the secret."""
-        return dict(name=self.name, url=self.url, feed=self.feed, cursor=self.cursor, attempts=self.attempts,
-                    last_status=self.last_status, last_error=self.last_error, delivered=self.delivered,
-                    inflight=None if self.inflight_first is None else [self.inflight_first, self.inflight_last])
-
-
-class PlatformStore:
-    """``platform.db``: consumer cursors and webhook subscriptions."""
-
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
-        if not self.path.exists():
-            # Create it private before SQLite does: it holds webhook secrets
-            # (SQLite gives the -wal and -shm files the same mode).
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
-        if "scope" not in {r[1] for r in self.conn.execute("PRAGMA table_info(consumers)")}:
-            # platform.db from before consumer scopes: those consumers keep
-            # NULL (every feed), which only an unscoped caller may use.
-            self.conn.execute("ALTER TABLE consumers ADD COLUMN scope TEXT")
-
-    def close(self) -> None:
-        self.conn.close()
-
-    # consumers
-    def cursor(self, consumer: str) -> int:
-        check_name(consumer, "consumer")
-        row = self.conn.execute("SELECT cursor FROM consumers WHERE name=?", (consumer,)).fetchone()
-        return row[0] if row else 0
-
-    def claim(self, consumer: str, scope: frozenset[str] | None) -> frozenset[str] | None:
-        """The feed scope ``consumer`` was created with, creating it with
-        ``scope`` (the caller's feeds; None: every feed) on first use.
-
-        A consumer's scope never changes afterwards, so a caller that checked
-        it may act on the consumer (``platform_auth.covers``).
-        """
-        check_name(consumer, "consumer")
-        with write_txn(self.conn):
-            self.conn.execute("INSERT INTO consumers (name, cursor, updated, scope) VALUES (?,0,?,?)"
-                              " ON CONFLICT(name) DO NOTHING",
-                              (consumer, int(time.time()), None if scope is None else json.dumps(sorted(scope))))
-            row = self.conn.execute("SELECT scope FROM consumers WHERE name=?", (consumer,)).fetchone()
-        return None if row[0] is None else frozenset(json.loads(row[0]))
-
-    def ack(self, consumer: str, seq: int, head_seq: int) -> int:
-        """Move ``consumer``'s cursor forward to ``seq``; never backwards, never past the head."""
-        check_name(consumer, "consumer")
-        if type(seq) is not int or seq < 0:
-            raise InputError(f"cursor {seq!r} must be an integer >= 0")
-        if seq > head_seq:
-            raise InputError(f"cursor {seq} is past the newest change {head_seq}")
-        with write_txn(self.conn):
-            self.conn.execute("INSERT INTO consumers (name, cursor, updated) VALUES (?,?,?)"
-                              " ON CONFLICT(name) DO UPDATE SET cursor=max(cursor, excluded.cursor),"
-                              " updated=excluded.updated", (consumer, seq, int(time.time())))
-        return self.cursor(consumer)
-
-    # webhooks
-    def add_webhook(self, name: str, url: str, secret: str | None = None, feed: str | None = None,
-                    start: int = 0) -> Webhook:
-        check_name(name, "webhook")
-        if not url.startswith(("http://", "https://")):
-            raise InputError(f"webhook URL {url!r} must be http(s)")
-        secret = secret or secrets.token_hex(32)
-        try:
-            bytes.fromhex(secret)
-        except ValueError:
-            raise InputError("webhook secret must be hex") from None
-        with write_txn(self.conn):
-            try:
-                self.conn.execute("INSERT INTO webhooks (name, url, secret, feed, cursor) VALUES (?,?,?,?,?)",
-                                  (name, url, secret, feed, start))
-            except sqlite3.IntegrityError:
-                raise InputError(f"a webhook named {name!r} already exists") from None
-        return self.webhook(name)
-
-    def remove_webhook(self, name: str) -> None:
-        with write_txn(self.conn):
-            if self.conn.execute("DELETE FROM webhooks WHERE name=?", (name,)).rowcount != 1:
-                raise InputError(f"no webhook named {name!r}")
-
-    def webhook(self, name: str) -> Webhook:
-        row = self.conn.execute("SELECT * FROM webhooks WHERE name=?", (name,)).fetchone()
-        if row is None:
-            raise InputError(f"no webhook named {name!r}")
-        return Webhook(*row)
-
-    def webhooks(self) -> list[Webhook]:
-        return [Webhook(*r) for r in self.conn.execute("SELECT * FROM webhooks ORDER BY name")]
-
-    def fix_batch(self, name: str, first: int, last: int) -> None:
-        """Record the batch before its first attempt, so retries resend the same range."""
-        self.conn.execute("UPDATE webhooks SET inflight_first=?, inflight_last=?, attempts=0 WHERE name=?"
-                          " AND inflight_last IS NULL", (first, last, name))
-
-    def delivered(self, name: str, last: int, n: int, status: int) -> None:
-        # Cursor and batch move together, and only forward: a crash before this
-        # line re-delivers the same batch with the same idempotency key.
-        self.conn.execute("UPDATE webhooks SET cursor=max(cursor, ?), inflight_first=NULL, inflight_last=NULL,"
-                          " attempts=0, last_status=?, last_error=NULL, delivered=delivered+? WHERE name=?"
-                          " AND inflight_last=?", (last, status, n, name, last))
-
-    def failed(self, name: str, status: int | None, error: str) -> None:
-        self.conn.execute("UPDATE webhooks SET attempts=attempts+1, last_status=?, last_error=? WHERE name=?",
-                          (status, error[:500], name))
 
 
 # ---- webhook delivery (the I/O shell) ------------------------------------------------

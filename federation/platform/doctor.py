@@ -57,6 +57,8 @@ from federation.net.fetcher import Fetcher
 from federation.core.freshness import describe_age, log_timestamp
 from federation.node.home import Home
 from federation.store.mirror import Follow, read_follows
+from federation.store.publisher import feed_keys, feed_names
+from federation.store.trust_chain import newest_trust_files
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.readiness import assess
 
@@ -82,7 +84,7 @@ def check_files(home: Home) -> list[Check]:
     m = _mode(root)
     out.append(Check(FAIL if m & stat.S_IWOTH else OK, "home", f"{root} (mode {m:o})"
                      + (": writable by others; chmod o-w" if m & stat.S_IWOTH else "")))
-    private = root / "private"
+    private = home.private_dir
     if private.exists():
         m = _mode(private)
         bad = m & (stat.S_IRWXG | stat.S_IRWXO)
@@ -93,8 +95,8 @@ def check_files(home: Home) -> list[Check]:
             bad = m & (stat.S_IRWXG | stat.S_IRWXO)
             out.append(Check(FAIL if bad else OK, "key file",
                              f"{key} mode {m:o}" + (f": readable by others; chmod 600 {key}" if bad else "")))
-    for name, path, secret in (("publisher.db", home.publisher_db, False), ("mirror.db", home.mirror_db, False),
-                               ("platform.db", home.root / "platform.db", True)):
+    for path, secret in ((home.publisher_db, False), (home.mirror_db, False), (home.platform_db, True)):
+        name = path.name
         if not path.exists():
             continue
         try:
@@ -112,11 +114,11 @@ def check_files(home: Home) -> list[Check]:
     if home.publisher_db.exists():
         conn = connect(home.publisher_db, readonly=True)
         try:
-            feeds = conn.execute("SELECT name FROM feeds ORDER BY name").fetchall()
+            feeds = feed_names(conn)
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = []
         conn.close()
-        for (feed,) in feeds:
+        for feed in feeds:
             kp = home.key_path(feed)
             out.append(Check(OK if kp.exists() else WARN, f"feed {feed} key",
                              str(kp) if kp.exists() else f"{kp} missing: publishing {feed} needs --key"))
@@ -137,13 +139,10 @@ def mirror_state(home: Home) -> tuple[list[Follow], dict]:
             follows = read_follows(conn)
         except Exception:  # not a mirror database: check_files reports whether it opens
             return [], {}
-        trusts = {}
         try:
-            for feed, data in conn.execute("SELECT feed, data FROM trust_chain t WHERE version = "
-                                           "(SELECT max(version) FROM trust_chain u WHERE u.feed = t.feed)"):
-                trusts[feed] = data
-        except Exception:  # no trust_chain table: no feed follows a trust file
-            pass
+            trusts = newest_trust_files(conn)  # {} without a trust_chain table: no feed follows a trust file
+        except Exception:  # noqa: BLE001 -- an unreadable chain is reported by the upstream checks
+            trusts = {}
         return follows, trusts
     finally:
         conn.close()
@@ -260,7 +259,7 @@ def check_published(cfg, home: Home) -> list[Check]:
     if cfg.publish and home.publisher_db.exists():
         conn = connect(home.publisher_db, readonly=True)
         try:
-            feeds = dict(conn.execute("SELECT name, vkey FROM feeds").fetchall())
+            feeds = feed_keys(conn)
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = {}
         finally:

@@ -44,7 +44,7 @@ from federation.store.db import connect
 from federation.core.errors import InputError
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
-from federation.store.mirror import read_follows
+from federation.store.mirror import follow_ids, lookup_rows, origins as follow_origins, read_follows
 from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
 from federation.platform.auth import scope_of
 from federation.core.readiness import Basis, assess, require
@@ -92,7 +92,7 @@ class Lookup:
         self.conn.close()
 
     def _origins(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT name, origin FROM follows"))
+        return follow_origins(self.conn)
 
     def bases(self, feeds: frozenset[str] | None = None, allow_stale: bool = False,
               now: int | None = None) -> list[Basis]:
@@ -111,7 +111,7 @@ class Lookup:
         """Answer queries in order (refreshing the PDQ index first); with
         ``feeds``, only records of those feeds are reported."""
         self.index.refresh()
-        origins = self._origins()
+        origins, feed_ids = self._origins(), follow_ids(self.conn)
         # Near queries go to the index grouped by threshold (one faiss call per group).
         near: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
@@ -124,10 +124,7 @@ class Lookup:
         out = []
         for i, q in enumerate(queries):
             if q.threshold is None:
-                rows = self.conn.execute(
-                    "SELECT f.name, h.case_id, h.labels, h.added_version FROM follows f CROSS JOIN hashes h"
-                    " ON h.feed=f.id WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
-                    (q.hash_type, q.value)).fetchall()
+                rows = lookup_rows(self.conn, q.hash_type, q.value, feed_ids)
                 matches = [dict(feed=f, origin=origins.get(f), type=q.hash_type, hash=q.value.hex(), case=c,
                                 labels=list(split_labels(lab)), added_version=v, distance=0)
                            for f, c, lab, v in rows]

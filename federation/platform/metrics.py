@@ -2,11 +2,11 @@
 
 Two kinds of figures:
 
-* Read at scrape time from the mirror database (so they are right even when
-  another process runs ``federation sync``): per feed version, applied and
-  verified log size, lag in entries, active hash count, last sync time,
-  whether the last sync failed; the change stream head; per webhook cursor
-  and backlog.
+* Read at scrape time from the mirror (and platform) database through the
+  stores' query functions, so they are right even when another process
+  runs ``federation sync``: per feed version, applied and verified log
+  size, lag in entries, active hash count, last sync time, whether the last
+  sync failed; the change stream head; per webhook cursor and backlog.
 * Counted in this process: HTTP requests by route and status, sync
   durations and failures by kind (verification kinds: signature, rollback,
   fork, digest, malformed, stale; and transport, storage), webhook attempts.
@@ -26,6 +26,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from federation.store.db import connect
+from federation.store.mirror import changes_head, sync_status
+from federation.store.platform import webhook_cursors
 from federation.core.errors import FederationError, VerificationError
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
@@ -53,9 +55,7 @@ class MirrorCollector:
         ]}
         from federation.core.checkpoint import parse_checkpoint_body
         from federation.core.note import parse_note
-        rows = self.mirror.execute(
-            "SELECT name, version, applied_size, verified_checkpoint, count, last_sync, last_error, updated"
-            " FROM follows ORDER BY name").fetchall()
+        rows = sync_status(self.mirror)
         for name, version, size, vcp, count, last_sync, last_error, updated in rows:
             verified = parse_checkpoint_body(parse_note(vcp).text).size if vcp else 0
             g["version"].add_metric([name], version)
@@ -69,7 +69,7 @@ class MirrorCollector:
             if updated is not None:
                 g["updated_timestamp_seconds"].add_metric([name], updated)
         yield from g.values()
-        head = self.mirror.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+        head = changes_head(self.mirror)
         h = GaugeMetricFamily("federation_changes_head", "Newest change stream sequence number.")
         h.add_metric([], head)
         yield h
@@ -78,7 +78,7 @@ class MirrorCollector:
                                     labels=["webhook"])
             backlog = GaugeMetricFamily("federation_webhook_backlog", "Changes not yet acknowledged per webhook.",
                                         labels=["webhook"])
-            for name, cursor in self.platform.execute("SELECT name, cursor FROM webhooks ORDER BY name"):
+            for name, cursor in webhook_cursors(self.platform):
                 cur.add_metric([name], cursor)
                 backlog.add_metric([name], max(0, head - cursor))
             yield cur

@@ -6,13 +6,13 @@ process (so sync durations and failures by kind appear in ``/metrics``, and
 webhooks are woken as soon as a version is applied).
 
 Files in the node home: ``mirror.db`` (the mirror, written only by sync)
-and ``platform.db`` (consumer cursors, webhooks). Every route reads the
-mirror through its own read-only connection.
+and ``platform.db`` (consumer cursors, webhooks: ``store.platform``). Every
+route reads the mirror through its own read-only connection.
 
 Access: without ``auth_db`` the API is open (listen on loopback). With it
-(``platform serve --auth``), ``platform_auth.PlatformAuth`` requires a
-platform bearer token from that ``auth.TokenStore`` on every route but
-``/healthz``. Its middleware sits inside the metrics middleware, so refused
+(``platform serve --auth``), ``platform.auth.PlatformAuth`` requires a
+platform bearer token from that ``store.tokens.TokenStore`` on every route
+but ``/healthz``. Its middleware sits inside the metrics middleware, so refused
 requests (401/403/429) are counted too.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from federation.platform.changes import STREAM, PlatformStore, changes_extension
+from federation.platform.changes import STREAM, changes_extension
+from federation.store.platform import PlatformStore
 from federation.core.errors import FederationError
 from federation.platform.lookup import lookup_extension
 from federation.platform.metrics import Metrics
@@ -58,7 +59,7 @@ class PlatformNode:
         self.app[ERROR_FORMATS].access = JSON
         self.auth: PlatformAuth | None = None
         if auth_db is not None:
-            from federation.net.auth import TokenStore
+            from federation.store.tokens import TokenStore
             self.auth = PlatformAuth(TokenStore(auth_db))
             # Appended after the extensions' middlewares: inside metrics, so refusals are counted.
             self.app.middlewares.append(self.auth.middleware)

@@ -34,6 +34,8 @@ import faiss
 import numpy as np
 
 from federation.store.activeset import split_labels
+from federation.store.mirror import active_values, change_values, changes_head, follow_ids, follow_versions, \
+    has_changes, lookup_rows
 from federation.core.errors import InputError
 
 PDQ_BITS = 256
@@ -97,10 +99,9 @@ class PdqIndex:
         """Load every active PDQ value and the cursor from one snapshot."""
         self.conn.execute("BEGIN")  # a read transaction: one WAL snapshot for both reads
         try:
-            cursor = self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
-            values = [v for (v,) in self.conn.execute("SELECT DISTINCT h.value FROM follows f CROSS JOIN hashes h"
-                                                      " ON h.feed=f.id WHERE h.hash_type='pdq'")]
-            self._versions = dict(self.conn.execute("SELECT id, version FROM follows"))
+            cursor = changes_head(self.conn)
+            values = active_values(self.conn, "pdq")
+            self._versions = follow_versions(self.conn)
         finally:
             self.conn.execute("COMMIT")
         index = self._new_index()
@@ -119,11 +120,10 @@ class PdqIndex:
         That is how a snapshot bootstrap looks (rare otherwise: a version of
         only duplicate adds); either way a rebuild is correct.
         """
-        versions = dict(self.conn.execute("SELECT id, version FROM follows"))
+        versions = follow_versions(self.conn)
         jumped = False
         for fid, v in versions.items():
-            if v > self._versions.get(fid, 0) and self.conn.execute(
-                    "SELECT 1 FROM changes WHERE feed=? AND version=? LIMIT 1", (fid, v)).fetchone() is None:
+            if v > self._versions.get(fid, 0) and not has_changes(self.conn, fid, v):
                 jumped = True
         self._versions = versions
         return jumped
@@ -132,10 +132,8 @@ class PdqIndex:
         """Apply changes after the cursor; returns how many PDQ values were added."""
         self.conn.execute("BEGIN")  # one snapshot: rows up to ``top`` are all there is up to ``top``
         try:
-            top = self.conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
-            rows = self.conn.execute(
-                "SELECT seq, action, value FROM changes WHERE seq>? AND seq<=? AND hash_type='pdq' ORDER BY seq",
-                (self.cursor, top)).fetchall()
+            top = changes_head(self.conn)
+            rows = change_values(self.conn, "pdq", self.cursor, top)
             jumped = self._versions_without_changes()
         finally:
             self.conn.execute("COMMIT")
@@ -193,13 +191,12 @@ class PdqIndex:
     def search(self, queries: list[bytes], threshold: int = DEFAULT_THRESHOLD) -> list[list[NearMatch]]:
         """Near matches of each query among active records, nearest first."""
         found = self.candidates(queries, threshold)
+        feeds = follow_ids(self.conn)
         out: list[list[NearMatch]] = []
         for cands in found:
             matches: list[NearMatch] = []
             for value, d in cands:
-                for feed, case, labels, ver in self.conn.execute(
-                        "SELECT f.name, h.case_id, h.labels, h.added_version FROM follows f CROSS JOIN hashes h"
-                        " ON h.feed=f.id WHERE h.hash_type='pdq' AND h.value=?", (value,)):
+                for feed, case, labels, ver in lookup_rows(self.conn, "pdq", value, feeds):
                     matches.append(NearMatch(feed, value, d, case, split_labels(labels), ver))
             matches.sort(key=lambda m: (m.distance, m.feed, m.case, m.value))
             out.append(matches)

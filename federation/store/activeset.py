@@ -13,10 +13,14 @@ the publisher is what the mirror recomputes:
 * The state digest is the LtHash16 of the active records' elements
   (``entries.element``); the count is the number of active records.
 
-The caller owns the transaction: ``apply`` only issues statements.
+The caller owns the transaction: ``apply`` only issues statements. This
+module is the only one with SQL on ``hashes`` (and on ``temp.old_hashes``,
+the set a snapshot bootstrap replaces); the mirror's and the publisher's
+queries across feeds go through ``find`` and ``distinct_values``.
 """
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +42,11 @@ CREATE TABLE IF NOT EXISTS hashes (
 CREATE INDEX IF NOT EXISTS hashes_by_case ON hashes (feed, case_id);
 """
 
+
+# Secondary indexes a snapshot bootstrap drops while it loads, and rebuilds after.
+_REBUILT_INDEXES = {
+    "hashes_by_case": "CREATE INDEX IF NOT EXISTS hashes_by_case ON hashes (feed, case_id)",
+}
 
 BULK_MIN = 16  # shorter runs of adds go one by one (the savepoint costs more)
 
@@ -223,3 +232,92 @@ class ActiveSet:
 
         d = LtHash16().add(elements())
         return d, n
+
+    def records(self) -> sqlite3.Cursor:
+        """Every active record ``(hash_type, value, case_id, labels)`` in
+        primary-key order (a snapshot's record order), as a cursor to stream."""
+        return self.conn.execute("SELECT hash_type, value, case_id, labels FROM hashes WHERE feed=?"
+                                 " ORDER BY hash_type, value, case_id", (self.feed,))
+
+    # ---- replacing the whole set (a snapshot bootstrap; the caller owns the transaction) ----
+
+    def indexes(self) -> list[str]:
+        """Names of the indexes on ``hashes`` that exist now."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='hashes'")]
+
+    def drop_indexes(self) -> None:
+        """Drop the secondary indexes (rows load faster without them)."""
+        for ix in _REBUILT_INDEXES:
+            self.conn.execute(f"DROP INDEX IF EXISTS {ix}")
+
+    def rebuild_indexes(self, existing: list[str]) -> None:
+        """Rebuild, in one pass each, the dropped indexes that were in ``existing``."""
+        for ix, sql in _REBUILT_INDEXES.items():
+            if ix in existing:
+                self.conn.execute(sql)
+
+    def set_aside(self) -> None:
+        """Move this feed's active records to ``temp.old_hashes`` (kept for the
+        change stream: ``replacement_changes``), leaving the feed empty."""
+        c = self.conn
+        c.execute("CREATE TEMP TABLE IF NOT EXISTS old_hashes (hash_type TEXT, value BLOB, case_id TEXT,"
+                  " labels TEXT, PRIMARY KEY (hash_type, value, case_id)) WITHOUT ROWID")
+        c.execute("DELETE FROM temp.old_hashes")
+        c.execute("INSERT INTO temp.old_hashes SELECT hash_type, value, case_id, labels FROM hashes WHERE feed=?",
+                  (self.feed,))
+        c.execute("DELETE FROM hashes WHERE feed=?", (self.feed,))
+
+    def insert_records(self, records: list[tuple[str, bytes, str, tuple[str, ...]]], version: int, time: int) -> None:
+        """Insert records ``(type, hash, case, labels)`` not yet active, as added
+        at ``version`` and ``time`` (a snapshot's records, in key order)."""
+        self.conn.executemany("INSERT INTO hashes VALUES (?,?,?,?,?,?,?)",
+                              [(self.feed, t, v, c, join_labels(labels), version, time) for t, v, c, labels in records])
+
+    def replacement_changes(self) -> list[tuple[str, tuple]]:
+        """The changes from the set aside to the current rows, as ``(select,
+        params)``: queries of ``action, hash_type, value, case_id, labels,
+        reason`` (the ``changes`` columns they describe), in the order the
+        stream lists them: withdrawals (reason ``rebootstrap``), relabels, adds."""
+        same_key = "x.hash_type=y.hash_type AND x.value=y.value AND x.case_id=y.case_id"
+        return [
+            ("'withdraw', y.hash_type, y.value, y.case_id, y.labels, 'rebootstrap' FROM temp.old_hashes y"
+             f" WHERE NOT EXISTS (SELECT 1 FROM hashes x WHERE x.feed=? AND {same_key})", (self.feed,)),
+            ("'relabel', x.hash_type, x.value, x.case_id, x.labels, NULL FROM hashes x JOIN temp.old_hashes y"
+             f" ON {same_key} WHERE x.feed=? AND x.labels != y.labels", (self.feed,)),
+            ("'add', x.hash_type, x.value, x.case_id, x.labels, NULL FROM hashes x WHERE x.feed=? AND NOT EXISTS"
+             f" (SELECT 1 FROM temp.old_hashes y WHERE {same_key})", (self.feed,)),
+        ]
+
+    def clear_aside(self) -> None:
+        self.conn.execute("DELETE FROM temp.old_hashes")
+
+
+# ---- queries across feeds, on any connection (read-only ones too) -----------------
+
+
+def find(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str,
+         value: bytes) -> list[tuple[int, str, str, int]]:
+    """(feed, case_id, labels, added_version) of the active records of
+    ``hash_type`` ``value`` in ``feeds``: one primary-key probe per feed."""
+    ids = tuple(feeds)
+    if not ids:
+        return []
+    return conn.execute(_find_sql(len(ids)), (*ids, hash_type, value)).fetchall()
+
+
+@functools.lru_cache(maxsize=64)
+def _find_sql(n: int) -> str:
+    # One text per number of feeds, so SQLite's statement cache keeps it prepared.
+    return ("SELECT h.feed, h.case_id, h.labels, h.added_version FROM hashes h"
+            f" WHERE h.feed IN ({','.join('?' * n)}) AND h.hash_type=? AND h.value=?")
+
+
+def distinct_values(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str) -> list[bytes]:
+    """The distinct values of the active ``hash_type`` records of ``feeds``."""
+    ids = tuple(feeds)
+    if not ids:
+        return []
+    return [v for (v,) in conn.execute("SELECT DISTINCT value FROM hashes"
+                                       f" WHERE feed IN ({','.join('?' * len(ids))}) AND hash_type=?",
+                                       (*ids, hash_type))]

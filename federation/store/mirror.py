@@ -1,9 +1,23 @@
 """The mirror's SQLite store: followed feeds, their active sets and logs.
 
-Invariant: for every followed feed, the row in ``follows`` describes exactly
-the rows in ``hashes``, ``tiles`` and ``changes`` for that feed. Both change
-only inside ``apply_version``, one transaction per version, so a crash leaves
-the last applied version and nothing of the next.
+The only module with SQL on ``follows``, ``changes``, ``versions`` and
+``staging``; the active set and the tiles go through ``activeset`` and
+``tilestore``. Readers on other connections (read-only ones included) use
+the query functions below, which take a connection.
+
+Invariant: for every followed feed, the state columns of its ``follows`` row
+(``applied_size``, ``compact``, ``version``, ``count``, ``digest``, the
+signed checkpoints, ``base_size``/``base_compact``) describe exactly the rows
+in ``hashes``, ``tiles`` and ``changes`` for that feed. They change together,
+only inside ``apply_version`` (one transaction per version) or a snapshot
+bootstrap's one transaction (``sync.bootstrap.load_snapshot``, which ends
+with ``record_replacement`` and ``install_snapshot_head``), each ending with
+a compare-and-swap of the head on ``applied_size``: a crash leaves the last
+applied version and nothing of the next. ``replace_served_note`` swaps the
+served note for one of the same tree. Other writes touch only configuration
+(``vkeys``: ``follow``, ``set_upstreams``, and ``set_trusted_keys`` inside a
+trust rotation step's transaction; ``urls``; ``max_age``) and sync
+bookkeeping (``last_sync``, ``last_error``, ``sync_failed``, ``fresh_time``).
 
 Freshness (``federation.freshness``): ``fresh_time`` is the newest verified
 time at which the applied tree was known to be the feed's newest (the log's
@@ -23,16 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.core import entries as E
-from federation.store.activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, join_labels
+from federation.store.activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, distinct_values, find, join_labels
 from federation.core.checkpoint import Checkpoint, parse_checkpoint_body
 from federation.store.db import Store, write_txn
+from federation.store.mirror_audit import audit_follow
 from federation.core.errors import DigestError, InputError, StorageError, UnavailableError
 from federation.core.freshness import DEFAULT_MAX_AGE, check_origin, usable_time
 from federation.core.lthash import LtHash16
 from federation.core.merkle import CompactRange, leaf_hash
 from federation.core.names import check_feed_name
 from federation.core.note import parse_note, parse_vkey
-from federation.core.tiles import parse_bundle
 from federation.store.tilestore import SCHEMA as TILES_SCHEMA, TileStore
 from federation.core.verify import TrustedState, Version
 
@@ -135,6 +149,141 @@ def _follow(row) -> Follow:
 def read_follows(conn: sqlite3.Connection) -> list[Follow]:
     """Every followed feed, by name, through any connection (read-only ones too)."""
     return [_follow(r) for r in conn.execute("SELECT * FROM follows ORDER BY name")]
+
+
+# ---- queries on any connection (read-only ones too) ----------------------------
+
+
+def holds_follows(conn: sqlite3.Connection) -> bool:
+    """Whether the database is a mirror's (it has a ``follows`` table)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='follows'").fetchone() is not None
+
+
+def follow_id(conn: sqlite3.Connection, name: str) -> int | None:
+    row = conn.execute("SELECT id FROM follows WHERE name=?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def follow_names(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT name FROM follows ORDER BY name")]
+
+
+def follow_ids(conn: sqlite3.Connection) -> dict[int, str]:
+    """Followed feed id -> name."""
+    return dict(conn.execute("SELECT id, name FROM follows"))
+
+
+def origins(conn: sqlite3.Connection) -> dict[str, str]:
+    """Followed feed name -> origin."""
+    return dict(conn.execute("SELECT name, origin FROM follows"))
+
+
+def follow_versions(conn: sqlite3.Connection) -> dict[int, int]:
+    """Followed feed id -> last applied version."""
+    return dict(conn.execute("SELECT id, version FROM follows"))
+
+
+def follow_checkpoint(conn: sqlite3.Connection, name: str) -> tuple[int, bytes | None] | None:
+    """(id, served checkpoint) of followed feed ``name``, or None. The served
+    checkpoint is the newest signed note the mirror holds every tile of
+    (``apply_version``); None before the first complete version."""
+    return conn.execute("SELECT id, checkpoint FROM follows WHERE name=?", (name,)).fetchone()
+
+
+def served_follows(conn: sqlite3.Connection) -> list[tuple[str, str, str, int, int, bytes | None]]:
+    """(name, origin, vkeys, applied_size, version, checkpoint) of every
+    followed feed, by name: what a relay lists."""
+    return conn.execute("SELECT name, origin, vkeys, applied_size, version, checkpoint FROM follows "
+                        "ORDER BY name").fetchall()
+
+
+def base_size(conn: sqlite3.Connection, feed_id: int) -> int:
+    """The first entry followed feed ``feed_id`` holds (> 0 after a snapshot bootstrap)."""
+    return conn.execute("SELECT base_size FROM follows WHERE id=?", (feed_id,)).fetchone()[0]
+
+
+def sync_status(conn: sqlite3.Connection) -> list[tuple]:
+    """(name, version, applied_size, verified_checkpoint, count, last_sync,
+    last_error, updated) of every followed feed, by name (metrics)."""
+    return conn.execute("SELECT name, version, applied_size, verified_checkpoint, count, last_sync, last_error,"
+                        " updated FROM follows ORDER BY name").fetchall()
+
+
+def lookup_rows(conn: sqlite3.Connection, hash_type: str, value: bytes,
+                feeds: dict[int, str] | None = None) -> list[tuple[str, str, str, int]]:
+    """(feed name, case, labels, added version) of the active records of
+    ``hash_type`` ``value`` in every followed feed (those of ``feeds``, id ->
+    name from ``follow_ids``, when given), by feed name and case.
+
+    Through the followed feeds into the primary key of ``hashes``
+    (``feed, hash_type, value, ...``): no index over every hash is needed.
+    """
+    feeds = follow_ids(conn) if feeds is None else feeds
+    rows = find(conn, feeds, hash_type, value)
+    if not rows:  # the usual answer: no match
+        return []
+    return sorted([(feeds[f], case, labels, version) for f, case, labels, version in rows])
+
+
+def active_values(conn: sqlite3.Connection, hash_type: str) -> list[bytes]:
+    """The distinct values of active ``hash_type`` records of every followed feed."""
+    return distinct_values(conn, follow_ids(conn), hash_type)
+
+
+def change_rows(conn: sqlite3.Connection, after: int, limit: int, feed: str | None = None, upto: int | None = None,
+                feeds: frozenset[str] | None = None) -> list[tuple]:
+    """Change stream rows with ``after < seq [<= upto]``, oldest first, at most
+    ``limit``, with their feed's name and origin: (seq, name, origin, version,
+    action, hash_type, value, case_id, labels, reason, time). Only of
+    ``feed``, and of the feeds in ``feeds``, when given."""
+    sql = ("SELECT c.seq, f.name, f.origin, c.version, c.action, c.hash_type, c.value, c.case_id, c.labels,"
+           " c.reason, c.time FROM changes c JOIN follows f ON f.id=c.feed WHERE c.seq>?")
+    args: list = [after]
+    if upto is not None:
+        sql += " AND c.seq<=?"
+        args.append(upto)
+    if feed is not None:
+        sql += " AND f.name=?"
+        args.append(feed)
+    if feeds is not None:
+        names = sorted(feeds)
+        sql += f" AND f.name IN ({','.join('?' * len(names))})"
+        args.extend(names)
+    sql += " ORDER BY c.seq LIMIT ?"
+    args.append(limit)
+    return conn.execute(sql, args).fetchall()
+
+
+def changes_head(conn: sqlite3.Connection) -> int:
+    """The newest change stream ``seq`` (0 when empty)."""
+    return conn.execute("SELECT coalesce(max(seq), 0) FROM changes").fetchone()[0]
+
+
+def change_values(conn: sqlite3.Connection, hash_type: str, after: int, upto: int) -> list[tuple[int, str, bytes]]:
+    """(seq, action, value) of the changes of ``hash_type`` records with ``after < seq <= upto``, in order."""
+    return conn.execute("SELECT seq, action, value FROM changes WHERE seq>? AND seq<=? AND hash_type=? ORDER BY seq",
+                        (after, upto, hash_type)).fetchall()
+
+
+def has_changes(conn: sqlite3.Connection, feed_id: int, version: int) -> bool:
+    """Whether version ``version`` of feed ``feed_id`` left any change row."""
+    return conn.execute("SELECT 1 FROM changes WHERE feed=? AND version=? LIMIT 1",
+                        (feed_id, version)).fetchone() is not None
+
+
+def set_trusted_keys(conn: sqlite3.Connection, name: str, origin: str, vkeys: list[str]) -> None:
+    """Replace followed feed ``name``'s trusted log keys, inside the caller's
+    write transaction: a trust rotation step (``trust.rotation``) stores the
+    new trust version and these keys together, or neither."""
+    _require_txn(conn)
+    cur = conn.execute("UPDATE follows SET vkeys=? WHERE name=? AND origin=?", ("\n".join(vkeys), name, origin))
+    if cur.rowcount != 1:
+        raise StorageError(f"no followed feed {name} with origin {origin}")
+
+
+def _require_txn(conn: sqlite3.Connection) -> None:
+    if not conn.in_transaction:
+        raise StorageError("a mirror write that belongs to a larger transaction was called outside one")
 
 
 MAX_MAX_AGE = 366 * 86400
@@ -261,6 +410,13 @@ class Mirror(Store):
         self.get(name)
         self.conn.execute("UPDATE follows SET max_age=? WHERE name=?", (max_age, name))
 
+    def set_upstreams(self, name: str, vkeys: list[str], urls: list[str]) -> None:
+        """Replace feed ``name``'s trusted log keys and upstream URLs (a node
+        config is the truth for them: ``node.config.prepare_mirror``)."""
+        with write_txn(self.conn):
+            self.conn.execute("UPDATE follows SET vkeys=?, urls=? WHERE id=?",
+                              ("\n".join(vkeys), "\n".join(urls), self.get(name).id))
+
     # ---- applying --------------------------------------------------------------
 
     def stage(self, name: str, start: int, encoded: list[bytes]) -> None:
@@ -356,15 +512,45 @@ class Mirror(Store):
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name} changed during apply; retry")
 
+    # ---- a snapshot bootstrap (inside ``sync.bootstrap.load_snapshot``'s transaction) ----
+
+    def record_replacement(self, feed_id: int, version: int, when: int) -> None:
+        """Change rows for the active set a snapshot replaced (``ActiveSet.set_aside``)
+        -> the rows now held, stamped with the snapshot's seal: ``withdraw``
+        (reason ``rebootstrap``) for records gone, ``relabel``, then ``add``.
+        In the caller's transaction, so consumers see the bootstrap with it."""
+        _require_txn(self.conn)
+        active = ActiveSet(self.conn, feed_id)
+        for select, params in active.replacement_changes():
+            self.conn.execute("INSERT INTO changes (feed, version, time, action, hash_type, value, case_id, labels,"
+                              " reason) SELECT ?, ?, ?, " + select, (feed_id, version, when, *params))
+        active.clear_aside()
+
+    def install_snapshot_head(self, f: Follow, expect_size: int, note: bytes, served: bytes | None, size: int,
+                              compact: CompactRange, seal: E.Seal, count: int) -> None:
+        """Last writes of a snapshot bootstrap, in the caller's transaction: the
+        version row, then the head (position, digest, signed checkpoints and
+        the base the mirror now starts from), compare-and-swap on
+        ``expect_size``: ``StorageError`` if another sync moved the feed."""
+        _require_txn(self.conn)
+        self.conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
+                          (f.id, seal.version, size, seal.time, count, int(time.time())))
+        now = int(time.time())
+        sealed = usable_time(seal.time, now, f.max_age) or 0  # the seal's signed time (freshness)
+        cur = self.conn.execute(
+            "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
+            " count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
+            " WHERE id=? AND applied_size=?",
+            (note, served, size, compact.to_bytes(), seal.version, count, seal.digest,
+             now, size, compact.to_bytes(), sealed, f.id, expect_size))
+        if cur.rowcount != 1:
+            raise StorageError(f"feed {f.name} changed during bootstrap; retry")
+
     # ---- queries ----------------------------------------------------------------
 
     def lookup(self, hash_type: str, value: bytes) -> list[Match]:
-        rows = self.conn.execute(
-            "SELECT f.name, h.hash_type, h.value, h.case_id, h.labels, h.added_version FROM follows f"
-            " CROSS JOIN hashes h ON h.feed = f.id WHERE h.hash_type=? AND h.value=? ORDER BY f.name, h.case_id",
-            (hash_type, value),
-        ).fetchall()
-        return [Match(n, t, val, c, tuple(x for x in labels.split(",") if x), ver) for n, t, val, c, labels, ver in rows]
+        return [Match(n, hash_type, value, c, tuple(x for x in labels.split(",") if x), ver)
+                for n, c, labels, ver in lookup_rows(self.conn, hash_type, value)]
 
     def changes(self, name: str, after: int = 0, limit: int = 1000) -> list[dict]:
         f = self.get(name)
@@ -376,45 +562,6 @@ class Mirror(Store):
                 for s, v, a, t, val, c, lab, r, tm in rows]
 
     def audit(self, name: str) -> list[str]:
-        """Recompute digest, count and root from the mirror's own rows.
-
-        Returns a list of problems (empty when the mirror is consistent).
-        """
-        f = self.get(name)
-        problems = []
-        digest, count = ActiveSet(self.conn, f.id).recompute_digest()
-        if count != f.count:
-            problems.append(f"active rows: {count}, head says {f.count}")
-        if digest.digest() != f.digest:
-            problems.append("state digest recomputed from rows differs from the applied seal's digest")
-        # Root: replay every stored entry bundle into a compact range, from the
-        # start of the log or, after a snapshot bootstrap, from its base.
-        tiles = TileStore(self.conn, f.id)
-        base = f.base_size
-        cr = CompactRange.from_bytes(f.base_compact) if base else CompactRange()
-        last_seal = None
-        first = (base - 1) // 256 if base else 0  # the bundle holding the base's seal, if stored
-        for index in range(first, (f.applied_size + 255) // 256):
-            width = min(256, f.applied_size - index * 256)
-            data = tiles.get(-1, index, width)
-            if data is None:
-                if (index + 1) * 256 <= base:
-                    continue  # wholly below the snapshot: never fetched
-                problems.append(f"entry bundle {index} (width {width}) missing")
-                break
-            for offset, raw in enumerate(parse_bundle(data, width)):
-                if index * 256 + offset >= base:
-                    cr.append(leaf_hash(raw))
-                entry = E.decode(raw)
-                if isinstance(entry, E.Seal):
-                    last_seal = entry
-        else:
-            if cr.root() != CompactRange.from_bytes(f.compact).root():
-                problems.append("Merkle root recomputed from stored entries differs from the stored tree")
-            if f.checkpoint is not None:
-                cp = parse_checkpoint_body(parse_note(f.checkpoint).text)
-                if cp.size == f.applied_size and cp.root != cr.root():
-                    problems.append("Merkle root recomputed from stored entries differs from the signed checkpoint")
-            if last_seal is not None and (last_seal.digest != digest.digest() or last_seal.count != count):
-                problems.append(f"rows disagree with the last seal (version {last_seal.version})")
-        return problems
+        """Recompute digest, count and root from the mirror's own rows
+        (``mirror_audit``). Returns the problems found (none: consistent)."""
+        return audit_follow(self.conn, self.get(name))

@@ -26,6 +26,11 @@ serves the cosigned note by compare-and-swap.
 Readers (the server) see either the old or the new version, never a mix,
 because they read the checkpoint and tiles from the same WAL snapshot and
 tiles of a size are written before the checkpoint that names it.
+
+This module is the only one with SQL on ``feeds``, ``feed_cosigning`` and
+``api_batches`` (the publishing API's batch ids, recorded inside a publish
+transaction through ``batch_recorder``). Readers on other connections,
+read-only ones included, use the query functions at the end.
 """
 from __future__ import annotations
 
@@ -35,7 +40,7 @@ import itertools
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from federation.core import entries as E
@@ -73,6 +78,21 @@ CREATE TABLE IF NOT EXISTS feed_cosigning (
     updated INTEGER NOT NULL
 );
 """ + TILES_SCHEMA + ACTIVE_SCHEMA
+
+# The publishing API's idempotency keys (``net.publish_api``): created by
+# ``open_batch_log`` when a node serves the API.
+API_BATCHES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_batches (
+    feed TEXT NOT NULL,
+    batch_id TEXT NOT NULL,
+    body_sha256 BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    token TEXT,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (feed, batch_id)
+) WITHOUT ROWID;
+"""
 
 ACCESS_LEVELS = ("public", "members")  # feeds.access; what each means: federation.access
 
@@ -341,6 +361,56 @@ class Publisher(Store):
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp
 
+    # ---- cosigning configuration (``trust.cosign``) ----------------------------
+
+    def cosigning(self, name: str) -> str | None:
+        """Feed ``name``'s stored cosigning configuration (JSON, read and written
+        by ``trust.cosign`` only), or None when it has none."""
+        row = self.conn.execute("SELECT c.config FROM feed_cosigning c JOIN feeds f ON f.id = c.feed "
+                                "WHERE f.name=?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_cosigning(self, name: str, config: str | None) -> None:
+        """Set (or, with None, remove) feed ``name``'s cosigning configuration.
+
+        Removing it while a checkpoint is pending is refused: that version
+        would then never be served (finish it with ``cosign run`` first).
+        """
+        with write_txn(self.conn):
+            feed = self.feed(name)
+            if config is None:
+                if feed.pending_checkpoint is not None:
+                    raise InputError(f"feed {name!r} has a pending checkpoint (size {feed.size}); "
+                                     "finish it with 'federation cosign run NAME --once' before turning cosigning off")
+                self.conn.execute("DELETE FROM feed_cosigning WHERE feed=?", (feed.id,))
+                return
+            self.conn.execute("INSERT INTO feed_cosigning (feed, config, updated) VALUES (?,?,?) "
+                              "ON CONFLICT(feed) DO UPDATE SET config=excluded.config, updated=excluded.updated",
+                              (feed.id, config, int(time.time())))
+
+    # ---- the publishing API's batch ids (``net.publish_api``) -------------------
+
+    def open_batch_log(self) -> None:
+        """Create the ``api_batches`` table if it does not exist yet."""
+        self.conn.executescript(API_BATCHES_SCHEMA)
+
+    def batch(self, name: str, batch_id: str) -> tuple[bytes, int, int, int] | None:
+        """(body SHA-256, version, size, time) recorded for ``batch_id`` of feed ``name``, or None."""
+        return self.conn.execute(
+            "SELECT body_sha256, version, size, time FROM api_batches WHERE feed=? AND batch_id=?",
+            (name, batch_id)).fetchone()
+
+    @staticmethod
+    def batch_recorder(name: str, batch_id: str, body_sha256: bytes,
+                       token: str | None) -> Callable[[sqlite3.Connection, int, int], None]:
+        """An ``in_txn`` for ``publish`` that records ``batch_id`` with the
+        version it becomes, inside the publish transaction: the batch and its
+        id commit together or not at all."""
+        def record(conn: sqlite3.Connection, version: int, size: int) -> None:
+            conn.execute("INSERT INTO api_batches VALUES (?,?,?,?,?,?,?)",
+                         (name, batch_id, body_sha256, version, size, token, int(time.time())))
+        return record
+
 
 def check_access(access: str) -> None:
     if access not in ACCESS_LEVELS:
@@ -363,6 +433,46 @@ def stored_access(conn: sqlite3.Connection, name: str) -> str | None:
             raise StorageError(f"cannot read the access of feed {name!r}: {e}") from None
         row = conn.execute("SELECT 'members' FROM feeds WHERE name=?", (name,)).fetchone()
     return row[0] if row else None
+
+
+# ---- queries on any connection (read-only ones too) ----------------------------
+
+
+def holds_feeds(conn: sqlite3.Connection) -> bool:
+    """Whether the database is a publisher's (it has a ``feeds`` table)."""
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='feeds'").fetchone() is not None
+
+
+def feed_id(conn: sqlite3.Connection, name: str) -> int | None:
+    row = conn.execute("SELECT id FROM feeds WHERE name=?", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def feed_names(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT name FROM feeds ORDER BY name")]
+
+
+def feed_keys(conn: sqlite3.Connection) -> dict[str, str]:
+    """Feed name -> the vkey its checkpoints are signed with."""
+    return dict(conn.execute("SELECT name, vkey FROM feeds").fetchall())
+
+
+def feed_checkpoint(conn: sqlite3.Connection, name: str) -> tuple[int, bytes] | None:
+    """(id, served checkpoint) of feed ``name``, or None."""
+    return conn.execute("SELECT id, checkpoint FROM feeds WHERE name=?", (name,)).fetchone()
+
+
+def served_feeds(conn: sqlite3.Connection) -> list[tuple[str, str, str, int, int, bytes | None, bytes]]:
+    """(name, origin, vkey, size, version, pending_checkpoint, checkpoint) of
+    every feed, by name: what a server lists."""
+    return conn.execute("SELECT name, origin, vkey, size, version, pending_checkpoint, checkpoint FROM feeds "
+                        "ORDER BY name").fetchall()
+
+
+def feed_position(conn: sqlite3.Connection, name: str) -> tuple[int, str, int, int, int, bytes | None] | None:
+    """(id, origin, size, version, count, pending_checkpoint) of feed ``name``, or None."""
+    return conn.execute("SELECT id, origin, size, version, count, pending_checkpoint FROM feeds WHERE name=?",
+                        (name,)).fetchone()
 
 
 class _Withdrawn:

@@ -38,6 +38,23 @@ class TileStore:
         ).fetchone()
         return row[0] if row else None
 
+    def sizes(self) -> list[tuple[int, int, int, int]]:
+        """(level, index, width, length in bytes) of every stored tile and bundle."""
+        return self.conn.execute("SELECT level, idx, width, length(data) FROM tiles WHERE feed=?",
+                                 (self.feed,)).fetchall()
+
+    def delete_bundles(self) -> None:
+        """Delete every entry bundle (hash tiles stay: they still prove the tree)."""
+        self.conn.execute("DELETE FROM tiles WHERE feed=? AND level=?", (self.feed, ENTRIES))
+
+    def prune_bundles(self, minimum: int, keep: tuple[int, int]) -> int:
+        """Delete the entry bundles whose end index is at most ``minimum``,
+        except ``keep`` (index, width); returns how many were deleted."""
+        cur = self.conn.execute(
+            "DELETE FROM tiles WHERE feed=? AND level=? AND idx * ? + width <= ? AND NOT (idx=? AND width=?)",
+            (self.feed, ENTRIES, TILE_WIDTH, minimum, *keep))
+        return cur.rowcount
+
     def put(self, items: dict[tuple[int, int, int], bytes]) -> None:
         # OR REPLACE: a tile of a given width always has the same bytes, so a
         # rewrite after a rolled-back attempt is harmless.

@@ -1,7 +1,7 @@
 """Bootstrap a mirror from a snapshot, verified against the signed log.
 
 A fresh mirror, or one that fell behind the publisher's pruned range, loads
-the newest snapshot (``federation.snapshot``) instead of replaying the log,
+the newest snapshot (``core.snapshot_format``) instead of replaying the log,
 then follows the log from the snapshot's tree size. The snapshot server is
 never trusted. ``bootstrap_feed`` accepts the checkpoint ``C`` and proves the
 snapshot's head through an ``acceptance.Acceptance`` (pure:
@@ -26,7 +26,10 @@ and re-serve from there.
 
 Order of writes (one transaction; a crash anywhere leaves the mirror as it
 was before the bootstrap): rows, digest check, indexes, tiles, version row,
-and last the ``follows`` head (compare-and-swap on the applied size).
+and last the ``follows`` head (compare-and-swap on the applied size). Every
+write goes through the store that owns its table (``ActiveSet``,
+``TileStore``, ``store.snapshots``, and the mirror's ``record_replacement``
+and ``install_snapshot_head``); this module keeps the order.
 
 The change stream sees a bootstrap as the difference between the old and
 the new active set, in the same transaction: ``withdraw`` rows (reason
@@ -55,17 +58,16 @@ from federation.core import entries as E
 from federation.core.acceptance import Acceptance
 from federation.core.checkpoint import Checkpoint
 from federation.core.errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
-from federation.core.freshness import usable_time
 from federation.core.headproof import VerifiedHead
-from federation.core.layout import ENTRIES
 from federation.core.lthash import ParallelSum
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
+from federation.core.snapshot_format import MAX_INDEX_BYTES, ZSTD_MAGIC, SnapshotHeader, SnapshotReader, SnapshotRef, \
+    parse_index
 from federation.net.fetcher import Fetcher
-from federation.store.activeset import join_labels
-from federation.store.db import create_tables, write_txn
+from federation.store.activeset import ActiveSet
+from federation.store.db import write_txn
 from federation.store.mirror import Mirror
-from federation.store.snapshot import MAX_INDEX_BYTES, SCHEMA as SNAPSHOT_SCHEMA, ZSTD_MAGIC, SnapshotHeader, \
-    SnapshotReader, SnapshotRef, mirror_snapshot_dir, parse_index, _progress
+from federation.store.snapshots import _progress, forget_snapshots, keep_mirror_snapshot, mirror_snapshot_dir
 from federation.store.tilestore import TileStore
 from federation.sync.tilefetcher import TileFetcher
 
@@ -88,12 +90,6 @@ class BootstrapResult:
 
 
 # ---- loading (blocking; run in a thread) ---------------------------------------
-
-_DROP_INDEXES = ("hashes_by_case",)
-_INDEX_SQL = {
-    "hashes_by_case": "CREATE INDEX IF NOT EXISTS hashes_by_case ON hashes (feed, case_id)",
-}
-
 
 LOAD_CACHE_KIB = 65536  # page cache while loading: bounded, and enough for sorted appends
 SORT_CACHE_KIB = 16384  # per sorter thread while indexes are built
@@ -134,25 +130,17 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
         f = mirror.get(name)
         if f.applied_size != expect_size:
             raise StorageError(f"feed {name}: mirror moved from {expect_size} to {f.applied_size} during bootstrap")
-        existing = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='hashes'")]
+        active = ActiveSet(conn, f.id)
+        existing = active.indexes()
         # 1. rows (old ones out; the indexes are rebuilt once at the end)
-        for ix in _DROP_INDEXES:
-            conn.execute(f"DROP INDEX IF EXISTS {ix}")
+        active.drop_indexes()
         # Keep the old active set aside for the change stream (step 3).
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS old_hashes (hash_type TEXT, value BLOB, case_id TEXT,"
-                     " labels TEXT, PRIMARY KEY (hash_type, value, case_id)) WITHOUT ROWID")
-        conn.execute("DELETE FROM temp.old_hashes")
-        conn.execute("INSERT INTO temp.old_hashes SELECT hash_type, value, case_id, labels FROM hashes WHERE feed=?",
-                     (f.id,))
-        conn.execute("DELETE FROM hashes WHERE feed=?", (f.id,))
+        active.set_aside()
         _sort_pragmas(conn, sorting=False)
         n = 0
-        insert = "INSERT INTO hashes VALUES (?,?,?,?,?,?,?)"
         try:
             for batch in reader.records():
-                conn.executemany(insert, [(f.id, t, v, c, join_labels(labels), seal.version, seal.time)
-                                          for t, v, c, labels in batch])
+                active.insert_records(batch, seal.version, seal.time)
                 # Elements are built here, not in the workers: sending bytes is
                 # cheaper than re-encoding the records for them to parse.
                 summer.add(E.elements_of(batch))
@@ -170,58 +158,32 @@ def load_snapshot(mirror: Mirror, name: str, expect_size: int, head: VerifiedHea
                               f"digest {seal.digest[:8].hex()}..., snapshot holds {n} with digest "
                               f"{digest.digest()[:8].hex()}...")
         # 3. the change stream: the difference between the old and the new set
-        _record_changes(conn, f.id, seal)
+        mirror.record_replacement(f.id, seal.version, seal.time)
         # 3b. indexes rebuilt in one pass each. The LtHash workers are done, so
         #     SQLite's sorter may use the other cores; each sorter thread takes
         #     cache_size of memory, so the cache is cut to keep the peak where
         #     it was (measured at 10M: 17 s with 1 thread and 64 MiB, 9 s with
         #     2 threads and 16 MiB, same peak RSS).
         _sort_pragmas(conn, sorting=True)
-        for ix in _DROP_INDEXES:
-            if ix in existing:
-                conn.execute(_INDEX_SQL[ix])
+        active.rebuild_indexes(existing)
         # 4. tiles: old entry bundles out (their entries may be withdrawn ones), new
         #    partial tiles and the last bundle in; hash tiles of the old prefix stay valid.
-        conn.execute("DELETE FROM tiles WHERE feed=? AND level=?", (f.id, ENTRIES))
-        TileStore(conn, f.id).put(head.tiles)
+        tiles = TileStore(conn, f.id)
+        tiles.delete_bundles()
+        tiles.put(head.tiles)
         #    A snapshot kept from an earlier bootstrap no longer fits what is
         #    served (its bundles are gone): not offered any more (keep_snapshot
         #    offers the new one after the commit).
-        create_tables(conn, SNAPSHOT_SCHEMA)
-        conn.execute("DELETE FROM snapshots WHERE feed=?", (f.id,))
-        conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
-                     (f.id, seal.version, head.header.size, seal.time, n, int(time.time())))
-        # 5. last, the head
+        forget_snapshots(conn, f.id)
+        # 5. last, the version row and the head (compare-and-swap on expect_size)
         served = cp_note if head.header.size == cp.size else None
-        now = int(time.time())
-        sealed = usable_time(seal.time, now, f.max_age) or 0  # the seal's signed time (freshness)
-        cur = conn.execute(
-            "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-            " count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
-            " WHERE id=? AND applied_size=?",
-            (cp_note, served, head.header.size, head.compact.to_bytes(), seal.version, n, seal.digest,
-             now, head.header.size, head.compact.to_bytes(), sealed, f.id, expect_size))
-        if cur.rowcount != 1:
-            raise StorageError(f"feed {name} changed during bootstrap; retry")
+        mirror.install_snapshot_head(f, expect_size, cp_note, served, head.header.size, head.compact, seal, n)
     return n
-
-
-def _record_changes(conn, feed: int, seal) -> None:
-    """Change rows for old set -> new set (``temp.old_hashes`` -> ``hashes``)."""
-    common = f"INSERT INTO changes (feed, version, action, hash_type, value, case_id, labels, reason, time) SELECT {feed}, {seal.version},"
-    same_key = "x.hash_type=y.hash_type AND x.value=y.value AND x.case_id=y.case_id"
-    conn.execute(f"{common} 'withdraw', y.hash_type, y.value, y.case_id, y.labels, 'rebootstrap', {seal.time}"
-                 f" FROM temp.old_hashes y WHERE NOT EXISTS (SELECT 1 FROM hashes x WHERE x.feed={feed} AND {same_key})")
-    conn.execute(f"{common} 'relabel', x.hash_type, x.value, x.case_id, x.labels, NULL, {seal.time}"
-                 f" FROM hashes x JOIN temp.old_hashes y ON {same_key} WHERE x.feed={feed} AND x.labels != y.labels")
-    conn.execute(f"{common} 'add', x.hash_type, x.value, x.case_id, x.labels, NULL, {seal.time}"
-                 f" FROM hashes x WHERE x.feed={feed} AND NOT EXISTS (SELECT 1 FROM temp.old_hashes y WHERE {same_key})")
-    conn.execute("DELETE FROM temp.old_hashes")
 
 
 def keep_snapshot(mirror: Mirror, name: str, path: Path, sha256: str, header: SnapshotHeader) -> None:
     """Keep the snapshot a bootstrap just loaded, so the mirror can offer it as
-    a relay (``snapshot.server_extension(mirror=True)``), replacing any older.
+    a relay (``net.snapshots.server_extension(mirror=True)``), replacing any older.
 
     Called after the bootstrap committed (which already withdrew any older
     snapshot's row). Order: file moved into place and fsynced, then its row,
@@ -243,12 +205,7 @@ def keep_snapshot(mirror: Mirror, name: str, path: Path, sha256: str, header: Sn
         os.close(dirfd)
     with dest.open("rb") as fh:
         compressed = fh.read(4) == ZSTD_MAGIC
-    create_tables(mirror.conn, SNAPSHOT_SCHEMA)
-    with write_txn(mirror.conn):
-        mirror.conn.execute("DELETE FROM snapshots WHERE feed=?", (f.id,))
-        mirror.conn.execute("INSERT INTO snapshots VALUES (?,?,?,?,?,?,?,?)",
-                            (f.id, sha256, header.version, header.size, header.count, dest.stat().st_size,
-                             int(compressed), int(time.time())))
+    keep_mirror_snapshot(mirror.conn, f.id, sha256, header, dest.stat().st_size, compressed)
     for old in folder.glob("*.snap"):
         if old != dest:
             old.unlink(missing_ok=True)

@@ -38,14 +38,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from federation.core.bounded import parse_uint
-from federation.store.db import write_txn
 from federation.core.errors import (SIZE_CONTENT_TYPE, FederationError, InputError, MalformedError, SignatureError,
                                     StorageError, TransportError, WitnessConflict)
 from federation.core.merkle import consistency_proof
 from federation.core.note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
                    cosigned_message, format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
 from federation.core.tiles import TileHashes, needed_tiles, parse_hash_tile
-from federation.trust.rotation import TrustChain
+from federation.store.trust_chain import TrustChain
 from federation.core.trustfile import MAX_CLOCK_SKEW, TrustFile, check_cosignatures, clock_skew_allowance, cosignature_problem
 
 log = logging.getLogger("federation.cosign")
@@ -440,9 +439,8 @@ class CosigningConfig:
 
 
 def load_config(publisher, name: str) -> CosigningConfig | None:
-    row = publisher.conn.execute("SELECT c.config FROM feed_cosigning c JOIN feeds f ON f.id = c.feed "
-                                 "WHERE f.name=?", (name,)).fetchone()
-    return None if row is None else CosigningConfig.from_json(row[0])
+    text = publisher.cosigning(name)
+    return None if text is None else CosigningConfig.from_json(text)
 
 
 def store_config(publisher, name: str, config: CosigningConfig | None) -> None:
@@ -451,17 +449,7 @@ def store_config(publisher, name: str, config: CosigningConfig | None) -> None:
     Removing it while a checkpoint is pending is refused: that version
     would then never be served (finish it with ``cosign run`` first).
     """
-    with write_txn(publisher.conn):
-        feed = publisher.feed(name)
-        if config is None:
-            if feed.pending_checkpoint is not None:
-                raise InputError(f"feed {name!r} has a pending checkpoint (size {feed.size}); "
-                                 "finish it with 'federation cosign run NAME --once' before turning cosigning off")
-            publisher.conn.execute("DELETE FROM feed_cosigning WHERE feed=?", (feed.id,))
-            return
-        publisher.conn.execute("INSERT INTO feed_cosigning (feed, config, updated) VALUES (?,?,?) "
-                               "ON CONFLICT(feed) DO UPDATE SET config=excluded.config, updated=excluded.updated",
-                               (feed.id, config.to_json(), int(time.time())))
+    publisher.set_cosigning(name, None if config is None else config.to_json())
 
 
 async def cosign_configured(publisher, name: str, timeout: float = 30.0) -> "CosignOutcome | None":

@@ -6,12 +6,14 @@ is signed by ``threshold`` of version N's trust keys *and* by its own
 single stolen trust key cannot rotate, a skipped version cannot slip past
 the keys in between, and an old file replayed later is a rollback.
 
-Storage. Each accepted version is a row of ``trust_chain`` in the same SQLite
-file as the feed (mirror.db for followed feeds, publisher.db for published
-ones, so a publisher and relays can serve the chain). One step = one
-transaction that inserts version N+1 only while N is the newest, and, on a
-mirror, replaces the feed's trusted log keys in ``follows``. A crash leaves
-either version N with N's keys or N+1 with N+1's keys.
+Storage (``store.trust_chain``). Each accepted version is a row of
+``trust_chain`` in the same SQLite file as the feed (mirror.db for followed
+feeds, publisher.db for published ones, so a publisher and relays can serve
+the chain). One step = one transaction that inserts version N+1 only while N
+is the newest, and, on a mirror, replaces the feed's trusted log keys
+through the mirror store (``mirror.set_trusted_keys``) in that same
+transaction. A crash leaves either version N with N's keys or N+1 with
+N+1's keys.
 
 Served at ``<tlog-tiles prefix>trust/latest`` and ``trust/<N>`` (see
 ``install_trust_routes``).
@@ -23,34 +25,24 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from federation.core.checkpoint import SignedCheckpoint
-from federation.store.db import connect, create_tables, write_txn
+from federation.store.db import connect
 from federation.core.errors import FederationError, ForkError, InputError, MalformedError, NotFoundError, RollbackError, \
     SignatureError, StorageError
 from federation.core.names import check_feed_name
 from federation.core.trustfile import MAX_TRUST_BYTES, Freshness, TrustFile, check_cosignatures, parse_trust, quorum_cosignatures, \
     parse_trust_unverified, verified_signers
+from federation.store.mirror import set_trusted_keys
+from federation.store.trust_chain import TrustChain, latest_trust, trust_version
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS trust_chain (
-    feed TEXT NOT NULL,                -- feed (or followed feed) name
-    version INTEGER NOT NULL,
-    origin TEXT NOT NULL,
-    data BLOB NOT NULL,                -- the signed trust file, exactly as verified
-    accepted_at INTEGER NOT NULL,
-    PRIMARY KEY (feed, version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS trust_freshness (
-    feed TEXT PRIMARY KEY,
-    quorum_time INTEGER NOT NULL,      -- newest time a witness quorum vouched for a served checkpoint
-    checked_at INTEGER NOT NULL
-);
-"""
+__all__ = ["TrustChain", "TrustPolicy", "follow_with_trust", "install_trust_routes", "policy_for", "publish_trust",
+           "verify_successor"]
 
 MAX_ROTATIONS_PER_SYNC = 64
 
@@ -83,82 +75,6 @@ def verify_successor(current: TrustFile, data: bytes) -> TrustFile:
         raise SignatureError(f"trust version {cand.version} is signed by {len(by_new)} of the {cand.threshold} "
                              f"required trust keys of version {cand.version} itself")
     return cand
-
-
-class TrustChain:
-    """The accepted trust versions of one feed in ``trust_chain``."""
-
-    def __init__(self, conn: sqlite3.Connection, feed: str):
-        self.conn = conn
-        self.feed = feed
-        # Not executescript: it COMMITs whatever transaction is open on the
-        # connection first, and callers construct this on shared connections
-        # (a publisher's, in the middle of a publish or a cosigning round).
-        create_tables(conn, SCHEMA)
-
-    def current(self) -> TrustFile | None:
-        row = self.conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC LIMIT 1",
-                                (self.feed,)).fetchone()
-        if row is None:
-            return None
-        try:
-            return parse_trust(row[0])
-        except Exception as e:  # our own store: any failure is local corruption
-            raise StorageError(f"stored trust file of feed {self.feed} is unreadable: {e}") from None
-
-    def get(self, version: int) -> bytes | None:
-        row = self.conn.execute("SELECT data FROM trust_chain WHERE feed=? AND version=?",
-                                (self.feed, version)).fetchone()
-        return row[0] if row else None
-
-    def start(self, trust: TrustFile) -> None:
-        """Store the operator-supplied first trust file (any version: an operator
-        may start from a later one). Idempotent for the identical file."""
-        with write_txn(self.conn):
-            row = self.conn.execute("SELECT version, data FROM trust_chain WHERE feed=? ORDER BY version DESC "
-                                    "LIMIT 1", (self.feed,)).fetchone()
-            if row is not None:
-                if row[1] == trust.raw:
-                    return
-                raise InputError(f"feed {self.feed} already has trust version {row[0]}; "
-                                 "use rotation to move to a new one")
-            self._insert(trust)
-
-    def append(self, trust: TrustFile, log_keys_table: bool = False) -> None:
-        """Persist one verified rotation step atomically.
-
-        ``log_keys_table``: also replace the feed's trusted log keys in the
-        mirror's ``follows`` row, in the same transaction, so plain syncs
-        never trust a key the new version revoked.
-        """
-        with write_txn(self.conn):
-            row = self.conn.execute("SELECT max(version) FROM trust_chain WHERE feed=?", (self.feed,)).fetchone()
-            if row[0] != trust.version - 1:
-                raise StorageError(f"feed {self.feed}: trust chain is at version {row[0]}, cannot add "
-                                   f"{trust.version}; another process rotated concurrently")
-            self._insert(trust)
-            if log_keys_table:
-                self._set_follow_keys(trust)
-
-    def _insert(self, trust: TrustFile) -> None:
-        self.conn.execute("INSERT INTO trust_chain (feed, version, origin, data, accepted_at) VALUES (?,?,?,?,?)",
-                          (self.feed, trust.version, trust.origin, trust.raw, int(time.time())))
-
-    def _set_follow_keys(self, trust: TrustFile) -> None:
-        cur = self.conn.execute("UPDATE follows SET vkeys=? WHERE name=? AND origin=?",
-                                ("\n".join(k.vkey for k in trust.log_keys), self.feed, trust.origin))
-        if cur.rowcount != 1:
-            raise StorageError(f"no followed feed {self.feed} with origin {trust.origin}")
-
-    def record_freshness(self, quorum_time: int) -> None:
-        self.conn.execute(
-            "INSERT INTO trust_freshness (feed, quorum_time, checked_at) VALUES (?,?,?) ON CONFLICT(feed) DO "
-            "UPDATE SET quorum_time=max(quorum_time, excluded.quorum_time), checked_at=excluded.checked_at",
-            (self.feed, quorum_time, int(time.time())))
-
-    def freshness(self) -> int | None:
-        row = self.conn.execute("SELECT quorum_time FROM trust_freshness WHERE feed=?", (self.feed,)).fetchone()
-        return row[0] if row else None
 
 
 def publish_trust(conn: sqlite3.Connection, feed: str, data: bytes) -> TrustFile:
@@ -232,9 +148,14 @@ class TrustPolicy:
             n = current.version + 1
             data = raw if n == latest.version else await fetcher.get(f"trust/{n}", MAX_TRUST_BYTES)
             nxt = verify_successor(current, data)
-            await asyncio.to_thread(self.chain.append, nxt, True)
+            await asyncio.to_thread(self.chain.append, nxt, self._keys_of(nxt))
             current = nxt
         return current
+
+    def _keys_of(self, trust: TrustFile) -> Callable[[sqlite3.Connection], None]:
+        """The mirror's write of ``trust``'s log keys, for the rotation step's transaction."""
+        keys = [k.vkey for k in trust.log_keys]
+        return lambda conn: set_trusted_keys(conn, self.chain.feed, trust.origin, keys)
 
     def check(self, signed: SignedCheckpoint) -> Freshness:
         """The checkpoint's witness quorum and freshness (``check_cosignatures``).
@@ -298,17 +219,9 @@ def install_trust_routes(db_paths: list[Path | str], served: list[list[str] | No
             for conn, names in zip(conns, only):
                 if names is not None and name not in names:
                     continue
-                try:
-                    if which == "latest":
-                        row = conn.execute("SELECT data FROM trust_chain WHERE feed=? ORDER BY version DESC "
-                                           "LIMIT 1", (name,)).fetchone()
-                    else:
-                        row = conn.execute("SELECT data FROM trust_chain WHERE feed=? AND version=?",
-                                           (name, int(which))).fetchone()
-                except sqlite3.OperationalError:
-                    continue  # no trust_chain table in this database
-                if row:
-                    return row[0]
+                data = latest_trust(conn, name) if which == "latest" else trust_version(conn, name, int(which))
+                if data is not None:
+                    return data
             return None
 
         async def get_trust(request: web.Request) -> web.Response:

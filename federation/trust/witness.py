@@ -22,9 +22,9 @@ Checks, in the spec's order::
 
 Check-and-persist is atomic: one ``BEGIN IMMEDIATE`` transaction, and the
 update is ``UPDATE ... WHERE origin=? AND size=?`` (an ``INSERT`` for a first
-checkpoint), so a concurrent request that moved the state first makes this
-one a 409 instead of a rollback (the race the spec describes). The
-cosignature is made only after the commit.
+checkpoint; ``store.witness.WitnessStore.advance``), so a concurrent request
+that moved the state first makes this one a 409 instead of a rollback (the
+race the spec describes). The cosignature is made only after the commit.
 """
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ import base64
 import binascii
 import logging
 import re
-import sqlite3
 import time
 from pathlib import Path
 
@@ -40,7 +39,8 @@ from aiohttp import web
 
 from federation.core.checkpoint import parse_checkpoint_body
 from federation.trust.cosign import Cosigner
-from federation.store.db import Store, write_txn
+from federation.store.db import write_txn
+from federation.store.witness import WitnessStore
 from federation.core.errors import (BadWitnessRequest, InconsistentCheckpoint, InputError, MalformedError,
                                     SignatureError, UnknownLog, UntrustedCheckpoint, WitnessConflict,
                                     WitnessRefusal)
@@ -49,28 +49,6 @@ from federation.core.merkle import EMPTY_ROOT, verify_consistency
 from federation.core.note import MAX_NOTE_BYTES, open_note, parse_vkey
 
 log = logging.getLogger("federation.witness")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS witness_logs (
-    origin TEXT PRIMARY KEY,
-    vkeys TEXT NOT NULL               -- trusted log keys, one per line
-);
-CREATE TABLE IF NOT EXISTS witness_checkpoints (
-    origin TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    root BLOB NOT NULL,
-    note BLOB NOT NULL,               -- the checkpoint as submitted (log signatures)
-    updated INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS witness_evidence (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    origin TEXT NOT NULL,
-    status INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    body BLOB NOT NULL,               -- the signed request that was refused: possible proof of misbehaviour
-    time INTEGER NOT NULL
-);
-"""
 
 MAX_PROOF_LINES = 63  # tlog-witness: clients MUST NOT send more
 MAX_BODY = MAX_NOTE_BYTES + (MAX_PROOF_LINES + 2) * 64
@@ -109,10 +87,8 @@ def parse_request(body: bytes) -> tuple[int, list[bytes], bytes]:
     return int(m[1]), proof, body[pos:]
 
 
-class Witness(Store):
-    """Witness state in SQLite and its cosigner key (injected)."""
-
-    SCHEMA = SCHEMA
+class Witness(WitnessStore):
+    """Witness state in SQLite (``store.witness``) and its cosigner key (injected)."""
 
     def __init__(self, path: Path | str, cosigner: Cosigner, clock=time.time):
         super().__init__(path)
@@ -126,19 +102,12 @@ class Witness(Store):
         for v in vkeys:
             if parse_vkey(v).name != origin:
                 raise InputError(f"log key {v} is not named after the origin {origin!r}")
-        with write_txn(self.conn):
-            self.conn.execute("INSERT INTO witness_logs (origin, vkeys) VALUES (?,?) ON CONFLICT(origin) DO "
-                              "UPDATE SET vkeys=excluded.vkeys", (origin, "\n".join(vkeys)))
-
-    def latest(self, origin: str) -> tuple[int, bytes] | None:
-        row = self.conn.execute("SELECT size, root FROM witness_checkpoints WHERE origin=?", (origin,)).fetchone()
-        return (row[0], row[1]) if row else None
+        self.set_log(origin, vkeys)
 
     def _evidence(self, origin: str, status: int, reason: str, body: bytes) -> None:
         # tlog-witness: the witness MAY log a refused request with a valid
         # signature, as it might be proof of log misbehaviour.
-        self.conn.execute("INSERT INTO witness_evidence (origin, status, reason, body, time) VALUES (?,?,?,?,?)",
-                          (origin, status, reason, body, int(self.clock())))
+        self.record_evidence(origin, status, reason, body, int(self.clock()))
 
     def add_checkpoint(self, body: bytes) -> bytes:
         """The add-checkpoint call: request body in, cosignature lines out."""
@@ -148,11 +117,11 @@ class Witness(Store):
             cp = parse_checkpoint_body(text)
         except (ValueError, MalformedError) as e:
             raise BadWitnessRequest(f"checkpoint does not parse: {e}") from None
-        row = self.conn.execute("SELECT vkeys FROM witness_logs WHERE origin=?", (cp.origin,)).fetchone()
-        if row is None:
+        vkeys = self.log_keys(cp.origin)
+        if vkeys is None:
             raise UnknownLog(f"unknown log origin {cp.origin!r}")
         try:
-            note = open_note(note_bytes, [parse_vkey(v) for v in row[0].split("\n")])
+            note = open_note(note_bytes, [parse_vkey(v) for v in vkeys])
         except SignatureError as e:
             raise UntrustedCheckpoint(f"checkpoint for {cp.origin}: {e}") from None
         except MalformedError as e:
@@ -188,18 +157,8 @@ class Witness(Store):
                 evidence.append((422, f"no consistency proof from {old}", body))
                 raise InconsistentCheckpoint(f"consistency proof from size {old} to {cp.size} does not verify")
             now = int(self.clock())
-            if latest is None:
-                try:
-                    self.conn.execute("INSERT INTO witness_checkpoints (origin, size, root, note, updated) "
-                                      "VALUES (?,?,?,?,?)", (cp.origin, cp.size, cp.root, note_bytes, now))
-                except sqlite3.IntegrityError:
-                    raise WitnessConflict("a concurrent request cosigned first") from None
-            else:
-                cur = self.conn.execute("UPDATE witness_checkpoints SET size=?, root=?, note=?, updated=? "
-                                        "WHERE origin=? AND size=?", (cp.size, cp.root, note_bytes, now,
-                                                                      cp.origin, old))
-                if cur.rowcount != 1:
-                    raise WitnessConflict("a concurrent request cosigned first")
+            if not self.advance(cp.origin, None if latest is None else old, cp.size, cp.root, note_bytes, now):
+                raise WitnessConflict("a concurrent request cosigned first")
         return now
 
 

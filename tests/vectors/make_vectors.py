@@ -52,7 +52,8 @@ from federation.core.merkle import consistency_proof, inclusion_proof, leaf_hash
 from federation.core.note import SIG_COSIGNATURE_V1, Signer, cosigned_message, parse_note, sign_note  # noqa: E402
 from federation.core.trustfile import render_trust, sign_trust  # noqa: E402
 from federation.store.publisher import Publisher  # noqa: E402
-from federation.store.snapshot import encode_index, list_snapshots, snapshot_dir, write_snapshot  # noqa: E402
+from federation.core.snapshot_format import encode_index  # noqa: E402
+from federation.store.snapshots import list_snapshots, snapshot_dir, write_snapshot  # noqa: E402
 from federation.core.tiles import TileHashes, parse_bundle, parse_hash_tile  # noqa: E402
 from federation.trust.cosign import Cosigner, with_signatures  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
