@@ -356,7 +356,7 @@ async def test_tlog_scales_writer_builds_identical_tiles(base_url, feed, tmp_pat
 def test_cosignatures_verify_in_tlog_scales(feed):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from federation.trust.cosign import Cosigner
+    from federation.core.note import Cosigner
 
     cosigner = Cosigner("witness.example/w1", Ed25519PrivateKey.from_private_bytes(b"\x09" * 32))
     note = feed.notes[-1]

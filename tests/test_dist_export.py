@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from dist_fixtures import BOUND, Servers, bounded, feed, follow, make_feed, snapshot  # noqa: F401
 from federation.cli.main import cli
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.core.errors import InputError
 from system_tools import require_system_tool
 from federation.net.export import export_feed

@@ -14,7 +14,7 @@ from federation.core.lthash import LtHash16, ParallelSum
 from federation.core.merkle import consistency_proof, inclusion_proof
 from federation.core.tiles import MAX_ENTRY_BYTES, TileHashes, encode_bundle
 from federation.net.fetcher import Fetcher
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -26,7 +26,8 @@ from federation.core import entries as E
 from federation.core.batch import read_batch
 from federation.core.checkpoint import Checkpoint, open_checkpoint, parse_checkpoint_body
 from federation.core.errors import FederationError, WitnessRefusal
-from federation.trust.cosign import Cosigner, add_checkpoint_body
+from federation.core.note import Cosigner
+from federation.core.witnessformat import add_checkpoint_body
 from federation.core.layout import parse_tile_path, tile_path
 from federation.core.lthash import LtHash16
 from federation.node.config import parse_config

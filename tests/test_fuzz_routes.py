@@ -28,7 +28,8 @@ from fuzz_support import NUMBERS, as_text, fuzz_settings, mutated
 from test_fuzz_decoders import CHECKPOINT, CSV, GRAMMAR_TILE_PATHS, JSONL, WITNESS_REQUEST
 
 from federation.net.auth import TokenStore
-from federation.trust.cosign import Cosigner, add_checkpoint_body
+from federation.core.note import Cosigner
+from federation.core.witnessformat import add_checkpoint_body
 from federation.core.entries import Add
 from federation.node.home import Home
 from federation.net.httpserver import Limits, start

@@ -16,7 +16,8 @@ from platform_fixtures import deployment, md5_add, start  # noqa: F401 (fixture)
 from federation.net import longpoll
 from federation.net.auth import AccessControl, TokenStore
 from federation.core.checkpoint import Checkpoint
-from federation.trust.cosign import Cosigner, add_checkpoint_body
+from federation.core.note import Cosigner
+from federation.core.witnessformat import add_checkpoint_body
 from federation.core.note import Signer, sign_note
 from federation.net.publish_api import PublishAPI
 from federation.net.server import PublisherSource, create_app

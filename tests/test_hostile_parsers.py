@@ -183,7 +183,9 @@ async def test_witness_409_naming_a_size_in_unicode_digits_is_a_conflict_not_a_c
     import aiohttp
     from aiohttp import web
     from helpers_tamper import start_app
-    from federation.trust.cosign import SIZE_CONTENT_TYPE, Cosigner, WitnessClient, WitnessConflict
+    from federation.core.errors import SIZE_CONTENT_TYPE, WitnessConflict
+    from federation.core.note import Cosigner
+    from federation.trust.witness_client import WitnessClient
 
     async def conflict(request):
         return web.Response(status=409, body=body.encode(), headers={"Content-Type": SIZE_CONTENT_TYPE})

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from dist_fixtures import BOUND, Servers, bounded, follow, make_feed, ops_for
 from federation.cli.main import cli
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.core.errors import InputError, TransportError
 from federation.node.home import Home
 from federation.store.mirror import Mirror

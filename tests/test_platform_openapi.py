@@ -26,7 +26,7 @@ from openapi_spec_validator import validate as validate_spec
 from platform_fixtures import start
 
 from federation.net.auth import TokenStore
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.core.entries import Add
 from federation.node.home import Home
 from federation.node.config import build_app, parse_config

@@ -84,7 +84,7 @@ def test_rate_limiter_still_limits_an_active_key_while_others_churn():
 # ---- slow and malformed clients, on the runner every serve command uses ------------------
 
 def witness_app(tmp_path) -> tuple[web.Application, object]:
-    from federation.trust.cosign import Cosigner
+    from federation.core.note import Cosigner
     from federation.net.server import create_app
     from federation.trust.witness import Witness, install_witness
     w = Witness(tmp_path / "w.db", Cosigner.generate("witness.example"))

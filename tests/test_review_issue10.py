@@ -19,7 +19,7 @@ import pytest
 
 from dist_fixtures import BOUND, Servers, bounded, make_feed
 from federation.store.tokens import TokenStore
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.node.home import Home
 from federation.core.layout import tile_path
 from federation.node.config import build_publisher_app

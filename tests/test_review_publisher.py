@@ -18,7 +18,9 @@ from aiohttp import web
 from dist_fixtures import BOUND, make_feed, servers  # noqa: F401
 from federation.store.activeset import ActiveSet
 from federation.core.batch import read_batch
-from federation.trust.cosign import Cosigner, CosigningConfig, store_config
+from federation.node.cosigning import cosign_configured
+from federation.trust.cosign import CosigningConfig, store_config
+from federation.core.note import Cosigner
 from federation.core.errors import InputError
 from federation.net.publish_api import PublishAPI
 from federation.store.publisher import CHUNK
@@ -60,7 +62,10 @@ def tid(tmp_path):
 
 
 async def api_app(servers, tid, **kw):  # noqa: F811
-    api = PublishAPI(tid.path, {"tid": tid.signer}, **kw)
+    async def after_publish(name):  # as node assembly injects it
+        return await cosign_configured(tid.path, name)
+
+    api = PublishAPI(tid.path, {"tid": tid.signer}, after_publish=after_publish, **kw)
     app = create_app([PublisherSource(tid.path)], extensions=[api.install])
     url = await servers.start(app)
     return api, f"{url}/feeds/tid/batches/"

@@ -19,7 +19,9 @@ from test_platform_auth import secured  # noqa: F401
 from trust_fixtures import World, home_world, run_cli, trust_bytes, world, write_batch  # noqa: F401
 
 from federation.store.platform import PlatformStore
-from federation.trust.cosign import Cosigner, WitnessClient, cosign_feed
+from federation.core.note import Cosigner
+from federation.trust.cosign import cosign_feed
+from federation.trust.witness_client import WitnessClient
 from federation.core.note import Signer, parse_note
 from federation.trust.rotation import publish_trust
 
@@ -52,8 +54,6 @@ def _split_witness(real_url: str, pause: float = 0.3) -> web.Application:
     return app
 
 
-@pytest.mark.xfail(strict=True, reason="review: WitnessClient reads resp.content.read(16 KiB) once, which returns "
-                                       "only what has arrived: a cosignature sent in two pieces is lost")
 async def test_a_witness_answer_that_arrives_in_two_pieces_is_read_whole(world: World):
     """``WitnessClient.submit`` reads the answer with one
     ``StreamReader.read(MAX_RESPONSE)``, which returns as soon as *some* bytes
@@ -74,8 +74,6 @@ async def test_a_witness_answer_that_arrives_in_two_pieces_is_read_whole(world: 
 # ---- a slow witness and the publishing API ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: the publishing API runs a feed's cosigning round under its one "
-                                       "node-wide lock: one slow witness of feed A holds every other feed's publish")
 async def test_a_slow_witness_of_one_feed_does_not_hold_up_publishing_to_another(tmp_path):
     """``PublishAPI.handle`` awaits ``cosign_configured`` (up to 30 s) while it
     holds ``self.lock``, one lock per node. A witness of feed ``a`` that
@@ -103,7 +101,12 @@ async def test_a_slow_witness_of_one_feed_does_not_hold_up_publishing_to_another
     try:
         runners.append(r := (await start_app(wapp)))
         store_config(pub, "a", CosigningConfig((), ((r[1] + "/witness", Cosigner.generate("w.example").vkey),), 1))
-        api = PublishAPI(tmp_path / "pub.db", signers)
+        from federation.node.cosigning import cosign_configured
+
+        async def after_publish(name):  # what node assembly injects
+            return await cosign_configured(tmp_path / "pub.db", name)
+
+        api = PublishAPI(tmp_path / "pub.db", signers, after_publish=after_publish)
         runners.append(r := (await start_app(create_app([], extensions=[api.install]))))
         url = r[1]
 
@@ -131,8 +134,6 @@ async def test_a_slow_witness_of_one_feed_does_not_hold_up_publishing_to_another
 # ---- cosign run --once -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'cosign run --once --witness ...' without a stored configuration "
-                                       "counts against quorum 1, not the trust file's: exit 0 with the margin gone")
 async def test_cosign_run_once_with_explicit_witnesses_fails_below_the_trust_files_quorum(home_world: World):
     """The trust file asks for 2 of 3 witnesses. Run with two witnesses named
     on the command line (no stored configuration), one of which is down: one
@@ -148,8 +149,6 @@ async def test_cosign_run_once_with_explicit_witnesses_fails_below_the_trust_fil
     assert code == 1, (out, err)
 
 
-@pytest.mark.xfail(strict=True, reason="review: a cosigning configuration may list one witness twice; its one "
-                                       "cosignature then counts twice toward the configured quorum")
 async def test_cosign_configure_counts_one_witness_key_once(home_world: World):
     """One key, one vote (issue 16) holds for trust files but not for
     ``cosign configure``: the same witness listed twice satisfies
@@ -281,8 +280,6 @@ async def test_a_webhook_added_again_under_its_name_is_not_held_up_by_the_remove
             await r.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="review: cosign configure copies the trust file's quorum once; after a "
-                                       "rotation lowers it, one witness down still holds every publish pending")
 async def test_a_defaulted_cosigning_quorum_follows_the_trust_file_after_a_rotation(home_world: World):
     """docs/trust.md: "The quorum defaults to the quorum of the feed's published
     trust file", and a feed tolerates ``len(witnesses) - quorum`` witnesses

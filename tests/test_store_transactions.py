@@ -17,7 +17,7 @@ from federation.core.note import Signer
 from federation.core.trustfile import parse_trust, render_trust, sign_trust
 from federation.store.mirror import Mirror, set_trusted_keys
 from federation.store.trust_chain import TrustChain
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.trust.rotation import follow_with_trust, verify_successor
 
 NAME, ORIGIN = "tid", "example.org/feeds/tid"

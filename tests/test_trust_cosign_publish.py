@@ -166,7 +166,13 @@ async def test_publishing_api_serves_a_version_only_with_its_cosignatures(home_w
     from federation.net.server import create_app
     world = home_world
     await configure(world)
-    api = PublishAPI(world.home / "publisher.db", {NAME: load_signer(world.home / "private" / f"{NAME}.key")})
+    from federation.node.cosigning import cosign_configured
+
+    async def after_publish(name):  # what node assembly injects
+        return await cosign_configured(world.home / "publisher.db", name)
+
+    api = PublishAPI(world.home / "publisher.db", {NAME: load_signer(world.home / "private" / f"{NAME}.key")},
+                     after_publish=after_publish)
     url = await serve(create_app([], extensions=[api.install]))
     m = world.mirror()
 

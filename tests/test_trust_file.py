@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trust_fixtures import trust_bytes
 
-from federation.trust.cosign import Cosigner, cosigned_message
+from federation.core.note import Cosigner, cosigned_message
 from federation.core.errors import InputError
 from federation.core.note import Signer, parse_note
 from federation.core.trustfile import load_trust_file, parse_trust, sign_trust

@@ -13,7 +13,7 @@ import time
 from helpers_tamper import NAME, expect_failure, snapshot, sync
 from trust_fixtures import World, home_world, run_cli, trust_bytes, world, write_batch  # noqa: F401
 
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.core.note import NoteSignature, Signer, parse_note
 from federation.trust.rotation import TrustChain, publish_trust
 from federation.core.trustfile import QuorumError, quorum_cosignatures, sign_trust

@@ -123,7 +123,7 @@ async def test_publisher_refuses_to_publish_an_invalid_successor(world: World):
 
 def test_verify_successor_same_version_is_a_replay():
     roots = [Signer.generate("r1.example")]
-    from federation.trust.cosign import Cosigner
+    from federation.core.note import Cosigner
     log, w = Signer.generate(ORIGIN), Cosigner.generate("w.example")
     v1 = parse_trust(trust_bytes([log], [w], roots, roots, quorum=1, threshold=1))
     with pytest.raises(RollbackError):

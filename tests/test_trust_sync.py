@@ -8,7 +8,7 @@ import time
 from helpers_tamper import NAME, clone_db, expect_failure, snapshot, sync
 from trust_fixtures import World, world  # noqa: F401
 
-from federation.trust.cosign import Cosigner
+from federation.core.note import Cosigner
 from federation.core.errors import StaleError
 from federation.core.note import parse_note
 from federation.trust.rotation import TrustChain, TrustPolicy
@@ -119,7 +119,8 @@ async def test_split_view_is_caught_by_the_quorum(world: World, serve):
     from helpers_tamper import adds
     fork = Publisher(fork_db)
     fork.publish(NAME, adds(4), world.log_key)  # a different version 2, same size, same key
-    from federation.trust.cosign import WitnessClient, refresh_checkpoint
+    from federation.trust.cosign import refresh_checkpoint
+    from federation.trust.witness_client import WitnessClient
     from federation.trust.rotation import install_trust_routes
     from federation.net.server import PublisherSource, create_app
     from federation.trust.witness import Witness, install_witness

@@ -8,7 +8,8 @@ from helpers_tamper import NAME, ORIGIN, adds
 from trust_fixtures import World, world  # noqa: F401
 
 from federation.core.checkpoint import Checkpoint
-from federation.trust.cosign import add_checkpoint_body, publisher_proof
+from federation.core.witnessformat import add_checkpoint_body
+from federation.trust.witness_client import publisher_proof
 from federation.core.note import Signer, parse_note
 
 

@@ -16,7 +16,11 @@ import pytest
 
 from helpers_tamper import NAME, ORIGIN, feed_url, start_app
 
-from federation.trust.cosign import Cosigner, WitnessClient, refresh_checkpoint
+from federation.trust.cosign import refresh_checkpoint
+
+from federation.core.note import Cosigner
+
+from federation.trust.witness_client import WitnessClient
 from federation.store.mirror import Mirror
 from federation.core.note import Signer
 from federation.store.publisher import Publisher

@@ -233,10 +233,10 @@ def cosign_configure(home: Home, name, keys, witnesses, quorum, off):
         --witness 'http://platform-a.example:8081/witness=witness.platform-a.example+5e6f7a8b+BA...' --quorum 2
       federation cosign configure tid --off
     """
+    from federation.core.note import parse_vkey
     from federation.trust.cosign import CosigningConfig, load_config, store_config
     from federation.node.keys import load_cosigner
     from federation.store.publisher import Publisher
-    from federation.store.trust_chain import TrustChain
     pub = Publisher(home.publisher_db)
     if off:
         if keys or witnesses or quorum is not None:
@@ -248,22 +248,34 @@ def cosign_configure(home: Home, name, keys, witnesses, quorum, off):
         cfg = load_config(pub, name)
         if cfg is None:
             raise InputError(f"feed {name!r} has no cosigning configuration; give --key and/or --witness")
-        _echo_config(name, cfg)
+        _echo_config(name, cfg, pub)
         return
     paths = tuple(str(Path(k).resolve()) for k in keys)
+    origin = pub.feed(name).origin
     for k in paths:
-        load_cosigner(Path(k))  # refuse a missing, unreadable or group-readable key now, not at publish time
-    if quorum is None:
-        trust = TrustChain(pub.conn, name).current()
-        quorum = trust.quorum if trust is not None else len(paths) + len(witnesses)
-    cfg = CosigningConfig(paths, tuple(_witness_specs(witnesses)), quorum)
+        # refuse a missing, unreadable or group-readable key now, not at publish time
+        if load_cosigner(Path(k)).name == origin:
+            raise InputError(f"cosigner key {k} is named after the feed's origin {origin!r}: that name is the "
+                             "log's own (its signature and timestamp lines); name the cosigner differently")
+    specs = tuple(_witness_specs(witnesses))
+    for _, vkey in specs:
+        if parse_vkey(vkey).name == origin:
+            raise InputError(f"witness {vkey} is named after the feed's origin {origin!r}: that name is the log's own")
+    # Without --quorum the trust file's quorum applies, read at each round,
+    # so a rotation that changes it takes effect without reconfiguring.
+    cfg = CosigningConfig(paths, specs, quorum)
     store_config(pub, name, cfg)
-    _echo_config(name, cfg)
+    _echo_config(name, cfg, pub)
 
 
-def _echo_config(name: str, cfg) -> None:
-    click.echo(f"{name}: new checkpoints are served once cosigned by {cfg.quorum} of "
-               f"{len(cfg.keys) + len(cfg.witnesses)} cosigner(s)")
+def _echo_config(name: str, cfg, pub) -> None:
+    from federation.store.trust_chain import TrustChain
+    trust = TrustChain(pub.conn, name).current()
+    quorum = cfg.resolved_quorum(trust.quorum if trust is not None else None)
+    how = ("" if cfg.quorum is not None else " (the trust file's quorum, followed as it rotates)" if trust is not None
+           else " (every cosigner: no trust file)")
+    click.echo(f"{name}: new checkpoints are served once cosigned by {quorum} of "
+               f"{len(cfg.keys) + len(cfg.witnesses)} cosigner(s){how}")
     for k in cfg.keys:
         click.echo(f"  key:     {k}")
     for url, vkey in cfg.witnesses:
@@ -277,13 +289,14 @@ def cosign_after_publish(home: Home, name: str, version: int) -> None:
     Exits 3 (witnesses unreachable) or 1 (refused, or too few) with the
     version committed but not served; ``cosign run NAME --once`` finishes it.
     """
-    from federation.trust.cosign import cosign_configured
+    from federation.node.cosigning import cosign_configured
     from federation.core.errors import TransportError
-    from federation.store.publisher import Publisher
-    out = asyncio.run(cosign_configured(Publisher(home.publisher_db), name))
+    out = asyncio.run(cosign_configured(home.publisher_db, name))
     if out is None:  # removed between the commit and now: refused while pending, so nothing is pending
         return
-    if out.status in ("promoted", "changed"):
+    # "cosigned": another process (a running `cosign run`) promoted the pending
+    # version first, and this round refreshed the served one: it is served.
+    if out.status in ("promoted", "changed", "cosigned"):
         click.echo(f"{name}: version {version}: {out.describe()}")
         return
     click.echo(f"error (pending): {name} version {version} is committed but not served yet: {out.describe()}. "
@@ -325,10 +338,13 @@ def cosign_run(home: Home, names, keys, witnesses, interval, once):
       federation cosign run tid --once
     """
     import aiohttp
-    from federation.trust.cosign import WitnessClient, cosign_feed, load_config, plan, refresh_forever
+    from federation.trust.cosign import cosign_feed, load_config, refresh_forever
+    from federation.trust.witness_client import WitnessClient
+    from federation.node.cosigning import plan
     from federation.node.keys import load_cosigner
     from federation.core.note import parse_vkey
     from federation.store.publisher import Publisher
+    from federation.store.trust_chain import TrustChain
     pub = Publisher(home.publisher_db)
     configs = {n: load_config(pub, n) for n in names}
     explicit = bool(keys or witnesses)
@@ -338,12 +354,22 @@ def cosign_run(home: Home, names, keys, witnesses, interval, once):
                              "--witness, or run 'federation cosign configure'")
     cosigners = [load_cosigner(p) for p in keys]
     specs = [(u, parse_vkey(v)) for u, v in _witness_specs(witnesses)]
+    trusts = {n: TrustChain(pub.conn, n).current() for n in names}
+
+    def quorum_of(n: str) -> int:
+        """Explicit --key/--witness replace the stored cosigners, not the
+        quorum: the stored one, else the feed's trust file's, else all of them."""
+        trust_quorum = trusts[n].quorum if trusts[n] is not None else None
+        if configs[n] is not None:
+            return configs[n].resolved_quorum(trust_quorum)
+        total = len(cosigners) + len(specs)
+        return min(trust_quorum, total) if trust_quorum is not None else total
 
     async def run():
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             clients = [WitnessClient(u, k, session) for u, k in specs]
-            # Explicit --key/--witness replace the stored cosigners, not the stored quorum.
-            plans = {n: (cosigners, clients, c.quorum if c else 1) if explicit else plan(c, session)
+            plans = {n: (cosigners, clients, quorum_of(n)) if explicit
+                     else plan(c, session, trusts[n].quorum if trusts[n] is not None else None)
                      for n, c in configs.items()}
             if once:
                 short = 0

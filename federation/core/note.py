@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -315,3 +316,48 @@ def open_note(data: bytes, verifiers: list[Verifier]) -> Note:
         names = ", ".join(f"{v.name}+{v.key_id:08x}" for v in verifiers) or "none"
         raise SignatureError(f"note is not signed by any trusted key (trusted: {names})")
     return Note(note.text, note.signatures, tuple(good))
+
+
+class Cosigner:
+    """An Ed25519 tlog-cosignature (type 0x04) signer: a witness's key, or a
+    publisher's own cosigner. Only ``node.keys`` creates these from files."""
+
+    def __init__(self, name: str, private_key: Ed25519PrivateKey):
+        self.name = check_key_name(name)
+        self._key = private_key
+        pub = private_key.public_key().public_bytes_raw()
+        self.verifier = Verifier(name, key_id(name, SIG_COSIGNATURE_V1, pub), SIG_COSIGNATURE_V1, pub)
+
+    @classmethod
+    def generate(cls, name: str) -> "Cosigner":
+        return cls(name, Ed25519PrivateKey.generate())
+
+    @property
+    def vkey(self) -> str:
+        return self.verifier.vkey
+
+    def cosign(self, text: bytes, timestamp: int | None = None) -> NoteSignature:
+        """Cosign a checkpoint note text (with its final newline, no signatures)."""
+        t = int(time.time()) if timestamp is None else timestamp
+        if not 0 <= t <= MAX_COSIGNATURE_TIME:
+            raise InputError(f"cosignature timestamp {t} out of range")
+        sig = t.to_bytes(8, "big") + self._key.sign(cosigned_message(text, t))
+        return NoteSignature(self.name, self.verifier.key_id, sig)
+
+    def private_key_text(self) -> str:
+        return format_private_key(self.name, SIG_COSIGNATURE_V1, self._key.private_bytes_raw(), self.verifier.key_id)
+
+    @classmethod
+    def from_private_key_text(cls, text: str) -> "Cosigner":
+        name, seed, hex_id = parse_private_key(text, SIG_COSIGNATURE_V1)
+        c = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+        if f"{c.verifier.key_id:08x}" != hex_id:
+            raise InputError("malformed cosigner key: key ID does not match the key")
+        return c
+
+
+def with_signatures(note: Note, extra: list[NoteSignature]) -> bytes:
+    """``note`` with ``extra`` lines, replacing older lines by the same key."""
+    replaced = {(s.name, s.key_id) for s in extra}
+    kept = [s for s in note.signatures if (s.name, s.key_id) not in replaced]
+    return Note(note.text, tuple(kept) + tuple(extra)).to_bytes()

@@ -28,7 +28,7 @@ import logging
 import io
 import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -36,6 +36,7 @@ from aiohttp import web
 from federation.core.batch import read_batch
 from federation.core.errors import (ConflictError, FederationError, InputError, NotFoundError, RefusedError,
                                     StorageError, UnsupportedError)
+from federation.net.auth import CALLER
 from federation.net.httpserver import read_body
 from federation.core.note import Signer
 from federation.net.longpoll import checkpoint_size
@@ -50,12 +51,23 @@ FORMATS = {"application/x-ndjson": "jsonl", "application/jsonl": "jsonl", "appli
 ROUTE = "/feeds/{name}/batches/{batch_id}"
 
 
+AfterPublish = Callable[[str], Awaitable[object]]  # feed name -> a cosigning round's outcome (or None)
+
+
 class PublishAPI:
-    """Publishes batches for the feeds in ``signers`` (name -> injected signer)."""
+    """Publishes batches for the feeds in ``signers`` (name -> injected signer).
+
+    ``after_publish(name)`` (injected: ``node.cosigning.cosign_configured``)
+    runs after a publish whose version is held for cosignatures, *outside*
+    the publish lock and on its own connection: a slow witness of one feed
+    delays only that answer, never another request's publish.
+    """
 
     def __init__(self, publisher_db: Path | str, signers: dict[str, Signer], max_bytes: int = MAX_BATCH_BYTES,
-                 on_publish: Callable[[str], None] | None = None, audit=None):
+                 on_publish: Callable[[str], None] | None = None, audit=None,
+                 after_publish: AfterPublish | None = None):
         self.publisher = Publisher(publisher_db)
+        self.after_publish = after_publish
         self.publisher.open_batch_log()
         self.signers = dict(signers)
         self.max_bytes = max_bytes
@@ -76,7 +88,6 @@ class PublishAPI:
         return self.publisher.batch(name, batch_id)
 
     async def handle(self, request: web.Request) -> web.Response:
-        from federation.net.auth import CALLER
         name, batch_id = request.match_info["name"], request.match_info["batch_id"]
         if not BATCH_ID_RE.fullmatch(batch_id):
             raise InputError("batch id must match [A-Za-z0-9._:-]{1,128}")
@@ -110,20 +121,18 @@ class PublishAPI:
                 raise RefusedError(f"batch refused: {e}") from None
             except (StorageError, sqlite3.OperationalError) as e:  # e.g. "database is locked"
                 raise StorageError(f"try again: {e}") from None
-            served = True
-            if r.pending:
-                # Cosigning configured: serve the version only with its cosignatures
-                # (as `federation publish` does); else the next `cosign run` will.
-                # Still under the lock: the round uses the publisher connection,
-                # which must not be shared with another request's open publish
-                # transaction (its executescript would commit that one half-done).
-                from federation.trust.cosign import cosign_configured
+        served = True
+        if r.pending:
+            # Cosigning configured: serve the version only with its cosignatures
+            # (as `federation publish` does); else the next `cosign run` will.
+            # Outside the lock, on the round's own connection (see the class).
+            served = False
+            if self.after_publish is not None:
                 try:
-                    out = await cosign_configured(self.publisher, name)
-                    served = out is None or out.status in ("promoted", "changed")
+                    out = await self.after_publish(name)
+                    served = out is None or getattr(out, "status", None) in ("promoted", "changed")
                 except FederationError as e:
                     log.warning("feed %s version %d committed, cosigning failed: %s", name, r.version, e)
-                    served = False
         if self.audit is not None:
             self.audit.record("publish", name, token, r.size, f"batch {batch_id} version {r.version}")
         if self.on_publish is not None:

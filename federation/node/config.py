@@ -330,7 +330,13 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
                                                  published=[p.name for p in cfg.publish])
     api_signers = {n: s for n, s in signers.items() if any(p.name == n and p.api for p in cfg.publish)}
     if api_signers:
-        extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store).install)
+        from federation.node.cosigning import cosign_configured
+
+        async def after_publish(name: str):
+            return await cosign_configured(home.publisher_db, name)
+
+        extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store,
+                                     after_publish=after_publish).install)
 
     states = {f.name: follower.FollowState(f.name) for f in cfg.follow}
 

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 
 from federation.core.errors import InputError
-from federation.core.note import Signer
+from federation.core.note import Cosigner, Signer
 
 
 def _write_new(path: Path, text: str) -> None:
@@ -52,12 +52,10 @@ def load_signer(path: Path) -> Signer:
 
 def write_new_cosigner_key(path: Path, name: str):
     """Generate a cosigner (type 0x04) key for ``name`` and write it to ``path`` (0600)."""
-    from federation.trust.cosign import Cosigner
     c = Cosigner.generate(name)
     _write_new(path, c.private_key_text())
     return c
 
 
 def load_cosigner(path: Path):
-    from federation.trust.cosign import Cosigner
     return Cosigner.from_private_key_text(_read(path))

@@ -1,8 +1,9 @@
 """Timestamped cosignatures (c2sp.org/tlog-cosignature, Ed25519 type 0x04).
 
-* ``Cosigner`` makes cosignatures: ``time`` || Ed25519 over
+* ``core.note.Cosigner`` makes cosignatures: ``time`` || Ed25519 over
   ``"cosignature/v1\\ntime <T>\\n" || checkpoint note text``.
-* ``WitnessClient`` asks a c2sp.org/tlog-witness for one (``add-checkpoint``).
+* ``trust.witness_client.WitnessClient`` asks a c2sp.org/tlog-witness for
+  one (``add-checkpoint``).
 * ``cosign_feed`` is the publisher's step: take the feed's log-signed
   checkpoint, collect fresh cosignatures from its own cosigner and its
   witnesses, and store the note with those signature lines added
@@ -27,170 +28,25 @@ both as a log key and as a witness key.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
 from dataclasses import dataclass
 
-import aiohttp
-from pathlib import Path
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from federation.core.bounded import parse_uint
-from federation.core.errors import (SIZE_CONTENT_TYPE, FederationError, InputError, MalformedError, SignatureError,
-                                    StorageError, TransportError, WitnessConflict)
-from federation.core.merkle import consistency_proof
-from federation.core.note import (MAX_COSIGNATURE_TIME, SIG_COSIGNATURE_V1, Note, NoteSignature, Verifier, check_key_name,
-                   cosigned_message, format_private_key, key_id, parse_note, parse_private_key, parse_vkey)
-from federation.core.tiles import TileHashes, needed_tiles, parse_hash_tile
+from federation.core.errors import FederationError, InputError, MalformedError, SignatureError, StorageError
+from federation.core.note import SIG_COSIGNATURE_V1, Cosigner, Note, NoteSignature, parse_note, parse_vkey, \
+    with_signatures
+from federation.core.trustfile import MAX_CLOCK_SKEW, TrustFile, check_cosignatures, clock_skew_allowance, \
+    cosignature_problem
 from federation.store.trust_chain import TrustChain
-from federation.core.trustfile import MAX_CLOCK_SKEW, TrustFile, check_cosignatures, clock_skew_allowance, cosignature_problem
+from federation.trust.witness_client import WitnessClient, cosign_with_witness
 
 log = logging.getLogger("federation.cosign")
 
 MAX_RESPONSE = 16 * 1024
 
 
-class Cosigner:
-    """An Ed25519 cosigner (witness or a publisher's own freshness key)."""
-
-    def __init__(self, name: str, private_key: Ed25519PrivateKey):
-        self.name = check_key_name(name)
-        self._key = private_key
-        pub = private_key.public_key().public_bytes_raw()
-        self.verifier = Verifier(name, key_id(name, SIG_COSIGNATURE_V1, pub), SIG_COSIGNATURE_V1, pub)
-
-    @classmethod
-    def generate(cls, name: str) -> "Cosigner":
-        return cls(name, Ed25519PrivateKey.generate())
-
-    @property
-    def vkey(self) -> str:
-        return self.verifier.vkey
-
-    def cosign(self, text: bytes, timestamp: int | None = None) -> NoteSignature:
-        """Cosign a checkpoint note text (with its final newline, no signatures)."""
-        t = int(time.time()) if timestamp is None else timestamp
-        if not 0 <= t <= MAX_COSIGNATURE_TIME:
-            raise InputError(f"cosignature timestamp {t} out of range")
-        sig = t.to_bytes(8, "big") + self._key.sign(cosigned_message(text, t))
-        return NoteSignature(self.name, self.verifier.key_id, sig)
-
-    def private_key_text(self) -> str:
-        return format_private_key(self.name, SIG_COSIGNATURE_V1, self._key.private_bytes_raw(), self.verifier.key_id)
-
-    @classmethod
-    def from_private_key_text(cls, text: str) -> "Cosigner":
-        name, seed, hex_id = parse_private_key(text, SIG_COSIGNATURE_V1)
-        c = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
-        if f"{c.verifier.key_id:08x}" != hex_id:
-            raise InputError("malformed cosigner key: key ID does not match the key")
-        return c
-
-
-def with_signatures(note: Note, extra: list[NoteSignature]) -> bytes:
-    """``note`` with ``extra`` lines, replacing older lines by the same key."""
-    replaced = {(s.name, s.key_id) for s in extra}
-    kept = [s for s in note.signatures if (s.name, s.key_id) not in replaced]
-    return Note(note.text, tuple(kept) + tuple(extra)).to_bytes()
-
-
 # ---- tlog-witness client --------------------------------------------------------
-
-
-def add_checkpoint_body(old_size: int, proof: list[bytes], note: bytes) -> bytes:
-    """tlog-witness request body: old size line, proof lines, empty line, checkpoint."""
-    lines = [f"old {old_size}\n".encode()] + [base64.b64encode(h) + b"\n" for h in proof]
-    return b"".join(lines) + b"\n" + note
-
-
-def _witness_size(text: str) -> int | None:
-    """The size a witness's 409 names, or None if it is not a plain decimal
-    (``str.isdigit`` also accepts "²", which ``int()`` then refuses)."""
-    try:
-        return parse_uint(text, "witness size", error=MalformedError)
-    except MalformedError:
-        return None
-
-
-@dataclass
-class WitnessClient:
-    """One witness: its submission prefix and the cosigner key we trust it with."""
-
-    url: str
-    key: Verifier
-    session: aiohttp.ClientSession
-    known_size: int = 0  # what we believe the witness last cosigned
-
-    async def submit(self, note: bytes, old_size: int, proof: list[bytes]) -> NoteSignature:
-        body = add_checkpoint_body(old_size, proof, note)
-        url = self.url.rstrip("/") + "/add-checkpoint"
-        try:
-            async with self.session.post(url, data=body) as resp:
-                text = (await resp.content.read(MAX_RESPONSE)).decode("utf-8", "replace")
-                if resp.status == 409:
-                    size = None
-                    if resp.content_type == SIZE_CONTENT_TYPE and text.endswith("\n"):
-                        size = _witness_size(text[:-1])
-                    raise WitnessConflict(text.strip(), size)  # 409: it last cosigned ``size``
-                if resp.status != 200:
-                    raise TransportError(f"POST {url}: HTTP {resp.status}: {text.strip()[:200]}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise TransportError(f"POST {url}: {type(e).__name__}: {e}") from e
-        # tlog-witness: the client MAY append the response to the checkpoint and
-        # verify it as a note with the witness keys it trusts.
-        try:
-            cosigned = parse_note(note + text.encode())
-        except MalformedError as e:
-            raise MalformedError(f"witness {self.key.name}: response is not signature lines: {e}") from None
-        mine = [s for s in cosigned.signatures[len(parse_note(note).signatures):]
-                if (s.name, s.key_id) == (self.key.name, self.key.key_id)]
-        if not mine:
-            raise SignatureError(f"witness {self.key.name} returned no cosignature by its key {self.key.vkey}")
-        for s in mine:
-            if not self.key.verify(cosigned.text, s.signature):
-                raise SignatureError(f"witness {self.key.name} returned a cosignature that does not verify")
-        return mine[-1]
-
-
-# ---- publisher side --------------------------------------------------------------
-
-
-def publisher_proof(publisher, feed, old: int, new: int) -> list[bytes]:
-    """RFC 6962 consistency proof from ``old`` to ``new`` out of the publisher's tiles."""
-    if old == 0 or old == new:
-        return []
-
-    def load(th: TileHashes) -> None:
-        for lvl, idx, w in needed_tiles(new, lambda t: consistency_proof(old, new, t.mth)):
-            data = publisher.tile(feed.id, lvl, idx, w)
-            if data is None:
-                raise MalformedError(f"publisher tile {lvl}/{idx}.p/{w} missing for a proof {old}->{new}")
-            th.tiles[(lvl, idx)] = parse_hash_tile(data, w)
-
-    th = TileHashes(new)
-    load(th)
-    return consistency_proof(old, new, th.mth)
-
-
-async def cosign_with_witness(publisher, feed, note: bytes, client: WitnessClient) -> NoteSignature:
-    """Get one witness's cosignature, learning its old size from a 409 once."""
-    for _ in range(2):
-        old = client.known_size if client.known_size <= feed.size else 0
-        proof = await asyncio.to_thread(publisher_proof, publisher, feed, old, feed.size)
-        try:
-            sig = await client.submit(note, old, proof)
-            client.known_size = feed.size
-            return sig
-        except WitnessConflict as e:
-            if e.size is None or e.size > feed.size or e.size == client.known_size:
-                why = ("it cosigned a different tree of that size (split view?)" if e.size == feed.size
-                       else f"it cosigned size {e.size}, which this log cannot extend")
-                raise FederationError(f"witness {client.key.name} refuses {feed.origin} size {feed.size} "
-                                      f"(409): {why}") from None
-            client.known_size = e.size
-    raise FederationError(f"witness {client.key.name} keeps conflicting for {feed.origin}")
 
 
 # ---- the publisher's cosigning round ----------------------------------------------
@@ -407,14 +263,19 @@ class CosigningConfig:
 
     keys: tuple[str, ...]
     witnesses: tuple[tuple[str, str], ...]
-    quorum: int
+    quorum: int | None  # None: the feed's trust file's quorum at each round (every cosigner without one)
 
     def __post_init__(self):
         total = len(self.keys) + len(self.witnesses)
         if total == 0:
             raise InputError("cosigning needs at least one cosigner key or witness")
-        if not 1 <= self.quorum <= total:
+        if self.quorum is not None and not 1 <= self.quorum <= total:
             raise InputError(f"cosigning quorum {self.quorum} with {total} cosigner(s); want 1..{total}")
+        # One cosigner, one vote: a key listed twice would count twice here
+        # while mirrors count it once (trust files refuse it too).
+        vkeys = [v for _, v in self.witnesses]
+        if len(set(vkeys)) != len(vkeys) or len(set(self.keys)) != len(self.keys):
+            raise InputError("a cosigner key or witness is listed twice")
         for url, vkey in self.witnesses:
             if not url.startswith(("http://", "https://")):
                 raise InputError(f"witness URL {url!r} must start with http:// or https://")
@@ -425,6 +286,14 @@ class CosigningConfig:
             if v.sig_type != SIG_COSIGNATURE_V1:
                 raise InputError(f"witness key {vkey!r} is not a cosigner key (type 0x04)")
 
+    def resolved_quorum(self, trust_quorum: int | None) -> int:
+        """The quorum a round needs: this config's own, else the trust file's
+        (bounded by the cosigners configured), else every cosigner."""
+        total = len(self.keys) + len(self.witnesses)
+        if self.quorum is not None:
+            return self.quorum
+        return min(trust_quorum, total) if trust_quorum is not None else total
+
     def to_json(self) -> str:
         return json.dumps({"keys": list(self.keys), "witnesses": [{"url": u, "vkey": v} for u, v in self.witnesses],
                            "quorum": self.quorum}, sort_keys=True)
@@ -433,7 +302,9 @@ class CosigningConfig:
     def from_json(cls, text: str) -> "CosigningConfig":
         try:
             d = json.loads(text)
-            return cls(tuple(d["keys"]), tuple((w["url"], w["vkey"]) for w in d["witnesses"]), int(d["quorum"]))
+            quorum = d["quorum"]
+            return cls(tuple(d["keys"]), tuple((w["url"], w["vkey"]) for w in d["witnesses"]),
+                       None if quorum is None else int(quorum))
         except (ValueError, KeyError, TypeError, InputError) as e:
             raise StorageError(f"stored cosigning configuration is unreadable: {e}") from None
 
@@ -450,22 +321,3 @@ def store_config(publisher, name: str, config: CosigningConfig | None) -> None:
     would then never be served (finish it with ``cosign run`` first).
     """
     publisher.set_cosigning(name, None if config is None else config.to_json())
-
-
-async def cosign_configured(publisher, name: str, timeout: float = 30.0) -> "CosignOutcome | None":
-    """One cosigning round for ``name`` with its stored configuration
-    (``cosign configure``); None when the feed has none. Used right after a
-    publish (CLI and publishing API) to serve a pending checkpoint."""
-    cfg = load_config(publisher, name)
-    if cfg is None:
-        return None
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        return await cosign_feed(publisher, name, *plan(cfg, session))
-
-
-def plan(config: "CosigningConfig", session: aiohttp.ClientSession):
-    """(cosigners, witness clients, quorum) of a stored configuration."""
-    from federation.node.keys import load_cosigner
-    from federation.core.note import parse_vkey
-    return ([load_cosigner(Path(k)) for k in config.keys],
-            [WitnessClient(u, parse_vkey(v), session) for u, v in config.witnesses], config.quorum)

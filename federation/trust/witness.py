@@ -28,17 +28,13 @@ race the spec describes). The cosignature is made only after the commit.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import re
 import time
 from pathlib import Path
 
 from aiohttp import web
 
 from federation.core.checkpoint import parse_checkpoint_body
-from federation.trust.cosign import Cosigner
 from federation.store.db import write_txn
 from federation.store.witness import WitnessStore
 from federation.core.errors import (BadWitnessRequest, InconsistentCheckpoint, InputError, MalformedError,
@@ -46,46 +42,10 @@ from federation.core.errors import (BadWitnessRequest, InconsistentCheckpoint, I
                                     WitnessRefusal)
 from federation.net.httpserver import read_body
 from federation.core.merkle import EMPTY_ROOT, verify_consistency
-from federation.core.note import MAX_NOTE_BYTES, open_note, parse_vkey
+from federation.core.note import Cosigner, open_note, parse_vkey
+from federation.core.witnessformat import MAX_BODY, parse_request
 
 log = logging.getLogger("federation.witness")
-
-MAX_PROOF_LINES = 63  # tlog-witness: clients MUST NOT send more
-MAX_BODY = MAX_NOTE_BYTES + (MAX_PROOF_LINES + 2) * 64
-_OLD_RE = re.compile(rb"old (0|[1-9][0-9]{0,18})")  # fullmatch; sizes fit 63 bits (checkpoint.MAX_TREE_SIZE)
-
-
-def parse_request(body: bytes) -> tuple[int, list[bytes], bytes]:
-    """Split an add-checkpoint body into (old size, proof, checkpoint note); ``BadWitnessRequest`` (400)."""
-    pos = 0
-    lines = []
-    while True:
-        end = body.find(b"\n", pos)
-        if end < 0:
-            raise BadWitnessRequest("request body: missing the empty line before the checkpoint")
-        line = body[pos:end]
-        pos = end + 1
-        if line == b"":
-            break
-        lines.append(line)
-        if len(lines) > MAX_PROOF_LINES + 1:
-            raise BadWitnessRequest(f"request body: more than {MAX_PROOF_LINES} consistency proof lines")
-    if not lines:
-        raise BadWitnessRequest("request body: missing the old size line")
-    m = _OLD_RE.fullmatch(lines[0])
-    if not m:
-        raise BadWitnessRequest("request body: first line must be 'old <size>' without leading zeroes")
-    proof = []
-    for line in lines[1:]:
-        try:
-            h = base64.b64decode(line, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadWitnessRequest("request body: consistency proof line is not base64") from None
-        if len(h) != 32:
-            raise BadWitnessRequest("request body: consistency proof hash is not 32 bytes")
-        proof.append(h)
-    return int(m[1]), proof, body[pos:]
-
 
 class Witness(WitnessStore):
     """Witness state in SQLite (``store.witness``) and its cosigner key (injected)."""

@@ -55,7 +55,7 @@ from federation.store.publisher import Publisher  # noqa: E402
 from federation.core.snapshot_format import encode_index  # noqa: E402
 from federation.store.snapshots import list_snapshots, snapshot_dir, write_snapshot  # noqa: E402
 from federation.core.tiles import TileHashes, parse_bundle, parse_hash_tile  # noqa: E402
-from federation.trust.cosign import Cosigner, with_signatures  # noqa: E402
+from federation.core.note import Cosigner, with_signatures  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 SEED = bytes(range(32))
