@@ -177,9 +177,6 @@ async def test_a_node_follower_fails_lookups_closed_after_a_relay_rolls_back_lik
         feed.pub.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review: doctor takes the newest of the log's timestamp and the witness "
-                                       "quorum's, so it says OK for an upstream whose quorum is older than the "
-                                       "trust file allows, which sync refuses as stale")
 async def test_doctor_fails_an_upstream_whose_witness_quorum_sync_calls_stale(world, tmp_path):
     from helpers_tamper import NAME
     from federation.platform.doctor import FAIL, OK, run_doctor
@@ -273,9 +270,6 @@ def test_export_on_a_full_disk_or_a_bad_directory_is_one_error_line(tmp_path, wh
 # ---- 2. freshness without witnesses ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: a relay passes a refreshed note on only if it has no fewer "
-                                       "signature lines; after a hostile upstream padded the served note once, the "
-                                       "relay never passes the publisher's refreshes on and its followers go stale")
 async def test_a_relay_passes_refreshes_on_after_a_hostile_upstream_padded_its_note(tmp_path):
     from federation.core.entries import Add
     from federation.core.freshness import log_timestamp, stamp_note

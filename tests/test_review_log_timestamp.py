@@ -35,8 +35,6 @@ async def _lookup(home, md5_hex: str) -> int:
     return proc.returncode
 
 
-@pytest.mark.xfail(strict=True, reason="review: under a trust file the log's own (and the seal's) timestamp makes "
-                                       "a mirror answer lookups after its witness quorum is older than max_staleness")
 async def test_under_a_trust_file_lookups_fail_closed_once_the_witness_quorum_is_older_than_max_staleness(
         world: World):
     """The trust file says: trust no view a quorum of witnesses has not vouched
@@ -75,9 +73,6 @@ async def test_under_a_trust_file_lookups_fail_closed_once_the_witness_quorum_is
                                                 f"{staleness} s"
 
 
-@pytest.mark.xfail(strict=True, reason="review: a relay compares the new note's max(log stamp, quorum time) with "
-                                       "the old note's log stamp only: a newer log stamp with older witness lines "
-                                       "replaces a note with a fresher quorum")
 async def test_a_relay_never_replaces_its_note_with_one_whose_witness_quorum_is_older(world: World):
     """Every line of a note verifies on its own, so an upstream can mix them:
     the publisher's newest log timestamp with the witness lines of an older
@@ -113,8 +108,6 @@ async def test_a_relay_never_replaces_its_note_with_one_whose_witness_quorum_is_
         await proxy.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review: quorum errors list the log's own timestamp line as a signature "
-                                       "'by a key not in the trust file'")
 def test_a_quorum_error_does_not_call_the_logs_own_timestamp_an_unknown_key(world: World):
     """Every served checkpoint carries the log's timestamp line (type 0x04
     under the origin); ``quorum_cosignatures`` knows only the log keys' 0x01
@@ -130,8 +123,6 @@ def test_a_quorum_error_does_not_call_the_logs_own_timestamp_an_unknown_key(worl
     assert f"{twin.name}+{twin.key_id:08x}" not in str(info.value), str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="review: a mirror's max_age is the trust file's max_staleness at follow "
-                                       "time; a rotation that shortens it leaves lookups on the old window")
 async def test_lookups_fail_closed_on_the_staleness_window_of_the_current_trust_version(world: World):
     """``follow --trust`` without ``--max-age`` takes the trust file's
     ``max_staleness_seconds`` as the lookups' maximum age. Version 2 of the
@@ -161,8 +152,6 @@ async def test_lookups_fail_closed_on_the_staleness_window_of_the_current_trust_
     assert code == 5, f"lookup answered (exit {code}) with max_age {m.get(NAME).max_age} s under a 3 s trust window"
 
 
-@pytest.mark.xfail(strict=True, reason="review: relays refuse a refreshed note with fewer signature lines, so after "
-                                       "a witness is removed (trust N+1) no refresh reaches their followers")
 async def test_a_relay_passes_on_refreshes_after_a_witness_is_removed(world: World, serve):
     """docs/trust.md's runbook: remove a misbehaving witness in trust version
     N+1 and stop asking it. The publisher's refreshed notes then carry one

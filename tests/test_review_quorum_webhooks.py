@@ -171,8 +171,6 @@ async def test_cosign_configure_counts_one_witness_key_once(home_world: World):
 # ---- trust files: a witness named after the origin ---------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: a witness named after the origin is accepted by trust files, but "
-                                       "rotate-key (_resign_note) and cosign (_log_signatures) take its lines for the log's")
 async def test_key_rotation_keeps_the_cosignature_of_a_witness_named_after_the_origin(world: World):
     """``trust new`` accepts a witness (e.g. the publisher's own cosigner) whose
     key name is the origin. ``Publisher.rotate_key`` keeps "witness
@@ -207,8 +205,6 @@ async def test_key_rotation_keeps_the_cosignature_of_a_witness_named_after_the_o
 # ---- consumers: scopes --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: a token scoped to one feed can claim a consumer name first; a '*' "
-                                       "token (or the CLI) then silently reads and acks only that feed's changes")
 async def test_a_narrow_token_cannot_silently_narrow_the_stream_of_an_all_feeds_consumer(secured):  # noqa: F811
     """The consumer's scope is that of the token that used it first, and every
     covering token then reads that scope's changes without being told. A
@@ -229,8 +225,6 @@ async def test_a_narrow_token_cannot_silently_narrow_the_stream_of_an_all_feeds_
 # ---- webhooks: removed and added again mid-delivery -----------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: a webhook removed and added again under the same name keeps the "
-                                       "old worker, which finishes its request to the removed URL first")
 async def test_a_webhook_added_again_under_its_name_is_not_held_up_by_the_removed_ones_request(deployment):  # noqa: F811
     """The supervisor tells webhooks apart by name only. Remove ``h`` (its
     receiver hangs) and add ``h`` again with a new URL: the worker is not
@@ -301,8 +295,6 @@ async def test_a_defaulted_cosigning_quorum_follows_the_trust_file_after_a_rotat
     assert code == 0, (out, err)
 
 
-@pytest.mark.xfail(strict=True, reason="review: trust new accepts a witness quorum larger than the number of "
-                                       "distinct witness names, which mirrors (one vote per name) can never meet")
 async def test_trust_new_refuses_a_quorum_no_set_of_witnesses_can_meet(tmp_path):
     """Mirrors count one vote per witness *name* (a witness listed with two
     keys while it rotates counts once). ``trust new`` checks the quorum
@@ -321,8 +313,6 @@ async def test_trust_new_refuses_a_quorum_no_set_of_witnesses_can_meet(tmp_path)
     assert code == 2, f"wrote a trust file whose quorum of 2 only one witness can vote for: {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="review: a publisher whose stored trust version lists a witness key twice "
-                                       "(legal before issue 16) can neither publish a corrected successor nor cosign")
 async def test_a_publisher_with_a_legacy_duplicate_key_trust_file_can_publish_its_successor(home_world: World):
     """After the upgrade ``TrustChain.current()`` cannot parse the publisher's
     own newest trust version (witness 1 listed again under another name), so

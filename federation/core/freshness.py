@@ -25,10 +25,16 @@ Why the log key and not a key of its own: a mirror that follows a plain vkey
 freshness along, and the statement is the log's own. Verifiers that know only
 the log key ignore the line: its key ID hashes in type 0x04, so it is a
 signature by an unknown key, which signed-note verifiers MUST ignore (Go's
-``sumdb/note`` does: tests/test_conformance_go.py). The two signatures cannot
-stand in for each other: the 0x04 message starts with ``cosignature/v1``,
-a checkpoint text starts with its origin, and ``cosignature/v1`` is refused
-as an origin (``check_origin``).
+``sumdb/note`` does: tests/test_conformance_go.py). Cross-use is harmless
+(docs/PROTOCOL.md section 3a): the Ed25519 part of a timestamp line is a
+valid log signature over ``cosignature/v1\ntime T\n<checkpoint>``, but no
+checkpoint parser accepts that text (its first line is not the origin, its
+second no tree size); and no checkpoint signature is a valid 0x04 message
+(a checkpoint's second line is a size, never ``time T``). ``cosignature/v1``
+is refused as an origin too (``check_origin``).
+
+Under a trust file only the witness quorum vouches for freshness: the log's
+own timestamp and seal times are the log's word (``sync.orchestrator``).
 
 A timestamp too far in the future (beyond ``trust.clock_skew_allowance`` of
 the maximum age) is ignored, so it cannot stretch freshness; a line by the

@@ -156,7 +156,10 @@ def _int(table: dict, key: str, where: str) -> int:
     return value
 
 
-def _keys(values, role: str, sig_type: int) -> tuple[Verifier, ...]:
+def _keys(values, role: str, sig_type: int, strict: bool = True) -> tuple[Verifier, ...]:
+    """The keys of one role. ``strict=False`` (a stored file that was
+    accepted before a rule existed) keeps the first of keys sharing a public
+    key instead of refusing the file: it still counts as one vote."""
     _require(isinstance(values, list) and all(isinstance(v, str) for v in values),
              f"{role} must be a list of vkey strings")
     _require(len(values) <= MAX_KEYS_PER_ROLE, f"{role} lists {len(values)} keys, over {MAX_KEYS_PER_ROLE}")
@@ -168,6 +171,8 @@ def _keys(values, role: str, sig_type: int) -> tuple[Verifier, ...]:
             raise MalformedError(f"{role}: {e}") from None
         want = "0x01 (Ed25519)" if sig_type == SIG_ED25519 else "0x04 (cosignature/v1)"
         _require(key.sig_type == sig_type, f"{role}: key {key.name}+{key.key_id:08x} must have type {want}")
+        if not strict and any(k.public_key == key.public_key for k in out):
+            continue
         _require(key not in out, f"{role}: key {key.name}+{key.key_id:08x} is listed twice")
         # The signed-note and cosignature/v1 messages do not commit to the key's
         # name: one key listed under two names would sign for both, two votes.
@@ -181,7 +186,7 @@ def _keys(values, role: str, sig_type: int) -> tuple[Verifier, ...]:
     return tuple(out)
 
 
-def _parse_body(text: bytes) -> dict:
+def _parse_body(text: bytes, strict: bool = True) -> dict:
     # Bounded before parsing: a hostile trust/latest with a huge integer or
     # deep nesting is malformed, not a ValueError/RecursionError.
     doc = toml_loads(text, "trust file", max_bytes=MAX_TRUST_BYTES, max_depth=TRUST_MAX_DEPTH)
@@ -210,14 +215,23 @@ def _parse_body(text: bytes) -> dict:
         _require(not extra, f"[{name}] has unknown field(s): {', '.join(sorted(extra))}")
         tables[name] = t
     w = tables["witnesses"]
-    witness_keys = _keys(w.get("keys"), "witnesses.keys", SIG_COSIGNATURE_V1)
+    witness_keys = _keys(w.get("keys"), "witnesses.keys", SIG_COSIGNATURE_V1, strict)
+    # A witness named after the origin would share the log's own lines' name
+    # (its signature and timestamp), and tools that sort lines by name (key
+    # rotation keeps the log's lines, replaces the rest) would mistake it.
+    _require(all(k.name != origin for k in witness_keys),
+             f"a witness key is named after the origin {origin!r}: that name is the log's own")
     quorum = _int(w, "quorum", "witnesses.")
     # A quorum of 0 would accept checkpoints with no timestamp: no freshness
     # and no split-view protection. That contradicts max_staleness_seconds.
-    _require(1 <= quorum <= len(witness_keys),
-             f"witnesses.quorum is {quorum} with {len(witness_keys)} witness key(s); want 1..{len(witness_keys)}")
+    # Mirrors count one vote per witness name (a witness may list an old and
+    # a new key while it rotates), so a quorum above the names is unreachable.
+    names = len({k.name for k in witness_keys})
+    _require(1 <= quorum <= (names if strict else len(witness_keys)),
+             f"witnesses.quorum is {quorum} with {len(witness_keys)} witness key(s) ({names} distinct witness "
+             f"name(s)); want 1..{names}")
     t = tables["trust_keys"]
-    trust_keys = _keys(t.get("keys"), "trust_keys.keys", SIG_ED25519)
+    trust_keys = _keys(t.get("keys"), "trust_keys.keys", SIG_ED25519, strict)
     threshold = _int(t, "threshold", "trust_keys.")
     _require(1 <= threshold <= len(trust_keys),
              f"trust_keys.threshold is {threshold} with {len(trust_keys)} trust key(s); want 1..{len(trust_keys)}")
@@ -253,7 +267,7 @@ def verified_signers(note: Note, keys: tuple[Verifier, ...] | list[Verifier]) ->
     return good
 
 
-def parse_trust_unverified(data: bytes) -> TrustFile:
+def parse_trust_unverified(data: bytes, strict: bool = True) -> TrustFile:
     """Parse and check the fields, without checking any signature.
 
     Only for reading the version number of a candidate before verifying it.
@@ -261,12 +275,19 @@ def parse_trust_unverified(data: bytes) -> TrustFile:
     if len(data) > MAX_TRUST_BYTES:
         raise MalformedError(f"trust file is {len(data)} bytes, over {MAX_TRUST_BYTES}")
     note = parse_note(data)
-    return TrustFile(note=note, raw=data, **_parse_body(note.text))
+    return TrustFile(note=note, raw=data, **_parse_body(note.text, strict))
 
 
-def parse_trust(data: bytes) -> TrustFile:
-    """Parse a signed trust file and check it is signed by a threshold of its own keys."""
-    tf = parse_trust_unverified(data)
+def parse_trust(data: bytes, strict: bool = True) -> TrustFile:
+    """Parse a signed trust file and check it is signed by a threshold of its own keys.
+
+    ``strict=False`` is for a version the store accepted earlier, under the
+    rules of its time: a key listed twice in a role (refused since) counts
+    once instead of making the stored chain unreadable -- so its holder can
+    still verify and publish the corrected successor. Files from the
+    network and from operators are always parsed strictly.
+    """
+    tf = parse_trust_unverified(data, strict)
     good = verified_signers(tf.note, tf.trust_keys)
     if len(good) < tf.threshold:
         raise SignatureError(f"{tf.describe()} is signed by {len(good)} of its own trust keys, "
@@ -357,7 +378,9 @@ def quorum_cosignatures(trust: TrustFile, note_bytes: bytes, now: int, what: str
     note = parse_note(note_bytes)
     allowance = clock_skew_allowance(trust.max_staleness)
     known = {(k.name, k.key_id): k for k in trust.witness_keys}
-    logs = {(k.name, k.key_id) for k in trust.log_keys}
+    # The log's own lines: its signatures and its timestamps (freshness), not "unknown keys".
+    logs = {(k.name, k.key_id) for k in trust.log_keys} | \
+        {(t.name, t.key_id) for t in (k.timestamp_key() for k in trust.log_keys)}
     times: dict[str, int] = {}
     counted: dict[bytes, str] = {}  # public key -> the witness name it voted as
     unknown: list[str] = []

@@ -25,9 +25,10 @@ Invariants, with auth on:
 
 * Consumer cursors (``/consumers/NAME/...``) are scoped: a consumer records
   the feed scope of the token that first used it (``PlatformStore.claim``),
-  and a token may read or acknowledge it only if the token's scope covers
-  the consumer's (``covers``), else 403. So a token of one feed can neither
-  skip nor replay another feed's consumer. Its pages are the consumer's
+  and a token may read or acknowledge it only if the token's scope is the
+  consumer's, else 403: a token of one feed can neither skip nor replay
+  another feed's consumer, and a wider token is never silently narrowed to
+  a consumer a narrower one named first. Its pages are the consumer's
   feeds' changes.
 
 Refusals are ``AuthError``s (``ForbiddenError``, ``RateLimitedError``),
@@ -54,14 +55,6 @@ NODE_WIDE = {"/feeds", "/webhooks", "/metrics"}  # canonical routes that show ev
 def scope_of(request: web.Request) -> frozenset[str] | None:
     """The feeds the caller may see; None when every feed (or auth is off)."""
     return request.get(SCOPE)
-
-
-def covers(caller: frozenset[str] | None, owner: frozenset[str] | None) -> bool:
-    """Whether a caller with feed scope ``caller`` may use a consumer created
-    under scope ``owner`` (None: every feed, i.e. a ``*`` token or no auth)."""
-    if caller is None:
-        return True
-    return owner is not None and owner <= caller
 
 
 class PlatformAuth:

@@ -53,7 +53,7 @@ from federation.store.platform import PlatformStore
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.core.errors import ForbiddenError, InputError
-from federation.platform.auth import covers, scope_of
+from federation.platform.auth import scope_of
 
 log = logging.getLogger("federation.changes")
 
@@ -132,9 +132,12 @@ class Deliverer:
         self.poll, self.retry_base, self.retry_cap, self.batch = poll, retry_base, retry_cap, batch
         self.timeout = timeout
         self._wake = asyncio.Event()  # the supervisor's
-        self._workers: dict[str, tuple[asyncio.Task, asyncio.Event]] = {}
+        # Keyed by (name, url, secret): a webhook removed and added again under
+        # its name (a receiver that moved) is another receiver, with a worker,
+        # backoff and bookkeeping of its own.
+        self._workers: dict[tuple[str, str, str], tuple[asyncio.Task, asyncio.Event]] = {}
         self._stopping: set[asyncio.Task] = set()  # cancelled workers of removed webhooks
-        self._next_try: dict[str, float] = {}
+        self._next_try: dict[tuple[str, str, str], float] = {}
         self.on_attempt = None  # metrics hook: f(webhook_name, ok: bool)
 
     def notify(self) -> None:
@@ -144,7 +147,7 @@ class Deliverer:
 
     def workers(self) -> set[str]:
         """Names of the webhooks that have a running worker."""
-        return {name for name, (task, _) in self._workers.items() if not task.done()}
+        return {ident[0] for ident, (task, _) in self._workers.items() if not task.done()}
 
     async def run(self) -> None:
         # No connection-pool limit: a pool shared by all workers would make
@@ -171,31 +174,32 @@ class Deliverer:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     def _reconcile(self, session: aiohttp.ClientSession) -> None:
-        names = {h.name for h in self.store.webhooks()}
-        for name, (task, _) in list(self._workers.items()):
-            if name not in names or task.done():
-                task.cancel()  # removed: its worker ends (a done one is restarted below)
+        current = {(h.name, h.url, h.secret) for h in self.store.webhooks()}
+        for ident, (task, _) in list(self._workers.items()):
+            if ident not in current or task.done():
+                task.cancel()  # removed (or replaced): its worker ends, its request is dropped
                 self._stopping.add(task)
                 task.add_done_callback(self._stopping.discard)
-                del self._workers[name]
-                self._next_try.pop(name, None)
-        for name in sorted(names - self._workers.keys()):
+                del self._workers[ident]
+                self._next_try.pop(ident, None)
+        for ident in sorted(current - self._workers.keys()):
             wake = asyncio.Event()
-            task = asyncio.create_task(self._work(session, name, wake), name=f"webhook {name}")
-            self._workers[name] = (task, wake)
+            task = asyncio.create_task(self._work(session, ident, wake), name=f"webhook {ident[0]}")
+            self._workers[ident] = (task, wake)
 
-    async def _work(self, session: aiohttp.ClientSession, name: str, wake: asyncio.Event) -> None:
+    async def _work(self, session: aiohttp.ClientSession, ident: tuple[str, str, str], wake: asyncio.Event) -> None:
         """One webhook's worker: deliver batches until none is left, then wait."""
+        name = ident[0]
         while True:
             wake.clear()  # before reading: a notify during delivery is not lost
             try:
-                while await self.deliver_one(session, name):
+                while await self.deliver_one(session, name, ident):
                     pass
             except InputError:
                 return  # removed while we were delivering
             except Exception:  # keep delivering: state is in SQLite, the next round retries
                 log.exception("webhook %s: delivery round failed", name)
-            due = self._next_try.get(name)
+            due = self._next_try.get(ident)
             if due is not None:  # backing off: a notify does not cut it short
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 continue
@@ -204,9 +208,15 @@ class Deliverer:
             except asyncio.TimeoutError:
                 pass
 
-    async def deliver_one(self, session: aiohttp.ClientSession, name: str) -> bool:
-        """Try the webhook's next batch once. True if a batch was acknowledged."""
+    async def deliver_one(self, session: aiohttp.ClientSession, name: str,
+                          ident: tuple[str, str, str] | None = None) -> bool:
+        """Try the webhook's next batch once. True if a batch was acknowledged.
+        With ``ident`` (name, url, secret), only while the webhook is still that
+        receiver (``InputError`` once it was removed or replaced)."""
         hook = self.store.webhook(name)
+        if ident is not None and (hook.name, hook.url, hook.secret) != ident:
+            raise InputError(f"webhook {name!r} was replaced")
+        ident = (hook.name, hook.url, hook.secret)
         if hook.inflight_last is None:
             changes = read_changes(self.mirror, hook.cursor, self.batch, hook.feed)
             if not changes:
@@ -225,12 +235,12 @@ class Deliverer:
         if self.on_attempt:
             self.on_attempt(name, ok)
         if ok:
-            self.store.delivered(name, hook.inflight_last, len(changes), status)
-            self._next_try.pop(name, None)
+            self.store.delivered(name, hook.inflight_last, len(changes), status, hook.url)
+            self._next_try.pop(ident, None)
             return True
-        self.store.failed(name, status, error)
+        self.store.failed(name, status, error, hook.url)
         wait = backoff(hook.attempts, self.retry_base, self.retry_cap)
-        self._next_try[name] = time.monotonic() + wait
+        self._next_try[ident] = time.monotonic() + wait
         log.warning("webhook %s: delivery of seq %s-%s failed (%s); retry in %.1fs",
                     name, hook.inflight_first, hook.inflight_last, error, wait)
         return False
@@ -299,15 +309,21 @@ async def get_changes(request: web.Request) -> web.Response:
 
 
 def _consumer_scope(request: web.Request) -> frozenset[str] | None:
-    """The feeds of the consumer named in the path, which the caller's token
-    must cover (else 403): a token scoped to other feeds may neither read
-    nor move this consumer's cursor."""
+    """The feeds of the consumer named in the path, which must be exactly the
+    caller's token's (else 403): a token scoped to other feeds may neither
+    read nor move this consumer's cursor, and a wider one is not silently
+    narrowed to it."""
     name = request.match_info["name"]
-    scope = request.app[STREAM]["store"].claim(name, scope_of(request))
-    if not covers(scope_of(request), scope):
-        raise ForbiddenError(f"consumer {name!r} belongs to a token scoped to "
-                             f"{'every feed' if scope is None else ', '.join(sorted(scope))}; "
-                             "this token does not cover it")
+    mine = scope_of(request)
+    scope = request.app[STREAM]["store"].claim(name, mine)
+    # The same scope, not merely a covering one: a consumer claimed by a
+    # narrower token would otherwise silently narrow a wider caller's stream
+    # (and its acks would skip the other feeds' changes, withdrawals included).
+    if mine != scope:
+        def feeds(s):
+            return "every feed" if s is None else ", ".join(sorted(s))
+        raise ForbiddenError(f"consumer {name!r} belongs to a token scoped to {feeds(scope)}; this token is "
+                             f"scoped to {feeds(mine)}: use a consumer name of its own")
     return scope
 
 

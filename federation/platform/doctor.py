@@ -189,14 +189,18 @@ def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now
         pass
     except FederationError as e:
         return f"{e.kind}: {e}"
-    times = [log_timestamp(raw, keys, now, follow.max_age).time]
     if trust is not None:
-        from federation.core.trustfile import parse_trust, quorum_cosignatures
+        # As sync: under a trust file only the witness quorum vouches for
+        # freshness, within the trust file's window as well as the feed's.
+        from federation.core.trustfile import check_cosignatures, parse_trust
         try:
-            times.append(quorum_cosignatures(parse_trust(trust), raw, now).quorum_time)
+            check_cosignatures(parse_trust(trust, strict=False), raw, now, f"{follow.origin} checkpoint")
         except FederationError as e:
             return f"{e.kind}: {e}"
-    stamped = max((t for t in times if t is not None), default=None)
+        from federation.core.trustfile import quorum_cosignatures
+        stamped = quorum_cosignatures(parse_trust(trust, strict=False), raw, now).quorum_time
+    else:
+        stamped = log_timestamp(raw, keys, now, follow.max_age).time
     age = None if stamped is None else now - stamped
     if age is None or age > follow.max_age:
         return (f"stale: its newest timestamp is {describe_age(age)}, over the feed's maximum age of "

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS follows (
     base_compact BLOB,                     -- compact range at base_size
     max_age INTEGER NOT NULL DEFAULT 86400,  -- seconds a lookup may trust fresh_time (follow --max-age)
     fresh_time INTEGER,                    -- newest verified time the applied tree was current
-    sync_failed TEXT                       -- kind of the error that failed the last sync, NULL if it succeeded
+    sync_failed TEXT,                      -- kind of the error that failed the last sync, NULL if it succeeded
+    witnessed INTEGER NOT NULL DEFAULT 0   -- 1: followed under a trust file: only a witness quorum vouches freshness
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,6 +130,7 @@ class Follow:
     max_age: int = DEFAULT_MAX_AGE
     fresh_time: int | None = None
     sync_failed: str | None = None
+    witnessed: int = 0  # under a trust file: fresh_time comes from witness quorums only
 
     def verified(self) -> Checkpoint | None:
         if self.verified_checkpoint is None:
@@ -271,12 +273,21 @@ def has_changes(conn: sqlite3.Connection, feed_id: int, version: int) -> bool:
                         (feed_id, version)).fetchone() is not None
 
 
-def set_trusted_keys(conn: sqlite3.Connection, name: str, origin: str, vkeys: list[str]) -> None:
+def set_trusted_keys(conn: sqlite3.Connection, name: str, origin: str, vkeys: list[str],
+                     window: tuple[int, int] | None = None) -> None:
     """Replace followed feed ``name``'s trusted log keys, inside the caller's
     write transaction: a trust rotation step (``trust.rotation``) stores the
-    new trust version and these keys together, or neither."""
+    new trust version and these keys together, or neither.
+
+    ``window`` (old, new ``max_staleness_seconds``): the feed's maximum age
+    follows the trust file -- it becomes the new window if it was the old
+    one (the default under a trust file), else the shorter of the two, so a
+    rotation that shortens the window reaches lookups at once."""
     _require_txn(conn)
-    cur = conn.execute("UPDATE follows SET vkeys=? WHERE name=? AND origin=?", ("\n".join(vkeys), name, origin))
+    old, new = window if window is not None else (None, None)
+    cur = conn.execute("UPDATE follows SET vkeys=?, max_age=CASE WHEN ? IS NULL THEN max_age WHEN max_age=? THEN ?"
+                       " ELSE min(max_age, ?) END WHERE name=? AND origin=?",
+                       ("\n".join(vkeys), new, old, new, new, name, origin))
     if cur.rowcount != 1:
         raise StorageError(f"no followed feed {name} with origin {origin}")
 
@@ -328,7 +339,7 @@ class Mirror(Store):
         added = False
         for column, decl in (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
                              ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
-                             ("sync_failed", "TEXT")):
+                             ("sync_failed", "TEXT"), ("witnessed", "INTEGER NOT NULL DEFAULT 0")):
             if column not in have:
                 self.conn.execute(f"ALTER TABLE follows ADD COLUMN {column} {decl}")
                 added = added or column == "fresh_time"
@@ -341,9 +352,11 @@ class Mirror(Store):
     # ---- follows ---------------------------------------------------------------
 
     def follow(self, name: str, origin: str, vkeys: list[str], urls: list[str],
-               max_age: int = DEFAULT_MAX_AGE) -> Follow:
+               max_age: int = DEFAULT_MAX_AGE, witnessed: bool = False) -> Follow:
         """Start following a feed. ``max_age``: seconds after the newest
-        verified timestamp that lookups still trust the feed (``freshness``)."""
+        verified timestamp that lookups still trust the feed (``freshness``).
+        ``witnessed`` (a feed followed under a trust file): only a witness
+        quorum's time counts as that timestamp, never the log's own word."""
         check_feed_name(name)
         for v in vkeys:
             parse_vkey(v)  # InputError on a bad key
@@ -354,9 +367,10 @@ class Mirror(Store):
         with write_txn(self.conn):
             try:
                 self.conn.execute(
-                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest, max_age) VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest, max_age, witnessed)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
                     (name, origin, "\n".join(vkeys), "\n".join(urls), CompactRange().to_bytes(), LtHash16().digest(),
-                     max_age),
+                     max_age, int(witnessed)),
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"already following a feed named {name!r} or with origin {origin!r}") from None
@@ -396,6 +410,11 @@ class Mirror(Store):
         when the sync as a whole failed (None: it succeeded)."""
         self.conn.execute("UPDATE follows SET last_sync=?, last_error=?, sync_failed=? WHERE name=?",
                           (int(time.time()), error, failed, name))
+
+    def mark_witnessed(self, name: str) -> None:
+        """From now on only witness quorums vouch for ``name``'s freshness
+        (a feed followed under a trust file; older mirrors learn it here)."""
+        self.conn.execute("UPDATE follows SET witnessed=1 WHERE name=? AND witnessed=0", (name,))
 
     def record_freshness(self, name: str, size: int, when: int | None) -> None:
         """The tree of ``size`` was verified current at ``when``: move
@@ -500,8 +519,9 @@ class Mirror(Store):
                 (f.id, v.seal.version, v.end, v.seal.time, count, now),
             )
             # The seal's time is signed (it is in the log): at that time this
-            # version was the feed's newest, so the applied tree was current.
-            sealed = usable_time(v.seal.time, now, f.max_age) or 0
+            # version was the feed's newest, so the applied tree was current --
+            # the log's word, which a feed under a trust file does not take.
+            sealed = 0 if f.witnessed else usable_time(v.seal.time, now, f.max_age) or 0
             cur = self.conn.execute(
                 "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
                 " count=?, digest=?, updated=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
@@ -536,7 +556,8 @@ class Mirror(Store):
         self.conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
                           (f.id, seal.version, size, seal.time, count, int(time.time())))
         now = int(time.time())
-        sealed = usable_time(seal.time, now, f.max_age) or 0  # the seal's signed time (freshness)
+        # The seal's signed time (freshness), unless only witnesses vouch for this feed.
+        sealed = 0 if f.witnessed else usable_time(seal.time, now, f.max_age) or 0
         cur = self.conn.execute(
             "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
             " count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time=max(coalesce(fresh_time, 0), ?)"

@@ -158,16 +158,19 @@ class PlatformStore:
         self.conn.execute("UPDATE webhooks SET inflight_first=?, inflight_last=?, attempts=0 WHERE name=?"
                           " AND inflight_last IS NULL", (first, last, name))
 
-    def delivered(self, name: str, last: int, n: int, status: int) -> None:
+    def delivered(self, name: str, last: int, n: int, status: int, url: str) -> None:
         # Cursor and batch move together, and only forward: a crash before this
-        # line re-delivers the same batch with the same idempotency key.
+        # line re-delivers the same batch with the same idempotency key. The URL
+        # must still be the one delivered to: a webhook removed and added again
+        # under its name meanwhile is another receiver.
         self.conn.execute("UPDATE webhooks SET cursor=max(cursor, ?), inflight_first=NULL, inflight_last=NULL,"
                           " attempts=0, last_status=?, last_error=NULL, delivered=delivered+? WHERE name=?"
-                          " AND inflight_last=?", (last, status, n, name, last))
+                          " AND inflight_last=? AND url=?", (last, status, n, name, last, url))
 
-    def failed(self, name: str, status: int | None, error: str) -> None:
-        self.conn.execute("UPDATE webhooks SET attempts=attempts+1, last_status=?, last_error=? WHERE name=?",
-                          (status, error[:500], name))
+    def failed(self, name: str, status: int | None, error: str, url: str) -> None:
+        """Book a failed attempt on webhook ``name``, if it still delivers to ``url``."""
+        self.conn.execute("UPDATE webhooks SET attempts=attempts+1, last_status=?, last_error=? WHERE name=?"
+                          " AND url=?", (status, error[:500], name, url))
 
 
 def webhook_cursors(conn: sqlite3.Connection) -> list[tuple[str, int]]:

@@ -60,7 +60,7 @@ class TrustChain:
         if row is None:
             return None
         try:
-            return parse_trust(row[0])
+            return parse_trust(row[0], strict=False)  # accepted earlier, under the rules of its time
         except Exception as e:  # our own store: any failure is local corruption
             raise StorageError(f"stored trust file of feed {self.feed} is unreadable: {e}") from None
 

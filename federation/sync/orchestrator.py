@@ -104,6 +104,9 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     # checkpoint must be reported stale, not "up to date".
     signed = acc.open_checkpoint(await fetcher.get("checkpoint", MAX_NOTE_BYTES))
     fresh = policy.check(signed) if policy is not None else None
+    if policy is not None and not f.witnessed:
+        await asyncio.to_thread(mirror.mark_witnessed, name)  # a mirror made before the flag existed
+        f = mirror.get(name)
     now = int(time.time())
     stamped = _note_time(signed.raw, acc.keys, f, fresh, now)
     try:
@@ -113,7 +116,7 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
         # witnesses refresh them while nothing changes): serve the newer
         # note, or a relay's followers would see the feed frozen.
         cp = signed.checkpoint
-        if signed.raw != f.checkpoint and _fresher(signed.raw, stamped, f, acc.keys, policy, fresh, now):
+        if signed.raw != f.checkpoint and _fresher(signed.raw, f, acc.keys, policy, fresh, now):
             await asyncio.to_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
         await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, now)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
@@ -194,29 +197,52 @@ async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progr
 
 
 def _note_time(note: bytes, keys, f: Follow, fresh, now: int) -> int | None:
-    """The newest verified time on a checkpoint note: the log's own timestamp
-    and, under a trust file, the witness quorum's (``fresh``)."""
+    """The newest verified time on a checkpoint note that vouches for the
+    feed's freshness: under a trust file, the witness quorum's (``fresh``)
+    alone -- the log's own word must not keep a feed fresh longer than its
+    witnesses allow -- else the log's own timestamp."""
+    if fresh is not None:
+        return fresh.quorum_time
     stamp = log_timestamp(note, keys, now, f.max_age)
     for why in stamp.ignored:
         log.warning("feed %s: ignored a log timestamp line: %s", f.name, why)
-    times = [t for t in (stamp.time, fresh.quorum_time if fresh is not None else None) if t is not None]
-    return max(times) if times else None
+    return stamp.time
 
 
-def _fresher(note: bytes, stamped: int | None, f: Follow, keys, policy, fresh, now: int) -> bool:
-    """Whether ``note`` (verified, same tree as the served one) is worth
-    serving in place of the served note: a newer timestamp, and no fewer
-    signature lines (a refresh replaces lines; an upstream that strips the
-    witnesses' ones must not make a relay pass that on)."""
+def _cosigner_times(note: bytes, origin: str) -> dict[tuple[str, int], int]:
+    """The timestamps of a note's cosignature lines other than the log's own
+    (unverified: a relay without a trust file cannot check them)."""
+    return {(s.name, s.key_id): int.from_bytes(s.signature[:8], "big")
+            for s in parse_note(note).signatures if s.name != origin and len(s.signature) == 72}
+
+
+def _fresher(note: bytes, f: Follow, keys, policy, fresh, now: int) -> bool:
+    """Whether ``note`` (verified, the same tree as the served note) should
+    be served in its place, so a relay's followers see refreshes.
+
+    Under a trust file the witness quorum decides: a newer quorum time, or
+    the same one with a newer log timestamp (never an older quorum, so an
+    upstream cannot pass off an old round's witness lines with a new log
+    timestamp). Without one, the relay cannot check witness lines: it takes
+    a newer log timestamp provided no cosigner that both notes carry is
+    older in the new one. Lines the new note lacks (a witness removed, or
+    stripped by an upstream) are not required: followers that need them
+    must find them elsewhere (a relay serving followers under a trust file
+    should follow under it too, docs/distribution.md).
+    """
     old = f.checkpoint
     if old is None:
         return True
-    if len(parse_note(note).signatures) < len(parse_note(old).signatures):
-        return False
-    old_time = log_timestamp(old, keys, now, f.max_age).time
-    if stamped is not None and (old_time is None or stamped > old_time):
-        return True
-    return fresh is not None and policy.fresher(fresh, old)
+    new_log = log_timestamp(note, keys, now, f.max_age).time
+    old_log = log_timestamp(old, keys, now, f.max_age).time
+    newer_log = new_log is not None and (old_log is None or new_log > old_log)
+    if fresh is not None:
+        old_quorum = policy.quorum_time(old)
+        if old_quorum is None or fresh.quorum_time > old_quorum:
+            return True
+        return fresh.quorum_time == old_quorum and newer_log
+    new_times, old_times = _cosigner_times(note, f.origin), _cosigner_times(old, f.origin)
+    return newer_log and all(new_times[k] >= t for k, t in old_times.items() if k in new_times)
 
 
 def _check_fresh(mirror: Mirror, name: str, size: int, stamped: int | None, now: int) -> None:

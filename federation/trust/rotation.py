@@ -110,7 +110,7 @@ def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_
     check_feed_name(name)  # before the trust row: nothing is written for a bad name
     TrustChain(mirror.conn, name).start(trust)
     return mirror.follow(name, trust.origin, [k.vkey for k in trust.log_keys], urls,
-                         trust.max_staleness if max_age is None else max_age)
+                         trust.max_staleness if max_age is None else max_age, witnessed=True)
 
 
 @dataclass
@@ -148,14 +148,16 @@ class TrustPolicy:
             n = current.version + 1
             data = raw if n == latest.version else await fetcher.get(f"trust/{n}", MAX_TRUST_BYTES)
             nxt = verify_successor(current, data)
-            await asyncio.to_thread(self.chain.append, nxt, self._keys_of(nxt))
+            await asyncio.to_thread(self.chain.append, nxt, self._keys_of(nxt, current))
             current = nxt
         return current
 
-    def _keys_of(self, trust: TrustFile) -> Callable[[sqlite3.Connection], None]:
-        """The mirror's write of ``trust``'s log keys, for the rotation step's transaction."""
+    def _keys_of(self, trust: TrustFile, before: TrustFile) -> Callable[[sqlite3.Connection], None]:
+        """The mirror's write of ``trust``'s log keys and staleness window, for
+        the rotation step's transaction."""
         keys = [k.vkey for k in trust.log_keys]
-        return lambda conn: set_trusted_keys(conn, self.chain.feed, trust.origin, keys)
+        window = (before.max_staleness, trust.max_staleness)
+        return lambda conn: set_trusted_keys(conn, self.chain.feed, trust.origin, keys, window)
 
     def check(self, signed: SignedCheckpoint) -> Freshness:
         """The checkpoint's witness quorum and freshness (``check_cosignatures``).
@@ -176,16 +178,16 @@ class TrustPolicy:
         return fresh
 
 
-    def fresher(self, candidate: Freshness, note: bytes | None) -> bool:
-        """Whether ``candidate`` (a checked note's freshness) has a newer
-        quorum time than ``note`` (a stored one; None or unverifiable: yes)."""
+    def quorum_time(self, note: bytes | None) -> int | None:
+        """The witness quorum time of a stored note under the current trust
+        version, however old; None when there is none it would count."""
         trust = self.chain.current()
         if note is None or trust is None:
-            return True
+            return None
         try:
-            return candidate.quorum_time > quorum_cosignatures(trust, note, self.now()).quorum_time
+            return quorum_cosignatures(trust, note, self.now()).quorum_time
         except FederationError:
-            return True
+            return None
 
 
 def policy_for(mirror, name: str) -> TrustPolicy | None:
