@@ -47,8 +47,6 @@ async def get(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
 # ---- 3. members-only feeds never leak -------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: members-only responses say Cache-Control: public, so a shared "
-                                       "cache (CDN, proxy) may store a member's answer and serve it to anyone")
 async def test_members_only_answers_are_never_marked_cacheable_by_shared_caches(tmp_path):
     """RFC 9111 3.5: a shared cache must not reuse an answer to a request with
     Authorization -- unless the answer says ``public``. Every answer of a
