@@ -199,8 +199,6 @@ async def test_doctor_fails_an_upstream_whose_witness_quorum_sync_calls_stale(wo
     assert not [c for c in upstream if c.status == OK]
 
 
-@pytest.mark.xfail(strict=True, reason="review: migrating a mirror.db made before fail-closed lookups ignores its "
-                                       "last_error, so a feed whose last sync found a fork answers lookups again")
 async def test_an_old_mirror_whose_last_sync_found_a_fork_stays_closed_after_the_upgrade(tmp_path):
     from federation.store.mirror import Mirror
     from federation.net.server import PublisherSource, create_app

@@ -287,6 +287,9 @@ def _require_txn(conn: sqlite3.Connection) -> None:
 
 
 MAX_MAX_AGE = 366 * 86400
+# The kinds a failed sync records (``FederationError.kind`` of what it raised).
+RECORDED_KINDS = frozenset({"verification", "signature", "rollback", "fork", "digest", "malformed", "stale",
+                            "transport", "storage", "input", "internal", "unavailable"})
 
 
 def check_max_age(max_age) -> int:
@@ -322,18 +325,38 @@ class Mirror(Store):
         return cls(path)
 
     def _migrate(self) -> None:
-        """Columns added after a database may have been created. A mirror that
-        predates freshness starts from its last applied seal's time."""
-        have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
-        added = False
-        for column, decl in (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
-                             ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
-                             ("sync_failed", "TEXT")):
-            if column not in have:
+        """Columns added after a database may have been created, in one write
+        transaction (checked again inside it: two processes opening an old
+        database at once must not both add a column).
+
+        A mirror that predates freshness starts from its last applied seal's
+        time. One that predates ``sync_failed`` recorded a failed sync as
+        ``"<kind>: <message>"`` in ``last_error`` (and cleared it on success),
+        so that kind becomes ``sync_failed``: a feed whose last sync found a
+        fork stays closed across the upgrade (``readiness``).
+        """
+        columns = (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
+                   ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
+                   ("sync_failed", "TEXT"))
+
+        def missing() -> list[tuple[str, str]]:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
+            return [(c, decl) for c, decl in columns if c not in have]
+        if not missing():
+            return
+        with write_txn(self.conn):
+            added = {c for c, _ in missing()}
+            for column, decl in missing():
                 self.conn.execute(f"ALTER TABLE follows ADD COLUMN {column} {decl}")
-                added = added or column == "fresh_time"
-        if added:
-            self.conn.execute("UPDATE follows SET fresh_time=(SELECT max(v.time) FROM versions v WHERE v.feed=follows.id)")
+            if "fresh_time" in added:
+                self.conn.execute("UPDATE follows SET fresh_time=(SELECT max(v.time) FROM versions v "
+                                  "WHERE v.feed=follows.id)")
+            if "sync_failed" in added:
+                for fid, error in self.conn.execute("SELECT id, last_error FROM follows "
+                                                    "WHERE last_error IS NOT NULL").fetchall():
+                    kind = error.partition(":")[0]
+                    if kind in RECORDED_KINDS:
+                        self.conn.execute("UPDATE follows SET sync_failed=? WHERE id=?", (kind, fid))
 
     def close(self) -> None:
         self.conn.close()
