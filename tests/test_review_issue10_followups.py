@@ -1,0 +1,98 @@
+"""Follow-ups to the review of issue 10 (tests/test_review_issue10.py): the
+cases next to each finding that its own test does not cover, and the
+review's un-numbered findings.
+
+Real parts throughout: publishers with keys generated here, aiohttp servers
+on 127.0.0.1, SQLite files under tmp_path, and the CLI as a user runs it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from dist_fixtures import BOUND, Servers, bounded, make_feed
+from federation.core.note import Signer
+from federation.node.home import Home
+from federation.trust.cosign import Cosigner
+from trust_fixtures import trust_bytes
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cli(home: Path, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FEDERATION_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "federation", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+async def get(url: str, token: str | None = None) -> tuple[int, dict, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND)) as s:
+        async with s.get(url, headers=headers) as r:
+            return r.status, dict(r.headers), await r.read()
+
+
+# ---- finding 1: caching ---------------------------------------------------------------
+
+
+async def test_public_feeds_keep_public_caching_behind_access_control(tmp_path):
+    """The other half of finding 1: only members-only answers become
+    ``private``; a public feed's stay ``public`` (CDNs may cache them), with
+    or without a token on the request."""
+    from federation.net.server import CHECKPOINT_CACHE, IMMUTABLE_CACHE
+    from federation.node.config import build_publisher_app
+    from federation.store.tokens import TokenStore
+    home = Home(tmp_path / "clearinghouse")
+    tid = make_feed(home.publisher_db, "tid", access="public")
+    tid.publish_version()
+    store = TokenStore(home.auth_db)
+    _, token = store.issue("platform-a", "member", ["tid"])
+    store.close()
+    servers = Servers()
+    try:
+        url = await servers.start(build_publisher_app(home)) + "/feeds/tid/"
+        for who in (None, token):
+            status, headers, _ = await get(url + "checkpoint", who)
+            assert status == 200 and headers["Cache-Control"] == CHECKPOINT_CACHE
+            status, headers, _ = await get(url + "tile/0/000.p/6", who)
+            assert status == 200 and headers["Cache-Control"] == IMMUTABLE_CACHE
+    finally:
+        await servers.close()
+        tid.pub.close()
+
+
+# ---- finding 4: a node config's trust file -------------------------------------------------
+
+
+async def test_a_trust_file_added_to_a_followed_feeds_config_puts_it_under_the_file(tmp_path):
+    """A feed a node followed with vkeys alone, whose config then gains a
+    trust file: from the next start it syncs under the file's policy (before:
+    the existing follow kept syncing without any quorum)."""
+    from federation.node.config import parse_config, prepare_mirror
+    from federation.store.mirror import Mirror
+    from federation.trust.rotation import policy_for
+    feed = make_feed(tmp_path / "pub.db", "tid", access="public")
+    roots = [Signer.generate("clearinghouse.example/trust/root")]
+    trust = tmp_path / "tid.trust"
+    trust.write_bytes(trust_bytes([feed.signer], [Cosigner.generate("w.example")], roots, roots, quorum=1,
+                                  threshold=1, max_staleness=3600, origin=feed.origin))
+    home = Home(tmp_path / "platform")
+    url = "http://127.0.0.1:9/feeds/tid/"
+    plain = f'[[follow]]\nname = "tid"\norigin = "{feed.origin}"\nvkeys = ["{feed.signer.vkey}"]\nurls = ["{url}"]\n'
+    prepare_mirror(home, parse_config(plain))
+    m = Mirror(home.mirror_db)
+    assert policy_for(m, "tid") is None
+    m.close()
+    prepare_mirror(home, parse_config(plain + f'trust = "{trust}"\n'))
+    m = Mirror(home.mirror_db)
+    try:
+        assert policy_for(m, "tid") is not None, "the config's trust file is not in force"
+        assert list(m.get("tid").vkeys) == [feed.signer.vkey]
+    finally:
+        m.close()
+        feed.pub.close()
