@@ -85,8 +85,6 @@ async def test_members_only_answers_are_never_marked_cacheable_by_shared_caches(
 # ---- 4. hostile input never kills a follower ------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="review: TOML dotted keys are not bounded before parsing; tomllib is "
-                                       "quadratic in them (32 KiB trust/latest: ~1 GiB and ~2 s in the event loop)")
 def test_a_trust_file_of_deeply_dotted_keys_is_refused_before_tomllib_builds_it():
     """A hostile relay serves ``trust/latest`` as ``a.a.a....=1`` under an
     unknown key's signature line. Bounded before parsing (issue 10, section
