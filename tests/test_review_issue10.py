@@ -348,9 +348,6 @@ async def test_a_node_follow_with_vkeys_and_a_trust_file_keeps_the_trust_files_g
         feed.pub.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review: a snapshot download is bounded only by the unsigned index's "
-                                       "'bytes' (up to 16 GiB), not by what the signed tree size allows: a hostile "
-                                       "relay fills the mirror's disk before the sha256 is checked")
 async def test_a_snapshot_download_is_bounded_by_the_signed_tree_not_the_unsigned_index(tmp_path):
     from aiohttp import web
     from federation.store.mirror import Mirror
@@ -401,9 +398,6 @@ async def test_a_snapshot_download_is_bounded_by_the_signed_tree_not_the_unsigne
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason="review: the snapshot download has no overall deadline (total=None, "
-                                       "sock_read=60): a relay dripping a byte a second holds a fresh follower "
-                                       "forever and its honest second upstream is never tried")
 async def test_a_relay_dripping_a_snapshot_cannot_hold_a_fresh_follower_forever(tmp_path):
     from aiohttp import web
     from federation.store.mirror import Mirror
