@@ -450,9 +450,6 @@ async def test_a_relay_dripping_a_snapshot_cannot_hold_a_fresh_follower_forever(
         feed.pub.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'feed refresh' (and serve) only use HOME/private/NAME.key and have "
-                                       "no --key: a feed whose key is elsewhere (feed create --key, or the new "
-                                       "key of the documented rotate-key flow) cannot be refreshed and goes stale")
 @pytest.mark.parametrize("where", ["created-with-key-elsewhere", "after-rotate-key"])
 def test_a_feed_whose_key_is_not_home_private_name_key_can_be_refreshed(tmp_path, where):
     from federation.core.freshness import log_timestamp

@@ -96,3 +96,23 @@ async def test_a_trust_file_added_to_a_followed_feeds_config_puts_it_under_the_f
     finally:
         m.close()
         feed.pub.close()
+
+
+# ---- finding 10: the key a feed is signed with ----------------------------------------------
+
+
+def test_serve_export_and_doctor_find_a_feeds_key_wherever_it_was_created(tmp_path):
+    """``serve``, ``serve --config`` and ``export --watch`` load their
+    refresh keys through ``load_refresh_signers``; ``doctor`` checks the same
+    file. A feed created with ``--key`` elsewhere is found by all of them."""
+    from federation.node.refresh import load_refresh_signers
+    home = tmp_path / "clearinghouse"
+    key = tmp_path / "offline" / "tid.key"
+    assert cli(home, "feed", "create", "tid", "--key", str(key), "--access", "public").returncode == 0
+    batch = tmp_path / "b.csv"
+    batch.write_text(f"op,type,hash,case\nadd,md5,{'ab' * 16},c-1\n")
+    assert cli(home, "publish", "tid", str(batch)).returncode == 0  # no --key: the recorded one
+    signers, missing = load_refresh_signers(Home(home), ["tid"])
+    assert not missing and list(signers) == ["tid"], missing
+    doctor = cli(home, "doctor", "--no-network")
+    assert f"OK   feed tid key: {key}" in doctor.stdout, doctor.stdout

@@ -237,8 +237,9 @@ def audit(home: Home, feed, limit):
 @click.option("--watch", is_flag=True, help="Keep exporting whenever the database changes.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between checks with --watch.")
 @click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
-              help="With --watch, for published feeds whose key is in HOME/private: re-stamp the checkpoint "
-                   "this often so mirrors of the static copy see the feed is alive; 0 turns it off.")
+              help="With --watch, for published feeds whose key file is here (recorded with the feed, else "
+                   "HOME/private/NAME.key): re-stamp the checkpoint this often so mirrors of the static copy "
+                   "see the feed is alive; 0 turns it off.")
 @click.pass_obj
 def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval,
            refresh_interval=REFRESH_INTERVAL):

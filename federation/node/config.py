@@ -67,7 +67,7 @@ class PublishedFeed:
     name: str
     access: str | None = None  # None: as stored with the feed; may narrow it, never widen (federation.access)
     api: bool = True
-    key: Path | None = None  # default HOME/private/NAME.key
+    key: Path | None = None  # default: the feed's recorded key file, else HOME/private/NAME.key (Home.feed_key)
 
 
 @dataclass(frozen=True)
@@ -297,8 +297,12 @@ def _trust_file(f: FollowedFeed):
 
 
 def load_signers(home: Home, cfg: NodeConfig) -> dict:
+    """The publishing API's signers: each feed's ``key``, else the key file the
+    feed is signed with (``Home.feed_key``)."""
     from federation.node.keys import load_signer
-    return {p.name: load_signer(p.key or home.key_path(p.name)) for p in cfg.publish if p.api}
+    from federation.node.refresh import recorded_key_files
+    recorded = recorded_key_files(home)
+    return {p.name: load_signer(p.key or home.feed_key(p.name, recorded.get(p.name))) for p in cfg.publish if p.api}
 
 
 def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=None) -> web.Application:

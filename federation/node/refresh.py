@@ -11,9 +11,11 @@ note; a concurrent publish or cosigning round wins and is stamped anyway):
   ``REFRESH_INTERVAL`` seconds for each published feed whose key it holds;
 * ``federation export --watch`` -- before each export round that is due.
 
-A feed whose key is not on this machine is reported, not refreshed: its
-mirrors go stale after their maximum age unless a refresh runs where the key
-is.
+Each feed is stamped with the key file it is signed with (``Home.feed_key``:
+the one ``feed create --key`` or ``feed rotate-key`` recorded, else
+``HOME/private/NAME.key``). A feed whose key is not on this machine is
+reported, not refreshed: its mirrors go stale after their maximum age unless
+a refresh runs where the key is (``feed refresh --key``).
 """
 from __future__ import annotations
 
@@ -37,16 +39,36 @@ class Refreshed:
 
 
 def load_refresh_signers(home: Home, names: list[str], keys: dict[str, Path] | None = None) -> tuple[dict, list]:
-    """({name: Signer} for the feeds whose key file loads, [Refreshed] for those whose does not)."""
+    """({name: Signer} for the feeds whose key file loads, [Refreshed] for those whose does not).
+
+    Each feed's key file: ``keys[name]`` if given (a node config's ``key``,
+    ``feed refresh --key``), else the one the feed is signed with as the home
+    records it (``Home.feed_key``: ``feed create --key`` and ``feed
+    rotate-key`` record theirs; ``HOME/private/NAME.key`` otherwise).
+    """
     from federation.node.keys import load_signer
+    recorded = recorded_key_files(home)
     signers, missing = {}, []
     for name in names:
-        path = (keys or {}).get(name) or home.key_path(name)
+        path = (keys or {}).get(name) or home.feed_key(name, recorded.get(name))
         try:
             signers[name] = load_signer(path)
         except FederationError as e:
             missing.append(Refreshed(name, None, f"no usable key: {e}"))
     return signers, missing
+
+
+def recorded_key_files(home: Home) -> dict[str, str | None]:
+    """Feed name -> its recorded key file, read only (none without a publisher database)."""
+    from federation.store.db import connect
+    from federation.store.publisher import feed_key_files
+    if not home.publisher_db.exists():
+        return {}
+    conn = connect(home.publisher_db, readonly=True)
+    try:
+        return feed_key_files(conn)
+    finally:
+        conn.close()
 
 
 def refresh_feeds(publisher, signers: dict, now: int | None = None) -> list[Refreshed]:

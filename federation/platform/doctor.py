@@ -5,7 +5,8 @@ Checks, each reported as ok / warn / fail with what to do:
 * the home directory exists and is not writable by others;
 * ``private/`` is mode 0700 and every key file in it is 0600 (only the
   mode is read: key contents are the business of ``federation.keys``);
-  every published feed has its key file;
+  every published feed has its key file (``Home.feed_key``: the recorded
+  one, else ``private/NAME.key``);
 * ``publisher.db``, ``mirror.db`` and ``platform.db`` open; ``platform.db``
   holds webhook secrets, so it must not be readable by others;
 * trust: every followed feed's vkeys parse and are named after its origin;
@@ -57,7 +58,7 @@ from federation.net.fetcher import Fetcher
 from federation.core.freshness import describe_age, log_timestamp
 from federation.node.home import Home
 from federation.store.mirror import Follow, read_follows
-from federation.store.publisher import feed_keys, feed_names
+from federation.store.publisher import feed_key_files, feed_keys
 from federation.store.trust_chain import newest_trust_files
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.readiness import assess
@@ -114,12 +115,12 @@ def check_files(home: Home) -> list[Check]:
     if home.publisher_db.exists():
         conn = connect(home.publisher_db, readonly=True)
         try:
-            feeds = feed_names(conn)
+            feeds = feed_key_files(conn)
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
-            feeds = []
+            feeds = {}
         conn.close()
-        for feed in feeds:
-            kp = home.key_path(feed)
+        for feed, recorded in sorted(feeds.items()):
+            kp = home.feed_key(feed, recorded)
             out.append(Check(OK if kp.exists() else WARN, f"feed {feed} key",
                              str(kp) if kp.exists() else f"{kp} missing: publishing {feed} needs --key"))
     return out
@@ -256,10 +257,11 @@ def _key_mode(path: Path, what: str) -> Check | None:
 def check_published(cfg, home: Home) -> list[Check]:
     from federation.node.keys import load_signer
     feeds: dict[str, str] = {}  # name -> vkey of the feed in publisher.db
+    recorded: dict[str, str | None] = {}  # name -> its recorded key file
     if cfg.publish and home.publisher_db.exists():
         conn = connect(home.publisher_db, readonly=True)
         try:
-            feeds = feed_keys(conn)
+            feeds, recorded = feed_keys(conn), feed_key_files(conn)
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = {}
         finally:
@@ -270,7 +272,7 @@ def check_published(cfg, home: Home) -> list[Check]:
         if p.name not in feeds:
             out.append(Check(FAIL, what, f"not a feed of {home.publisher_db}: create it with "
                                          f"'federation feed create {p.name} --origin ...'"))
-        path = p.key or home.key_path(p.name)
+        path = p.key or home.feed_key(p.name, recorded.get(p.name))
         if not path.exists():
             # The node loads keys only for feeds with the publishing API on.
             out.append(Check(FAIL if p.api else WARN, what + " key",
