@@ -245,8 +245,6 @@ def _limit_file_size():
     resource.setrlimit(resource.RLIMIT_FSIZE, (48 << 10, 48 << 10))
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'federation export' lets OSError out: a full disk or a bad OUT "
-                                       "path is a Python traceback, not one error line with its kind")
 @pytest.mark.parametrize("where", ["out-under-a-file", "full-disk"])
 def test_export_on_a_full_disk_or_a_bad_directory_is_one_error_line(tmp_path, where):
     home = tmp_path / "clearinghouse"
@@ -524,8 +522,6 @@ async def test_a_mirror_whose_clock_runs_behind_is_told_to_check_its_clock(tmp_p
         feed.pub.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review: export joins OUT with feed names read from the database unchecked; "
-                                       "a database from before names were checked (feed '..') is written outside OUT")
 def test_export_never_writes_outside_out_whatever_names_an_old_database_holds(tmp_path):
     import sqlite3
     home = tmp_path / "clearinghouse"
@@ -544,8 +540,6 @@ def test_export_never_writes_outside_out_whatever_names_an_old_database_holds(tm
     assert not outside, f"export wrote {outside} next to {out}"
 
 
-@pytest.mark.xfail(strict=True, reason="review: export --watch starts its refresh clock at monotonic 0, so with "
-                                       "--refresh-interval above the machine's uptime it does not re-stamp at start")
 def test_export_watch_re_stamps_at_start_whatever_the_machines_uptime(tmp_path):
     from federation.core.freshness import log_timestamp
     from federation.node.keys import load_signer

@@ -250,8 +250,9 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
     removed. Incremental and atomic: run it after each publish, or with
     --watch. A static host has no access control, so members-only feeds are
     left out (named: refused, exit 2) unless --include-members-only. With
-    --watch, published feeds whose key is here are re-stamped every
-    --refresh-interval seconds, so mirrors of the copy do not see them stale.
+    --watch, published feeds whose key is here are re-stamped at start and
+    every --refresh-interval seconds, so mirrors of the copy do not see them
+    stale. A full disk or an unwritable OUT is one error line (exit 4).
 
     \b
     Example:
@@ -272,13 +273,15 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
     db = home.mirror_db if from_mirror else home.publisher_db
     if not db.exists():
         raise InputError(f"{db} does not exist")
+    _check_export_dir(out)
     why = "access unknown without --config, so members-only" if from_mirror and config is None else "members-only"
     reported: set[str] = set()
     refresh_signers: dict | None = None
-    refreshed_at = 0.0
+    refreshed_at: float | None = None  # None: not yet, so the first round re-stamps whatever the uptime
     while True:
         todo, withheld = split_by_access(db, list(names), declared, include_members_only)
-        if watch and not from_mirror and refresh_interval > 0 and time.monotonic() - refreshed_at >= refresh_interval:
+        if watch and not from_mirror and refresh_interval > 0 and (
+                refreshed_at is None or time.monotonic() - refreshed_at >= refresh_interval):
             refresh_signers = _refresh_exported(home, todo, refresh_signers)
             refreshed_at = time.monotonic()
         if names and withheld:
@@ -307,6 +310,16 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
                                  "export are still in the export directory; delete them")
             return
         time.sleep(interval)
+
+
+def _check_export_dir(out: Path) -> None:
+    """``InputError`` if ``out`` cannot be a directory: it, or its nearest
+    existing ancestor, is something else (a regular file)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{out} cannot be the export directory: {existing} is not a directory")
 
 
 def _refresh_exported(home: Home, names: list[str], signers: dict | None) -> dict:
