@@ -225,8 +225,6 @@ async def test_an_old_mirror_whose_last_sync_found_a_fork_stays_closed_after_the
     assert r.returncode == 5 and "fork" in r.stderr, (r.returncode, r.stdout, r.stderr)
 
 
-@pytest.mark.xfail(strict=True, reason="review: 'verify --against' and 'snapshot list' create the home and a "
-                                       "database on a typo'd --home (and exit 2, not 5)")
 @pytest.mark.parametrize("args", [
     ("verify", "tid", "--against", "http://127.0.0.1:9/feeds/tid/"),
     ("snapshot", "list", "tid"),

@@ -116,3 +116,16 @@ def test_serve_export_and_doctor_find_a_feeds_key_wherever_it_was_created(tmp_pa
     assert not missing and list(signers) == ["tid"], missing
     doctor = cli(home, "doctor", "--no-network")
     assert f"OK   feed tid key: {key}" in doctor.stdout, doctor.stdout
+
+
+# ---- finding 12: commands on a typo'd home ------------------------------------------------
+
+
+def test_bootstrap_on_a_missing_home_exits_5_and_creates_nothing(tmp_path):
+    """Next to finding 12's read-only commands: 'bootstrap' of a followed feed
+    on a typo'd --home fails closed like 'sync', instead of creating a home
+    and an empty mirror only to say it follows no such feed."""
+    home = tmp_path / "typo"
+    r = cli(home, "bootstrap", "tid")
+    assert not home.exists(), sorted(p.name for p in home.iterdir())
+    assert r.returncode == 5 and "unavailable" in r.stderr, (r.returncode, r.stderr)

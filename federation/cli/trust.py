@@ -514,10 +514,11 @@ def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str], max
 
 
 def verify_against_command(home: Home, names: list[str], url: str) -> None:
-    """Exit 0 when consistent, 1 on a fork (both notes printed), 3 on transport."""
+    """Exit 0 when consistent, 1 on a fork (both notes printed), 3 on transport,
+    5 when there is no mirror to compare (fail closed)."""
     from federation.sync.gossip import SplitViewError, verify_against
     from federation.store.mirror import Mirror
-    mirror = Mirror(home.mirror_db)
+    mirror = Mirror.existing(home.require().mirror_db)  # read-only: a typo'd --home creates nothing
     names = names or [f.name for f in mirror.all()]
     if len(names) != 1:
         raise InputError("--against compares one feed: name it")
