@@ -576,9 +576,6 @@ def test_export_watch_re_stamps_at_start_whatever_the_machines_uptime(tmp_path):
         proc.wait(timeout=10)
 
 
-@pytest.mark.xfail(strict=True, reason="review: doctor's upstream check counts only the log's timestamp line, not "
-                                       "the applied seal's time that sync counts: a publisher that does not stamp "
-                                       "(docs/PROTOCOL.md before 3a) fails doctor while sync and lookups pass")
 async def test_doctor_accepts_an_upstream_that_sync_accepts_fresh_by_its_seal(tmp_path):
     from federation.platform.doctor import FAIL, run_doctor
     from federation.store.mirror import Mirror

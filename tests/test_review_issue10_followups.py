@@ -129,3 +129,39 @@ def test_bootstrap_on_a_missing_home_exits_5_and_creates_nothing(tmp_path):
     r = cli(home, "bootstrap", "tid")
     assert not home.exists(), sorted(p.name for p in home.iterdir())
     assert r.returncode == 5 and "unavailable" in r.stderr, (r.returncode, r.stderr)
+
+
+# ---- finding 13: doctor's freshness rule is sync's -----------------------------------------
+
+
+async def test_doctor_cannot_tell_the_freshness_of_a_bigger_tree_without_a_timestamp(tmp_path):
+    """An upstream ahead of a stale mirror, whose note carries no timestamp:
+    sync judges it by the seal of its newest version, which doctor does not
+    fetch. Doctor says it cannot tell (warn), rather than calling the
+    upstream stale (sync may well accept it) or fresh (it may be frozen too)."""
+    import time
+    from federation.core.note import Note, parse_note
+    from federation.net.server import PublisherSource, create_app
+    from federation.platform.doctor import WARN, run_doctor
+    from federation.store.mirror import Mirror
+    from federation.sync.orchestrator import sync_once
+    feed = make_feed(tmp_path / "pub.db", "tid", access="public")
+    feed.publish_version()
+    home = Home(tmp_path / "platform")
+    servers = Servers()
+    try:
+        url = await servers.start(create_app([PublisherSource(feed.path)])) + "/feeds/tid/"
+        m = Mirror(home.mirror_db)
+        m.follow("tid", feed.origin, [feed.signer.vkey], [url], max_age=3600)
+        await bounded(sync_once(m, "tid"))
+        m.conn.execute("UPDATE follows SET fresh_time=? WHERE name='tid'", (int(time.time()) - 7200,))
+        m.close()
+        feed.publish_version()
+        note = parse_note(feed.checkpoint())
+        feed.pub.conn.execute("UPDATE feeds SET checkpoint=? WHERE name='tid'",
+                              (Note(note.text, note.signatures[:1]).to_bytes(),))
+        upstream = [c for c in await run_doctor(home, timeout=5) if c.what == "feed tid upstream"]
+        assert [c.status for c in upstream] == [WARN] and "seal" in upstream[0].detail, upstream
+    finally:
+        await servers.close()
+        feed.pub.close()

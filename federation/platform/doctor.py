@@ -16,8 +16,9 @@ Checks, each reported as ok / warn / fail with what to do:
   upstream that failed while another succeeded is a warning;
 * upstreams, as ``sync`` checks them: each URL of each followed feed serves
   a checkpoint that verifies against the trusted keys (bounded timeout), is
-  not a rollback or a fork of what the mirror holds, and carries a
-  timestamp (the log's own, or a witness quorum's under a trust file)
+  not a rollback or a fork of what the mirror holds, and is fresh by sync's
+  rule (the newest of the log's own timestamp, a witness quorum's under a
+  trust file, and the time of the seal the mirror applied for that tree)
   within the feed's maximum age -- a frozen relay fails here.
 
 With a node config (``doctor --config node.toml``, parsed by
@@ -179,30 +180,44 @@ def check_trust(name: str, origin: str, vkeys: list[str]) -> list[Check]:
     return out
 
 
-def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now: int) -> str:
-    """What ``sync`` would refuse in a verified upstream checkpoint ``raw``,
-    against the mirror's state ``follow``: rollback, fork, or staleness."""
+def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now: int) -> tuple[str, str]:
+    """(status, detail): what ``sync`` would make of a verified upstream
+    checkpoint ``raw``, against the mirror's state ``follow`` -- FAIL for a
+    rollback, a fork or staleness, WARN when only a sync can tell, OK ("").
+
+    Freshness by sync's rule: the newest of the note's log timestamp, the
+    witness quorum's time and the mirror's ``fresh_time`` (which holds the
+    time of the seal it applied last, and only moves forward). For the tree
+    the mirror holds that is exactly what sync checks. For a bigger tree, the
+    seal of its newest version also counts, and doctor does not fetch it:
+    when nothing else is fresh it cannot tell, and says so (WARN).
+    """
     acc = Acceptance(follow.origin, keys, follow.trusted_state())  # the witness quorum is checked below
     acc.open_checkpoint(raw)
+    same = False
     try:
         acc.accept_checkpoint()
     except NothingNew:
-        pass
+        same = True
     except FederationError as e:
-        return f"{e.kind}: {e}"
-    times = [log_timestamp(raw, keys, now, follow.max_age).time]
+        return FAIL, f"{e.kind}: {e}"
+    times = [log_timestamp(raw, keys, now, follow.max_age).time, follow.fresh_time]
     if trust is not None:
         from federation.core.trustfile import parse_trust, quorum_cosignatures
         try:
             times.append(quorum_cosignatures(parse_trust(trust), raw, now).quorum_time)
         except FederationError as e:
-            return f"{e.kind}: {e}"
+            return FAIL, f"{e.kind}: {e}"
     stamped = max((t for t in times if t is not None), default=None)
     age = None if stamped is None else now - stamped
     if age is None or age > follow.max_age:
-        return (f"stale: its newest timestamp is {describe_age(age)}, over the feed's maximum age of "
-                f"{follow.max_age} s (a frozen upstream, or a publisher that stopped refreshing)")
-    return ""
+        if not same:
+            return WARN, (f"serves a bigger tree than the mirror holds, and nothing newer than "
+                          f"{describe_age(age)} says it is current: the seal of its newest version decides "
+                          f"(run 'federation sync'); over {follow.max_age} s the feed is stale")
+        return FAIL, (f"stale: its newest timestamp is {describe_age(age)}, over the feed's maximum age of "
+                      f"{follow.max_age} s (a frozen upstream, or a publisher that stopped refreshing)")
+    return OK, ""
 
 
 async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[str],
@@ -221,9 +236,10 @@ async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[st
             async with Fetcher(url, headers=headers) as f:
                 raw = await asyncio.wait_for(f.get("checkpoint", MAX_NOTE_BYTES), timeout)
             cp = open_checkpoint(raw, origin, keys).checkpoint
-            problem = "" if follow is None else _upstream_problem(raw, keys, follow, trust, int(time.time()))
+            status, problem = (OK, "") if follow is None else _upstream_problem(raw, keys, follow, trust,
+                                                                                int(time.time()))
             if problem:
-                out.append(Check(FAIL, f"feed {name} upstream", f"{url}: {problem}"))
+                out.append(Check(status, f"feed {name} upstream", f"{url}: {problem}"))
             else:
                 out.append(Check(OK, f"feed {name} upstream", f"{url}: verified checkpoint, size {cp.size}"))
         except asyncio.TimeoutError:
