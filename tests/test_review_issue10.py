@@ -491,9 +491,6 @@ class _ClockBehind:
         return getattr(time, name)
 
 
-@pytest.mark.xfail(strict=True, reason="review: a mirror whose clock runs behind records fresh_time 0 and reports "
-                                       "'20787 d ago ... the upstream serves a frozen checkpoint', blaming the "
-                                       "upstream instead of this machine's clock")
 async def test_a_mirror_whose_clock_runs_behind_is_told_to_check_its_clock(tmp_path, monkeypatch):
     from federation.store import mirror as mirror_module
     from federation.sync import orchestrator as sync_module

@@ -31,7 +31,10 @@ a checkpoint text starts with its origin, and ``cosignature/v1`` is refused
 as an origin (``check_origin``).
 
 A timestamp too far in the future (beyond ``trust.clock_skew_allowance`` of
-the maximum age) is ignored, so it cannot stretch freshness; a line by the
+the maximum age) is ignored, so it cannot stretch freshness (a seal's time
+too: ``usable_time``); when nothing else is fresh, a sync that saw one tells
+the operator to check this machine's clock rather than blame the upstream.
+A line by the
 log's timestamp key that does not verify is ignored too (reported): a relay
 that appends junk must not halt its followers, and without the line the feed
 only goes stale sooner -- the safe side.
@@ -79,10 +82,13 @@ def timestamp_lines(note: Note, log_keys: list[Verifier]) -> list[tuple[Verifier
 @dataclass(frozen=True)
 class LogStamp:
     """The newest usable log timestamp on a note (None: none), and why other
-    lines by the log's timestamp keys were not used."""
+    lines by the log's timestamp keys were not used. ``future``: the newest
+    timestamp that verified but lies beyond the clock-skew allowance (None:
+    none) -- with no usable one, a sign that this machine's clock is behind."""
 
     time: int | None
     ignored: tuple[str, ...] = ()
+    future: int | None = None
 
 
 def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_age: int) -> LogStamp:
@@ -93,6 +99,7 @@ def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_ag
         except MalformedError as e:
             return LogStamp(None, (f"note does not parse: {e}",))
     best: int | None = None
+    future: int | None = None
     ignored: list[str] = []
     limit = now + clock_skew_allowance(max_age)
     for key, sig in timestamp_lines(note, log_keys):
@@ -102,9 +109,10 @@ def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_ag
         t = key.cosignature_time(sig.signature) or 0
         if t > limit:
             ignored.append(f"timestamp by {key.name}+{key.key_id:08x} is {t - now} s in the future")
+            future = t if future is None else max(future, t)
             continue
         best = t if best is None else max(best, t)
-    return LogStamp(best, tuple(ignored))
+    return LogStamp(best, tuple(ignored), future)
 
 
 def usable_time(t: int | None, now: int, max_age: int) -> int | None:

@@ -287,6 +287,8 @@ def _require_txn(conn: sqlite3.Connection) -> None:
 
 
 MAX_MAX_AGE = 366 * 86400
+# fresh_time moved forward to a time bound twice (NULL: no usable time, unchanged).
+_FORWARD = "CASE WHEN ? IS NULL THEN fresh_time ELSE max(coalesce(fresh_time, 0), ?) END"
 # The kinds a failed sync records (``FederationError.kind`` of what it raised).
 RECORDED_KINDS = frozenset({"verification", "signature", "rollback", "fork", "digest", "malformed", "stale",
                             "transport", "storage", "input", "internal", "unavailable"})
@@ -420,6 +422,12 @@ class Mirror(Store):
         self.conn.execute("UPDATE follows SET last_sync=?, last_error=?, sync_failed=? WHERE name=?",
                           (int(time.time()), error, failed, name))
 
+    def seal_time(self, name: str) -> int | None:
+        """The signed time of the last version applied to feed ``name`` (None: none)."""
+        row = self.conn.execute("SELECT v.time FROM versions v JOIN follows f ON f.id = v.feed WHERE f.name=? "
+                                "ORDER BY v.version DESC LIMIT 1", (name,)).fetchone()
+        return row[0] if row else None
+
     def record_freshness(self, name: str, size: int, when: int | None) -> None:
         """The tree of ``size`` was verified current at ``when``: move
         ``fresh_time`` forward, if the mirror still holds that tree."""
@@ -524,13 +532,14 @@ class Mirror(Store):
             )
             # The seal's time is signed (it is in the log): at that time this
             # version was the feed's newest, so the applied tree was current.
-            sealed = usable_time(v.seal.time, now, f.max_age) or 0
+            # One beyond the clock-skew allowance (this machine's clock behind)
+            # counts for nothing: fresh_time stays as it was (NULL stays NULL).
+            sealed = usable_time(v.seal.time, now, f.max_age)
             cur = self.conn.execute(
                 "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-                " count=?, digest=?, updated=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
-                " WHERE id=? AND applied_size=?",
+                f" count=?, digest=?, updated=?, fresh_time={_FORWARD} WHERE id=? AND applied_size=?",
                 (verified_note, served, v.end, log.compact.to_bytes(), v.seal.version, count,
-                 digest.digest(), now, sealed, f.id, f.applied_size),
+                 digest.digest(), now, sealed, sealed, f.id, f.applied_size),
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name} changed during apply; retry")
@@ -559,13 +568,13 @@ class Mirror(Store):
         self.conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
                           (f.id, seal.version, size, seal.time, count, int(time.time())))
         now = int(time.time())
-        sealed = usable_time(seal.time, now, f.max_age) or 0  # the seal's signed time (freshness)
+        sealed = usable_time(seal.time, now, f.max_age)  # the seal's signed time (freshness; None: unusable)
         cur = self.conn.execute(
             "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-            " count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
+            f" count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time={_FORWARD}"
             " WHERE id=? AND applied_size=?",
             (note, served, size, compact.to_bytes(), seal.version, count, seal.digest,
-             now, size, compact.to_bytes(), sealed, f.id, expect_size))
+             now, size, compact.to_bytes(), sealed, sealed, f.id, expect_size))
         if cur.rowcount != 1:
             raise StorageError(f"feed {f.name} changed during bootstrap; retry")
 
