@@ -165,3 +165,26 @@ async def test_doctor_cannot_tell_the_freshness_of_a_bigger_tree_without_a_times
     finally:
         await servers.close()
         feed.pub.close()
+
+
+# ---- platform serve without --auth ----------------------------------------------------------
+
+
+def test_platform_serve_without_auth_is_refused_on_a_non_loopback_address(tmp_path, monkeypatch):
+    """Review of issue 10: 'platform serve --host 0.0.0.0' without --auth served
+    every hash of the mirror in the clear to anyone who reached the port."""
+    from click.testing import CliRunner
+    from federation.cli.main import cli as main
+    from federation.net import httpserver
+    served = []
+    monkeypatch.setattr(httpserver, "run_app", lambda app, host, port, **kw: served.append(host))
+    home = str(tmp_path / "home")
+    for host in ("0.0.0.0", "::", "192.0.2.7", "node.example"):
+        r = CliRunner().invoke(main, ["--home", home, "platform", "serve", "--host", host, "--port", "9"])
+        assert r.exit_code == 2 and "--auth" in r.output and "loopback" in r.output, (host, r.output)
+    assert served == []
+    for args in (["--host", "127.0.0.1"], ["--host", "::1"], ["--host", "localhost"], ["--host", "0.0.0.0", "--auth"],
+                 ["--host", "0.0.0.0", "--insecure-no-auth"]):
+        r = CliRunner().invoke(main, ["--home", home, "platform", "serve", *args, "--port", "9"])
+        assert r.exit_code == 0, (args, r.output)
+    assert served == ["127.0.0.1", "::1", "localhost", "0.0.0.0", "0.0.0.0"]
