@@ -188,3 +188,43 @@ def test_platform_serve_without_auth_is_refused_on_a_non_loopback_address(tmp_pa
         r = CliRunner().invoke(main, ["--home", home, "platform", "serve", *args, "--port", "9"])
         assert r.exit_code == 0, (args, r.output)
     assert served == ["127.0.0.1", "::1", "localhost", "0.0.0.0", "0.0.0.0"]
+
+
+# ---- refresh while a version is pending -----------------------------------------------------
+
+
+def test_a_refresh_never_says_the_served_tree_is_newest_after_a_newer_version_was_committed(tmp_path):
+    """Review of issue 10: with cosigning configured and the witnesses away,
+    a publish is committed but not served (pending); refreshing then kept
+    stamping the older served tree "newest as of now", so plain-vkey mirrors
+    stayed fresh without the pending version (maybe a withdrawal). It is
+    stamped as of the pending version's commit at most, and 'feed refresh'
+    says so (exit 2): mirrors go stale max_age after the commit."""
+    import time
+    from federation.core.freshness import log_timestamp
+    from federation.core.note import parse_vkey
+    from federation.node.keys import load_signer
+    from federation.store.publisher import Publisher
+    home = tmp_path / "clearinghouse"
+    assert cli(home, "feed", "create", "tid", "--access", "public").returncode == 0
+    batch = tmp_path / "b.csv"
+    batch.write_text(f"op,type,hash,case\nadd,md5,{'ab' * 16},c-1\n")
+    assert cli(home, "publish", "tid", str(batch)).returncode == 0
+    witness = Cosigner.generate("w.example")
+    assert cli(home, "cosign", "configure", "tid", "--witness", f"http://127.0.0.1:9/witness={witness.vkey}",
+               "--quorum", "1").returncode == 0
+    withdrawal = tmp_path / "w.jsonl"
+    withdrawal.write_text('{"op":"withdraw","case":"c-1","reason":"submitter_request"}\n')
+    assert cli(home, "publish", "tid", str(withdrawal)).returncode == 3  # committed, not served: pending
+    signer = load_signer(home / "private" / "tid.key")
+    pub = Publisher(home / "publisher.db")
+    try:
+        feed = pub.feed("tid")
+        assert feed.pending_checkpoint is not None and feed.version == 2
+        note = pub.refresh_timestamp("tid", signer, now=feed.updated + 7200)
+        stamp = log_timestamp(note, [parse_vkey(signer.vkey)], int(time.time()) + 7200, 86400).time
+        assert stamp == feed.updated, "a tree older than the committed version was stamped newest after it"
+    finally:
+        pub.close()
+    r = cli(home, "feed", "refresh", "tid")
+    assert r.returncode == 2 and "awaits cosignatures" in r.stderr and "cosign run tid" in r.stderr, r.stderr

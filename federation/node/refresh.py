@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ log = logging.getLogger("federation.refresh")
 @dataclass(frozen=True)
 class Refreshed:
     feed: str
-    size: int | None  # the tree re-stamped (None: not refreshed)
+    size: int | None  # the tree re-stamped (None: not refreshed, or not up to now)
     problem: str = ""  # why not
 
 
@@ -72,7 +73,11 @@ def recorded_key_files(home: Home) -> dict[str, str | None]:
 
 
 def refresh_feeds(publisher, signers: dict, now: int | None = None) -> list[Refreshed]:
-    """Re-stamp the served checkpoint of every feed in ``signers`` (name -> Signer)."""
+    """Re-stamp the served checkpoint of every feed in ``signers`` (name -> Signer).
+
+    A feed with a version pending cosignatures is reported as a problem: its
+    checkpoint is stamped only up to that version's commit.
+    """
     out = []
     for name, signer in signers.items():
         try:
@@ -80,10 +85,18 @@ def refresh_feeds(publisher, signers: dict, now: int | None = None) -> list[Refr
         except FederationError as e:
             out.append(Refreshed(name, None, f"{e.kind}: {e}"))
             continue
+        feed = publisher.feed(name)
         if note is None:
             out.append(Refreshed(name, None, "the checkpoint changed meanwhile (a publish); the next round stamps it"))
+        elif feed.pending_checkpoint is not None:
+            # Stamped only up to the pending version's commit (Publisher.refresh_timestamp).
+            out.append(Refreshed(name, None, f"version {feed.version} awaits cosignatures since "
+                                             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(feed.updated))}: "
+                                             "the served checkpoint is stamped as of then, not now, and mirrors "
+                                             f"go stale after their maximum age; finish it with 'federation "
+                                             f"cosign run {name} --once'"))
         else:
-            out.append(Refreshed(name, publisher.feed(name).size))
+            out.append(Refreshed(name, feed.size))
     return out
 
 

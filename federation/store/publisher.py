@@ -315,11 +315,20 @@ class Publisher(Store):
         Compare-and-swap on the served note (a concurrent publish or cosigning
         round wins; returns None, and the next refresh stamps the new note).
         A pending checkpoint is left alone: it is stamped at its publish.
+
+        While a version is pending (committed, awaiting cosignatures), the
+        served tree was the newest only until that version's commit
+        (``updated``), so it is stamped no later than that: saying "newest as
+        of now" would keep plain-vkey mirrors fresh on a tree that lacks the
+        pending version -- maybe a withdrawal. If the version is never
+        cosigned, mirrors go stale ``max_age`` after its commit: fail closed.
         """
         feed = self.feed(name)
         if signer.vkey != feed.vkey:
             raise InputError(f"signer {signer.vkey} is not the key of feed {name!r} ({feed.vkey})")
         when = int(time.time()) if now is None else now
+        if feed.pending_checkpoint is not None:
+            when = min(when, feed.updated)
         note = stamp_note(feed.checkpoint, [signer], when)
         return note if self.replace_checkpoint(name, feed.checkpoint, note) else None
 
