@@ -228,3 +228,27 @@ def test_a_refresh_never_says_the_served_tree_is_newest_after_a_newer_version_wa
         pub.close()
     r = cli(home, "feed", "refresh", "tid")
     assert r.returncode == 2 and "awaits cosignatures" in r.stderr and "cosign run tid" in r.stderr, r.stderr
+
+
+# ---- a maximum age of a few refreshes ---------------------------------------------------------
+
+
+def test_a_maximum_age_of_one_refresh_interval_is_warned_about(tmp_path):
+    """Review of issue 10: 'follow --help' showed --max-age 3600, the hourly
+    refresh itself: one late refresh fails every lookup. The example uses a
+    few intervals, and such a maximum age is warned about (follow, node check)."""
+    from click.testing import CliRunner
+    from federation.cli.main import cli as main
+    help_text = CliRunner().invoke(main, ["follow", "--help"]).output
+    assert "--max-age 3600" not in help_text and "few" in help_text
+    args = ["--url", "http://127.0.0.1:9/feeds/tid/", "--origin", "o.example/tid", "--vkey",
+            Signer.generate("o.example/tid").vkey]
+    short = cli(tmp_path / "a", "follow", "tid", *args, "--max-age", "3600")
+    assert short.returncode == 0 and "warning:" in short.stderr and "refresh interval" in short.stderr
+    fine = cli(tmp_path / "b", "follow", "tid", *args, "--max-age", "21600")
+    assert fine.returncode == 0 and "warning" not in fine.stderr, fine.stderr
+    config = tmp_path / "node.toml"
+    config.write_text('[[follow]]\nname = "tid"\norigin = "o.example/tid"\nvkeys = ["%s"]\n'
+                      'urls = ["http://127.0.0.1:9/feeds/tid/"]\nmax_age = 1800\n' % args[-1])
+    check = cli(tmp_path / "c", "node", "check", str(config))
+    assert check.returncode == 0 and "warning: [[follow]] tid max_age" in check.stderr, check.stderr

@@ -18,7 +18,7 @@ import click
 from federation import __version__
 from federation.core.batch import parse_hash, read_batch
 from federation.core.errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
-from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
+from federation.core.freshness import DEFAULT_MAX_AGE, MIN_MAX_AGE_REFRESHES, REFRESH_INTERVAL, short_max_age
 from federation.node.home import Home
 from federation.node.keys import load_signer, write_new_key
 
@@ -283,7 +283,9 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
 @click.option("--max-age", "max_age", type=click.IntRange(1, 366 * 86400), default=None,
               help=f"Seconds after the newest verified timestamp (the publisher's, refreshed hourly) that "
                    f"lookups still trust this feed; past it sync reports 'stale' and lookups fail closed "
-                   f"(default {DEFAULT_MAX_AGE}, or the trust file's max_staleness_seconds).")
+                   f"(default {DEFAULT_MAX_AGE}, or the trust file's max_staleness_seconds). Make it a few "
+                   f"times the publisher's refresh interval (at least {MIN_MAX_AGE_REFRESHES} x "
+                   f"{REFRESH_INTERVAL} s by default), or one late refresh fails every lookup.")
 @click.pass_obj
 def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None):
     """Start following a feed into this node's mirror as NAME.
@@ -292,7 +294,7 @@ def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None)
     Example:
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ --trust keys/tid.trust
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ \\
-        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...' --max-age 3600
+        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...' --max-age 21600
     """
     if trust_file is not None:
         if origin or vkeys:
@@ -305,6 +307,9 @@ def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None)
     f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls), max_age or DEFAULT_MAX_AGE)
     click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}; stale after {f.max_age} s "
                "without a fresh signed timestamp")
+    short = short_max_age(f.max_age)
+    if short:
+        click.echo(f"warning: {short}", err=True)
 
 
 def _progress_bar(name: str):

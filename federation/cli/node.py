@@ -57,9 +57,13 @@ def node_check(config):
     for p in cfg.publish:
         click.echo(f"publish {p.name}: access {p.access or 'as stored with the feed'}, "
                    f"publishing API {'on' if p.api else 'off'}")
+    from federation.core.freshness import short_max_age
     for f in cfg.follow:
         click.echo(f"follow  {f.name}: {f.origin}, {len(trusted_vkeys(f))} key(s), upstreams {', '.join(f.urls)}"
                    f"{', relayed (' + f.access + ')' if f.relay else ''}")
+        short = short_max_age(f.max_age) if f.max_age is not None and f.trust is None else ""
+        if short:
+            click.echo(f"warning: [[follow]] {f.name} max_age: {short}", err=True)
 
 
 async def _upstream_size(f) -> tuple[int | None, str | None]:

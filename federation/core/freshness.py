@@ -18,7 +18,9 @@ file (``trust.check_cosignatures``); every feed gets one from its publisher:
   and the time of the last seal it applied: the newest of those is when its
   applied tree was last known to be current. Past the feed's maximum age
   (``federation follow --max-age``, default ``DEFAULT_MAX_AGE``) a sync
-  reports ``stale`` and lookups fail closed (``readiness``).
+  reports ``stale`` and lookups fail closed (``readiness``). The maximum age
+  should span a few of the publisher's refreshes (``short_max_age``): equal
+  to the interval, one late refresh fails every lookup.
 
 Why the log key and not a key of its own: a mirror that follows a plain vkey
 (the README's path) then needs nothing more, a key rotation carries
@@ -132,3 +134,18 @@ def describe_age(age: int | None) -> str:
         if age >= 2 * seconds:
             return f"{age // seconds} {unit} ago"
     return f"{age} s ago"
+
+
+MIN_MAX_AGE_REFRESHES = 3  # a feed's maximum age should span this many of the publisher's refreshes
+
+
+def short_max_age(max_age: int, refresh_interval: float = REFRESH_INTERVAL) -> str:
+    """Why ``max_age`` is too short for a publisher refreshing every
+    ``refresh_interval`` seconds without witnesses, or "" if it is not."""
+    if max_age >= MIN_MAX_AGE_REFRESHES * refresh_interval:
+        return ""
+    return (f"a maximum age of {max_age} s is under {MIN_MAX_AGE_REFRESHES} times the publisher's refresh "
+            f"interval ({refresh_interval:g} s, the default of 'serve' and of an hourly 'feed refresh'): one late "
+            "refresh makes the feed stale and every lookup fail closed. Use a few times the interval the "
+            f"publisher refreshes at ({int(MIN_MAX_AGE_REFRESHES * refresh_interval)} s or more), unless it "
+            "refreshes more often")
