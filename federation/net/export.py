@@ -66,7 +66,7 @@ from federation.store import mirror as mirror_store, publisher as publisher_stor
 from federation.store.db import connect
 from federation.core.errors import InputError, MalformedError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_path
-from federation.core.names import check_feed_name, is_feed_name
+from federation.core.names import FEED_NAME_PATTERN, check_feed_name, is_feed_name
 from federation.core.snapshot_format import encode_index, relay_minimum_index
 from federation.store.publisher import stored_access
 from federation.net.longpoll import checkpoint_size
@@ -189,8 +189,8 @@ def feed_names(db: Path | str) -> list[str]:
     bad = [n for n in names if not is_feed_name(n)]
     if bad:
         raise StorageError(f"{db} holds feed(s) named {', '.join(repr(n[:80]) for n in bad)}, which is not a "
-                           "feed name (1-64 of A-Z a-z 0-9 . _ -, not '.' or '..') and cannot be an export "
-                           "directory; nothing was exported (name the other feeds to export them)")
+                           f"feed name ({FEED_NAME_PATTERN}, not '.' or '..') and cannot be an export directory; "
+                           "nothing was exported (name the other feeds to export them)")
     return names
 
 
