@@ -260,7 +260,8 @@ async def test_a_token_scoped_to_a_feed_the_node_does_not_follow_fails_closed_na
     status, _, body = await secured.call("GET", f"lookup/md5/{'00' * 16}", scoped)
     assert status == 503 and body["kind"] == "unavailable" and "csam-intl" in body["error"], body
     assert [(f["feed"], f["problem"]) for f in body["feeds"]] == [("csam-intl", "not_followed")]
-    status, _, body = await secured.call("POST", "lookup", scoped, json={"queries": [{"type": "md5", "hash": "00" * 16}]})
+    query = {"type": "md5", "hash": "00" * 16}
+    status, _, body = await secured.call("POST", "lookup", scoped, json={"queries": [query]})
     assert status == 503 and body["feeds"][0]["feed"] == "csam-intl"
     # naming a followed feed of the scope answers from it alone; naming an unfollowed one is the caller's error
     assert (await secured.call("GET", f"lookup/md5/{'00' * 16}?feed=tid", scoped))[0] == 200
