@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from dist_fixtures import BOUND, Servers, bounded, feed, follow, make_feed, snapshot  # noqa: F401
 from federation.cli.main import cli
 from federation.core.note import Cosigner
-from federation.core.errors import InputError
+from federation.core.errors import InputError, StorageError
 from system_tools import require_system_tool
 from federation.net.export import export_feed
 from federation.core.layout import tile_path
@@ -215,7 +215,7 @@ def test_export_refuses_to_roll_back_and_writes_checkpoint_last(tmp_path, feed, 
         real(path, data, fsync)
 
     monkeypatch.setattr(X, "write_atomic", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match="disk full"):  # the disk's error, as ours (one error line)
         export_feed(feed.path, "tid", other)
     monkeypatch.undo()
     assert "checkpoint" not in calls

@@ -383,9 +383,12 @@ async def test_doctor_fails_a_frozen_upstream_and_a_rolled_back_relay(tmp_path, 
     fails = [c for c in await run_doctor(home, timeout=5) if c.status == FAIL]
     assert any(c.what == f"feed {NAME} upstream" and "rollback" in c.detail for c in fails), fails
 
-    # a frozen (old-stamped) upstream of the same tree, for a feed with a short maximum age
+    # a frozen (old-stamped) upstream of the same tree, for a feed with a short maximum age,
+    # an hour after the mirror last verified anything fresh (its fresh_time, which holds the
+    # applied seal's time: sync counts it, and so does the doctor)
     m = Mirror(home.mirror_db)
-    m.conn.execute("UPDATE follows SET urls=?, max_age=60 WHERE name=?", (live, NAME))
+    m.conn.execute("UPDATE follows SET urls=?, max_age=60, fresh_time=? WHERE name=?",
+                   (live, int(time.time()) - 3600, NAME))
     m.close()
     pub = Publisher(ch.home.publisher_db)
     pub.refresh_timestamp(NAME, ch.signer, now=int(time.time()) - 3600)

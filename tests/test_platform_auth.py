@@ -241,3 +241,31 @@ async def test_threatexchange_adapter_uses_a_platform_token_from_the_environment
     monkeypatch.setenv("TX_FED_TOKEN", token)
     deltas = await asyncio.to_thread(fetch, collab)
     assert ("pdq", SHARED_PDQ) in {k for d in deltas for k in d}
+
+
+async def test_every_named_feed_is_checked_against_the_tokens_scope(secured):
+    """Review of issue 10: only the first ``?feed=`` was checked, so a tid token
+    asking ``?feed=tid&feed=ncii`` was answered. Every one is checked: 403."""
+    _, scoped = secured.tokens.issue("team", "platform", ["tid"])
+    assert (await secured.call("GET", "changes?feed=tid&feed=tid", scoped))[0] == 200
+    for query in ("feed=tid&feed=ncii", "feed=ncii&feed=tid"):
+        status, _, body = await secured.call("GET", f"lookup/md5/{'00' * 16}?{query}", scoped)
+        assert status == 403 and "ncii" in body["error"], (query, status, body)
+        assert (await secured.call("GET", f"changes?{query}", scoped))[0] == 403, query
+
+
+async def test_a_token_scoped_to_a_feed_the_node_does_not_follow_fails_closed_naming_it(secured):
+    """Review of issue 10: such a token got 400 ("not following") on every
+    lookup, as if the caller had erred. The node cannot stand behind an answer
+    for that feed: 503, naming it, as for a feed that is not ready."""
+    _, scoped = secured.tokens.issue("team", "platform", ["tid", "csam-intl"])
+    status, _, body = await secured.call("GET", f"lookup/md5/{'00' * 16}", scoped)
+    assert status == 503 and body["kind"] == "unavailable" and "csam-intl" in body["error"], body
+    assert [(f["feed"], f["problem"]) for f in body["feeds"]] == [("csam-intl", "not_followed")]
+    query = {"type": "md5", "hash": "00" * 16}
+    status, _, body = await secured.call("POST", "lookup", scoped, json={"queries": [query]})
+    assert status == 503 and body["feeds"][0]["feed"] == "csam-intl"
+    # naming a followed feed of the scope answers from it alone; naming an unfollowed one is the caller's error
+    assert (await secured.call("GET", f"lookup/md5/{'00' * 16}?feed=tid", scoped))[0] == 200
+    _, everything = secured.tokens.issue("moderation", "platform", ["*"])
+    assert (await secured.call("GET", f"lookup/md5/{'00' * 16}?feed=csam-intl", everything))[0] == 400

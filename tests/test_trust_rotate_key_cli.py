@@ -86,11 +86,12 @@ async def test_planned_rotation_with_the_cli_then_the_old_key_is_refused(home_wo
     assert_same_tree_and_cosignatures(feed.checkpoint, served)
     res = await sync(m)
     assert not res.changed and m.get(NAME).last_error is None
-    # The old key can no longer publish; the new one does, and signs alone.
-    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b2.csv", 2)))
+    # The old key can no longer publish; the new one does, and signs alone. The
+    # new key's path is recorded with the feed: publish uses it without --key.
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b2.csv", 2)),
+                                   "--key", str(world.home / "private" / f"{NAME}.key"))
     assert code == 2 and "is not the key of feed" in err, (out, err)
-    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b3.csv", 2)),
-                                   "--key", str(new_path))
+    code, out, err = await run_cli("--home", home, "publish", NAME, str(write_batch(world.tmp / "b3.csv", 2)))
     assert code == 0 and "now served" in out, (out, err)
     assert log_signers(world.pub.feed(NAME).checkpoint) == {key_id(new.vkey)}
     res = await sync(m)

@@ -18,7 +18,7 @@ import click
 from federation import __version__
 from federation.core.batch import parse_hash, read_batch
 from federation.core.errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
-from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
+from federation.core.freshness import DEFAULT_MAX_AGE, MIN_MAX_AGE_REFRESHES, REFRESH_INTERVAL, short_max_age
 from federation.node.home import Home
 from federation.node.keys import load_signer, write_new_key
 
@@ -78,7 +78,8 @@ def feed():
 @click.option("--origin", help="Checkpoint origin and key name (default localhost/feeds/NAME). "
               "Use your public URL prefix without scheme.")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the new private key (default HOME/private/NAME.key, mode 0600).")
+              help="Where to write the new private key (default HOME/private/NAME.key, mode 0600). Its path "
+                   "is recorded with the feed, so publish, serve and refresh find it.")
 @click.option("--access", type=click.Choice(["public", "members"]), default="members", show_default=True,
               help="Who may read the feed: anyone, or holders of a member token scoped to it. "
                    "Stored with the feed; 'serve' and 'export' never make it more open.")
@@ -98,7 +99,7 @@ def feed_create(home: Home, name, origin, key_path, access="members"):
     signer = write_new_key(key_path, origin)
     pub = Publisher(home.publisher_db)
     try:
-        pub.create_feed(name, origin, signer, access)
+        pub.create_feed(name, origin, signer, access, key_file=home.key_record(name, key_path))
     except InputError:
         key_path.unlink()
         raise
@@ -146,8 +147,11 @@ def feed_list(home: Home):
 
 @feed.command("refresh")
 @click.argument("names", nargs=-1)
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The log key file of the one feed named (default: the key file the feed is signed with, "
+                   "as recorded by 'feed create --key' or 'feed rotate-key', else HOME/private/NAME.key).")
 @click.pass_obj
-def feed_refresh(home: Home, names):
+def feed_refresh(home: Home, names, key_path=None):
     """Re-stamp the served checkpoint of published feeds (all by default) with
     the log's own timestamp, so mirrors see the feed is alive while nothing
     is published. Run it hourly from cron or a systemd timer when no
@@ -160,6 +164,7 @@ def feed_refresh(home: Home, names):
     Example:
       federation feed refresh
       federation feed refresh tid ncii
+      federation feed refresh tid --key /mnt/offline/tid.key
     """
     from federation.store.publisher import Publisher
     from federation.node.refresh import load_refresh_signers, refresh_feeds
@@ -170,7 +175,9 @@ def feed_refresh(home: Home, names):
         names = list(names) or [f.name for f in pub.feeds()]
         for n in names:
             pub.feed(n)  # InputError for a feed that does not exist
-        signers, results = load_refresh_signers(home, names)
+        if key_path is not None and len(names) != 1:
+            raise InputError("--key is one feed's key: name that feed (federation feed refresh NAME --key FILE)")
+        signers, results = load_refresh_signers(home, names, {names[0]: key_path} if key_path else None)
         results += refresh_feeds(pub, signers)
     finally:
         pub.close()
@@ -189,7 +196,8 @@ def feed_refresh(home: Home, names):
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
               help="Batch format (default: from the file extension).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Private key file (default HOME/private/NAME.key).")
+              help="Private key file (default: the one recorded with the feed by 'feed create --key' or "
+                   "'feed rotate-key', else HOME/private/NAME.key).")
 @click.option("--allow-unknown-withdrawals", is_flag=True,
               help="Publish withdrawals that match no active hash (normally refused as likely typos).")
 @click.pass_obj
@@ -207,9 +215,9 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
     """
     from federation.store.publisher import Publisher
     fmt = fmt or ("jsonl" if batch.name.endswith((".jsonl", ".ndjson")) else "csv")
-    signer = load_signer(key_path or home.key_path(name))
-    r = Publisher(home.publisher_db).publish(name, read_batch(batch, fmt), signer,
-                                             allow_unknown_withdrawals=allow_unknown_withdrawals)
+    pub = Publisher(home.publisher_db)
+    signer = load_signer(key_path or home.feed_key(name, pub.feed(name).key_file))
+    r = pub.publish(name, read_batch(batch, fmt), signer, allow_unknown_withdrawals=allow_unknown_withdrawals)
     click.echo(f"published {name} version {r.version}: {r.adds} adds, {r.withdrawals} withdrawals"
                f" ({r.no_effect} without effect); tree size {r.old_size} -> {r.size}; {r.count} active hashes")
     if r.pending:  # cosigning configured: served only once cosigned (docs/trust.md)
@@ -224,17 +232,19 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
               help="Node config (TOML): serve, follow, relay and accept publishes as it declares "
                    "(see docs/node.md); --host/--port are then taken from its [node] listen.")
 @click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
-              help="Seconds between re-stamps of each served checkpoint whose key is in HOME/private "
-                   "(keeps quiet feeds fresh for mirrors); 0 turns it off. With --config: [node] refresh_interval.")
+              help="Seconds between re-stamps of each served checkpoint whose key file is here (keeps quiet "
+                   "feeds fresh for mirrors); 0 turns it off. With --config: [node] refresh_interval.")
 @click.pass_obj
 def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL):
     """Serve the published feeds read-only over HTTP (C2SP tlog-tiles).
 
     Feeds appear under http://HOST:PORT/feeds/NAME/ (checkpoint, tile/...).
     While it runs, it re-stamps each feed's checkpoint every
-    --refresh-interval seconds with the log key in HOME/private, so mirrors
-    can tell a quiet feed from a frozen one (a feed without its key there is
-    logged; refresh it with 'federation feed refresh' where the key is).
+    --refresh-interval seconds with the log key it is signed with (the key
+    file recorded by 'feed create --key' or 'feed rotate-key', else
+    HOME/private/NAME.key), so mirrors can tell a quiet feed from a frozen
+    one (a feed whose key is not here is logged; refresh it with 'federation
+    feed refresh' where the key is).
     Members-only feeds (feed create --access) need a member token from
     'federation token issue'; without one they answer like a feed that
     does not exist.
@@ -273,7 +283,9 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
 @click.option("--max-age", "max_age", type=click.IntRange(1, 366 * 86400), default=None,
               help=f"Seconds after the newest verified timestamp (the publisher's, refreshed hourly) that "
                    f"lookups still trust this feed; past it sync reports 'stale' and lookups fail closed "
-                   f"(default {DEFAULT_MAX_AGE}, or the trust file's max_staleness_seconds).")
+                   f"(default {DEFAULT_MAX_AGE}, or the trust file's max_staleness_seconds). Make it a few "
+                   f"times the publisher's refresh interval (at least {MIN_MAX_AGE_REFRESHES} x "
+                   f"{REFRESH_INTERVAL} s by default), or one late refresh fails every lookup.")
 @click.pass_obj
 def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None):
     """Start following a feed into this node's mirror as NAME.
@@ -282,7 +294,7 @@ def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None)
     Example:
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ --trust keys/tid.trust
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ \\
-        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...' --max-age 3600
+        --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...' --max-age 21600
     """
     if trust_file is not None:
         if origin or vkeys:
@@ -295,6 +307,9 @@ def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None)
     f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls), max_age or DEFAULT_MAX_AGE)
     click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}; stale after {f.max_age} s "
                "without a fresh signed timestamp")
+    short = short_max_age(f.max_age)
+    if short:
+        click.echo(f"warning: {short}", err=True)
 
 
 def _progress_bar(name: str):

@@ -57,9 +57,13 @@ def node_check(config):
     for p in cfg.publish:
         click.echo(f"publish {p.name}: access {p.access or 'as stored with the feed'}, "
                    f"publishing API {'on' if p.api else 'off'}")
+    from federation.core.freshness import short_max_age
     for f in cfg.follow:
         click.echo(f"follow  {f.name}: {f.origin}, {len(trusted_vkeys(f))} key(s), upstreams {', '.join(f.urls)}"
                    f"{', relayed (' + f.access + ')' if f.relay else ''}")
+        short = short_max_age(f.max_age) if f.max_age is not None and f.trust is None else ""
+        if short:
+            click.echo(f"warning: [[follow]] {f.name} max_age: {short}", err=True)
 
 
 async def _upstream_size(f) -> tuple[int | None, str | None]:
@@ -237,8 +241,9 @@ def audit(home: Home, feed, limit):
 @click.option("--watch", is_flag=True, help="Keep exporting whenever the database changes.")
 @click.option("--interval", default=1.0, show_default=True, help="Seconds between checks with --watch.")
 @click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
-              help="With --watch, for published feeds whose key is in HOME/private: re-stamp the checkpoint "
-                   "this often so mirrors of the static copy see the feed is alive; 0 turns it off.")
+              help="With --watch, for published feeds whose key file is here (recorded with the feed, else "
+                   "HOME/private/NAME.key): re-stamp the checkpoint this often so mirrors of the static copy "
+                   "see the feed is alive; 0 turns it off.")
 @click.pass_obj
 def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval,
            refresh_interval=REFRESH_INTERVAL):
@@ -249,8 +254,9 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
     removed. Incremental and atomic: run it after each publish, or with
     --watch. A static host has no access control, so members-only feeds are
     left out (named: refused, exit 2) unless --include-members-only. With
-    --watch, published feeds whose key is here are re-stamped every
-    --refresh-interval seconds, so mirrors of the copy do not see them stale.
+    --watch, published feeds whose key is here are re-stamped at start and
+    every --refresh-interval seconds, so mirrors of the copy do not see them
+    stale. A full disk or an unwritable OUT is one error line (exit 4).
 
     \b
     Example:
@@ -271,13 +277,15 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
     db = home.mirror_db if from_mirror else home.publisher_db
     if not db.exists():
         raise InputError(f"{db} does not exist")
+    _check_export_dir(out)
     why = "access unknown without --config, so members-only" if from_mirror and config is None else "members-only"
     reported: set[str] = set()
     refresh_signers: dict | None = None
-    refreshed_at = 0.0
+    refreshed_at: float | None = None  # None: not yet, so the first round re-stamps whatever the uptime
     while True:
         todo, withheld = split_by_access(db, list(names), declared, include_members_only)
-        if watch and not from_mirror and refresh_interval > 0 and time.monotonic() - refreshed_at >= refresh_interval:
+        if watch and not from_mirror and refresh_interval > 0 and (
+                refreshed_at is None or time.monotonic() - refreshed_at >= refresh_interval):
             refresh_signers = _refresh_exported(home, todo, refresh_signers)
             refreshed_at = time.monotonic()
         if names and withheld:
@@ -306,6 +314,16 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
                                  "export are still in the export directory; delete them")
             return
         time.sleep(interval)
+
+
+def _check_export_dir(out: Path) -> None:
+    """``InputError`` if ``out`` cannot be a directory: it, or its nearest
+    existing ancestor, is something else (a regular file)."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{out} cannot be the export directory: {existing} is not a directory")
 
 
 def _refresh_exported(home: Home, names: list[str], signers: dict | None) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from federation.core.errors import InputError
 from federation.node.home import Home
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
 from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE
@@ -38,14 +39,19 @@ def platform():
 @click.option("--log-json", is_flag=True, help="Write logs as JSON lines (ts, level, logger, msg, ...).")
 @click.option("--auth", "use_auth", is_flag=True,
               help="Require a platform bearer token (HOME/auth.db) on every route but /healthz.")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Allow a non-loopback --host without --auth: anyone who reaches the port reads every hash "
+                   "of the mirror. Only behind your own authenticating proxy.")
 @click.pass_obj
-def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
+def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, insecure_no_auth=False):
     """Serve the mirror's lookup API, change stream, webhooks and /metrics.
 
     Routes: /lookup, /changes, /consumers/NAME/changes, /consumers/NAME/ack,
     /webhooks, /metrics (see docs/openapi.yaml). Without --auth there is no
-    authentication: listen on loopback or behind your own proxy. With
-    --auth, callers send a token from 'federation platform token issue'.
+    authentication, so a --host that is not a loopback address is refused
+    (exit 2) unless --insecure-no-auth says an authenticating proxy is in
+    front. With --auth, callers send a token from 'federation platform
+    token issue'.
 
     \b
     Example:
@@ -54,6 +60,14 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
     """
     from federation.net.httpserver import run_app
     from federation.platform.node import PlatformNode
+    if not use_auth and not is_loopback(host):
+        if not insecure_no_auth:
+            raise InputError(f"--host {host} is not a loopback address, and without --auth anyone who reaches it "
+                             "reads every hash of the mirror in the clear: add --auth (tokens from 'federation "
+                             "platform token issue'), or --insecure-no-auth behind your own authenticating proxy")
+        logging.getLogger("federation.platform").warning(
+            "serving the platform API on %s without authentication (--insecure-no-auth): every hash of the mirror "
+            "is readable by anyone who reaches it", host)
     if log_json:
         from federation.cli.jsonlog import use_json_logs
         use_json_logs()
@@ -63,6 +77,18 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth):
             on_start=lambda url: logging.getLogger("federation.platform").info(
                 "serving the platform API of %s on %s/ (%s)", home.mirror_db, url,
                 "platform tokens required" if use_auth else "no authentication"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``localhost`` included); a
+    name that is not an address is not (it may resolve anywhere)."""
+    import ipaddress
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # not an address: a host name, which may resolve to any interface
+        return False
 
 
 @platform.command("lookup")
@@ -146,7 +172,6 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
     from federation.platform.changes import head, read_changes
     from federation.store.platform import PlatformStore
     from federation.store.db import connect
-    from federation.core.errors import InputError
     from federation.store.mirror import Mirror
     if (consumer is None) == (after is None):
         raise InputError("give exactly one of --consumer NAME or --after SEQ")

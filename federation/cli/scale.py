@@ -52,9 +52,12 @@ def snapshot_list(home: Home, name):
     Example:
       federation snapshot list tid
     """
+    from federation.core.errors import UnavailableError
     from federation.store.db import connect
     from federation.store.snapshots import list_snapshots, minimum_index
     from federation.store.publisher import Publisher
+    if not home.require().publisher_db.exists():  # read-only: a typo'd --home creates nothing
+        raise UnavailableError(f"no publisher database at {home.publisher_db}: this node publishes no feed")
     feed = Publisher(home.publisher_db).feed(name)
     conn = connect(home.publisher_db, readonly=True)
     for r in list_snapshots(conn, feed.id):
@@ -104,7 +107,7 @@ def bootstrap(home: Home, name, workers):
     from federation.store.mirror import Mirror
 
     async def run():
-        mirror = Mirror(home.mirror_db)
+        mirror = Mirror.existing(home.require().mirror_db)  # a typo'd --home creates nothing (as 'sync')
         f = mirror.get(name)
         async with Fetcher(list(f.urls)) as fetcher:
             return await bootstrap_feed(mirror, name, fetcher, workers=workers)

@@ -449,7 +449,8 @@ def witness_serve(home: Home, key, host, port):
 @click.option("--new-key", "new_key", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The new private log key file: created (mode 0600) if missing, never overwritten.")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The current private log key (default HOME/private/NAME.key).")
+              help="The current private log key (default: the feed's recorded key file, else "
+                   "HOME/private/NAME.key).")
 @click.option("--prepare", is_flag=True,
               help="Only create --new-key if missing and print its vkey (to list in the next trust version).")
 @click.option("--old-key-lost", is_flag=True,
@@ -459,10 +460,12 @@ def witness_serve(home: Home, key, host, port):
 def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
     """Switch feed NAME to a new log key; the current checkpoint is signed by both keys.
 
-    Mirrors that trust either key keep accepting the feed. The next
-    `federation publish` (with --key NEW_KEY) signs with the new key only,
-    which drops the old key's signature. If the feed publishes a trust
-    chain, its newest version must already list the new key.
+    Mirrors that trust either key keep accepting the feed. NEW_KEY's path is
+    recorded with the feed: from now on `federation publish`, `serve`,
+    `export --watch` and `feed refresh` use it without --key. The next
+    publish signs with the new key only, which drops the old key's
+    signature. If the feed publishes a trust chain, its newest version must
+    already list the new key.
 
     With --old-key-lost the old key is not needed and does not sign: mirrors
     accept the feed again once they hold the trust version listing the new
@@ -473,7 +476,7 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
       federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key --prepare
       federation trust new --version 2 --log-key OLD --log-key NEW ... && federation trust publish tid ...
       federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key
-      federation publish tid batch.csv --key ~/.federation/private/tid-2.key
+      federation publish tid batch.csv      # signed with tid-2.key, the feed's key now
       # the old key is lost: trust N+1 lists the new key, then
       federation feed rotate-key tid --new-key ~/.federation/private/tid-2.key --old-key-lost
     """
@@ -505,20 +508,22 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
             raise InputError(f"feed {name!r} publishes no trust chain: its mirrors trust the lost key alone, "
                              "and nothing they trust can vouch for a new one. They must be given the new vkey "
                              "out of band and follow the feed again (docs/trust.md, 'lost log key')")
-        pub.rotate_key(name, None, new)
+        pub.rotate_key(name, None, new, key_file=home.key_record(name, new_key))
         click.echo(f"{name}: rotated to the new log key without the lost one; the current checkpoint is "
                    f"signed by the new key alone\nnew vkey: {new.vkey}\n"
-                   f"Mirrors accept it once they hold {trust.describe()}. Publish with --key {new_key} from now on.")
+                   f"Mirrors accept it once they hold {trust.describe()}. {new_key} is now the feed's key: "
+                   "publish, serve, export --watch and feed refresh use it.")
         return
-    old_path = key_path or home.key_path(name)
+    old_path = key_path or home.feed_key(name, feed.key_file)
     if not old_path.exists():
         raise InputError(f"the current key {old_path} does not exist; pass --key, or --old-key-lost "
                          "if it is lost (docs/trust.md)")
     old = load_signer(old_path)
-    pub.rotate_key(name, old, new)
+    pub.rotate_key(name, old, new, key_file=home.key_record(name, new_key))
     click.echo(f"{name}: rotated to the new log key; the current checkpoint is signed by both keys\n"
                f"new vkey: {new.vkey}\n"
-               f"Publish with --key {new_key} from now on; the next publish drops the old key's signature.")
+               f"{new_key} is now the feed's key (recorded in {home.publisher_db}): publish, serve, export "
+               "--watch and feed refresh use it; the next publish drops the old key's signature.")
 
 
 # ---- helpers for cli.py's follow --trust and verify --against ---------------------
@@ -535,10 +540,11 @@ def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str], max
 
 
 def verify_against_command(home: Home, names: list[str], url: str) -> None:
-    """Exit 0 when consistent, 1 on a fork (both notes printed), 3 on transport."""
+    """Exit 0 when consistent, 1 on a fork (both notes printed), 3 on transport,
+    5 when there is no mirror to compare (fail closed)."""
     from federation.sync.gossip import SplitViewError, verify_against
     from federation.store.mirror import Mirror
-    mirror = Mirror(home.mirror_db)
+    mirror = Mirror.existing(home.require().mirror_db)  # read-only: a typo'd --home creates nothing
     names = names or [f.name for f in mirror.all()]
     if len(names) != 1:
         raise InputError("--against compares one feed: name it")

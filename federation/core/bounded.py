@@ -43,12 +43,23 @@ _INT64_DIGITS = 19
 # brackets. A quote that does not start a complete string is matched alone:
 # the text is then invalid, and we stop before the recursive parser sees it.
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|"|[\[\]{}]', re.S)
-# TOML: the four string forms (multi-line first), comments, and brackets.
-# Each string form ends where TOML's own ends (a multi-line string at the
-# last quote of its closing run, which may hold up to two quotes of content),
-# so a structural bracket can never hide in what the scan takes for a string.
+# TOML: dotted keys, the four string forms (multi-line first), comments, and
+# brackets. Each string form ends where TOML's own ends (a multi-line string
+# at the last quote of its closing run, which may hold up to two quotes of
+# content), so a structural bracket can never hide in what the scan takes for
+# a string.
+#
+# A dotted key (``a.b.c = 1``, ``[a.b]``, ``"x".'y'``) nests a table per dot,
+# and tomllib builds every prefix of it (quadratic: a 32 KiB ``a.a.a...``
+# costs ~1 GiB), so its parts are counted here, before tomllib runs. Matched
+# first (its parts may be quoted), possessively, and never from the middle of
+# a bare run (the lookbehind): the scan stays linear. A float or a time's
+# fraction (``1.5``, ``00:00:00.5``) matches too, as two parts: harmless.
+_TOML_KEY_PART = r'(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|\'[^\'\n]*+\')'
+_TOML_PARTS = re.compile(_TOML_KEY_PART)
 _TOML_TOKENS = re.compile(
-    r'"""(?:[^\\]|\\.)*?"""(?!")|\'\'\'.*?\'\'\'(?!\')|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|"|\'|[\[\]{}]'
+    r'(?P<key>(?<![A-Za-z0-9_-])%s(?:[ \t]*+\.[ \t]*+%s)++)' % (_TOML_KEY_PART, _TOML_KEY_PART)
+    + r'|"""(?:[^\\]|\\.)*?"""(?!")|\'\'\'.*?\'\'\'(?!\')|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\'|#[^\n]*|"|\'|[\[\]{}]'
     r'|[0-9][0-9A-Za-z_]{%d,}' % MAX_NUMBER_CHARS,  # a number literal (or a bare key) too long to be ours
     re.S)
 
@@ -62,7 +73,11 @@ def _check_depth(text: str, tokens: re.Pattern, max_depth: int, what: str,
     depth = 0
     for m in tokens.finditer(text):
         c = m.group()
-        if c in "[{":
+        if m.lastgroup == "key":  # a dotted key: one table per part (TOML only)
+            if len(_TOML_PARTS.findall(c)) > max_depth:
+                raise _error(error, what, f"nested more than {max_depth} levels deep (a dotted key at "
+                                          f"character {m.start()})")
+        elif c in "[{":
             depth += 1
             if depth > max_depth:
                 raise _error(error, what, f"nested more than {max_depth} levels deep")

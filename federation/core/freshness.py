@@ -18,7 +18,9 @@ file (``trust.check_cosignatures``); every feed gets one from its publisher:
   and the time of the last seal it applied: the newest of those is when its
   applied tree was last known to be current. Past the feed's maximum age
   (``federation follow --max-age``, default ``DEFAULT_MAX_AGE``) a sync
-  reports ``stale`` and lookups fail closed (``readiness``).
+  reports ``stale`` and lookups fail closed (``readiness``). The maximum age
+  should span a few of the publisher's refreshes (``short_max_age``): equal
+  to the interval, one late refresh fails every lookup.
 
 Why the log key and not a key of its own: a mirror that follows a plain vkey
 (the README's path) then needs nothing more, a key rotation carries
@@ -37,7 +39,10 @@ Under a trust file only the witness quorum vouches for freshness: the log's
 own timestamp and seal times are the log's word (``sync.orchestrator``).
 
 A timestamp too far in the future (beyond ``trust.clock_skew_allowance`` of
-the maximum age) is ignored, so it cannot stretch freshness; a line by the
+the maximum age) is ignored, so it cannot stretch freshness (a seal's time
+too: ``usable_time``); when nothing else is fresh, a sync that saw one tells
+the operator to check this machine's clock rather than blame the upstream.
+A line by the
 log's timestamp key that does not verify is ignored too (reported): a relay
 that appends junk must not halt its followers, and without the line the feed
 only goes stale sooner -- the safe side.
@@ -85,10 +90,13 @@ def timestamp_lines(note: Note, log_keys: list[Verifier]) -> list[tuple[Verifier
 @dataclass(frozen=True)
 class LogStamp:
     """The newest usable log timestamp on a note (None: none), and why other
-    lines by the log's timestamp keys were not used."""
+    lines by the log's timestamp keys were not used. ``future``: the newest
+    timestamp that verified but lies beyond the clock-skew allowance (None:
+    none) -- with no usable one, a sign that this machine's clock is behind."""
 
     time: int | None
     ignored: tuple[str, ...] = ()
+    future: int | None = None
 
 
 def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_age: int) -> LogStamp:
@@ -99,6 +107,7 @@ def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_ag
         except MalformedError as e:
             return LogStamp(None, (f"note does not parse: {e}",))
     best: int | None = None
+    future: int | None = None
     ignored: list[str] = []
     limit = now + clock_skew_allowance(max_age)
     for key, sig in timestamp_lines(note, log_keys):
@@ -108,9 +117,10 @@ def log_timestamp(note: Note | bytes, log_keys: list[Verifier], now: int, max_ag
         t = key.cosignature_time(sig.signature) or 0
         if t > limit:
             ignored.append(f"timestamp by {key.name}+{key.key_id:08x} is {t - now} s in the future")
+            future = t if future is None else max(future, t)
             continue
         best = t if best is None else max(best, t)
-    return LogStamp(best, tuple(ignored))
+    return LogStamp(best, tuple(ignored), future)
 
 
 def usable_time(t: int | None, now: int, max_age: int) -> int | None:
@@ -130,3 +140,18 @@ def describe_age(age: int | None) -> str:
         if age >= 2 * seconds:
             return f"{age // seconds} {unit} ago"
     return f"{age} s ago"
+
+
+MIN_MAX_AGE_REFRESHES = 3  # a feed's maximum age should span this many of the publisher's refreshes
+
+
+def short_max_age(max_age: int, refresh_interval: float = REFRESH_INTERVAL) -> str:
+    """Why ``max_age`` is too short for a publisher refreshing every
+    ``refresh_interval`` seconds without witnesses, or "" if it is not."""
+    if max_age >= MIN_MAX_AGE_REFRESHES * refresh_interval:
+        return ""
+    return (f"a maximum age of {max_age} s is under {MIN_MAX_AGE_REFRESHES} times the publisher's refresh "
+            f"interval ({refresh_interval:g} s, the default of 'serve' and of an hourly 'feed refresh'): one late "
+            "refresh makes the feed stale and every lookup fail closed. Use a few times the interval the "
+            f"publisher refreshes at ({int(MIN_MAX_AGE_REFRESHES * refresh_interval)} s or more), unless it "
+            "refreshes more often")

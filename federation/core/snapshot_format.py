@@ -57,6 +57,18 @@ MAX_RECORD_BYTES = 1024
 MAX_ELEMENT_FIELD = 255
 
 
+def max_snapshot_bytes(size: int) -> int:
+    """The most bytes a snapshot of a tree of ``size`` entries can take, as
+    written (compressed or not): its header and one record per entry at
+    most (an active set never holds more records than the log has entries),
+    plus zstd's worst case for data it cannot compress (a frame is at most
+    1/128 longer than its content, plus a few bytes). A mirror reads no more
+    of a download: the bound comes from the signed tree, not from the
+    unsigned index."""
+    raw = MAX_HEADER_BYTES + size * MAX_RECORD_BYTES
+    return raw + raw // 128 + (64 << 10)
+
+
 @dataclass(frozen=True)
 class SnapshotRef:
     """One index entry. Unauthenticated: a hint for which file to fetch."""

@@ -11,6 +11,9 @@ narrowed by the node config, with these invariants:
   exist*, gets 401; a valid token not scoped to the feed gets 403 whether or
   not the feed exists. So nothing about unknown or other members' feeds
   leaks. Unknown, malformed or revoked tokens get 401, even on public feeds.
+* Every answer about a feed that is not public is marked ``server.PRIVATE``:
+  its ``Cache-Control`` says ``private``, so no shared cache keeps a
+  member's answer for others.
 * Each token (or, for anonymous readers, each address) has a token bucket;
   over it, 429 with ``Retry-After``.
 * Every publish, and every checkpoint a member fetches (once per member,
@@ -25,6 +28,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from federation.core.errors import AuthError, ForbiddenError, InputError, RateLimitedError
+from federation.net.server import PRIVATE
 from federation.store.tokens import ROLES, Token, TokenStore
 
 __all__ = ["ROLES", "Token", "TokenStore", "RateLimiter", "AccessControl", "install_listing_filter"]
@@ -141,12 +145,15 @@ class AccessControl:
             return await handler(request)  # /healthz, /feeds (filtered by the handler below)
         feed = m[1]
         publishing = request.method == "POST"
+        public = self.is_public(feed)
+        if publishing or not public:
+            request[PRIVATE] = True  # answered to this token alone: never 'public' to caches
         if publishing:
             if token is None:
                 raise AuthError("a valid bearer token is required", REALM)
             if not token.can_publish(feed):
                 raise ForbiddenError("this token may not publish here")
-        elif not self.is_public(feed):
+        elif not public:
             if token is None:
                 raise AuthError("a valid bearer token is required", REALM)
             if not token.can_read(feed):

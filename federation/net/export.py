@@ -36,6 +36,14 @@ first, signed head last):
    the next export removes (as the server's 410, only a mirror already past
    them could have used them).
 
+Names: a feed's name becomes its directory under the export root, so every
+name is checked (``names``) before a path is made of it -- also the names a
+database holds, which may predate that check (a feed named ``..`` would
+otherwise write next to the export root).
+
+Failures of the disk (full, read-only, a path under a regular file) are
+``StorageError``s naming the file: one error line, never a traceback.
+
 Incremental: tiles are immutable (a path names fixed content), so an
 existing file of the right length is skipped. An export never rolls the
 checkpoint back: a smaller tree than the one on disk is refused.
@@ -58,6 +66,7 @@ from federation.store import mirror as mirror_store, publisher as publisher_stor
 from federation.store.db import connect
 from federation.core.errors import InputError, MalformedError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_path
+from federation.core.names import FEED_NAME_PATTERN, check_feed_name, is_feed_name
 from federation.core.snapshot_format import encode_index, relay_minimum_index
 from federation.store.publisher import stored_access
 from federation.net.longpoll import checkpoint_size
@@ -162,18 +171,27 @@ def split_by_access(db: Path | str, names: list[str], declared: dict[str, str],
     of ``db``'s when empty); ``declared``: followed feed -> config access."""
     todo, withheld = [], []
     for name in names or feed_names(db):
+        check_feed_name(name)  # it becomes a directory of the export
         members = feed_access(db, name, declared.get(name)) == "members"
         (withheld if members and not include_members_only else todo).append(name)
     return todo, withheld
 
 
 def feed_names(db: Path | str) -> list[str]:
+    """Every feed of ``db``, each a valid feed name: ``StorageError`` naming
+    any that is not (a database made before names were checked)."""
     conn = connect(db, readonly=True)
     try:
         mirror = _is_mirror(conn, db)
-        return (mirror_store.follow_names if mirror else publisher_store.feed_names)(conn)
+        names = (mirror_store.follow_names if mirror else publisher_store.feed_names)(conn)
     finally:
         conn.close()
+    bad = [n for n in names if not is_feed_name(n)]
+    if bad:
+        raise StorageError(f"{db} holds feed(s) named {', '.join(repr(n[:80]) for n in bad)}, which is not a "
+                           f"feed name ({FEED_NAME_PATTERN}, not '.' or '..') and cannot be an export directory; "
+                           "nothing was exported (name the other feeds to export them)")
+    return names
 
 
 def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, *, access: str | None = None,
@@ -186,88 +204,98 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
     unless ``include_members_only``.
     """
     out = Path(out)
+    check_feed_name(name)
     try:
         conn = connect(db, readonly=True)
     except StorageError as e:
         raise InputError(str(e)) from None
     try:
-        conn.execute("BEGIN")  # step 1: one snapshot for checkpoint and tiles
-        mirror = _is_mirror(conn, db)
-        row = (mirror_store.follow_checkpoint if mirror else publisher_store.feed_checkpoint)(conn, name)
-        if row is None:
-            raise InputError(f"no feed named {name!r} in {db}")
-        fid, checkpoint = row
-        effective = _access(conn, mirror, name, access)
-        if effective == "members" and not include_members_only:
-            raise InputError(f"feed {name!r} is members-only and a static directory has no access control; "
-                             "refusing to write it in the clear (include_members_only: only for a directory "
-                             "served to members alone)")
-        if checkpoint is None:
-            raise InputError(f"feed {name!r} has no complete verified version to export yet")
-        size = checkpoint_size(checkpoint)
-        cp_path = out / "checkpoint"
-        if cp_path.exists():
-            try:
-                old = cp_path.read_bytes()
-                old_size = checkpoint_size(old)
-            except (OSError, MalformedError):
-                old, old_size = None, -1
-            if old_size > size:
-                raise InputError(f"{cp_path} holds tree size {old_size}, newer than {size}; refusing to roll back")
-        else:
-            old = None
-        if mirror:
-            minimum, files = relay_minimum_index(mirror_store.base_size(conn, fid)), mirror_snapshot_dir(db) / str(fid)
-        else:
-            minimum, files = minimum_index(conn, fid), snapshot_dir(db) / str(fid)
-        # Step 2: tiles and bundles, skipping immutable files already present.
-        written = skipped = 0
-        tiles = TileStore(conn, fid)
-        for level, idx, width, length in tiles.sizes():
-            if level == ENTRIES and idx * TILE_WIDTH + width <= minimum:
-                continue  # pruned (the server answers 410); the partial bundle of the size is kept in the db
-            path = out / tile_path(level, idx, width)
-            try:
-                if path.stat().st_size == length:
-                    skipped += 1
-                    continue
-            except FileNotFoundError:
-                pass
-            write_atomic(path, tiles.get(level, idx, width), fsync)
-            written += 1
-        # Step 3: snapshot files, then the index that lists them.
-        listed = []
-        for ref in list_snapshots(conn, fid):
-            src, dest = files / f"{ref.sha256}.snap", out / "snapshot" / ref.sha256
-            if not src.exists():
-                continue  # replaced (a relay's re-bootstrap): the server does not serve it either
-            if not (dest.exists() and dest.stat().st_size == src.stat().st_size):
-                _copy_atomic(src, dest, fsync)
-                written += 1
-            raw = out / "snapshot" / f"{ref.sha256}.msgpack"  # the stream without zstd (PROTOCOL.md section 11)
-            if not raw.exists():
-                _copy_atomic(src, raw, fsync, open_msgpack_stream)
-                written += 1
-            listed.append(ref)
-        index = encode_index(listed, minimum)
-        written += _write_if_changed(out / "snapshot" / "index", index, fsync)
-        # Step 4: the trust chain, numbered versions first.
-        chain = trust_versions(conn, name)
-        for version, data in chain:
-            written += _write_if_changed(out / "trust" / str(version), data, fsync)
-        if chain:
-            written += _write_if_changed(out / "trust" / "latest", chain[-1][1], fsync)
-        # Step 5: the signed head.
-        changed = old != checkpoint
-        if changed:
-            write_atomic(cp_path, checkpoint, fsync)
-        conn.execute("COMMIT")
-        # Step 6, last: bundles below the minimum index the index now announces.
-        removed = _remove_pruned(out, minimum)
-        return ExportResult(name, size, written, skipped, changed, effective, removed, minimum, len(listed),
-                            len(chain))
+        return _export(conn, db, name, out, fsync, access, include_members_only)
+    except OSError as e:  # the disk: full, read-only, a path under a regular file, ...
+        where = f" ({e.filename})" if e.filename else ""
+        raise StorageError(f"export of feed {name} to {out}: {e.strerror or e}{where}") from None
     finally:
         conn.close()
+
+
+def _export(conn: sqlite3.Connection, db, name: str, out: Path, fsync: bool, access: str | None,
+            include_members_only: bool) -> ExportResult:
+    """``export_feed``'s steps, on its read-only connection."""
+    conn.execute("BEGIN")  # step 1: one snapshot for checkpoint and tiles
+    mirror = _is_mirror(conn, db)
+    row = (mirror_store.follow_checkpoint if mirror else publisher_store.feed_checkpoint)(conn, name)
+    if row is None:
+        raise InputError(f"no feed named {name!r} in {db}")
+    fid, checkpoint = row
+    effective = _access(conn, mirror, name, access)
+    if effective == "members" and not include_members_only:
+        raise InputError(f"feed {name!r} is members-only and a static directory has no access control; "
+                         "refusing to write it in the clear (include_members_only: only for a directory "
+                         "served to members alone)")
+    if checkpoint is None:
+        raise InputError(f"feed {name!r} has no complete verified version to export yet")
+    size = checkpoint_size(checkpoint)
+    cp_path = out / "checkpoint"
+    if cp_path.exists():
+        try:
+            old = cp_path.read_bytes()
+            old_size = checkpoint_size(old)
+        except (OSError, MalformedError):
+            old, old_size = None, -1
+        if old_size > size:
+            raise InputError(f"{cp_path} holds tree size {old_size}, newer than {size}; refusing to roll back")
+    else:
+        old = None
+    if mirror:
+        minimum, files = relay_minimum_index(mirror_store.base_size(conn, fid)), mirror_snapshot_dir(db) / str(fid)
+    else:
+        minimum, files = minimum_index(conn, fid), snapshot_dir(db) / str(fid)
+    # Step 2: tiles and bundles, skipping immutable files already present.
+    written = skipped = 0
+    tiles = TileStore(conn, fid)
+    for level, idx, width, length in tiles.sizes():
+        if level == ENTRIES and idx * TILE_WIDTH + width <= minimum:
+            continue  # pruned (the server answers 410); the partial bundle of the size is kept in the db
+        path = out / tile_path(level, idx, width)
+        try:
+            if path.stat().st_size == length:
+                skipped += 1
+                continue
+        except FileNotFoundError:
+            pass
+        write_atomic(path, tiles.get(level, idx, width), fsync)
+        written += 1
+    # Step 3: snapshot files, then the index that lists them.
+    listed = []
+    for ref in list_snapshots(conn, fid):
+        src, dest = files / f"{ref.sha256}.snap", out / "snapshot" / ref.sha256
+        if not src.exists():
+            continue  # replaced (a relay's re-bootstrap): the server does not serve it either
+        if not (dest.exists() and dest.stat().st_size == src.stat().st_size):
+            _copy_atomic(src, dest, fsync)
+            written += 1
+        raw = out / "snapshot" / f"{ref.sha256}.msgpack"  # the stream without zstd (PROTOCOL.md section 11)
+        if not raw.exists():
+            _copy_atomic(src, raw, fsync, open_msgpack_stream)
+            written += 1
+        listed.append(ref)
+    index = encode_index(listed, minimum)
+    written += _write_if_changed(out / "snapshot" / "index", index, fsync)
+    # Step 4: the trust chain, numbered versions first.
+    chain = trust_versions(conn, name)
+    for version, data in chain:
+        written += _write_if_changed(out / "trust" / str(version), data, fsync)
+    if chain:
+        written += _write_if_changed(out / "trust" / "latest", chain[-1][1], fsync)
+    # Step 5: the signed head.
+    changed = old != checkpoint
+    if changed:
+        write_atomic(cp_path, checkpoint, fsync)
+    conn.execute("COMMIT")
+    # Step 6, last: bundles below the minimum index the index now announces.
+    removed = _remove_pruned(out, minimum)
+    return ExportResult(name, size, written, skipped, changed, effective, removed, minimum, len(listed),
+                        len(chain))
 
 
 def _write_if_changed(path: Path, data: bytes, fsync: bool) -> int:

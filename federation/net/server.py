@@ -10,6 +10,13 @@ Routes, per feed ``NAME`` (``/feeds/NAME/`` is the tlog-tiles prefix):
 * ``GET /feeds`` -- JSON list of feeds (name, origin, vkey, size).
 * ``GET /healthz``.
 
+Caching: the ``public`` above is for public feeds. An answer that access
+control marks ``PRIVATE`` (a members-only feed's: it answered a member's
+token) says ``private`` instead, whatever the route that made it (this
+module's, snapshots, trust files): RFC 9111 section 3.5 lets a shared cache
+reuse an answer to a request with ``Authorization`` when it says ``public``,
+and a CDN or proxy would then hand a member's answer to anyone.
+
 Paths are parsed by ``layout.parse_tile_path`` (a strict regex) and looked up
 in SQLite through the stores (``store.publisher``, ``store.tilestore``);
 nothing touches the filesystem, so traversal is impossible.
@@ -36,6 +43,22 @@ from federation.net import errors
 
 CHECKPOINT_CACHE = "public, max-age=2"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+# Request key: the answer is for this caller alone (set by access control for
+# members-only feeds); ``keep_private`` makes its Cache-Control say so.
+PRIVATE = web.RequestKey("private_answer", bool) if hasattr(web, "RequestKey") else "federation.private_answer"
+
+
+async def keep_private(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: an answer marked ``PRIVATE`` is never
+    ``public`` to caches. Runs just before the headers go out, so it also
+    covers streamed answers (snapshot files) and every extension's routes."""
+    if not request.get(PRIVATE):
+        return
+    directives = [d.strip() for d in response.headers.get("Cache-Control", "").split(",") if d.strip()]
+    directives = ["private" if d.lower() == "public" else d for d in directives]
+    if not any(d.lower() in ("private", "no-store") for d in directives):
+        directives.insert(0, "private")
+    response.headers["Cache-Control"] = ", ".join(directives)
 
 
 class FeedSource(Protocol):
@@ -180,6 +203,7 @@ def create_app(sources: list[FeedSource], extensions: list | None = None,
     app[errors.ERROR_FORMATS] = errors.ErrorFormats()
     app[SOURCES] = sources
     app[TILE_CACHE] = OrderedDict()
+    app.on_response_prepare.append(keep_private)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/feeds", list_feeds)
     app.router.add_get("/feeds/{name}/checkpoint", get_checkpoint)

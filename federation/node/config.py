@@ -67,7 +67,7 @@ class PublishedFeed:
     name: str
     access: str | None = None  # None: as stored with the feed; may narrow it, never widen (federation.access)
     api: bool = True
-    key: Path | None = None  # default HOME/private/NAME.key
+    key: Path | None = None  # default: the feed's recorded key file, else HOME/private/NAME.key (Home.feed_key)
 
 
 @dataclass(frozen=True)
@@ -220,13 +220,11 @@ def load_config(path: Path | str) -> NodeConfig:
 
 
 def trusted_vkeys(f: FollowedFeed) -> list[str]:
-    """The feed's log keys: its ``vkeys`` plus, if given, its trust file's."""
+    """The feed's log keys as the config states them: its ``vkeys`` plus, if
+    given, its trust file's (``prepare_mirror`` uses the chain's current ones)."""
     keys = list(f.vkeys)
-    if f.trust is not None:
-        from federation.core.trustfile import load_trust_file  # issue 4's trust files
-        t = load_trust_file(f.trust)
-        if t.origin != f.origin:
-            raise InputError(f"[[follow]] {f.name}: trust file {f.trust} is for origin {t.origin!r}, not {f.origin!r}")
+    t = _trust_file(f)
+    if t is not None:
         keys += [v.vkey for v in t.log_keys if v.vkey not in keys]
     return keys
 
@@ -241,30 +239,44 @@ def upstream_headers(f: FollowedFeed) -> dict | None:
 
 
 def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
-    """Make the mirror's follows match the config (the config is the truth)."""
+    """Make the mirror's follows match the config (the config is the truth).
+
+    A ``[[follow]]`` with a trust file is followed under it, with or without
+    ``vkeys`` next to it: its chain is started (``rotation.follow_with_trust``
+    for a new follow; the file itself for a feed followed before without
+    one), so every sync checks the witness quorum and follows rotations, and
+    ``max_age`` defaults to the file's ``max_staleness_seconds``. The trusted
+    log keys are then the config's ``vkeys`` plus the chain's *current* ones
+    (not the file's: rotations may have moved past it, and a key a rotation
+    revoked must not come back at the next start).
+    """
     from federation.store.mirror import Mirror
+    from federation.store.trust_chain import TrustChain
+    from federation.trust.rotation import follow_with_trust
     if not cfg.follow:
         return
     mirror = Mirror(home.mirror_db)
     try:
         for f in cfg.follow:
-            vkeys = trusted_vkeys(f)
+            trust = _trust_file(f)
             try:
                 have = mirror.get(f.name)
             except InputError:
-                if f.trust is not None and not f.vkeys:
-                    # Under a trust file: its chain (rotation, witnesses) governs the keys.
-                    from federation.trust.rotation import follow_with_trust
-                    from federation.core.trustfile import load_trust_file
-                    follow_with_trust(mirror, f.name, load_trust_file(f.trust), list(f.urls), f.max_age)
-                else:
-                    mirror.follow(f.name, f.origin, vkeys, list(f.urls), f.max_age or DEFAULT_MAX_AGE)
-                continue
+                if trust is None:
+                    mirror.follow(f.name, f.origin, list(f.vkeys), list(f.urls), f.max_age or DEFAULT_MAX_AGE)
+                    continue
+                # The chain first, then the follow row (follow_with_trust's order);
+                # the config's own vkeys are added below.
+                have = follow_with_trust(mirror, f.name, trust, list(f.urls), f.max_age)
             if have.origin != f.origin:
                 raise InputError(f"[[follow]] {f.name}: the mirror follows origin {have.origin!r}, config says "
                                  f"{f.origin!r}; follow it under a new name")
-            if f.trust is not None and not f.vkeys:
-                vkeys = list(have.vkeys)  # rotations may have moved past the file's keys
+            vkeys = list(f.vkeys)
+            if trust is not None:
+                chain = TrustChain(mirror.conn, f.name)
+                if chain.current() is None:  # followed before without a trust file: under it from now on
+                    chain.start(trust)
+                vkeys += [k.vkey for k in chain.current().log_keys if k.vkey not in vkeys]
             if list(have.vkeys) != vkeys or list(have.urls) != list(f.urls):
                 mirror.set_upstreams(f.name, vkeys, list(f.urls))
             if f.max_age is not None and f.max_age != have.max_age:
@@ -273,9 +285,24 @@ def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
         mirror.close()
 
 
+def _trust_file(f: FollowedFeed):
+    """``f``'s trust file, loaded and checked against its origin, or None."""
+    if f.trust is None:
+        return None
+    from federation.core.trustfile import load_trust_file
+    t = load_trust_file(f.trust)
+    if t.origin != f.origin:
+        raise InputError(f"[[follow]] {f.name}: trust file {f.trust} is for origin {t.origin!r}, not {f.origin!r}")
+    return t
+
+
 def load_signers(home: Home, cfg: NodeConfig) -> dict:
+    """The publishing API's signers: each feed's ``key``, else the key file the
+    feed is signed with (``Home.feed_key``)."""
     from federation.node.keys import load_signer
-    return {p.name: load_signer(p.key or home.key_path(p.name)) for p in cfg.publish if p.api}
+    from federation.node.refresh import recorded_key_files
+    recorded = recorded_key_files(home)
+    return {p.name: load_signer(p.key or home.feed_key(p.name, recorded.get(p.name))) for p in cfg.publish if p.api}
 
 
 def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=None) -> web.Application:

@@ -10,7 +10,9 @@ Layout, every file of a home (no other module builds these paths):
 * ``platform.db`` -- consumer cursors and webhooks (``store.platform``), mode
   0600: it holds webhook secrets;
 * ``witness.db`` -- the state of a witness this node runs (``store.witness``);
-* ``private/<feed>.key`` -- log keys (dir 0700, files 0600).
+* ``private/<feed>.key`` -- log keys (dir 0700, files 0600); a feed created
+  or rotated with a key file elsewhere has that path recorded with it in
+  ``publisher.db`` (``feed_key``).
 
 The home is outside any source tree by default, so keys never land in a
 repository.
@@ -85,6 +87,19 @@ class Home:
     @property
     def private_dir(self) -> Path:
         return self.root / "private"
+
+    def feed_key(self, feed: str, recorded: str | None = None) -> Path:
+        """The key file feed ``feed`` is signed with: the one recorded with
+        the feed (``feed create --key``, ``feed rotate-key --new-key``:
+        ``Feed.key_file``), else ``private/<feed>.key``."""
+        return Path(recorded) if recorded else self.key_path(feed)
+
+    def key_record(self, feed: str, path: Path) -> str | None:
+        """What to record as feed ``feed``'s key file for a key at ``path``:
+        None for ``private/<feed>.key`` (so the home can move), else the
+        absolute path."""
+        resolved = Path(path).resolve()
+        return None if resolved == self.key_path(feed).resolve() else str(resolved)
 
     def key_path(self, feed: str) -> Path:
         """``private/<feed>.key``; ``InputError`` for anything but a feed name

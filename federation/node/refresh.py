@@ -11,14 +11,17 @@ note; a concurrent publish or cosigning round wins and is stamped anyway):
   ``REFRESH_INTERVAL`` seconds for each published feed whose key it holds;
 * ``federation export --watch`` -- before each export round that is due.
 
-A feed whose key is not on this machine is reported, not refreshed: its
-mirrors go stale after their maximum age unless a refresh runs where the key
-is.
+Each feed is stamped with the key file it is signed with (``Home.feed_key``:
+the one ``feed create --key`` or ``feed rotate-key`` recorded, else
+``HOME/private/NAME.key``). A feed whose key is not on this machine is
+reported, not refreshed: its mirrors go stale after their maximum age unless
+a refresh runs where the key is (``feed refresh --key``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +35,23 @@ log = logging.getLogger("federation.refresh")
 @dataclass(frozen=True)
 class Refreshed:
     feed: str
-    size: int | None  # the tree re-stamped (None: not refreshed)
+    size: int | None  # the tree re-stamped (None: not refreshed, or not up to now)
     problem: str = ""  # why not
 
 
 def load_refresh_signers(home: Home, names: list[str], keys: dict[str, Path] | None = None) -> tuple[dict, list]:
-    """({name: Signer} for the feeds whose key file loads, [Refreshed] for those whose does not)."""
+    """({name: Signer} for the feeds whose key file loads, [Refreshed] for those whose does not).
+
+    Each feed's key file: ``keys[name]`` if given (a node config's ``key``,
+    ``feed refresh --key``), else the one the feed is signed with as the home
+    records it (``Home.feed_key``: ``feed create --key`` and ``feed
+    rotate-key`` record theirs; ``HOME/private/NAME.key`` otherwise).
+    """
     from federation.node.keys import load_signer
+    recorded = recorded_key_files(home)
     signers, missing = {}, []
     for name in names:
-        path = (keys or {}).get(name) or home.key_path(name)
+        path = (keys or {}).get(name) or home.feed_key(name, recorded.get(name))
         try:
             signers[name] = load_signer(path)
         except FederationError as e:
@@ -49,8 +59,25 @@ def load_refresh_signers(home: Home, names: list[str], keys: dict[str, Path] | N
     return signers, missing
 
 
+def recorded_key_files(home: Home) -> dict[str, str | None]:
+    """Feed name -> its recorded key file, read only (none without a publisher database)."""
+    from federation.store.db import connect
+    from federation.store.publisher import feed_key_files
+    if not home.publisher_db.exists():
+        return {}
+    conn = connect(home.publisher_db, readonly=True)
+    try:
+        return feed_key_files(conn)
+    finally:
+        conn.close()
+
+
 def refresh_feeds(publisher, signers: dict, now: int | None = None) -> list[Refreshed]:
-    """Re-stamp the served checkpoint of every feed in ``signers`` (name -> Signer)."""
+    """Re-stamp the served checkpoint of every feed in ``signers`` (name -> Signer).
+
+    A feed with a version pending cosignatures is reported as a problem: its
+    checkpoint is stamped only up to that version's commit.
+    """
     out = []
     for name, signer in signers.items():
         try:
@@ -58,10 +85,18 @@ def refresh_feeds(publisher, signers: dict, now: int | None = None) -> list[Refr
         except FederationError as e:
             out.append(Refreshed(name, None, f"{e.kind}: {e}"))
             continue
+        feed = publisher.feed(name)
         if note is None:
             out.append(Refreshed(name, None, "the checkpoint changed meanwhile (a publish); the next round stamps it"))
+        elif feed.pending_checkpoint is not None:
+            # Stamped only up to the pending version's commit (Publisher.refresh_timestamp).
+            out.append(Refreshed(name, None, f"version {feed.version} awaits cosignatures since "
+                                             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(feed.updated))}: "
+                                             "the served checkpoint is stamped as of then, not now, and mirrors "
+                                             f"go stale after their maximum age; finish it with 'federation "
+                                             f"cosign run {name} --once'"))
         else:
-            out.append(Refreshed(name, publisher.feed(name).size))
+            out.append(Refreshed(name, feed.size))
     return out
 
 

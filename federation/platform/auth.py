@@ -16,8 +16,8 @@ Invariants, with auth on:
 * A token's feed scope bounds what it sees. Lookup answers and change pages
   are *filtered* to the scope (``scope_of``), so records of other feeds are
   never shown and their absence is indistinguishable from no match. Naming
-  an out-of-scope feed explicitly (``?feed=NAME``, ``/feeds/NAME/...``) is
-  403. Node-wide views (``/webhooks`` with endpoint URLs, ``/metrics`` with
+  an out-of-scope feed explicitly (``?feed=NAME``, any of them when
+  repeated, ``/feeds/NAME/...``) is 403. Node-wide views (``/webhooks`` with endpoint URLs, ``/metrics`` with
   every feed's figures, the ``/feeds`` listing) need a ``*`` token.
 * Each token has its own token bucket (``auth.RateLimiter``, the token's
   rate and burst): over it, 429 with ``Retry-After``. A batch lookup counts
@@ -91,7 +91,7 @@ class PlatformAuth:
         everything = "*" in token.feeds
         if route in NODE_WIDE and not everything:
             raise ForbiddenError(f"{route} shows every feed: it needs a token scoped to '*'")
-        named = [request.query["feed"]] if "feed" in request.query else []
+        named = request.query.getall("feed", [])  # every one of them: ?feed=mine&feed=theirs is 403
         if "name" in request.match_info and request.path.startswith("/feeds/"):
             named.append(request.match_info["name"])
         for feed in named:

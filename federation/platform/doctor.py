@@ -5,7 +5,8 @@ Checks, each reported as ok / warn / fail with what to do:
 * the home directory exists and is not writable by others;
 * ``private/`` is mode 0700 and every key file in it is 0600 (only the
   mode is read: key contents are the business of ``federation.keys``);
-  every published feed has its key file;
+  every published feed has its key file (``Home.feed_key``: the recorded
+  one, else ``private/NAME.key``);
 * ``publisher.db``, ``mirror.db`` and ``platform.db`` open; ``platform.db``
   holds webhook secrets, so it must not be readable by others;
 * trust: every followed feed's vkeys parse and are named after its origin;
@@ -15,8 +16,9 @@ Checks, each reported as ok / warn / fail with what to do:
   upstream that failed while another succeeded is a warning;
 * upstreams, as ``sync`` checks them: each URL of each followed feed serves
   a checkpoint that verifies against the trusted keys (bounded timeout), is
-  not a rollback or a fork of what the mirror holds, and carries a
-  timestamp (the log's own, or a witness quorum's under a trust file)
+  not a rollback or a fork of what the mirror holds, and is fresh by sync's
+  rule (the newest of the log's own timestamp, a witness quorum's under a
+  trust file, and the time of the seal the mirror applied for that tree)
   within the feed's maximum age -- a frozen relay fails here.
 
 With a node config (``doctor --config node.toml``, parsed by
@@ -57,7 +59,7 @@ from federation.net.fetcher import Fetcher
 from federation.core.freshness import describe_age, log_timestamp
 from federation.node.home import Home
 from federation.store.mirror import Follow, read_follows
-from federation.store.publisher import feed_keys, feed_names
+from federation.store.publisher import feed_key_files, feed_keys
 from federation.store.trust_chain import newest_trust_files
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.readiness import assess
@@ -114,12 +116,12 @@ def check_files(home: Home) -> list[Check]:
     if home.publisher_db.exists():
         conn = connect(home.publisher_db, readonly=True)
         try:
-            feeds = feed_names(conn)
+            feeds = feed_key_files(conn)
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
-            feeds = []
+            feeds = {}
         conn.close()
-        for feed in feeds:
-            kp = home.key_path(feed)
+        for feed, recorded in sorted(feeds.items()):
+            kp = home.feed_key(feed, recorded)
             out.append(Check(OK if kp.exists() else WARN, f"feed {feed} key",
                              str(kp) if kp.exists() else f"{kp} missing: publishing {feed} needs --key"))
     return out
@@ -178,17 +180,27 @@ def check_trust(name: str, origin: str, vkeys: list[str]) -> list[Check]:
     return out
 
 
-def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now: int) -> str:
-    """What ``sync`` would refuse in a verified upstream checkpoint ``raw``,
-    against the mirror's state ``follow``: rollback, fork, or staleness."""
+def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now: int) -> tuple[str, str]:
+    """(status, detail): what ``sync`` would make of a verified upstream
+    checkpoint ``raw``, against the mirror's state ``follow`` -- FAIL for a
+    rollback, a fork or staleness, WARN when only a sync can tell, OK ("").
+
+    Freshness by sync's rule: the newest of the note's log timestamp, the
+    witness quorum's time and the mirror's ``fresh_time`` (which holds the
+    time of the seal it applied last, and only moves forward). For the tree
+    the mirror holds that is exactly what sync checks. For a bigger tree, the
+    seal of its newest version also counts, and doctor does not fetch it:
+    when nothing else is fresh it cannot tell, and says so (WARN).
+    """
     acc = Acceptance(follow.origin, keys, follow.trusted_state())  # the witness quorum is checked below
     acc.open_checkpoint(raw)
+    same = False
     try:
         acc.accept_checkpoint()
     except NothingNew:
-        pass
+        same = True
     except FederationError as e:
-        return f"{e.kind}: {e}"
+        return FAIL, f"{e.kind}: {e}"
     if trust is not None:
         # As sync: under a trust file only the witness quorum vouches for
         # freshness, within the trust file's window as well as the feed's.
@@ -196,16 +208,23 @@ def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now
         try:
             check_cosignatures(parse_trust(trust, strict=False), raw, now, f"{follow.origin} checkpoint")
         except FederationError as e:
-            return f"{e.kind}: {e}"
+            return FAIL, f"{e.kind}: {e}"
         from federation.core.trustfile import quorum_cosignatures
-        stamped = quorum_cosignatures(parse_trust(trust, strict=False), raw, now).quorum_time
+        # (the mirror's fresh_time of a witnessed feed holds quorum times only)
+        times = [quorum_cosignatures(parse_trust(trust, strict=False), raw, now).quorum_time,
+                 follow.fresh_time if follow.witnessed else None]
     else:
-        stamped = log_timestamp(raw, keys, now, follow.max_age).time
+        times = [log_timestamp(raw, keys, now, follow.max_age).time, follow.fresh_time]
+    stamped = max((t for t in times if t is not None), default=None)
     age = None if stamped is None else now - stamped
     if age is None or age > follow.max_age:
-        return (f"stale: its newest timestamp is {describe_age(age)}, over the feed's maximum age of "
-                f"{follow.max_age} s (a frozen upstream, or a publisher that stopped refreshing)")
-    return ""
+        if not same:
+            return WARN, (f"serves a bigger tree than the mirror holds, and nothing newer than "
+                          f"{describe_age(age)} says it is current: the seal of its newest version decides "
+                          f"(run 'federation sync'); over {follow.max_age} s the feed is stale")
+        return FAIL, (f"stale: its newest timestamp is {describe_age(age)}, over the feed's maximum age of "
+                      f"{follow.max_age} s (a frozen upstream, or a publisher that stopped refreshing)")
+    return OK, ""
 
 
 async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[str],
@@ -224,9 +243,10 @@ async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[st
             async with Fetcher(url, headers=headers) as f:
                 raw = await asyncio.wait_for(f.get("checkpoint", MAX_NOTE_BYTES), timeout)
             cp = open_checkpoint(raw, origin, keys).checkpoint
-            problem = "" if follow is None else _upstream_problem(raw, keys, follow, trust, int(time.time()))
+            status, problem = (OK, "") if follow is None else _upstream_problem(raw, keys, follow, trust,
+                                                                                int(time.time()))
             if problem:
-                out.append(Check(FAIL, f"feed {name} upstream", f"{url}: {problem}"))
+                out.append(Check(status, f"feed {name} upstream", f"{url}: {problem}"))
             else:
                 out.append(Check(OK, f"feed {name} upstream", f"{url}: verified checkpoint, size {cp.size}"))
         except asyncio.TimeoutError:
@@ -260,10 +280,11 @@ def _key_mode(path: Path, what: str) -> Check | None:
 def check_published(cfg, home: Home) -> list[Check]:
     from federation.node.keys import load_signer
     feeds: dict[str, str] = {}  # name -> vkey of the feed in publisher.db
+    recorded: dict[str, str | None] = {}  # name -> its recorded key file
     if cfg.publish and home.publisher_db.exists():
         conn = connect(home.publisher_db, readonly=True)
         try:
-            feeds = feed_keys(conn)
+            feeds, recorded = feed_keys(conn), feed_key_files(conn)
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = {}
         finally:
@@ -274,7 +295,7 @@ def check_published(cfg, home: Home) -> list[Check]:
         if p.name not in feeds:
             out.append(Check(FAIL, what, f"not a feed of {home.publisher_db}: create it with "
                                          f"'federation feed create {p.name} --origin ...'"))
-        path = p.key or home.key_path(p.name)
+        path = p.key or home.feed_key(p.name, recorded.get(p.name))
         if not path.exists():
             # The node loads keys only for feeds with the publishing API on.
             out.append(Check(FAIL if p.api else WARN, what + " key",

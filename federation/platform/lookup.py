@@ -26,7 +26,9 @@ only move JSON.
 
 With ``platform serve --auth`` (``platform_auth``), a caller whose token is
 scoped to some feeds gets answers filtered to those feeds' records: a match
-in another feed is left out, exactly as if it did not exist.
+in another feed is left out, exactly as if it did not exist. A feed of its
+scope that this node does not follow is ``503`` naming it (``not_followed``):
+an answer from the others cannot stand for it.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from federation.store.activeset import split_labels
 from federation.core.batch import parse_hash
 from federation.core.bounded import json_loads, parse_uint
 from federation.store.db import connect
-from federation.core.errors import InputError
+from federation.core.errors import InputError, UnavailableError
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.store.mirror import follow_ids, lookup_rows, origins as follow_origins, read_follows
@@ -50,6 +52,7 @@ from federation.platform.auth import scope_of
 from federation.core.readiness import Basis, assess, require
 
 MAX_BATCH = 1000
+NOT_FOLLOWED = "not_followed"  # a Basis problem: a feed of the token's scope this node does not follow
 MAX_BODY = MAX_BATCH * 400  # a PhotoDNA query is ~330 bytes of JSON
 
 
@@ -95,14 +98,34 @@ class Lookup:
         return follow_origins(self.conn)
 
     def bases(self, feeds: frozenset[str] | None = None, allow_stale: bool = False,
-              now: int | None = None) -> list[Basis]:
-        """What an answer from ``feeds`` (every followed feed when None) stands
-        on; ``UnavailableError`` when the mirror cannot stand behind one."""
+              now: int | None = None, scope: frozenset[str] | None = None) -> list[Basis]:
+        """What an answer from ``feeds`` (every followed feed when None), within
+        the caller's ``scope`` (a token's feeds; None: every feed), stands on;
+        ``UnavailableError`` when the mirror cannot stand behind one.
+
+        A feed the caller *named* that is not followed is its mistake
+        (``InputError``, 400). One in the token's scope that is not followed
+        fails closed (``UnavailableError``, 503, naming it): the token's holder
+        expects answers from it, and a "no match" from the other feeds must
+        not pass for one from it.
+        """
         follows = read_follows(self.conn)
+        followed = {f.name for f in follows}
         if feeds is not None:
-            unknown = sorted(feeds - {f.name for f in follows})
+            unknown = sorted(feeds - followed)
             if unknown:
                 raise InputError(f"not following feed(s) {unknown}")
+        if scope is not None:
+            missing = sorted((scope if feeds is None else feeds & scope) - followed)
+            if missing:
+                problems = tuple(Basis(feed=n, origin="", version=0, size=0, fresh_time=None, max_age=0, age=None,
+                                       problem=NOT_FOLLOWED, detail="this node does not follow it")
+                                 for n in missing)
+                raise UnavailableError(f"this node's mirror cannot stand behind an answer: it does not follow "
+                                       f"feed(s) {', '.join(missing)} of this token's scope (follow them, or issue "
+                                       "a token scoped to the feeds it follows)", problems)
+            feeds = scope if feeds is None else feeds & scope
+        if feeds is not None:
             follows = [f for f in follows if f.name in feeds]
         now = int(time.time()) if now is None else now
         return require([assess(f, now) for f in follows], allow_stale, "this node's mirror")
@@ -154,11 +177,9 @@ def _flag(request: web.Request, key: str) -> bool:
 def _basis(request: web.Request) -> list[Basis]:
     """The feeds this request may be answered from, checked ready (fail closed):
     the caller's scope, narrowed by ``?feed=NAME`` (repeatable)."""
-    feeds = scope_of(request)
     named = request.query.getall("feed", [])
-    if named:
-        feeds = frozenset(named) if feeds is None else frozenset(named) & feeds
-    return request.app[LOOKUP].bases(feeds, _flag(request, "allow_stale"))
+    return request.app[LOOKUP].bases(frozenset(named) if named else None, _flag(request, "allow_stale"),
+                                     scope=scope_of(request))
 
 
 async def get_lookup(request: web.Request) -> web.Response:

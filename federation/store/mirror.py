@@ -30,6 +30,7 @@ another one succeeded.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 import time
@@ -141,6 +142,11 @@ class Follow:
         return TrustedState(self.verified(), self.applied_size, CompactRange.from_bytes(self.compact), self.version)
 
 
+# Columns by name, never ``SELECT *``: databases migrated at different times
+# hold the added columns in different orders.
+FOLLOW_COLUMNS = ", ".join(f.name for f in dataclasses.fields(Follow))
+
+
 def _follow(row) -> Follow:
     r = list(row)
     r[3] = tuple(r[3].split("\n"))
@@ -150,7 +156,7 @@ def _follow(row) -> Follow:
 
 def read_follows(conn: sqlite3.Connection) -> list[Follow]:
     """Every followed feed, by name, through any connection (read-only ones too)."""
-    return [_follow(r) for r in conn.execute("SELECT * FROM follows ORDER BY name")]
+    return [_follow(r) for r in conn.execute(f"SELECT {FOLLOW_COLUMNS} FROM follows ORDER BY name")]
 
 
 # ---- queries on any connection (read-only ones too) ----------------------------
@@ -298,6 +304,11 @@ def _require_txn(conn: sqlite3.Connection) -> None:
 
 
 MAX_MAX_AGE = 366 * 86400
+# fresh_time moved forward to a time bound twice (NULL: no usable time, unchanged).
+_FORWARD = "CASE WHEN ? IS NULL THEN fresh_time ELSE max(coalesce(fresh_time, 0), ?) END"
+# The kinds a failed sync records (``FederationError.kind`` of what it raised).
+RECORDED_KINDS = frozenset({"verification", "signature", "rollback", "fork", "digest", "malformed", "stale",
+                            "transport", "storage", "input", "internal", "unavailable"})
 
 
 def check_max_age(max_age) -> int:
@@ -333,18 +344,38 @@ class Mirror(Store):
         return cls(path)
 
     def _migrate(self) -> None:
-        """Columns added after a database may have been created. A mirror that
-        predates freshness starts from its last applied seal's time."""
-        have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
-        added = False
-        for column, decl in (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
-                             ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
-                             ("sync_failed", "TEXT"), ("witnessed", "INTEGER NOT NULL DEFAULT 0")):
-            if column not in have:
+        """Columns added after a database may have been created, in one write
+        transaction (checked again inside it: two processes opening an old
+        database at once must not both add a column).
+
+        A mirror that predates freshness starts from its last applied seal's
+        time. One that predates ``sync_failed`` recorded a failed sync as
+        ``"<kind>: <message>"`` in ``last_error`` (and cleared it on success),
+        so that kind becomes ``sync_failed``: a feed whose last sync found a
+        fork stays closed across the upgrade (``readiness``).
+        """
+        columns = (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
+                   ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
+                   ("sync_failed", "TEXT"), ("witnessed", "INTEGER NOT NULL DEFAULT 0"))
+
+        def missing() -> list[tuple[str, str]]:
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
+            return [(c, decl) for c, decl in columns if c not in have]
+        if not missing():
+            return
+        with write_txn(self.conn):
+            added = {c for c, _ in missing()}
+            for column, decl in missing():
                 self.conn.execute(f"ALTER TABLE follows ADD COLUMN {column} {decl}")
-                added = added or column == "fresh_time"
-        if added:
-            self.conn.execute("UPDATE follows SET fresh_time=(SELECT max(v.time) FROM versions v WHERE v.feed=follows.id)")
+            if "fresh_time" in added:
+                self.conn.execute("UPDATE follows SET fresh_time=(SELECT max(v.time) FROM versions v "
+                                  "WHERE v.feed=follows.id)")
+            if "sync_failed" in added:
+                for fid, error in self.conn.execute("SELECT id, last_error FROM follows "
+                                                    "WHERE last_error IS NOT NULL").fetchall():
+                    kind = error.partition(":")[0]
+                    if kind in RECORDED_KINDS:
+                        self.conn.execute("UPDATE follows SET sync_failed=? WHERE id=?", (kind, fid))
 
     def close(self) -> None:
         self.conn.close()
@@ -377,7 +408,7 @@ class Mirror(Store):
         return self.get(name)
 
     def get(self, name: str) -> Follow:
-        row = self.conn.execute("SELECT * FROM follows WHERE name=?", (name,)).fetchone()
+        row = self.conn.execute(f"SELECT {FOLLOW_COLUMNS} FROM follows WHERE name=?", (name,)).fetchone()
         if row is None:
             raise InputError(f"not following a feed named {name!r} (see 'federation follow')")
         return self._follow(row)
@@ -415,6 +446,12 @@ class Mirror(Store):
         """From now on only witness quorums vouch for ``name``'s freshness
         (a feed followed under a trust file; older mirrors learn it here)."""
         self.conn.execute("UPDATE follows SET witnessed=1 WHERE name=? AND witnessed=0", (name,))
+
+    def seal_time(self, name: str) -> int | None:
+        """The signed time of the last version applied to feed ``name`` (None: none)."""
+        row = self.conn.execute("SELECT v.time FROM versions v JOIN follows f ON f.id = v.feed WHERE f.name=? "
+                                "ORDER BY v.version DESC LIMIT 1", (name,)).fetchone()
+        return row[0] if row else None
 
     def record_freshness(self, name: str, size: int, when: int | None) -> None:
         """The tree of ``size`` was verified current at ``when``: move
@@ -521,13 +558,14 @@ class Mirror(Store):
             # The seal's time is signed (it is in the log): at that time this
             # version was the feed's newest, so the applied tree was current --
             # the log's word, which a feed under a trust file does not take.
-            sealed = 0 if f.witnessed else usable_time(v.seal.time, now, f.max_age) or 0
+            # One beyond the clock-skew allowance (this machine's clock behind)
+            # counts for nothing: fresh_time stays as it was (NULL stays NULL).
+            sealed = None if f.witnessed else usable_time(v.seal.time, now, f.max_age)
             cur = self.conn.execute(
                 "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-                " count=?, digest=?, updated=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
-                " WHERE id=? AND applied_size=?",
+                f" count=?, digest=?, updated=?, fresh_time={_FORWARD} WHERE id=? AND applied_size=?",
                 (verified_note, served, v.end, log.compact.to_bytes(), v.seal.version, count,
-                 digest.digest(), now, sealed, f.id, f.applied_size),
+                 digest.digest(), now, sealed, sealed, f.id, f.applied_size),
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name} changed during apply; retry")
@@ -556,14 +594,14 @@ class Mirror(Store):
         self.conn.execute("INSERT OR REPLACE INTO versions VALUES (?,?,?,?,?,?)",
                           (f.id, seal.version, size, seal.time, count, int(time.time())))
         now = int(time.time())
-        # The seal's signed time (freshness), unless only witnesses vouch for this feed.
-        sealed = 0 if f.witnessed else usable_time(seal.time, now, f.max_age) or 0
+        # The seal's signed time (freshness; None: unusable), unless only witnesses vouch for this feed.
+        sealed = None if f.witnessed else usable_time(seal.time, now, f.max_age)
         cur = self.conn.execute(
             "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?,"
-            " count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time=max(coalesce(fresh_time, 0), ?)"
+            f" count=?, digest=?, updated=?, base_size=?, base_compact=?, fresh_time={_FORWARD}"
             " WHERE id=? AND applied_size=?",
             (note, served, size, compact.to_bytes(), seal.version, count, seal.digest,
-             now, size, compact.to_bytes(), sealed, f.id, expect_size))
+             now, size, compact.to_bytes(), sealed, sealed, f.id, expect_size))
         if cur.rowcount != 1:
             raise StorageError(f"feed {f.name} changed during bootstrap; retry")
 

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS feeds (
     updated INTEGER NOT NULL,
     pending_checkpoint BLOB,           -- committed, signed, not served until cosigned (NULL: none)
     -- who may read it (federation.access); members-only unless said otherwise
-    access TEXT NOT NULL DEFAULT 'members' CHECK (access IN ('public', 'members'))
+    access TEXT NOT NULL DEFAULT 'members' CHECK (access IN ('public', 'members')),
+    key_file TEXT                      -- the log key's file if not HOME/private/NAME.key (its path, never the key)
 );
 CREATE TABLE IF NOT EXISTS feed_cosigning (
     feed INTEGER PRIMARY KEY REFERENCES feeds(id),
@@ -114,6 +115,7 @@ class Feed:
     updated: int
     pending_checkpoint: bytes | None = None  # committed but not yet served (awaiting cosignatures)
     access: str = "members"  # "public" or "members": who may read the feed (federation.access)
+    key_file: str | None = None  # where the log key is, if not HOME/private/NAME.key (``Home.feed_key``)
 
 
 # By name, not ``SELECT *``: migrated databases add columns in their own order.
@@ -141,8 +143,9 @@ class Publisher(Store):
         self._migrate()
 
     def _migrate(self) -> None:
-        """Add ``feeds.pending_checkpoint`` and ``feeds.access`` to databases
-        made before they existed.
+        """Add ``feeds.pending_checkpoint``, ``feeds.access`` and
+        ``feeds.key_file`` to databases made before they existed (an old
+        feed's key is where it always was: NULL, ``HOME/private/NAME.key``).
 
         Feeds of an old database become members-only: before, their access
         lived only in a node config (and plain ``serve`` and ``export`` ignored
@@ -153,7 +156,8 @@ class Publisher(Store):
         old database at once must not both add a column.
         """
         columns = {"pending_checkpoint": "BLOB",
-                   "access": "TEXT NOT NULL DEFAULT 'members' CHECK (access IN ('public', 'members'))"}
+                   "access": "TEXT NOT NULL DEFAULT 'members' CHECK (access IN ('public', 'members'))",
+                   "key_file": "TEXT"}
 
         def missing() -> list[str]:
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(feeds)")}
@@ -180,11 +184,13 @@ class Publisher(Store):
     # ---- writes --------------------------------------------------------------
 
     def create_feed(self, name: str, origin: str, signer: Signer, access: str = "members",
-                    now: int | None = None) -> Feed:
+                    now: int | None = None, key_file: str | None = None) -> Feed:
         """Create an empty feed and sign its size-0 checkpoint (timestamped ``now``).
 
         ``access`` (``public`` or ``members``) is stored with the feed; the
-        default fails closed (see ``federation.access``).
+        default fails closed (see ``federation.access``). ``key_file``: where
+        ``signer``'s key file is, when not ``HOME/private/NAME.key`` (the
+        path only, so serve, export --watch and feed refresh find it).
         """
         check_feed_name(name)
         if signer.name != origin:
@@ -197,9 +203,9 @@ class Publisher(Store):
             try:
                 self.conn.execute(
                     "INSERT INTO feeds (name, origin, vkey, size, version, count, digest, compact, checkpoint, updated,"
-                    " access) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    " access, key_file) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (name, origin, signer.vkey, 0, 0, 0, LtHash16().digest(), CompactRange().to_bytes(), cp, now,
-                     access),
+                     access, key_file),
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"a feed named {name!r} or with origin {origin!r} already exists") from None
@@ -309,11 +315,20 @@ class Publisher(Store):
         Compare-and-swap on the served note (a concurrent publish or cosigning
         round wins; returns None, and the next refresh stamps the new note).
         A pending checkpoint is left alone: it is stamped at its publish.
+
+        While a version is pending (committed, awaiting cosignatures), the
+        served tree was the newest only until that version's commit
+        (``updated``), so it is stamped no later than that: saying "newest as
+        of now" would keep plain-vkey mirrors fresh on a tree that lacks the
+        pending version -- maybe a withdrawal. If the version is never
+        cosigned, mirrors go stale ``max_age`` after its commit: fail closed.
         """
         feed = self.feed(name)
         if signer.vkey != feed.vkey:
             raise InputError(f"signer {signer.vkey} is not the key of feed {name!r} ({feed.vkey})")
         when = int(time.time()) if now is None else now
+        if feed.pending_checkpoint is not None:
+            when = min(when, feed.updated)
         note = stamp_note(feed.checkpoint, [signer], when)
         return note if self.replace_checkpoint(name, feed.checkpoint, note) else None
 
@@ -329,8 +344,11 @@ class Publisher(Store):
                                     "WHERE name=? AND pending_checkpoint=?", (note, name, pending))
             return cur.rowcount == 1
 
-    def rotate_key(self, name: str, old: Signer | None, new: Signer) -> bytes:
-        """Switch feed ``name`` to log key ``new`` (same name: the origin).
+    def rotate_key(self, name: str, old: Signer | None, new: Signer, key_file: str | None = None) -> bytes:
+        """Switch feed ``name`` to log key ``new`` (same name: the origin),
+        whose file is ``key_file`` (None: ``HOME/private/NAME.key``), recorded
+        in the same write as the new key: the feed's key and where to find it
+        change together.
 
         The current checkpoint is re-signed by both keys, so mirrors on the
         old trust version and on the new one both accept it while they
@@ -354,9 +372,9 @@ class Publisher(Store):
             cp = _resign_note(feed.checkpoint, feed.origin, signers, now)
             pending = (None if feed.pending_checkpoint is None
                        else _resign_note(feed.pending_checkpoint, feed.origin, signers, now))
-            cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=?, pending_checkpoint=? "
+            cur = self.conn.execute("UPDATE feeds SET vkey=?, checkpoint=?, pending_checkpoint=?, key_file=? "
                                     "WHERE id=? AND size=? AND vkey=?",
-                                    (new.vkey, cp, pending, feed.id, feed.size, feed.vkey))
+                                    (new.vkey, cp, pending, key_file, feed.id, feed.size, feed.vkey))
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
         return cp
@@ -455,6 +473,17 @@ def feed_names(conn: sqlite3.Connection) -> list[str]:
 def feed_keys(conn: sqlite3.Connection) -> dict[str, str]:
     """Feed name -> the vkey its checkpoints are signed with."""
     return dict(conn.execute("SELECT name, vkey FROM feeds").fetchall())
+
+
+def feed_key_files(conn: sqlite3.Connection) -> dict[str, str | None]:
+    """Feed name -> its recorded key file (None: ``HOME/private/NAME.key``);
+    a database not migrated yet records none."""
+    try:
+        return dict(conn.execute("SELECT name, key_file FROM feeds").fetchall())
+    except sqlite3.OperationalError as e:
+        if "no such column" not in str(e):
+            raise StorageError(f"cannot read the feeds' key files: {e}") from None
+        return {n: None for n in feed_names(conn)}
 
 
 def feed_checkpoint(conn: sqlite3.Connection, name: str) -> tuple[int, bytes] | None:

@@ -62,7 +62,7 @@ from federation.core.headproof import VerifiedHead
 from federation.core.lthash import ParallelSum
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.snapshot_format import MAX_INDEX_BYTES, ZSTD_MAGIC, SnapshotHeader, SnapshotReader, SnapshotRef, \
-    parse_index
+    max_snapshot_bytes, parse_index
 from federation.net.fetcher import Fetcher
 from federation.store.activeset import ActiveSet
 from federation.store.db import write_txn
@@ -74,6 +74,10 @@ from federation.sync.tilefetcher import TileFetcher
 log = logging.getLogger("federation.bootstrap")
 
 MAX_SNAPSHOT_BYTES = 16 << 30
+# A snapshot download's deadline (``snapshot_deadline``): 20 s to start, then
+# at least 64 KiB/s (512 kbit/s, a slow link) on average.
+SNAPSHOT_START_SECONDS = 20.0
+MIN_SNAPSHOT_RATE = 64 << 10
 PARALLEL_THRESHOLD = 50_000  # below this many records, worker start-up costs more than it saves
 
 
@@ -217,29 +221,47 @@ async def fetch_index(fetcher: Fetcher) -> tuple[list[SnapshotRef], int]:
     return parse_index(await fetcher.get("snapshot/index", MAX_INDEX_BYTES))
 
 
-async def _download(fetcher: Fetcher, ref: SnapshotRef, dest: Path) -> None:
-    """Stream ``snapshot/<sha256>`` to ``dest``; the bytes must hash to the name."""
+async def _download(fetcher: Fetcher, ref: SnapshotRef, dest: Path, signed_size: int) -> None:
+    """Stream ``snapshot/<sha256>`` to ``dest``; the bytes must hash to the name.
+
+    Bounded in size by the signed tree (``max_snapshot_bytes`` of
+    ``ref.size``, which the caller checked is at most ``signed_size``, the
+    accepted checkpoint's), not only by the unsigned index's ``bytes``: a
+    hostile relay cannot fill the disk before the hash is checked. Bounded in
+    time by ``snapshot_deadline``: a relay dripping bytes cannot hold a fresh
+    follower; past it, the next upstream is tried.
+    """
     session = fetcher._session
     if session is None:
         raise TransportError("fetcher is not open")
+    if ref.size > signed_size:
+        raise TransportError(f"snapshot {ref.sha256[:16]} is of size {ref.size}, beyond the signed tree "
+                             f"({signed_size})")
     errors = []
-    limit = min(ref.bytes, MAX_SNAPSHOT_BYTES)
+    bound = max_snapshot_bytes(ref.size)
+    limit = min(ref.bytes, MAX_SNAPSHOT_BYTES, bound)
+    why = "the index states" if limit == ref.bytes else f"a snapshot of a {ref.size}-entry tree can take"
+    deadline = snapshot_deadline(limit)
+    timeout = aiohttp.ClientTimeout(total=deadline, sock_connect=10, sock_read=60)
     for prefix in fetcher.prefixes:
         url = f"{prefix}snapshot/{ref.sha256}"
         digest, n = hashlib.sha256(), 0
         try:
-            async with fetcher.semaphore, session.get(url, headers=fetcher.headers,
-                                                      timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as resp:
+            async with fetcher.semaphore, session.get(url, headers=fetcher.headers, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise TransportError(f"GET {url}: HTTP {resp.status}")
                 with open(dest, "wb") as out:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         n += len(chunk)
                         if n > limit:
-                            raise TransportError(f"GET {url}: more than the {limit} bytes the index states")
+                            raise TransportError(f"GET {url}: more than the {limit} bytes {why}")
                         digest.update(chunk)
                         out.write(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except asyncio.TimeoutError:
+            errors.append(f"GET {url}: not complete within {deadline:.0f} s ({n} of at most {limit} bytes; "
+                          f"a snapshot must arrive at {MIN_SNAPSHOT_RATE >> 10} KiB/s or faster)")
+            continue
+        except (aiohttp.ClientError, OSError) as e:
             errors.append(f"GET {url}: {type(e).__name__}: {e}")
             continue
         except TransportError as e:
@@ -249,6 +271,13 @@ async def _download(fetcher: Fetcher, ref: SnapshotRef, dest: Path) -> None:
             raise MalformedError(f"snapshot from {url} hashes to {digest.hexdigest()}, not its name")
         return
     raise TransportError("; ".join(errors))
+
+
+def snapshot_deadline(limit: int) -> float:
+    """Seconds a snapshot download of at most ``limit`` bytes may take: a
+    start-up allowance plus the time at ``MIN_SNAPSHOT_RATE`` (a 1 GiB
+    snapshot gets about 4.5 h, a 4 KiB one 20 s)."""
+    return SNAPSHOT_START_SECONDS + limit / MIN_SNAPSHOT_RATE
 
 
 async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: int | None = None,
@@ -281,7 +310,7 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
     fd, tmp = tempfile.mkstemp(dir=mirror.path.parent, prefix=".snapshot-", suffix=".tmp")
     os.close(fd)
     try:
-        await _download(fetcher, ref, Path(tmp))
+        await _download(fetcher, ref, Path(tmp), cp.size)
         with open(tmp, "rb") as fh:
             reader = SnapshotReader(fh)
             header = reader.header

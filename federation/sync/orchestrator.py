@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from federation.core.acceptance import Acceptance
 from federation.core.errors import FederationError, InputError, MalformedError, NothingNew, StaleError, StorageError, \
     TransportError, VerificationError
-from federation.core.freshness import describe_age, log_timestamp
+from federation.core.freshness import describe_age, log_timestamp, usable_time
+from federation.core.trustfile import clock_skew_allowance
 from federation.core.note import MAX_NOTE_BYTES, parse_note, parse_vkey
 from federation.core.verify import Spill
 from federation.net.fetcher import Fetcher
@@ -118,7 +119,7 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
         cp = signed.checkpoint
         if signed.raw != f.checkpoint and _fresher(signed.raw, f, acc.keys, policy, fresh, now):
             await asyncio.to_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
-        await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, now)
+        await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, now, signed.raw, acc.keys)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
     # Step 3: prove the hash tiles the sync needs against the signed root,
@@ -152,7 +153,7 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
             except Exception:  # noqa: BLE001 -- the next sync clears them; report the first error
                 log.warning("feed %s: could not clear staged entries after a failed sync", name)
         raise
-    await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, int(time.time()))
+    await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, int(time.time()), signed.raw, acc.keys)
     return SyncResult(name, f.applied_size, cp.size, f.version, version)
 
 
@@ -245,17 +246,41 @@ def _fresher(note: bytes, f: Follow, keys, policy, fresh, now: int) -> bool:
     return newer_log and all(new_times[k] >= t for k, t in old_times.items() if k in new_times)
 
 
-def _check_fresh(mirror: Mirror, name: str, size: int, stamped: int | None, now: int) -> None:
+def _check_fresh(mirror: Mirror, name: str, size: int, stamped: int | None, now: int, note: bytes | None = None,
+                 keys=()) -> None:
     """Record ``stamped`` for the tree of ``size``; ``StaleError`` when the
-    mirror's newest verified time is older than the feed's maximum age."""
+    mirror's newest verified time is older than the feed's maximum age.
+
+    When it is stale but the note's log timestamp (``note``, by ``keys``) or
+    the applied seal's time verified and lies beyond the clock-skew
+    allowance ahead of ``now``, this machine's clock is behind: the error
+    says to check it, instead of blaming the upstream for a frozen feed.
+    """
     mirror.record_freshness(name, size, stamped)
     f = mirror.get(name)
     age = None if f.fresh_time is None else now - f.fresh_time
     if age is None or age > f.max_age:
+        ahead = _ahead_of_clock(mirror, f, note, keys, now)
+        if ahead is not None:
+            raise StaleError(f"feed {name}: the newest signed timestamps of version {f.version} (size "
+                             f"{f.applied_size}) are {ahead} s ahead of this machine's clock, over the "
+                             f"{clock_skew_allowance(f.max_age)} s allowed: check this machine's clock (NTP); "
+                             "until it is right they count for nothing and the feed is stale")
         raise StaleError(f"feed {name}: the newest verified timestamp of version {f.version} (size "
                          f"{f.applied_size}) is {describe_age(age)}, over the maximum age of {f.max_age} s: "
                          "the upstream serves a frozen checkpoint, or the publisher stopped refreshing it "
                          "('federation feed refresh')")
+
+
+def _ahead_of_clock(mirror: Mirror, f: Follow, note: bytes | None, keys, now: int) -> int | None:
+    """Seconds by which the newest verified time of the tree held (the log's
+    timestamp on ``note``, the last seal's) lies beyond the clock-skew
+    allowance ahead of ``now``; None if none does."""
+    times = [mirror.seal_time(f.name)]
+    if note is not None and keys:
+        times.append(log_timestamp(note, list(keys), now, f.max_age).future)
+    future = [t for t in times if t is not None and usable_time(t, now, f.max_age) is None]
+    return max(future) - now if future else None
 
 
 def upstream_failure(e: Exception, name: str, url: str) -> FederationError:
