@@ -219,7 +219,7 @@ def test_export_refuses_to_roll_back_and_writes_checkpoint_last(tmp_path, feed, 
         export_feed(feed.path, "tid", other)
     monkeypatch.undo()
     assert "checkpoint" not in calls
-    from federation.net.longpoll import checkpoint_size
+    from federation.core.checkpoint import checkpoint_size
     assert checkpoint_size((other / "checkpoint").read_bytes()) < feed.pub.feed("tid").size
     with pytest.raises(InputError):
         export_feed(feed.path, "nope", out)

@@ -14,7 +14,8 @@ from dist_fixtures import BOUND, Servers, bounded
 from federation.cli.main import cli
 from federation.core.errors import InputError
 from federation.node.home import Home
-from federation.node.config import NODE_STATES, build_app, load_config, parse_config
+from federation.node.config import load_config, parse_config
+from federation.node.assembly import NODE_STATES, build_app
 
 DOC = Path(__file__).parent.parent / "README.md"
 

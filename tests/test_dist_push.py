@@ -9,7 +9,7 @@ import pytest
 
 from dist_fixtures import BOUND, bounded, feed, follow, servers  # noqa: F401
 from federation.net import longpoll
-from federation.net.longpoll import checkpoint_size
+from federation.core.checkpoint import checkpoint_size
 from federation.sync.follower import watch_feed
 from federation.net.relay import RelaySource
 from federation.net.server import PublisherSource, create_app

@@ -10,7 +10,8 @@ from aiohttp import web
 
 from federation.core.b64 import b64decode_canonical
 from federation.core.errors import FederationError, InputError, MalformedError, StorageError, TransportError
-from federation.core.lthash import LtHash16, ParallelSum
+from federation.core.lthash import LtHash16
+from federation.store.lthash_workers import ParallelSum
 from federation.core.merkle import consistency_proof, inclusion_proof
 from federation.core.tiles import MAX_ENTRY_BYTES, TileHashes, encode_bundle
 from federation.net.fetcher import Fetcher

@@ -22,13 +22,14 @@ import pytest
 
 from helpers_tamper import start_app
 
-from federation.platform.doctor import FAIL, OK, run_doctor
+from federation.node.doctor import FAIL, OK, run_doctor
 from federation.core.entries import Add
 from federation.core.freshness import log_timestamp
 from federation.node.home import Home
 from federation.node.keys import write_new_key
 from federation.store.mirror import Mirror
-from federation.node.config import build_app, parse_config
+from federation.node.config import parse_config
+from federation.node.assembly import build_app
 from federation.core.note import parse_vkey
 from federation.platform.node import PlatformNode
 from federation.store.publisher import Publisher

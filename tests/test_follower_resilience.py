@@ -22,7 +22,8 @@ from trust_fixtures import World, run_cli, world  # noqa: F401 (fixture)
 
 from federation.node.home import Home
 from federation.store.mirror import Mirror
-from federation.node.config import NODE_STATES, build_app, parse_config
+from federation.node.config import parse_config
+from federation.node.assembly import NODE_STATES, build_app
 from federation.core.note import Signer, sign_note
 from federation.trust.rotation import follow_with_trust
 from federation.sync.orchestrator import sync_once

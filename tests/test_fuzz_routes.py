@@ -34,11 +34,12 @@ from federation.core.entries import Add
 from federation.node.home import Home
 from federation.net.httpserver import Limits, start
 from federation.store.mirror import Mirror
-from federation.node.config import build_app, parse_config
+from federation.node.config import parse_config
+from federation.node.assembly import build_app
 from federation.core.note import Signer
 from federation.platform.node import PlatformNode
 from federation.store.publisher import Publisher
-from federation.net.readside import read_side
+from federation.node.assembly import read_side
 from federation.net.server import PublisherSource, create_app
 from federation.store.snapshots import prune, write_snapshot
 from federation.sync.orchestrator import sync_once

@@ -25,7 +25,8 @@ from federation.core.note import Cosigner
 from federation.core.errors import InputError, TransportError
 from federation.node.home import Home
 from federation.store.mirror import Mirror
-from federation.node.config import build_app, build_publisher_app, parse_config
+from federation.node.config import parse_config
+from federation.node.assembly import build_app, build_publisher_app
 from federation.core.note import Signer
 from federation.store.publisher import Publisher, stored_access
 from federation.trust.rotation import TrustChain, publish_trust

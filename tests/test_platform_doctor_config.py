@@ -19,7 +19,7 @@ from platform_fixtures import md5_add
 
 from federation.cli.main import cli
 from federation.core.note import Cosigner
-from federation.platform.doctor import FAIL, OK, WARN, load_node_config, run_doctor
+from federation.node.doctor import FAIL, OK, WARN, load_node_config, run_doctor
 from federation.node.home import Home
 from federation.node.keys import write_new_key
 from federation.store.mirror import Mirror

@@ -29,7 +29,8 @@ from federation.net.auth import TokenStore
 from federation.core.note import Cosigner
 from federation.core.entries import Add
 from federation.node.home import Home
-from federation.node.config import build_app, parse_config
+from federation.node.config import parse_config
+from federation.node.assembly import build_app
 from federation.core.note import Signer
 from federation.platform.node import PlatformNode
 from federation.store.publisher import Publisher

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from platform_fixtures import FEED, ORIGIN, deployment, md5_add  # noqa: F401
 
 from federation.cli.main import cli
-from federation.platform.doctor import FAIL, OK, run_doctor
+from federation.node.doctor import FAIL, OK, run_doctor
 from federation.node.home import Home
 from federation.cli.jsonlog import JsonFormatter
 from federation.node.keys import write_new_key

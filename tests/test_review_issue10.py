@@ -22,7 +22,7 @@ from federation.store.tokens import TokenStore
 from federation.core.note import Cosigner
 from federation.node.home import Home
 from federation.core.layout import tile_path
-from federation.node.config import build_publisher_app
+from federation.node.assembly import build_publisher_app
 from federation.core.note import Signer
 from federation.trust.rotation import publish_trust
 from federation.store.snapshots import prune, write_snapshot
@@ -123,7 +123,8 @@ def _frozen_copy(feed, path: Path) -> Path:
 async def test_a_node_follower_fails_lookups_closed_after_a_relay_rolls_back_like_sync_does(tmp_path):
     from helpers_tamper import closed_port
     from federation.store.mirror import Mirror
-    from federation.node.config import build_app, parse_config
+    from federation.node.config import parse_config
+    from federation.node.assembly import build_app
     from federation.net.server import PublisherSource, create_app
     from federation.sync.orchestrator import sync_once
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")
@@ -175,7 +176,7 @@ async def test_a_node_follower_fails_lookups_closed_after_a_relay_rolls_back_lik
 
 async def test_doctor_fails_an_upstream_whose_witness_quorum_sync_calls_stale(world, tmp_path):
     from helpers_tamper import NAME
-    from federation.platform.doctor import FAIL, OK, run_doctor
+    from federation.node.doctor import FAIL, OK, run_doctor
     from federation.core.errors import StaleError
     from federation.sync.orchestrator import sync_once
     two_hours_ago = int(time.time()) - 7200
@@ -304,7 +305,8 @@ async def test_a_relay_passes_refreshes_on_after_a_hostile_upstream_padded_its_n
 async def test_a_node_follow_with_vkeys_and_a_trust_file_keeps_the_trust_files_guarantees(tmp_path):
     from federation.core.errors import VerificationError
     from federation.store.mirror import Mirror
-    from federation.node.config import parse_config, prepare_mirror
+    from federation.node.config import parse_config
+    from federation.node.assembly import prepare_mirror
     from federation.net.server import PublisherSource, create_app
     from federation.sync.orchestrator import sync_once
     from federation.trust.rotation import install_trust_routes
@@ -568,7 +570,7 @@ def test_export_watch_re_stamps_at_start_whatever_the_machines_uptime(tmp_path):
 
 
 async def test_doctor_accepts_an_upstream_that_sync_accepts_fresh_by_its_seal(tmp_path):
-    from federation.platform.doctor import FAIL, run_doctor
+    from federation.node.doctor import FAIL, run_doctor
     from federation.store.mirror import Mirror
     from federation.core.note import Note, parse_note
     from federation.net.server import PublisherSource, create_app

@@ -45,7 +45,7 @@ async def test_public_feeds_keep_public_caching_behind_access_control(tmp_path):
     ``private``; a public feed's stay ``public`` (CDNs may cache them), with
     or without a token on the request."""
     from federation.net.server import CHECKPOINT_CACHE, IMMUTABLE_CACHE
-    from federation.node.config import build_publisher_app
+    from federation.node.assembly import build_publisher_app
     from federation.store.tokens import TokenStore
     home = Home(tmp_path / "clearinghouse")
     tid = make_feed(home.publisher_db, "tid", access="public")
@@ -73,7 +73,8 @@ async def test_a_trust_file_added_to_a_followed_feeds_config_puts_it_under_the_f
     """A feed a node followed with vkeys alone, whose config then gains a
     trust file: from the next start it syncs under the file's policy (before:
     the existing follow kept syncing without any quorum)."""
-    from federation.node.config import parse_config, prepare_mirror
+    from federation.node.config import parse_config
+    from federation.node.assembly import prepare_mirror
     from federation.store.mirror import Mirror
     from federation.trust.rotation import policy_for
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")
@@ -142,7 +143,7 @@ async def test_doctor_cannot_tell_the_freshness_of_a_bigger_tree_without_a_times
     import time
     from federation.core.note import Note, parse_note
     from federation.net.server import PublisherSource, create_app
-    from federation.platform.doctor import WARN, run_doctor
+    from federation.node.doctor import WARN, run_doctor
     from federation.store.mirror import Mirror
     from federation.sync.orchestrator import sync_once
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")

@@ -7,7 +7,7 @@ from yarl import URL
 from dist_fixtures import BOUND, bounded, feed, follow, servers  # noqa: F401
 from federation.core.layout import ENTRIES
 from federation.sync.follower import sync_from_upstreams
-from federation.net.readside import read_side
+from federation.node.assembly import read_side
 from federation.net.relay import RelaySource
 from federation.net.server import PublisherSource, create_app
 from federation.store.snapshots import prune, write_snapshot

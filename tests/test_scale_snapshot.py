@@ -22,7 +22,8 @@ from federation.store.activeset import ActiveSet
 from federation.sync.bootstrap import bootstrap_feed
 from federation.core.errors import DigestError, MalformedError, TransportError
 from federation.net.fetcher import Fetcher
-from federation.core.lthash import LtHash16, ParallelSum
+from federation.core.lthash import LtHash16
+from federation.store.lthash_workers import ParallelSum
 from federation.core.merkle import CompactRange
 from federation.net.server import PublisherSource, create_app
 from federation.core.snapshot_format import SnapshotReader, bundle_range, parse_index

@@ -72,7 +72,7 @@ async def test_write_methods_refused(client):
 async def test_only_the_declared_feeds_of_a_database_are_served(tmp_path, aiohttp_client):
     """A node serves the feeds its config publishes, not every feed that
     happens to sit in the same publisher database."""
-    from federation.net.readside import read_side
+    from federation.node.assembly import read_side
     p = Publisher(tmp_path / "pub.db")
     for name in ("t", "private"):
         s = Signer.generate(f"example.org/feeds/{name}")

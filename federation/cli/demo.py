@@ -18,7 +18,7 @@ from federation.node.home import Home
 from federation.net.httpserver import start
 from federation.node.keys import write_new_key
 from federation.store.mirror import Mirror
-from federation.node.config import build_publisher_app
+from federation.node.assembly import build_publisher_app
 from federation.store.publisher import Publisher
 from federation.sync.orchestrator import sync_once
 

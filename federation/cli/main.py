@@ -258,7 +258,7 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
         from federation.cli.node import serve_config
         return serve_config(home, config)
     from federation.net.httpserver import run_app
-    from federation.node.config import build_publisher_app
+    from federation.node.assembly import build_publisher_app
     from federation.store.publisher import Publisher
     from federation.node.refresh import load_refresh_signers
     pub = Publisher(home.publisher_db)  # create the schema if new

@@ -26,7 +26,8 @@ def _node_home(home: Home, cfg) -> Home:
 
 
 def serve_config(home: Home, config: str) -> None:
-    from federation.node.config import load_config, run_node
+    from federation.node.config import load_config
+    from federation.node.assembly import run_node
     cfg = load_config(config)
     run_node(cfg, _node_home(home, cfg), print_fn=click.echo)
 
@@ -68,9 +69,9 @@ def node_check(config):
 
 async def _upstream_size(f) -> tuple[int | None, str | None]:
     from federation.net.fetcher import Fetcher
-    from federation.node.config import upstream_headers
+    from federation.node.assembly import upstream_headers
     from federation.core.note import MAX_NOTE_BYTES
-    from federation.net.longpoll import checkpoint_size
+    from federation.core.checkpoint import checkpoint_size
     try:
         async with Fetcher(list(f.urls), headers=upstream_headers(f)) as fetcher:
             return checkpoint_size(await fetcher.get("checkpoint", MAX_NOTE_BYTES)), None

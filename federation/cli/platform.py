@@ -316,7 +316,7 @@ def doctor(home: Home, config, no_network, timeout):
       federation doctor --no-network
       federation doctor --config node.toml --timeout 5
     """
-    from federation.platform.doctor import FAIL, load_node_config, run_doctor
+    from federation.node.doctor import FAIL, load_node_config, run_doctor
     checks, cfg = [], None
     if config is not None:
         cfg, parsed = load_node_config(config)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from federation.core.b64 import b64decode_canonical
 from federation.core.errors import MalformedError, SignatureError
-from federation.core.note import Note, Signer, Verifier, open_note, sign_note
+from federation.core.note import Note, Signer, Verifier, open_note, parse_note, sign_note
 
 # An origin: printable ASCII without space and '+' (tlog-checkpoint: "neither
 # Unicode spaces nor plus"; a URL prefix without scheme is ASCII), and not the
@@ -96,3 +96,9 @@ def open_checkpoint(data: bytes, origin: str, log_keys: list[Verifier]) -> Signe
     if cp.origin != origin:
         raise SignatureError(f"checkpoint origin is {cp.origin!r}, expected {origin!r}")
     return SignedCheckpoint(cp, note, data)
+
+
+def checkpoint_size(note: bytes) -> int:
+    """Tree size of a checkpoint note, unverified (a hint: for waiting, listing
+    and audit records, never for trusting anything)."""
+    return parse_checkpoint_body(parse_note(note).text).size

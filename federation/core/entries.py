@@ -102,7 +102,7 @@ def element(hash_type: str, value: bytes, case: str, labels: tuple[str, ...]) ->
 
 def elements_of(records: list[tuple[str, bytes, str, tuple[str, ...]]]) -> list[bytes]:
     """Elements of (hash_type, value, case, labels) records (also run by
-    ``lthash_worker`` processes)."""
+    ``store.lthash_workers`` processes)."""
     return [element(t, v, c, labels) for t, v, c, labels in records]
 
 

@@ -27,6 +27,7 @@ from collections import OrderedDict
 
 from aiohttp import web
 
+from federation.core.checkpoint import checkpoint_size
 from federation.core.errors import AuthError, ForbiddenError, InputError, RateLimitedError
 from federation.net.server import PRIVATE
 from federation.store.tokens import ROLES, Token, TokenStore
@@ -164,7 +165,6 @@ class AccessControl:
         return resp
 
     def _record_fetch(self, feed: str, token: Token, body: bytes) -> None:
-        from federation.net.longpoll import checkpoint_size
         try:
             size = checkpoint_size(body)
         except Exception:  # noqa: BLE001 -- auditing is best effort: an unparsable body is answered anyway

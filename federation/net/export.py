@@ -69,7 +69,7 @@ from federation.core.layout import ENTRIES, TILE_WIDTH, parse_tile_path, tile_pa
 from federation.core.names import FEED_NAME_PATTERN, check_feed_name, is_feed_name
 from federation.core.snapshot_format import encode_index, relay_minimum_index
 from federation.store.publisher import stored_access
-from federation.net.longpoll import checkpoint_size
+from federation.core.checkpoint import checkpoint_size
 from federation.store.snapshots import list_snapshots, minimum_index, mirror_snapshot_dir, open_msgpack_stream, \
     snapshot_dir
 from federation.store.tilestore import TileStore

@@ -29,9 +29,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from federation.core.checkpoint import parse_checkpoint_body
+from federation.core.checkpoint import checkpoint_size
 from federation.core.errors import InputError, MalformedError
-from federation.core.note import parse_note
+from federation.net.server import SOURCES
 
 log = logging.getLogger("federation.push")
 
@@ -39,11 +39,6 @@ MAX_WAIT = 25.0  # below the fetcher's 30 s read timeout
 POLL_SECONDS = 0.1
 MAX_WAITERS = 10_000  # long-poll requests held at once (each holds a socket and a task)
 CHECKPOINT_ROUTE = "/feeds/{name}/checkpoint"
-
-
-def checkpoint_size(note: bytes) -> int:
-    """Tree size of a checkpoint note, unverified (only a hint for waiting)."""
-    return parse_checkpoint_body(parse_note(note).text).size
 
 
 def _size_of(data: bytes | None) -> int | None:
@@ -140,7 +135,6 @@ WATCH = web.AppKey("checkpoint_watch", CheckpointWatch)
 
 def install(app: web.Application) -> None:
     """Extension: a ``CheckpointWatch`` over the app's sources and its poller."""
-    from federation.net.server import SOURCES
 
     def read(name: str) -> bytes | None:
         for source in app[SOURCES]:

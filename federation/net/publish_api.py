@@ -39,7 +39,8 @@ from federation.core.errors import (ConflictError, FederationError, InputError, 
 from federation.net.auth import CALLER
 from federation.net.httpserver import read_body
 from federation.core.note import Signer
-from federation.net.longpoll import checkpoint_size
+from federation.core.checkpoint import checkpoint_size
+from federation.net.longpoll import WATCH
 from federation.store.publisher import Publisher
 
 log = logging.getLogger("federation.publish_api")
@@ -135,6 +136,9 @@ class PublishAPI:
                     log.warning("feed %s version %d committed, cosigning failed: %s", name, r.version, e)
         if self.audit is not None:
             self.audit.record("publish", name, token, r.size, f"batch {batch_id} version {r.version}")
+        watch = request.app.get(WATCH)
+        if watch is not None:
+            watch.notify(name)  # wake this node's long-pollers at once
         if self.on_publish is not None:
             self.on_publish(name)
         return web.json_response(dict(feed=name, batch=batch_id, version=r.version, size=r.size, adds=r.adds,

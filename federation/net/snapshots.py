@@ -16,6 +16,7 @@ from aiohttp import web
 
 from federation.core.errors import GoneError, MalformedError, NotFoundError
 from federation.core.layout import TILE_WIDTH
+from federation.core.layout import parse_tile_path
 from federation.core.snapshot_format import encode_index, relay_minimum_index
 from federation.store.db import connect
 from federation.store.mirror import base_size, follow_id
@@ -73,7 +74,6 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
     """
     import re
 
-    from federation.core.layout import parse_tile_path
 
     source = _ServedSnapshots(Path(db_path), mirror, names)
     key = SNAPSHOT_SOURCES

@@ -1,16 +1,7 @@
-"""A node: one TOML file declares what it publishes, follows and relays.
+"""A node's config: one TOML file declares what it publishes, follows and relays.
 
 ``parse_config`` is pure (text in, ``NodeConfig`` or ``InputError`` out);
-``build_app`` wires the parts into one aiohttp app:
-
-* read side: ``server.create_app`` over the publisher DB and, for followed
-  feeds with ``relay = true``, a ``relay.RelaySource`` over the mirror DB;
-* access control (``auth``) as the outermost middleware, then long-poll
-  (``longpoll``), so an unauthenticated request is never held;
-* the publishing API (``publish_api``) for published feeds with ``api``;
-* one follower task per followed feed (``follower.watch_feed``) in
-  ``cleanup_ctx``: started with the app, cancelled on shutdown. Each has its
-  own mirror connection, because a SQLite connection holds one transaction.
+``load_config`` reads the file; ``node.assembly`` builds the node from it.
 
 Example (the README's platform node)::
 
@@ -29,19 +20,15 @@ Example (the README's platform node)::
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import os
 import re
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from aiohttp import web
-
 from federation.core.bounded import toml_loads
+from federation.core.trustfile import TrustFile, load_trust_file
 from federation.core.errors import InputError
-from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
-from federation.node.home import Home
+from federation.core.freshness import REFRESH_INTERVAL
 from federation.core.names import FEED_NAME_PATTERN, is_feed_name
 from federation.net.auth import ANONYMOUS_BURST, ANONYMOUS_RATE
 from federation.net.publish_api import MAX_BATCH_BYTES
@@ -216,241 +203,24 @@ def load_config(path: Path | str) -> NodeConfig:
     return NodeConfig(**{**cfg.__dict__, "path": path})
 
 
-# ---- wiring ------------------------------------------------------------------------
+# ---- what a config says about a followed feed's keys ------------------------------
 
 
 def trusted_vkeys(f: FollowedFeed) -> list[str]:
     """The feed's log keys as the config states them: its ``vkeys`` plus, if
     given, its trust file's (``prepare_mirror`` uses the chain's current ones)."""
     keys = list(f.vkeys)
-    t = _trust_file(f)
+    t = trust_file(f)
     if t is not None:
         keys += [v.vkey for v in t.log_keys if v.vkey not in keys]
     return keys
 
 
-def upstream_headers(f: FollowedFeed) -> dict | None:
-    if f.token_env is None:
-        return None
-    token = os.environ.get(f.token_env)
-    if not token:
-        raise InputError(f"[[follow]] {f.name}: environment variable {f.token_env} (its upstream token) is not set")
-    return {"Authorization": f"Bearer {token}"}
-
-
-def prepare_mirror(home: Home, cfg: NodeConfig) -> None:
-    """Make the mirror's follows match the config (the config is the truth).
-
-    A ``[[follow]]`` with a trust file is followed under it, with or without
-    ``vkeys`` next to it: its chain is started (``rotation.follow_with_trust``
-    for a new follow; the file itself for a feed followed before without
-    one), so every sync checks the witness quorum and follows rotations, and
-    ``max_age`` defaults to the file's ``max_staleness_seconds``. The trusted
-    log keys are then the config's ``vkeys`` plus the chain's *current* ones
-    (not the file's: rotations may have moved past it, and a key a rotation
-    revoked must not come back at the next start).
-    """
-    from federation.store.mirror import Mirror
-    from federation.store.trust_chain import TrustChain
-    from federation.trust.rotation import follow_with_trust
-    if not cfg.follow:
-        return
-    mirror = Mirror(home.mirror_db)
-    try:
-        for f in cfg.follow:
-            trust = _trust_file(f)
-            try:
-                have = mirror.get(f.name)
-            except InputError:
-                if trust is None:
-                    mirror.follow(f.name, f.origin, list(f.vkeys), list(f.urls), f.max_age or DEFAULT_MAX_AGE)
-                    continue
-                # The chain first, then the follow row (follow_with_trust's order);
-                # the config's own vkeys are added below.
-                have = follow_with_trust(mirror, f.name, trust, list(f.urls), f.max_age)
-            if have.origin != f.origin:
-                raise InputError(f"[[follow]] {f.name}: the mirror follows origin {have.origin!r}, config says "
-                                 f"{f.origin!r}; follow it under a new name")
-            vkeys = list(f.vkeys)
-            if trust is not None:
-                chain = TrustChain(mirror.conn, f.name)
-                if chain.current() is None:  # followed before without a trust file: under it from now on
-                    chain.start(trust)
-                vkeys += [k.vkey for k in chain.current().log_keys if k.vkey not in vkeys]
-            if list(have.vkeys) != vkeys or list(have.urls) != list(f.urls):
-                mirror.set_upstreams(f.name, vkeys, list(f.urls))
-            if f.max_age is not None and f.max_age != have.max_age:
-                mirror.set_max_age(f.name, f.max_age)
-    finally:
-        mirror.close()
-
-
-def _trust_file(f: FollowedFeed):
+def trust_file(f: FollowedFeed) -> TrustFile | None:
     """``f``'s trust file, loaded and checked against its origin, or None."""
     if f.trust is None:
         return None
-    from federation.core.trustfile import load_trust_file
     t = load_trust_file(f.trust)
     if t.origin != f.origin:
         raise InputError(f"[[follow]] {f.name}: trust file {f.trust} is for origin {t.origin!r}, not {f.origin!r}")
     return t
-
-
-def load_signers(home: Home, cfg: NodeConfig) -> dict:
-    """The publishing API's signers: each feed's ``key``, else the key file the
-    feed is signed with (``Home.feed_key``)."""
-    from federation.node.keys import load_signer
-    from federation.node.refresh import recorded_key_files
-    recorded = recorded_key_files(home)
-    return {p.name: load_signer(p.key or home.feed_key(p.name, recorded.get(p.name))) for p in cfg.publish if p.api}
-
-
-def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=None) -> web.Application:
-    """The node's app. ``signers`` (name -> Signer) defaults to the key files;
-    ``on_sync(name, SyncResult)`` is called after each sync that applied something."""
-    from federation.net import longpoll
-    from federation.sync import follower
-    from federation.net.access import StoredAccess, combine
-    from federation.net.auth import AccessControl, install_listing_filter
-    from federation.store.tokens import TokenStore
-    from federation.store.mirror import Mirror
-    from federation.net.publish_api import PublishAPI
-    from federation.store.publisher import Publisher
-    from federation.net.relay import RelaySource
-    from federation.net.server import PublisherSource, create_app
-
-    stored = {}
-    if cfg.publish:
-        pub = Publisher(home.publisher_db)  # creates the schema if new
-        stored = {f.name: f.access for f in pub.feeds() if any(p.name == f.name for p in cfg.publish)}
-        have = set(stored)
-        pub.close()
-        missing = [p.name for p in cfg.publish if p.name not in have]
-        if missing:
-            raise InputError(f"published feed(s) {missing} do not exist in {home.publisher_db}; "
-                             "create them with 'federation feed create'")
-    access = combine(cfg.access(), stored)  # refuses a config that opens a members-only feed
-    prepare_mirror(home, cfg)
-    signers = load_signers(home, cfg) if signers is None else signers
-    headers = {f.name: upstream_headers(f) for f in cfg.follow}
-
-    sources = []
-    if cfg.publish:
-        sources.append(PublisherSource(home.publisher_db, [p.name for p in cfg.publish]))
-    relayed = [f.name for f in cfg.follow if f.relay]
-    if relayed:
-        sources.append(RelaySource(home.mirror_db, relayed))
-    store = TokenStore(home.auth_db)
-    live = StoredAccess(home.publisher_db, [p.name for p in cfg.publish]) if cfg.publish else None
-    ac = AccessControl(store, access, anonymous_rate=cfg.anonymous_rate,
-                       anonymous_burst=cfg.anonymous_burst, stored=live)
-    holder: dict = {}
-
-    def notify(name: str) -> None:
-        app = holder.get("app")
-        if app is not None and longpoll.WATCH in app:
-            app[longpoll.WATCH].notify(name)
-
-    from federation.net.readside import read_side
-    extensions, readside_middlewares = read_side(home.publisher_db if cfg.publish else None,
-                                                 home.mirror_db if relayed else None, relayed,
-                                                 published=[p.name for p in cfg.publish])
-    api_signers = {n: s for n, s in signers.items() if any(p.name == n and p.api for p in cfg.publish)}
-    if api_signers:
-        from federation.node.cosigning import cosign_configured
-
-        async def after_publish(name: str):
-            return await cosign_configured(home.publisher_db, name)
-
-        extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, notify, store,
-                                     after_publish=after_publish).install)
-
-    states = {f.name: follower.FollowState(f.name) for f in cfg.follow}
-
-    def followers(app: web.Application):
-        async def ctx(app):
-            tasks, mirrors = [], []
-            for f in cfg.follow:
-                mirror = Mirror(home.mirror_db)  # one connection per follower
-                mirrors.append(mirror)
-                def on_change(r, n=f.name, relay=f.relay):
-                    if relay:
-                        notify(n)  # wake the relay's own long-pollers
-                    if on_sync is not None:
-                        on_sync(n, r)
-                tasks.append(asyncio.create_task(follower.watch_feed(
-                    mirror, f.name, list(f.urls), headers[f.name], wait=f.wait, interval=f.interval,
-                    on_change=on_change, state=states[f.name]), name=f"follow {f.name}"))
-            yield
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for m in mirrors:
-                m.close()
-            store.close()
-            if live is not None:
-                live.close()
-
-        app.cleanup_ctx.append(ctx)
-
-    extensions.append(followers)
-    if cfg.publish:
-        from federation.node.refresh import load_refresh_signers, refresh_task
-        keyed, missing = load_refresh_signers(home, [p.name for p in cfg.publish if p.name not in signers],
-                                              {p.name: p.key for p in cfg.publish if p.key is not None})
-        for m in missing:
-            log.warning("feed %s: its checkpoint will not be refreshed by this node (%s)", m.feed, m.problem)
-        extensions.append(lambda app: app.cleanup_ctx.append(
-            refresh_task(home.publisher_db, {**signers, **keyed}, cfg.refresh_interval)))
-    app = create_app(sources, extensions=extensions,
-                     middlewares=[ac.middleware, install_listing_filter(ac), *readside_middlewares])
-    app[NODE_STATES] = states
-    holder["app"] = app
-    return app
-
-
-NODE_STATES = web.AppKey("node_follow_states", dict)
-
-
-def build_publisher_app(home: Home, signers: dict | None = None,
-                        refresh_interval: float = REFRESH_INTERVAL) -> web.Application:
-    """Plain ``federation serve`` (no config): every feed of the publisher
-    database, each readable as its stored access says (member tokens from
-    ``HOME/auth.db``), through the same access control as ``build_app``.
-    The checkpoints of the feeds in ``signers`` (name -> Signer) are
-    re-stamped every ``refresh_interval`` seconds (``refresh``)."""
-    from federation.net.access import StoredAccess
-    from federation.net.auth import AccessControl, install_listing_filter
-    from federation.store.tokens import TokenStore
-    from federation.store.publisher import Publisher
-    from federation.net.readside import read_side
-    from federation.net.server import PublisherSource, create_app
-
-    Publisher(home.publisher_db).close()  # create the schema, or migrate it, before readers open it
-    store = TokenStore(home.auth_db)
-    live = StoredAccess(home.publisher_db)
-    ac = AccessControl(store, None, stored=live)
-
-    def close(app: web.Application):
-        async def ctx(app):
-            yield
-            live.close()
-            store.close()
-        app.cleanup_ctx.append(ctx)
-
-    def refresher(app: web.Application):
-        from federation.node.refresh import refresh_task
-        app.cleanup_ctx.append(refresh_task(home.publisher_db, signers or {}, refresh_interval))
-
-    extensions, middlewares = read_side(home.publisher_db)
-    return create_app([PublisherSource(home.publisher_db)], extensions=[*extensions, close, refresher],
-                      middlewares=[ac.middleware, install_listing_filter(ac), *middlewares])
-
-
-def run_node(cfg: NodeConfig, home: Home, print_fn=print) -> None:
-    """Serve, follow and accept publishes until interrupted."""
-    from federation.net.httpserver import run_app
-    app = build_app(cfg, home)
-    run_app(app, cfg.host, cfg.port,
-            on_start=lambda url: print_fn(f"node serving on {url}/feeds/ "
-                                          f"({len(cfg.publish)} published, {len(cfg.follow)} followed)"))

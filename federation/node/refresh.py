@@ -28,6 +28,10 @@ from pathlib import Path
 from federation.core.errors import FederationError
 from federation.core.freshness import REFRESH_INTERVAL
 from federation.node.home import Home
+from federation.node.keys import load_signer
+from federation.store.db import connect
+from federation.store.publisher import feed_key_files
+from federation.store.publisher import Publisher
 
 log = logging.getLogger("federation.refresh")
 
@@ -47,7 +51,6 @@ def load_refresh_signers(home: Home, names: list[str], keys: dict[str, Path] | N
     records it (``Home.feed_key``: ``feed create --key`` and ``feed
     rotate-key`` record theirs; ``HOME/private/NAME.key`` otherwise).
     """
-    from federation.node.keys import load_signer
     recorded = recorded_key_files(home)
     signers, missing = {}, []
     for name in names:
@@ -61,8 +64,6 @@ def load_refresh_signers(home: Home, names: list[str], keys: dict[str, Path] | N
 
 def recorded_key_files(home: Home) -> dict[str, str | None]:
     """Feed name -> its recorded key file, read only (none without a publisher database)."""
-    from federation.store.db import connect
-    from federation.store.publisher import feed_key_files
     if not home.publisher_db.exists():
         return {}
     conn = connect(home.publisher_db, readonly=True)
@@ -106,7 +107,6 @@ def refresh_task(publisher_db: Path, signers: dict, interval: float = REFRESH_IN
     next round; the task never dies of them."""
     async def ctx(app):
         async def loop():
-            from federation.store.publisher import Publisher
             while True:
                 try:
                     pub = Publisher(publisher_db)

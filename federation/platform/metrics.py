@@ -26,6 +26,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from federation.store.db import connect
+from federation.core.checkpoint import parse_checkpoint_body
+from federation.core.note import parse_note
 from federation.store.mirror import changes_head, sync_status
 from federation.store.platform import webhook_cursors
 from federation.core.errors import FederationError, VerificationError
@@ -53,8 +55,6 @@ class MirrorCollector:
             ("last_sync_failed", "1 if the last sync attempt failed."),
             ("updated_timestamp_seconds", "Unix time the last version was applied."),
         ]}
-        from federation.core.checkpoint import parse_checkpoint_body
-        from federation.core.note import parse_note
         rows = sync_status(self.mirror)
         for name, version, size, vcp, count, last_sync, last_error, updated in rows:
             verified = parse_checkpoint_body(parse_note(vcp).text).size if vcp else 0

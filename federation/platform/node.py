@@ -27,6 +27,7 @@ from aiohttp import web
 from federation.platform.changes import STREAM, changes_extension
 from federation.store.platform import PlatformStore
 from federation.core.errors import FederationError
+from federation.store.tokens import TokenStore
 from federation.platform.lookup import lookup_extension
 from federation.platform.metrics import Metrics
 from federation.store.mirror import Mirror
@@ -59,7 +60,6 @@ class PlatformNode:
         self.app[ERROR_FORMATS].access = JSON
         self.auth: PlatformAuth | None = None
         if auth_db is not None:
-            from federation.store.tokens import TokenStore
             self.auth = PlatformAuth(TokenStore(auth_db))
             # Appended after the extensions' middlewares: inside metrics, so refusals are counted.
             self.app.middlewares.append(self.auth.middleware)

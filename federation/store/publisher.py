@@ -49,7 +49,8 @@ from federation.core.checkpoint import Checkpoint
 from federation.store.db import Store, write_txn
 from federation.core.errors import InputError, StorageError
 from federation.core.freshness import check_origin, stamp_note
-from federation.core.lthash import LtHash16, ParallelSum
+from federation.core.lthash import LtHash16
+from federation.store.lthash_workers import ParallelSum
 from federation.core.merkle import CompactRange
 from federation.core.names import check_feed_name
 from federation.core.note import Note, NoteSignature, Signer, parse_note

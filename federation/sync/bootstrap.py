@@ -59,7 +59,7 @@ from federation.core.acceptance import Acceptance
 from federation.core.checkpoint import Checkpoint
 from federation.core.errors import DigestError, MalformedError, NothingNew, StorageError, TransportError
 from federation.core.headproof import VerifiedHead
-from federation.core.lthash import ParallelSum
+from federation.store.lthash_workers import ParallelSum
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.snapshot_format import MAX_INDEX_BYTES, ZSTD_MAGIC, SnapshotHeader, SnapshotReader, SnapshotRef, \
     max_snapshot_bytes, parse_index

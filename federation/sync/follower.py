@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from federation.core.errors import FederationError, MalformedError, TransportError
 from federation.core.note import MAX_NOTE_BYTES
 from federation.net.fetcher import Fetcher
-from federation.net.longpoll import checkpoint_size
+from federation.core.checkpoint import checkpoint_size
 from federation.store.mirror import Mirror
 from federation.sync.orchestrator import SyncResult, sync_once
 

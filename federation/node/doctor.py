@@ -63,6 +63,9 @@ from federation.store.publisher import feed_key_files, feed_keys
 from federation.store.trust_chain import newest_trust_files
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.readiness import assess
+from federation.core.trustfile import check_cosignatures, load_trust_file, parse_trust, quorum_cosignatures
+from federation.node.config import load_config
+from federation.node.keys import load_signer
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -204,12 +207,10 @@ def _upstream_problem(raw: bytes, keys, follow: Follow, trust: bytes | None, now
     if trust is not None:
         # As sync: under a trust file only the witness quorum vouches for
         # freshness, within the trust file's window as well as the feed's.
-        from federation.core.trustfile import check_cosignatures, parse_trust
         try:
             check_cosignatures(parse_trust(trust, strict=False), raw, now, f"{follow.origin} checkpoint")
         except FederationError as e:
             return FAIL, f"{e.kind}: {e}"
-        from federation.core.trustfile import quorum_cosignatures
         # (the mirror's fresh_time of a witnessed feed holds quorum times only)
         times = [quorum_cosignatures(parse_trust(trust, strict=False), raw, now).quorum_time,
                  follow.fresh_time if follow.witnessed else None]
@@ -261,7 +262,6 @@ async def check_upstream(name: str, origin: str, vkeys: list[str], urls: list[st
 
 def load_node_config(path: Path | str):
     """(config or None, the check saying whether it parsed)."""
-    from federation.node.config import load_config
     try:
         cfg = load_config(path)
     except InputError as e:
@@ -278,7 +278,6 @@ def _key_mode(path: Path, what: str) -> Check | None:
 
 
 def check_published(cfg, home: Home) -> list[Check]:
-    from federation.node.keys import load_signer
     feeds: dict[str, str] = {}  # name -> vkey of the feed in publisher.db
     recorded: dict[str, str | None] = {}  # name -> its recorded key file
     if cfg.publish and home.publisher_db.exists():
@@ -325,7 +324,6 @@ def _mirror_follows(home: Home) -> dict[str, tuple[str, list[str]]]:
 def config_vkeys(f, have: dict) -> tuple[list[str], list[Check]]:
     """The log keys of followed feed ``f`` (config vkeys, trust file, and keys the
     mirror moved to by rotation), and the checks of its trust configuration."""
-    from federation.core.trustfile import load_trust_file
     what = f"followed {f.name} trust"
     out: list[Check] = []
     vkeys = list(f.vkeys)
