@@ -212,7 +212,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
         "federation node", ac, publisher_db=home.publisher_db if cfg.publish else None,
         published=[p.name for p in cfg.publish], mirror_db=home.mirror_db if cfg.follow else None,
         followed=[f.name for f in cfg.follow], auth_db=home.auth_db,
-        followed_access={f.name: f.access for f in cfg.follow if not f.relay}))
+        followed_access={f.name: f.access for f in cfg.follow if not f.relay},
+        relayed_access={f.name: f"{f.access}, relayed" for f in cfg.follow if f.relay}))
     app = create_app(sources, extensions=extensions,
                      middlewares=[ac.middleware, install_listing_filter(ac), *readside_middlewares])
     app[NODE_STATES] = states

@@ -70,8 +70,8 @@ class Viewer:
 def _hash_text(hash_type: str | None, value: bytes | None) -> str:
     if not value:
         return "(whole case)"
-    text = value.hex()
-    return f"{hash_type}:{text[:16]}…" if len(text) > 16 else f"{hash_type}:{text}"
+    text = value.hex()  # an MD5 whole; longer ones (PDQ: 64 digits) by their first 32
+    return f"{hash_type}:{text[:32]}…" if len(text) > 32 else f"{hash_type}:{text}"
 
 
 class NodeStatus:
@@ -81,11 +81,12 @@ class NodeStatus:
 
     def __init__(self, title: str, *, publisher_db: Path | None = None, published: list[str] | None = None,
                  mirror_db: Path | None = None, followed: list[str] | None = None, auth_db: Path | None = None,
-                 platform_db: Path | None = None):
+                 platform_db: Path | None = None, access_of: Callable[[str], str] | None = None):
         self.title = title
         self.publisher_db, self.published = publisher_db, published
         self.mirror_db, self.followed = mirror_db, followed
         self.auth_db, self.platform_db = auth_db, platform_db
+        self.access_of = access_of or (lambda name: "")  # followed feed -> its access on this node, in words
 
     def page(self, viewer: Viewer, now: int | None = None) -> StatusPage:
         now = int(time.time()) if now is None else now
@@ -118,7 +119,7 @@ class NodeStatus:
                     if not viewer.sees("followed", f.name):
                         hidden += 1
                         continue
-                    feeds.append(_followed(conn, f, now))
+                    feeds.append(_followed(conn, f, now, self.access_of(f.name)))
                 head = changes_head(conn)
             if self.platform_db is not None and viewer.operator:
                 with _reader(self.platform_db) as conn:
@@ -217,7 +218,7 @@ def _log_tail(conn: sqlite3.Connection, feed: Feed) -> tuple[Change, ...]:
     return tuple(out)
 
 
-def _followed(conn: sqlite3.Connection, f, now: int) -> FeedStatus:
+def _followed(conn: sqlite3.Connection, f, now: int, access: str) -> FeedStatus:
     basis = assess(f, now)
     if basis.ready:
         freshness = f"verified current {describe_age(basis.age)} (maximum age {f.max_age} s)"
@@ -232,7 +233,7 @@ def _followed(conn: sqlite3.Connection, f, now: int) -> FeedStatus:
         witness = "not under a trust file (freshness from the log's own timestamps)"
     changes = tuple(Change(v, a, _hash_text(t, val), c, r, tm)
                     for _, v, a, t, val, c, r, tm in recent_changes(conn, f.id, RECENT))
-    return FeedStatus(f.name, "followed", f.origin, "", f.version, f.applied_size, f.count, basis.age, basis.ready,
+    return FeedStatus(f.name, "followed", f.origin, access, f.version, f.applied_size, f.count, basis.age, basis.ready,
                       freshness, witness, last_error=f.last_error, last_sync=f.last_sync, changes=changes)
 
 
@@ -285,17 +286,22 @@ def platform_viewer(authenticated: bool) -> Callable[[web.Request], Viewer]:
     return viewer
 
 
-def install_node_status(home_name: str, ac: AccessControl, *, publisher_db=None, published=None, mirror_db=None,
-                        followed=None, auth_db=None, followed_access=None):
-    """Extension for a read-side app (``node.assembly``)."""
-    from_node = NodeStatus(home_name, publisher_db=publisher_db, published=published, mirror_db=mirror_db,
-                           followed=followed, auth_db=auth_db)
+def install_node_status(title: str, ac: AccessControl, *, publisher_db=None, published=None, mirror_db=None,
+                        followed=None, auth_db=None, followed_access=None, relayed_access=None):
+    """Extension for a read-side app (``node.assembly``). ``followed_access``:
+    the access of followed feeds not relayed, ``relayed_access`` of relayed
+    ones (which ``ac`` governs)."""
+    from_node = NodeStatus(title, publisher_db=publisher_db, published=published, mirror_db=mirror_db,
+                           followed=followed, auth_db=auth_db,
+                           access_of={**(relayed_access or {}), **(followed_access or {})}.get)
     who = node_viewer(ac, followed_access)
     return status_extension(lambda request: from_node.page(who(request)))
 
 
 def install_platform_status(title: str, mirror_db: Path, platform_db: Path, authenticated: bool):
     """Extension for a platform app (``platform serve``)."""
-    from_node = NodeStatus(title, mirror_db=mirror_db, platform_db=platform_db)
+    from_node = NodeStatus(title, mirror_db=mirror_db, platform_db=platform_db,
+                           access_of=lambda name: "platform API" + ("" if authenticated else ", no authentication"))
     who = platform_viewer(authenticated)
     return status_extension(lambda request: from_node.page(who(request)))
+

@@ -33,6 +33,10 @@ class StatusNode:
     operator: str  # publisher token scoped to every feed
     servers: Servers
 
+    @staticmethod
+    def cli(home: Path, *args: str) -> str:
+        return run(home, *args)
+
     async def get(self, path: str = "/", token: str | None = None) -> tuple[int, dict, str]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND)) as s:
