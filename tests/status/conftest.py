@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from federation.core.entries import Add, Withdraw
-from federation.node.assembly import build_app, build_publisher_app
+from federation.node.assembly import NODE_STATES, build_app, build_publisher_app
 from federation.node.config import load_config
 from federation.node.home import Home
 from federation.node.keys import load_signer
@@ -112,6 +112,13 @@ urls = ["{partner_url}/feeds/partner/"]
         app = build_app(cfg, Home.resolve(str(cfg.home)), on_sync=lambda feed, r: synced.set())
         url = await servers.start(app)
         await asyncio.wait_for(synced.wait(), BOUND)  # the follower applied partner's first version
+        # ... and finished its round: on teardown the node closes the follower's
+        # mirror connection, which must not happen under a sync step still
+        # running in a worker thread (see the report on node/assembly.py).
+        async def round_done():
+            while app[NODE_STATES]["partner"].last_sync is None:
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(round_done(), BOUND)
         yield StatusNode(url, Home(ch), member, operator, servers)
     finally:
         await servers.close()
