@@ -32,15 +32,16 @@ class StatusNode:
     member: str  # member token of platform-a, scoped to ncii
     operator: str  # publisher token scoped to every feed
     servers: Servers
+    partner_url: str  # plain 'federation serve' of the partner's home
 
     @staticmethod
     def cli(home: Path, *args: str) -> str:
         return run(home, *args)
 
-    async def get(self, path: str = "/", token: str | None = None) -> tuple[int, dict, str]:
+    async def get(self, path: str = "/", token: str | None = None, base: str | None = None) -> tuple[int, dict, str]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=BOUND)) as s:
-            async with s.get(self.url + path, headers=headers) as r:
+            async with s.get((base or self.url) + path, headers=headers) as r:
                 return r.status, dict(r.headers), await r.text()
 
 
@@ -119,6 +120,6 @@ urls = ["{partner_url}/feeds/partner/"]
             while app[NODE_STATES]["partner"].last_sync is None:
                 await asyncio.sleep(0.02)
         await asyncio.wait_for(round_done(), BOUND)
-        yield StatusNode(url, Home(ch), member, operator, servers)
+        yield StatusNode(url, Home(ch), member, operator, servers, partner_url)
     finally:
         await servers.close()

@@ -75,3 +75,11 @@ async def test_errors_and_names_from_upstreams_are_escaped_and_a_failed_feed_is_
     partner = re.search(r'<tr id="row-followed-partner">(.*?)</tr>', html, re.S)[1]
     assert "NOT FRESH" in partner
     assert "failed: the last sync failed verification" in html
+
+
+async def test_plain_serve_has_the_page_too(status_node):
+    status, headers, html = await status_node.get(base=status_node.partner_url)
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert feed_names(html) == {"partner"}
+    row = re.search(r'<tr id="row-published-partner">(.*?)</tr>', html, re.S)[1]
+    assert re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[1:6] == ["published", "public", "1", "3", "2"]
