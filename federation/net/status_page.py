@@ -109,7 +109,6 @@ class StatusPage:
     now: int
     viewer: str  # who the page is for, in words ("anonymous: public feeds only", ...)
     feeds: tuple[FeedStatus, ...] = ()
-    hidden: int = 0  # feeds of this node the caller may not see (counted only for its operators)
     # Platform nodes: None when not shown to this caller (its operators only).
     consumers: tuple[Consumer, ...] | None = None
     webhooks: tuple[Webhook, ...] | None = None
@@ -131,9 +130,6 @@ def render(page: StatusPage) -> str:
     return _ENV.get_template("status.html").render(page=page)
 
 
-STATUS = web.AppKey("status_page", object)
-
-
 def status_extension(page_for: Callable[[web.Request], StatusPage]):
     """Extension for ``server.create_app``: ``GET /`` answers ``page_for(request)``
     rendered. ``page_for`` runs after the app's access layer, so it reads the
@@ -147,7 +143,6 @@ def status_extension(page_for: Callable[[web.Request], StatusPage]):
                                      "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     def install(app: web.Application) -> None:
-        app[STATUS] = page_for
         app.router.add_get("/", status)
 
     return install

@@ -64,7 +64,7 @@ class Viewer:
     describe: str
     sees: Callable[[str, str], bool]  # (side, feed) -> may see it
     operates: Callable[[str], bool]  # published feed -> may see its followers
-    operator: bool = False  # an operator of the node: sees how many feeds are hidden, consumers, webhooks
+    operator: bool = False  # an operator of the platform: sees its consumers and webhooks
 
 
 def _hash_text(hash_type: str | None, value: bytes | None) -> str:
@@ -97,7 +97,6 @@ class NodeStatus:
 
     def _page(self, viewer: Viewer, now: int) -> StatusPage:
         feeds: list[FeedStatus] = []
-        hidden = 0
         followers = self._followers() if self.auth_db is not None else {}
         if self.publisher_db is not None:
             with _reader(self.publisher_db) as conn:
@@ -106,7 +105,6 @@ class NodeStatus:
                     if self.published is not None and feed.name not in self.published:
                         continue
                     if not viewer.sees("published", feed.name):
-                        hidden += 1
                         continue
                     seen = followers.get(feed.name, []) if viewer.operates(feed.name) else None
                     feeds.append(_published(conn, feed, cosigning.get(feed.name), seen, now))
@@ -117,7 +115,6 @@ class NodeStatus:
                     if self.followed is not None and f.name not in self.followed:
                         continue
                     if not viewer.sees("followed", f.name):
-                        hidden += 1
                         continue
                     feeds.append(_followed(conn, f, now, self.access_of(f.name)))
                 head = changes_head(conn)
@@ -126,8 +123,7 @@ class NodeStatus:
                     consumers = tuple(Consumer(n, c, max(0, head - c), u) for n, c, u, _ in consumer_rows(conn))
                     webhooks = tuple(Webhook(w.name, w.url, w.feed, w.cursor, w.delivered, w.attempts,
                                              w.last_status, w.last_error) for w in webhook_rows(conn))
-        return StatusPage(self.title, now, viewer.describe, tuple(feeds), hidden if viewer.operator else 0,
-                          consumers, webhooks)
+        return StatusPage(self.title, now, viewer.describe, tuple(feeds), consumers, webhooks)
 
     def _followers(self) -> dict[str, list[tuple]]:
         out: dict[str, list[tuple]] = {}
@@ -138,7 +134,7 @@ class NodeStatus:
 
 
 class _reader:
-    """A read-only connection for one page, closed after it."""
+    """A read-only connection for one page, in one read transaction, closed after it."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -147,10 +143,17 @@ class _reader:
         if not Path(self.path).exists():
             raise StorageError(f"status page: {self.path} does not exist")
         self.conn = connect(self.path, readonly=True)
+        # One read transaction: every query of the page sees the same snapshot
+        # (WAL), so a version applied meanwhile never shows half (a feed's row
+        # of one version beside the changes of the next).
+        self.conn.execute("BEGIN")
         return self.conn
 
     def __exit__(self, *exc) -> None:
-        self.conn.close()
+        try:
+            self.conn.execute("ROLLBACK")
+        finally:
+            self.conn.close()
 
 
 def _published(conn: sqlite3.Connection, feed: Feed, cosigning: str | None, seen: list[tuple] | None,
@@ -264,7 +267,7 @@ def node_viewer(ac: AccessControl, followed_access: dict[str, str] | None = None
             describe = "anonymous: public feeds only"
         else:
             describe = f"{token.member} ({token.role} token {token.id})"
-        return Viewer(describe, sees, operates, operator=token is not None and token.role == "publisher")
+        return Viewer(describe, sees, operates)
 
     return viewer
 
