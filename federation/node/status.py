@@ -94,6 +94,12 @@ class NodeStatus:
             return self._page(viewer, now)
         except sqlite3.Error as e:
             raise StorageError(f"status page: cannot read the node's databases: {e}") from None
+        except StorageError:
+            raise
+        except FederationError as e:
+            # Everything the page reads is this node's own store, verified when
+            # it was written: bytes there that do not parse are local corruption.
+            raise StorageError(f"status page: stored data is unreadable ({e.kind}): {e}") from None
 
     def _page(self, viewer: Viewer, now: int) -> StatusPage:
         feeds: list[FeedStatus] = []

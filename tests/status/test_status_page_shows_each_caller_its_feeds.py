@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from federation.store.mirror import Mirror
+from federation.store.publisher import Publisher
 
 
 def feed_names(html: str) -> set[str]:
@@ -83,3 +84,15 @@ async def test_plain_serve_has_the_page_too(status_node):
     assert feed_names(html) == {"partner"}
     row = re.search(r'<tr id="row-published-partner">(.*?)</tr>', html, re.S)[1]
     assert re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)[1:6] == ["published", "public", "1", "3", "2"]
+
+
+async def test_a_corrupt_store_is_a_storage_error_not_half_a_page(status_node):
+    pub = Publisher(status_node.home.publisher_db)
+    try:
+        assert pub.replace_checkpoint("tid", pub.feed("tid").checkpoint, b"not a signed note")
+    finally:
+        pub.close()
+    status, _, text = await status_node.get()
+    assert status == 503
+    assert text.startswith("status page: stored data is unreadable (malformed)")
+    assert "partner" not in text
