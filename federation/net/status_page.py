@@ -26,7 +26,7 @@ caller the app's access layer authenticated. Invariants:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jinja2
 from aiohttp import web
@@ -112,7 +112,6 @@ class StatusPage:
     # Platform nodes: None when not shown to this caller (its operators only).
     consumers: tuple[Consumer, ...] | None = None
     webhooks: tuple[Webhook, ...] | None = None
-    notes: tuple[str, ...] = field(default=())
 
 
 def _age(t: int | None, now: int) -> str:

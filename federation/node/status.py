@@ -300,9 +300,10 @@ def install_node_status(title: str, ac: AccessControl, *, publisher_db=None, pub
     """Extension for a read-side app (``node.assembly``). ``followed_access``:
     the access of followed feeds not relayed, ``relayed_access`` of relayed
     ones (which ``ac`` governs)."""
+    access = {**(relayed_access or {}), **(followed_access or {})}
     from_node = NodeStatus(title, publisher_db=publisher_db, published=published, mirror_db=mirror_db,
                            followed=followed, auth_db=auth_db,
-                           access_of={**(relayed_access or {}), **(followed_access or {})}.get)
+                           access_of=lambda name: access.get(name, ""))
     who = node_viewer(ac, followed_access)
     return status_extension(lambda request: from_node.page(who(request)))
 
