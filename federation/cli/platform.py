@@ -71,8 +71,10 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, 
     if log_json:
         from federation.cli.jsonlog import use_json_logs
         use_json_logs()
+    from federation.node.status import install_platform_status
+    status = install_platform_status("federation platform node", home.mirror_db, home.platform_db, use_auth)
     node = PlatformNode(home.mirror_db, home.platform_db, threshold, sync_interval,
-                        auth_db=home.auth_db if use_auth else None)
+                        auth_db=home.auth_db if use_auth else None, extensions=[status])
     run_app(node.app, host, port,
             on_start=lambda url: logging.getLogger("federation.platform").info(
                 "serving the platform API of %s on %s/ (%s)", home.mirror_db, url,

@@ -42,6 +42,7 @@ from federation.node.cosigning import cosign_configured
 from federation.node.home import Home
 from federation.node.keys import load_signer
 from federation.node.refresh import load_refresh_signers, recorded_key_files, refresh_task
+from federation.node.status import install_node_status
 from federation.store.mirror import Mirror
 from federation.store.publisher import Publisher
 from federation.store.tokens import TokenStore
@@ -207,6 +208,12 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
             log.warning("feed %s: its checkpoint will not be refreshed by this node (%s)", m.feed, m.problem)
         extensions.append(lambda app: app.cleanup_ctx.append(
             refresh_task(home.publisher_db, {**signers, **keyed}, cfg.refresh_interval)))
+    extensions.append(install_node_status(  # GET /: the status page, behind the same access control
+        "federation node", ac, publisher_db=home.publisher_db if cfg.publish else None,
+        published=[p.name for p in cfg.publish], mirror_db=home.mirror_db if cfg.follow else None,
+        followed=[f.name for f in cfg.follow], auth_db=home.auth_db,
+        followed_access={f.name: f.access for f in cfg.follow if not f.relay},
+        relayed_access={f.name: f"{f.access}, relayed" for f in cfg.follow if f.relay}))
     app = create_app(sources, extensions=extensions,
                      middlewares=[ac.middleware, install_listing_filter(ac), *readside_middlewares])
     app[NODE_STATES] = states
@@ -237,7 +244,9 @@ def build_publisher_app(home: Home, signers: dict | None = None,
         app.cleanup_ctx.append(refresh_task(home.publisher_db, signers or {}, refresh_interval))
 
     extensions, middlewares = read_side(home.publisher_db)
-    return create_app([PublisherSource(home.publisher_db)], extensions=[*extensions, close, refresher],
+    status = install_node_status("federation node", ac, publisher_db=home.publisher_db,
+                                 auth_db=home.auth_db)  # GET /: the status page
+    return create_app([PublisherSource(home.publisher_db)], extensions=[*extensions, close, refresher, status],
                       middlewares=[ac.middleware, install_listing_filter(ac), *middlewares])
 
 

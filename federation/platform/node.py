@@ -43,7 +43,7 @@ log = logging.getLogger("federation.platform")
 class PlatformNode:
     def __init__(self, mirror_path: Path | str, platform_path: Path | str, threshold: int = DEFAULT_THRESHOLD,
                  sync_interval: float | None = None, sources: list | None = None,
-                 auth_db: Path | str | None = None, **deliverer_options):
+                 auth_db: Path | str | None = None, extensions: list | None = None, **deliverer_options):
         self.mirror_path, self.platform_path = Path(mirror_path), Path(platform_path)
         self.sync_interval = sync_interval
         Mirror(self.mirror_path).close()          # create the schema if new
@@ -53,6 +53,7 @@ class PlatformNode:
             lookup_extension(self.mirror_path, threshold),
             changes_extension(self.mirror_path, self.platform_path, **deliverer_options),
             self.metrics.extension(self.mirror_path, self.platform_path),
+            *(extensions or []),  # e.g. the status page (node.status)
         ])
         self.app[STREAM]["deliverer"].on_attempt = self.metrics.record_webhook
         # The platform API's refusals (401/403/429) are JSON on every path,

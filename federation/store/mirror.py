@@ -279,6 +279,13 @@ def has_changes(conn: sqlite3.Connection, feed_id: int, version: int) -> bool:
                         (feed_id, version)).fetchone() is not None
 
 
+def recent_changes(conn: sqlite3.Connection, feed_id: int, limit: int) -> list[tuple]:
+    """The newest ``limit`` changes of followed feed ``feed_id``, newest first:
+    (seq, version, action, hash_type, value, case_id, reason, time)."""
+    return conn.execute("SELECT seq, version, action, hash_type, value, case_id, reason, time FROM changes"
+                        " WHERE feed=? ORDER BY seq DESC LIMIT ?", (feed_id, limit)).fetchall()
+
+
 def set_trusted_keys(conn: sqlite3.Connection, name: str, origin: str, vkeys: list[str],
                      window: tuple[int, int] | None = None) -> None:
     """Replace followed feed ``name``'s trusted log keys, inside the caller's

@@ -176,3 +176,13 @@ class PlatformStore:
 def webhook_cursors(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     """(name, cursor) of every webhook, by name, on any connection (metrics)."""
     return conn.execute("SELECT name, cursor FROM webhooks ORDER BY name").fetchall()
+
+
+def consumer_rows(conn: sqlite3.Connection) -> list[tuple[str, int, int, str | None]]:
+    """(name, cursor, updated, scope JSON) of every consumer, by name, on any connection."""
+    return conn.execute("SELECT name, cursor, updated, scope FROM consumers ORDER BY name").fetchall()
+
+
+def webhook_rows(conn: sqlite3.Connection) -> list[Webhook]:
+    """Every webhook, by name, on any connection (its ``public()`` leaves the secret out)."""
+    return [Webhook(*r) for r in conn.execute("SELECT * FROM webhooks ORDER BY name")]

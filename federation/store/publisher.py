@@ -505,6 +505,18 @@ def feed_position(conn: sqlite3.Connection, name: str) -> tuple[int, str, int, i
                         (name,)).fetchone()
 
 
+def status_feeds(conn: sqlite3.Connection) -> list[Feed]:
+    """Every feed with all its columns, by name, through any connection (the
+    status page, ``net.status_page``). A database not migrated yet has no
+    ``access`` column: the app factories migrate before serving."""
+    return [Feed(*r) for r in conn.execute(f"SELECT {_FEED_COLUMNS} FROM feeds ORDER BY name")]
+
+
+def cosigning_configs(conn: sqlite3.Connection) -> dict[str, str]:
+    """Feed name -> its stored cosigning configuration (JSON, ``trust.cosign``'s)."""
+    return dict(conn.execute("SELECT f.name, c.config FROM feed_cosigning c JOIN feeds f ON f.id = c.feed"))
+
+
 class _Withdrawn:
     """Records withdrawn by one publish, to tell a repeated withdrawal (an
     earlier op of the batch already removed its target) from a typo."""

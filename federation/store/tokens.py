@@ -159,3 +159,12 @@ class TokenStore(Store):
         rows = self.conn.execute(sql + " ORDER BY seq DESC LIMIT ?", args + (limit,)).fetchall()
         keys = ("seq", "time", "token", "member", "action", "feed", "size", "detail")
         return [dict(zip(keys, r)) for r in reversed(rows)]
+
+
+def fetches_by_member(conn: sqlite3.Connection) -> list[tuple[str, str, int | None, int]]:
+    """(member, feed, largest tree size fetched, time of the newest fetch) for
+    every member and feed in the audit log, by feed and member: the followers
+    a node has seen. ``AccessControl`` records a member's checkpoint fetch once
+    per tree size; anonymous readers of public feeds are not recorded."""
+    return conn.execute("SELECT member, feed, max(size), max(time) FROM audit WHERE action='fetch' AND member IS NOT"
+                        " NULL GROUP BY member, feed ORDER BY feed, member").fetchall()

@@ -128,6 +128,15 @@ def latest_trust(conn: sqlite3.Connection, feed: str) -> bytes | None:
     return row[0] if row else None
 
 
+def quorum_time(conn: sqlite3.Connection, feed: str) -> int | None:
+    """The newest time a witness quorum vouched for ``feed`` (None: never, no table)."""
+    try:
+        row = conn.execute("SELECT quorum_time FROM trust_freshness WHERE feed=?", (feed,)).fetchone()
+    except sqlite3.OperationalError:  # no trust_freshness table in this database
+        return None
+    return row[0] if row else None
+
+
 def trust_version(conn: sqlite3.Connection, feed: str, version: int) -> bytes | None:
     """Trust version ``version`` of ``feed``, or None."""
     try:

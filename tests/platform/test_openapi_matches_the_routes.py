@@ -197,6 +197,7 @@ async def test_sample_requests_get_documented_answers(tmp_path):
             check = Checker(spec, s)
             # ---- read side
             await check("GET", node, "/healthz", "/healthz", 200)
+            assert b"row-published-pub" in await check("GET", node, "/", "/", 200)  # the status page
             listing = json.loads(await check("GET", node, "/feeds", "/feeds", 200))
             assert "internal" not in {f["name"] for f in listing["feeds"]}  # members-only, no token
             await check("GET", node, "/feeds/{name}/checkpoint", "/feeds/pub/checkpoint", 200)
