@@ -30,13 +30,20 @@ FIELDS = ("op", "type", "hash", "case", "labels", "reason")
 MAX_LINE_BYTES = 4 << 20
 
 
+def is_segment_text(text: str) -> bool:
+    """Whether vpdq hash text is one segment in hex rather than a video's frames
+    (frames are comma-separated fields, or a JSON list)."""
+    text = text.strip()
+    return len(text) <= 2 * MAX_SEGMENT_BYTES and "," not in text and not text.startswith("[")
+
+
 def parse_video(text: str) -> list[bytes]:
     """A vpdq hash given as text to its segment values (docs/PROTOCOL.md
     section 4, "vpdq"): one segment as hex (what the change stream shows), or
     a whole video's frames in vpdq's or python-threatexchange's text form,
     cut into its canonical segments. Raises ``InputError``."""
     text = (text or "").strip()
-    if len(text) <= 2 * MAX_SEGMENT_BYTES and "," not in text and not text.startswith("["):
+    if is_segment_text(text):
         try:
             raw = bytes.fromhex(text)
         except ValueError:

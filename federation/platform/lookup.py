@@ -44,7 +44,7 @@ from pathlib import Path
 from aiohttp import web
 
 from federation.store.activeset import split_labels
-from federation.core.batch import parse_hash
+from federation.core.batch import is_segment_text, parse_hash
 from federation.core.bounded import json_loads, parse_uint
 from federation.store.db import connect
 from federation.core.errors import InputError, UnavailableError
@@ -84,6 +84,12 @@ def parse_query(obj, default_threshold: int = DEFAULT_THRESHOLD) -> Query:
     if not isinstance(hash_type, str) or not isinstance(text, str):
         raise InputError("query 'type' and 'hash' must be strings")
     hash_type = hash_type.strip().lower()
+    if hash_type == "vpdq" and is_segment_text(text):
+        # One stored segment in hex (as the change stream shows it): an exact
+        # lookup of that record, as for md5 (the threatexchange adapter's use).
+        if obj.get("threshold") not in (None, 0) or set(obj) & set(VIDEO_FIELDS):
+            raise InputError("a vpdq segment in hex is looked up exactly: no threshold or percentages")
+        return Query(hash_type, parse_hash(hash_type, text), None)
     if hash_type == "vpdq":
         vq = video_query(text, obj.get("threshold"), *(obj.get(k) for k in VIDEO_FIELDS))
         return Query(hash_type, video_id(vq.frames), vq.distance, vq)
