@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from federation.core.bounded import json_loads
 from federation.core.errors import InputError, MalformedError
 
 VIDEO_ID_BYTES = 16
@@ -174,10 +175,9 @@ def parse_frames(text: str, max_frames: int = MAX_VIDEO_FRAMES) -> list[Frame]:
     if len(text) > max_frames * 128:
         raise InputError(f"vpdq hash is {len(text)} characters, too long for {max_frames} frames")
     if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except (ValueError, RecursionError):
-            raise InputError("vpdq hash is not a JSON list of 'pdq_hex,quality,timestamp'") from None
+        # Bounded before parsing (size, depth, numbers): python-threatexchange's signal string.
+        items = json_loads(text, "vpdq hash is not a JSON list of 'pdq_hex,quality,timestamp'",
+                           max_bytes=max_frames * 128, error=InputError, max_depth=2)
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
             raise InputError("vpdq hash is not a JSON list of 'pdq_hex,quality,timestamp'")
         lines, numbered = items, True

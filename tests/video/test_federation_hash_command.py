@@ -57,7 +57,9 @@ def test_what_is_not_media_is_an_input_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not a picture\n")
     (tmp_path / "broken.png").write_bytes(png_bytes(make_image(1))[:200])  # a truncated PNG
     (tmp_path / "img.png").write_bytes(png_bytes(make_image(1)))
-    for args in (["notes.txt"], ["broken.png"], ["missing.mp4"], ["."], ["img.png", "--vpdq", "x.vpdq"]):
+    for args, says in ((["notes.txt"], "neither an image nor a video"), (["broken.png"], "not a readable image"),
+                       (["missing.mp4"], "is not a file"), (["."], "is a directory"),
+                       (["img.png", "--vpdq", "x.vpdq"], "is an image: --vpdq is for videos")):
         res = CliRunner().invoke(cli, ["hash", *[str(tmp_path / a) if i == 0 else a for i, a in enumerate(args)]])
-        assert res.exit_code == 2, (args, res.output)
+        assert res.exit_code == 2 and says in res.output, (args, res.output)
         assert res.exception is None or isinstance(res.exception, SystemExit), (args, res.exception)

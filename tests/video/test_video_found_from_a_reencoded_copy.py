@@ -109,3 +109,20 @@ async def test_http_lookup_api_answers_a_video_query(deployment, tmp_path):
     (m,) = r["matches"]
     assert m["case"] == "case-v3" and m["query_match_percent"] >= 80 and m["origin"]
     assert body["based_on"][0]["feed"] == "tid"
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ({"type": "vpdq", "hash": "".join(f"{i},100,{'ab' * 32},{i}.000\n" for i in range(4097))}, "at most 4096"),
+    ({"type": "vpdq", "hash": "[" * 100_000}, "JSON list"),
+    ({"type": "vpdq", "hash": f"0,100,{'ab' * 32},nan"}, "out of range"),
+    ({"type": "vpdq", "hash": f"0,100,{'ab' * 32},0", "quality": 101}, "quality must be an integer 0..100"),
+    ({"type": "vpdq", "hash": f"0,100,{'ab' * 32},0", "query_percent": "80"}, "query_percent must be a number 0..100"),
+    ({"type": "vpdq", "hash": "00" * 61}, "vpdq segment part"),
+    ({"type": "vpdq", "hash": "zz"}, "neither a segment"),
+    ({"type": "md5", "hash": "00" * 16, "quality": 50}, "vpdq only"),
+])
+async def test_hostile_video_queries_are_400s_naming_the_problem(deployment, query, fragment):
+    async with aiohttp.ClientSession() as s:
+        async with s.post(deployment.url + "lookup", json={"queries": [query]}) as resp:
+            body = await resp.json()
+    assert resp.status == 400 and body["kind"] == "input" and fragment in body["error"], body
