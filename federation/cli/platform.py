@@ -19,6 +19,26 @@ from federation.platform.pdq_index import DEFAULT_THRESHOLD
 from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE
 
 
+def read_video_hash(path: str) -> str:
+    """A vPDQ text file (or '-': standard input), bounded before it is parsed."""
+    from federation.core.vpdq import MAX_QUERY_FRAMES
+    limit = MAX_QUERY_FRAMES * 128
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"cannot read the vpdq hash file {path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise InputError(f"{path}: over {limit} bytes, more than a query's {MAX_QUERY_FRAMES} frames")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+
+
 @click.group()
 def platform():
     """Serve and consume a mirror: lookup API, change stream, webhooks, metrics.
@@ -97,19 +117,27 @@ def is_loopback(host: str) -> bool:
 @click.argument("hash_type")
 @click.argument("values", nargs=-1, required=True)
 @click.option("--threshold", type=int, default=DEFAULT_THRESHOLD, show_default=True,
-              help="PDQ only: report hashes within this Hamming distance (0 = exact).")
+              help="PDQ: report hashes within this Hamming distance (0 = exact); vpdq: the frame distance.")
+@click.option("--query-percent", type=float, help="vpdq: share of the query's frames that must match (default 80).")
+@click.option("--target-percent", type=float, help="vpdq: share of the listed video's frames that must match "
+                                                   "(default 0).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one JSON object per value).")
 @click.option("--feed", "feeds", multiple=True, help="Answer from this followed feed only (repeatable; default all).")
 @click.option("--allow-stale", is_flag=True,
               help="Answer even from feeds that are stale or whose last sync failed verification (the answer "
                    "says so). Never from a missing or never-synced mirror.")
 @click.pass_obj
-def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_stale):
-    """Look up hashes in the mirror, PDQ by near-match: exit 0 if any matched,
-    1 if none, 5 if the mirror cannot stand behind an answer.
+def lookup_cmd(home: Home, hash_type, values, threshold, query_percent, target_percent, as_json, feeds,
+               allow_stale):
+    """Look up hashes in the mirror, PDQ by near-match, videos (vpdq) by vPDQ:
+    exit 0 if any matched, 1 if none, 5 if the mirror cannot stand behind an
+    answer.
 
     Each match shows feed, case, labels, the version that added it and, for
-    PDQ, the Hamming distance. Fails closed like 'federation lookup' (exit 5,
+    PDQ, the Hamming distance; for vpdq, the share of the query's frames and
+    of the listed video's frames that matched. For vpdq each VALUE is a file
+    holding the video's vPDQ text (what 'federation hash --vpdq' writes), or
+    '-' for standard input. Fails closed like 'federation lookup' (exit 5,
     nothing created) and says what each answer is based on.
 
     \b
@@ -117,12 +145,20 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_s
       federation platform lookup pdq f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22
       federation platform lookup pdq HEX --threshold 20 --json
       federation platform lookup md5 9e107d9d372bb6826bd81d3542a419d6 d41d8cd98f00b204e9800998ecf8427e
+      federation hash upload.mp4 --vpdq upload.vpdq && federation platform lookup vpdq upload.vpdq
     """
     from federation.core.errors import UnavailableError
     from federation.platform.lookup import Lookup, parse_query
     from federation.store.mirror import Mirror
-    queries = [parse_query({"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
-               for v in values]
+    if hash_type.lower() == "vpdq":
+        extra = {k: v for k, v in (("query_percent", query_percent), ("target_percent", target_percent))
+                 if v is not None}
+        queries = [parse_query({"type": "vpdq", "hash": read_video_hash(v), "threshold": threshold, **extra})
+                   for v in values]
+    else:
+        queries = [parse_query({"type": hash_type, "hash": v,
+                                **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
+                   for v in values]
     Mirror.existing(home.require().mirror_db).close()  # exists (and its schema is current)
     lk = Lookup(home.mirror_db, threshold)
     try:
@@ -140,6 +176,11 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_s
             click.echo(json.dumps({**r, "based_on": [b.to_json() for b in bases]}))
             continue
         for m in r["matches"]:
+            if r["type"] == "vpdq":
+                click.echo(f"MATCH vpdq {r['hash']} -> feed={m['feed']} case={m['case']} "
+                           f"labels={','.join(m['labels'])} version={m['added_version']} video={m['video']} "
+                           f"query={m['query_match_percent']}% target={m['target_match_percent']}%")
+                continue
             dist = f" distance={m['distance']}" if r["type"] == "pdq" else ""
             click.echo(f"MATCH {r['type']} {r['hash']} -> feed={m['feed']} case={m['case']} "
                        f"labels={','.join(m['labels'])} version={m['added_version']}{dist}"

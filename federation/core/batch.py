@@ -20,18 +20,52 @@ import csv
 from collections.abc import Iterable, Iterator
 
 from federation.core.bounded import json_loads
-from federation.core.entries import HASH_LENGTHS, WITHDRAW_REASONS, Add, Withdraw, validate
+from federation.core.entries import HASH_LENGTHS, HASH_TYPES, WITHDRAW_REASONS, Add, Withdraw, validate
 from federation.core.errors import InputError, MalformedError
+from federation.core.vpdq import MAX_SEGMENT_BYTES, decode_segment, parse_frames, segments
 
 FIELDS = ("op", "type", "hash", "case", "labels", "reason")
-MAX_LINE_BYTES = 64 * 1024  # one operation is well under 1 KiB of JSON
+# One operation is well under 1 KiB of JSON, but a vpdq video's line carries
+# its frames (~80 bytes each): 4 MiB holds a 13-hour video at a frame a second.
+MAX_LINE_BYTES = 4 << 20
+
+
+def is_segment_text(text: str) -> bool:
+    """Whether vpdq hash text is one segment in hex rather than a video's frames
+    (frames are comma-separated fields, or a JSON list)."""
+    text = text.strip()
+    return len(text) <= 2 * MAX_SEGMENT_BYTES and "," not in text and not text.startswith("[")
+
+
+def parse_video(text: str) -> list[bytes]:
+    """A vpdq hash given as text to its segment values (docs/PROTOCOL.md
+    section 4, "vpdq"): one segment as hex (what the change stream shows), or
+    a whole video's frames in vpdq's or python-threatexchange's text form,
+    cut into its canonical segments. Raises ``InputError``."""
+    text = (text or "").strip()
+    if is_segment_text(text):
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raise InputError(f"vpdq hash {text[:80]!r} is neither a segment in hex nor a video's frames") from None
+        try:
+            decode_segment(raw)
+        except MalformedError as e:
+            raise InputError(str(e)) from None
+        return [raw]
+    return segments(parse_frames(text))
 
 
 def parse_hash(hash_type: str, text: str) -> bytes:
     """Normalise a hash given as text to its raw bytes; raises ``InputError``."""
     hash_type = (hash_type or "").strip().lower()
+    if hash_type not in HASH_TYPES:
+        raise InputError(f"unknown hash type {hash_type!r} (known: {', '.join(HASH_TYPES)})")
     if hash_type not in HASH_LENGTHS:
-        raise InputError(f"unknown hash type {hash_type!r} (known: {', '.join(HASH_LENGTHS)})")
+        values = parse_video(text)
+        if len(values) != 1:
+            raise InputError(f"this {hash_type} hash is a video of {len(values)} segments; give one segment")
+        return values[0]
     want = HASH_LENGTHS[hash_type]
     text = (text or "").strip()
     raw: bytes | None = None
@@ -69,6 +103,15 @@ def _labels(value) -> tuple[str, ...]:
     else:
         raise InputError(f"labels must be a list of strings or a ';'-separated string, got {value!r}")
     return tuple(sorted({p.strip().lower() for p in parts if p.strip()}))
+
+
+def operations(record: dict) -> list[Add | Withdraw]:
+    """One input record to its operations: one, or for a vpdq video one per
+    segment (all with the record's case, labels and reason)."""
+    hash_type = record.get("type")
+    if isinstance(hash_type, str) and hash_type.strip().lower() == "vpdq" and isinstance(record.get("hash"), str):
+        return [operation({**record, "hash": value.hex()}) for value in parse_video(record["hash"])]
+    return [operation(record)]
 
 
 def operation(record: dict) -> Add | Withdraw:
@@ -137,7 +180,7 @@ def read_csv(lines: Iterable[str | bytes]) -> Iterator[Add | Withdraw]:
             try:
                 if any(row.get(None) or ()):
                     raise InputError("more fields than the header has columns (quote a field holding a comma)")
-                yield operation({k: v for k, v in row.items() if k is not None and v not in (None, "")})
+                yield from operations({k: v for k, v in row.items() if k is not None and v not in (None, "")})
             except InputError as e:
                 raise InputError(f"line {reader.line_num}: {e}") from None
     except csv.Error as e:
@@ -153,7 +196,7 @@ def read_jsonl(lines: Iterable[str | bytes]) -> Iterator[Add | Withdraw]:
             record = json_loads(line, "invalid JSON", max_bytes=MAX_LINE_BYTES, error=InputError)
             if not isinstance(record, dict):
                 raise InputError("each line must be a JSON object")
-            yield operation(record)
+            yield from operations(record)
         except InputError as e:
             raise InputError(f"line {n}: {e}") from None
 

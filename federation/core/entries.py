@@ -20,11 +20,16 @@ import msgpack
 
 from federation.core.errors import MalformedError
 from federation.core.lthash import DIGEST_BYTES
+from federation.core.vpdq import decode_segment
 
 ENTRY_VERSION = 1
 
 # Hash types and their raw lengths in bytes.
 HASH_LENGTHS = {"md5": 16, "sha1": 20, "sha256": 32, "pdq": 32, "photodna": 144}
+# Every hash type: the fixed-length ones, and vpdq, a segment of a video's
+# frames (20 + 41 x 1..80 bytes, core/vpdq.py).
+VIDEO_TYPES = ("vpdq",)
+HASH_TYPES = (*HASH_LENGTHS, *VIDEO_TYPES)
 
 WITHDRAW_REASONS = ("submitter_request", "hash_error", "legal", "duplicate", "other")
 
@@ -90,7 +95,14 @@ def element(hash_type: str, value: bytes, case: str, labels: tuple[str, ...]) ->
     """The LtHash element of one active record (see docs/PROTOCOL.md)."""
     out = bytearray()
     for field in (hash_type.encode(), value, case.encode()):
-        out.append(len(field))
+        if field is value and hash_type in VIDEO_TYPES:
+            # A vpdq segment is longer than a u8 can say: its length is a u16
+            # (the type before it keeps every element's encoding unambiguous).
+            if len(field) > 0xFFFF:
+                raise MalformedError(f"{hash_type} hash of {len(field)} bytes does not fit its u16 length")
+            out += len(field).to_bytes(2, "big")
+        else:
+            out.append(len(field))
         out += field
     out.append(len(labels))
     for label in labels:
@@ -126,10 +138,13 @@ def _check_time(t) -> None:
 
 
 def _check_hash(hash_type, value) -> None:
-    if not (type(hash_type) is str and hash_type in HASH_LENGTHS):
+    if not (type(hash_type) is str and hash_type in HASH_TYPES):
         raise MalformedError(f"unknown hash type {hash_type!r}")
     if type(value) is not bytes:
         raise MalformedError("hash value must be bytes")
+    if hash_type in VIDEO_TYPES:
+        decode_segment(value)  # bounds its length before reading a frame
+        return
     if len(value) != HASH_LENGTHS[hash_type]:
         raise MalformedError(f"{hash_type} hash is {len(value)} bytes, want {HASH_LENGTHS[hash_type]}")
 
@@ -207,7 +222,7 @@ def encode(entry: Entry) -> bytes:
 # Each reader takes (data, pos) and returns (value, new pos); each refuses
 # every form but the one the document allows for the field. All strings of an
 # entry are at most 64 bytes, so str16/str32 never occur; a hash is at most
-# 144 bytes (bin8) and a digest 2,048 (bin16); a map has at most 7 keys
+# 144 bytes (bin8) but a vpdq segment up to 3,300 (bin16), and a digest 2,048 (bin16); a map has at most 7 keys
 # (fixmap) and labels at most 16 items (fixarray, or array16 for exactly 16).
 
 def _byte(data: bytes, pos: int, what: str) -> int:

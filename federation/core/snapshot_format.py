@@ -48,12 +48,13 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # section 2) and an origin (under 64 KiB, the note limit): 2 MiB bounds it with room.
 MAX_HEADER_BYTES = 2 << 20
 MAX_INDEX_BYTES = 1 << 20
-# A valid record is at most 767 bytes of msgpack in the smallest forms (a
-# 144-byte PhotoDNA hash, a 64-character case and 16 labels of 32 characters),
-# and 833 in the largest (str32/bin32/array32 headers): 1,024 bounds any encoding.
-MAX_RECORD_BYTES = 1024
+# A valid record is at most 3,922 bytes of msgpack in the smallest forms (a
+# 3,300-byte vpdq segment, a 64-character case and 16 labels of 32 characters),
+# and under 4,000 in the largest (str32/bin32/array32 headers): 4,096 bounds any
+# encoding (tests/storage pins it against the largest record).
+MAX_RECORD_BYTES = 4096
 # Well-formed records (docs/PROTOCOL.md section 11): what the LtHash element
-# encoding (u8 lengths) can hold.
+# encoding (u8 lengths; u16 for a vpdq hash) can hold.
 MAX_ELEMENT_FIELD = 255
 
 

@@ -5,6 +5,10 @@ Routes (installed with ``create_app(..., extensions=[lookup_extension(path)])``)
 * ``GET /lookup/{type}/{hash}[?threshold=T]`` -- one hash. md5, sha1,
   sha256 and photodna match exactly; pdq matches every active PDQ hash
   within Hamming distance ``T`` (default 31, the PDQ standard; 0 = exact).
+* ``vpdq`` (a video: its frames as text, vpdq's ``frame,quality,pdq_hex,
+  timestamp`` lines or python-threatexchange's JSON list) matches by vPDQ's
+  algorithm (``video_index``); ``threshold`` is the frame distance, and
+  ``quality``, ``query_percent``, ``target_percent`` may be given (POST).
 * ``POST /lookup`` with ``{"queries": [{"type", "hash", "threshold"?}, ...]}``
   -- up to ``MAX_BATCH`` queries, answered in order.
 
@@ -40,7 +44,7 @@ from pathlib import Path
 from aiohttp import web
 
 from federation.store.activeset import split_labels
-from federation.core.batch import parse_hash
+from federation.core.batch import is_segment_text, parse_hash
 from federation.core.bounded import json_loads, parse_uint
 from federation.store.db import connect
 from federation.core.errors import InputError, UnavailableError
@@ -48,6 +52,8 @@ from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.store.mirror import follow_ids, lookup_rows, origins as follow_origins, read_follows
 from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
+from federation.platform.video_index import VideoIndex, VideoQuery, video_query
+from federation.core.vpdq import video_id
 from federation.platform.auth import scope_of
 from federation.core.readiness import Basis, assess, require
 
@@ -61,19 +67,34 @@ class Query:
     hash_type: str
     value: bytes
     threshold: int | None  # None: exact match (non-PDQ types)
+    video: VideoQuery | None = None  # a vpdq query (value: its video id)
+
+
+VIDEO_FIELDS = ("quality", "query_percent", "target_percent")
 
 
 def parse_query(obj, default_threshold: int = DEFAULT_THRESHOLD) -> Query:
     """Validate one JSON query object; raises ``InputError``."""
     if not isinstance(obj, dict):
         raise InputError("each query must be a JSON object with 'type' and 'hash'")
-    unknown = set(obj) - {"type", "hash", "threshold"}
+    unknown = set(obj) - {"type", "hash", "threshold", *VIDEO_FIELDS}
     if unknown:
         raise InputError(f"unknown query field(s) {sorted(unknown)}")
     hash_type, text = obj.get("type"), obj.get("hash")
     if not isinstance(hash_type, str) or not isinstance(text, str):
         raise InputError("query 'type' and 'hash' must be strings")
     hash_type = hash_type.strip().lower()
+    if hash_type == "vpdq" and is_segment_text(text):
+        # One stored segment in hex (as the change stream shows it): an exact
+        # lookup of that record, as for md5 (the threatexchange adapter's use).
+        if obj.get("threshold") not in (None, 0) or set(obj) & set(VIDEO_FIELDS):
+            raise InputError("a vpdq segment in hex is looked up exactly: no threshold or percentages")
+        return Query(hash_type, parse_hash(hash_type, text), None)
+    if hash_type == "vpdq":
+        vq = video_query(text, obj.get("threshold"), *(obj.get(k) for k in VIDEO_FIELDS))
+        return Query(hash_type, video_id(vq.frames), vq.distance, vq)
+    if set(obj) & set(VIDEO_FIELDS):
+        raise InputError(f"{', '.join(VIDEO_FIELDS)} apply to vpdq only")
     value = parse_hash(hash_type, text)
     threshold = obj.get("threshold")
     if hash_type != "pdq":
@@ -90,6 +111,7 @@ class Lookup:
         self.conn: sqlite3.Connection = connect(mirror_path, readonly=True)
         self.default_threshold = check_threshold(default_threshold)
         self.index = PdqIndex(self.conn)
+        self.videos = VideoIndex(self.conn, self.index)  # its frames are in self.index
 
     def close(self) -> None:
         self.conn.close()
@@ -134,11 +156,13 @@ class Lookup:
         """Answer queries in order (refreshing the PDQ index first); with
         ``feeds``, only records of those feeds are reported."""
         self.index.refresh()
+        if any(q.video is not None for q in queries):
+            self.videos.refresh()  # only when asked: image lookups pay nothing for videos
         origins, feed_ids = self._origins(), follow_ids(self.conn)
         # Near queries go to the index grouped by threshold (one faiss call per group).
         near: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
-            if q.threshold is not None:
+            if q.threshold is not None and q.video is None:
                 near.setdefault(q.threshold, []).append(i)
         near_results: dict[int, list] = {}
         for threshold, idxs in near.items():
@@ -146,7 +170,12 @@ class Lookup:
                 near_results[i] = found
         out = []
         for i, q in enumerate(queries):
-            if q.threshold is None:
+            if q.video is not None:
+                matches = [dict(feed=m.feed, origin=origins.get(m.feed), type="vpdq", video=m.video.hex(),
+                                case=m.case, labels=list(m.labels), added_version=m.added_version, frames=m.frames,
+                                query_match_percent=m.query_percent, target_match_percent=m.target_percent)
+                           for m in self.videos.search(q.video, feed_ids)]
+            elif q.threshold is None:
                 rows = lookup_rows(self.conn, q.hash_type, q.value, feed_ids)
                 matches = [dict(feed=f, origin=origins.get(f), type=q.hash_type, hash=q.value.hex(), case=c,
                                 labels=list(split_labels(lab)), added_version=v, distance=0)
@@ -160,6 +189,9 @@ class Lookup:
             item = dict(type=q.hash_type, hash=q.value.hex(), matched=bool(matches), matches=matches)
             if q.threshold is not None:
                 item["threshold"] = q.threshold
+            if q.video is not None:  # "hash" is the query video's id (docs/PROTOCOL.md section 4, "vpdq")
+                item.update(frames=len(q.video.frames), quality=q.video.quality,
+                            query_percent=q.video.query_percent, target_percent=q.video.target_percent)
             out.append(item)
         return out
 

@@ -34,8 +34,8 @@ import faiss
 import numpy as np
 
 from federation.store.activeset import split_labels
-from federation.store.mirror import active_values, change_values, changes_head, follow_ids, follow_versions, \
-    has_changes, lookup_rows
+from federation.store.mirror import changes_head, follow_ids, follow_versions, has_changes, lookup_rows
+from federation.platform.frames import index_changes, index_values
 from federation.core.errors import InputError
 
 PDQ_BITS = 256
@@ -100,7 +100,7 @@ class PdqIndex:
         self.conn.execute("BEGIN")  # a read transaction: one WAL snapshot for both reads
         try:
             cursor = changes_head(self.conn)
-            values = active_values(self.conn, "pdq")
+            values = index_values(self.conn)  # image PDQs and video frames (frames.py)
             self._versions = follow_versions(self.conn)
         finally:
             self.conn.execute("COMMIT")
@@ -133,7 +133,7 @@ class PdqIndex:
         self.conn.execute("BEGIN")  # one snapshot: rows up to ``top`` are all there is up to ``top``
         try:
             top = changes_head(self.conn)
-            rows = change_values(self.conn, "pdq", self.cursor, top)
+            rows = index_changes(self.conn, self.cursor, top)
             jumped = self._versions_without_changes()
         finally:
             self.conn.execute("COMMIT")

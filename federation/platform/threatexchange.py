@@ -24,9 +24,17 @@ it in an environment variable and name the variable in the collab
 (``--token-env FEDERATION_PLATFORM_TOKEN``); the secret itself never goes
 into threatexchange's config files.
 
-Signal types: ``pdq`` maps to PDQ and ``md5`` to threatexchange's
-``video_md5`` (an MD5 of the file bytes); sha1, sha256 and PhotoDNA have no
-stock signal type and are skipped.
+Signal types: ``pdq`` maps to PDQ, ``md5`` to threatexchange's
+``video_md5`` (an MD5 of the file bytes), and ``vpdq`` to its ``vpdq``
+signal (the extension ``threatexchange.extensions.vpdq``, which needs the
+``vpdq`` package). A vpdq record is one segment of a video (at most 80
+frames, docs/PROTOCOL.md section 4): each segment becomes one VPDQ signal
+of its frames, so its key can be computed from the change alone and a
+withdrawn segment tombstoned. A video of up to 80 frames is therefore one
+signal; a longer one is several, each matched by threatexchange on its own
+(its query percentage counts the query's frames against that segment), so
+only the node's own video lookup matches a long video as a whole. sha1,
+sha256 and PhotoDNA have no stock signal type and are skipped.
 """
 # No "from __future__ import annotations": threatexchange reads dataclass field types at run time.
 
@@ -46,9 +54,21 @@ from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
 from threatexchange.signal_type.signal_base import SignalType
 
 from federation.core.errors import InputError, MalformedError, TransportError
+from federation.core.vpdq import decode_segment, signal_string
 
 # federation hash type -> threatexchange SignalType.get_name()
-SIGNAL_NAMES = {"pdq": "pdq", "md5": "video_md5"}
+SIGNAL_NAMES = {"pdq": "pdq", "md5": "video_md5", "vpdq": "vpdq"}
+
+
+def signal_value(hash_type: str, hash_hex: str) -> str:
+    """The threatexchange signal string of a record's hash: hex as it is,
+    except a vpdq segment, which becomes the VPDQ signal of its frames."""
+    if hash_type != "vpdq":
+        return hash_hex
+    try:
+        return signal_string(decode_segment(bytes.fromhex(hash_hex)).frames)
+    except ValueError:
+        raise MalformedError(f"change stream: vpdq hash {hash_hex[:40]!r}... is not hex") from None
 PAGE = 500
 LOOKUP_BATCH = 1000
 TIMEOUT = 30
@@ -118,7 +138,7 @@ def page_updates(changes: list[dict], current: dict[tuple[str, str], list[dict]]
         name = SIGNAL_NAMES.get(c["type"])
         if name is None or name not in wanted or (feed is not None and c["feed"] != feed):
             continue
-        key = (name, c["hash"])
+        key = (name, signal_value(c["type"], c["hash"]))
         records = [(m["feed"], m["case"], tuple(m["labels"]), m["added_version"])
                    for m in current.get((c["type"], c["hash"]), [])
                    if feed is None or m["feed"] == feed]

@@ -14,9 +14,11 @@ import tracemalloc
 
 import aiohttp
 import msgpack
+import numpy as np
 import pytest
 
 from federation.core import entries as E
+from federation.core import vpdq as V
 from federation.core.errors import DigestError, MalformedError, TransportError
 from federation.core.lthash import LtHash16
 from federation.core.merkle import CompactRange
@@ -549,3 +551,22 @@ async def test_a_relay_dripping_a_snapshot_cannot_hold_a_fresh_follower_forever(
         m.close()
         await servers.close()
         feed.pub.close()
+
+
+async def test_a_snapshot_of_the_largest_video_records_bootstraps(make_publisher, signer, serve, make_mirror,
+                                                                   caplog):
+    """vpdq segments are the longest records (3,300-byte hashes): a snapshot
+    holding them, with the longest case and labels, stays within its bound."""
+    rng = np.random.default_rng(3)
+    frames = [V.Frame(i, 100, rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), i * 1000) for i in range(160)]
+    labels = tuple(sorted(f"l{i:031d}" for i in range(E.MAX_LABELS)))
+    pf = make_publisher("pub.db", signer)
+    pf.publish([E.Add("vpdq", seg, "v" * 64, labels, 0) for seg in V.segments(frames)] + adds(3, case="c1"))
+    ref = write_snapshot(pf.path, NAME, compress=False)
+    assert ref.count == 5
+    m = make_mirror("m.db", feed_url(await serve(scale_app(pf.path))))
+    with caplog.at_level(logging.INFO, logger="federation.bootstrap"):
+        r = await sync(m)
+    assert "bootstrapped from snapshot" in caplog.text
+    assert (r.old_version, r.version) == (0, 1)
+    assert_same_set(m, pf)

@@ -2,7 +2,7 @@
 
 Drives the real CLI as subprocesses (its state in a temporary TX_STATEDIR):
 ``config extensions add``, ``config collab edit ... --create``, ``fetch``,
-``match``. Images are generated; threatexchange hashes them itself.
+``match``. Images and videos are generated; threatexchange hashes them itself.
 """
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from federation.cli.main import cli
+from federation.core.batch import read_jsonl
 from federation.core.entries import Withdraw
+from federation.core.vpdq import Frame, segments, signal_string
 from federation.platform.threatexchange import FederationSignalMetadata, page_updates
 
 from support.images import make_image, near_duplicate, pdq_add, pdq_hex, png_bytes
+from support.videos import make_video, reencode
+from support.system_tools import require_vpdq
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -81,3 +87,44 @@ def test_page_updates_tombstones_only_when_no_case_is_left():
     other = {("pdq", h): [dict(feed="other", case="c9", labels=[], added_version=1)]}
     assert page_updates(changes, other, "tid", {"pdq"}) == {("pdq", h): None}
     assert page_updates(changes, {}, None, {"video_md5"}) == {("video_md5", "ef" * 16): None}
+
+
+async def test_threatexchange_matches_a_reencoded_video_by_vpdq_and_drops_it_when_withdrawn(deployment, tmp_path):
+    original = make_video(tmp_path / "a.mp4", 20, seed=41)
+    res = CliRunner().invoke(cli, ["hash", str(original), "--add", "case-v", "--labels", "csam"])
+    other = CliRunner().invoke(cli, ["hash", str(make_video(tmp_path / "b.mp4", 20, seed=42)), "--add", "case-w"])
+    deployment.publish(list(read_jsonl(res.output.splitlines() + other.output.splitlines())))
+    await deployment.sync()
+    copy = reencode(original, tmp_path / "copy.mp4")
+    unrelated = make_video(tmp_path / "c.mp4", 20, seed=43)
+
+    state = tmp_path / "tx-state"
+    await tx(state, "config", "extensions", "add", "threatexchange.extensions.vpdq.manifest")
+    await tx(state, "config", "extensions", "add", "federation.platform.threatexchange")
+    await tx(state, "config", "collab", "edit", "federation", "tid-platform", "--create",
+             "--url", deployment.url, "--feed", "tid")
+    await tx(state, "fetch")
+    out = await tx(state, "match", "video", str(copy))
+    assert "tid-platform" in out and "vpdq" in out, out
+    out = await tx(state, "match", "video", str(unrelated))
+    assert "vpdq" not in out, out
+
+    deployment.publish([Withdraw("submitter_request", 0, case="case-v")])
+    await deployment.sync()
+    await tx(state, "fetch")
+    out = await tx(state, "match", "video", str(copy))
+    assert "vpdq" not in out, out  # tombstoned: threatexchange's index no longer holds it
+
+
+def test_a_vpdq_change_becomes_the_vpdq_signal_of_its_segment():
+    require_vpdq()  # threatexchange's vPDQ extension imports Meta's vpdq
+    from threatexchange.extensions.vpdq.vpdq_util import json_to_vpdq
+    frames = [Frame(i, 100, bytes([i]) * 32, i * 1000) for i in range(3)]
+    (seg,) = segments(frames)
+    changes = [dict(seq=1, feed="tid", type="vpdq", hash=seg.hex(), action="add")]
+    current = {("vpdq", seg.hex()): [dict(feed="tid", case="c1", labels=["csam"], added_version=1)]}
+    up = page_updates(changes, current, None, {"vpdq"})
+    (key,) = up
+    assert key == ("vpdq", signal_string(frames))
+    assert [(f.pdq_hex, f.quality) for f in json_to_vpdq(key[1])] == [(f.pdq.hex(), 100) for f in frames]
+    assert page_updates(changes, {}, None, {"vpdq"}) == {key: None}

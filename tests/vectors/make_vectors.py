@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
 from federation.core import entries as E  # noqa: E402
+from federation.core import vpdq as V  # noqa: E402
 from federation.core.checkpoint import parse_checkpoint_body  # noqa: E402
 from federation.core.layout import ENTRIES, tile_path  # noqa: E402
 from federation.core.lthash import LtHash16, digest_of, element_hash  # noqa: E402
@@ -115,6 +116,13 @@ def versions() -> list[list]:
     return [v1, v2, v3]
 
 
+def vpdq_frames(n: int) -> list:
+    """A video of ``n`` frames, a frame every 30 (one a second at 30 fps), PDQ
+    hashes counting up, qualities 100, 90, 80, ... (down to 0)."""
+    return [V.Frame(30 * i, max(0, 100 - 10 * i), bytes((32 * i + j) % 256 for j in range(32)), 1000 * i)
+            for i in range(n)]
+
+
 def entry_vectors() -> dict:
     samples = {
         "add": E.Add("md5", bytes(16), "case-1", ("csam",), NOW),
@@ -123,6 +131,9 @@ def entry_vectors() -> dict:
         # str8 (a 40-byte case, a 32-byte label), array16 (16 labels), uint16 time
         "add_edges": E.Add("sha1", bytes(range(20)), "c" * 40,
                            tuple(sorted(["l" * 32] + [f"l{i:02d}" for i in range(15)])), 65535),
+        # a video of two frames: one segment (bin8); of seven: one segment of 307 bytes (bin16)
+        "add_vpdq": E.Add("vpdq", V.segments(vpdq_frames(2))[0], "case-v", ("csam",), NOW),
+        "add_vpdq_bin16": E.Add("vpdq", V.segments(vpdq_frames(7))[0], "case-v", ("csam",), NOW),
         "withdraw_by_hash": E.Withdraw("hash_error", NOW, "md5", bytes(16)),
         "withdraw_by_hash_in_case": E.Withdraw("duplicate", NOW, "sha1", b"\x01" * 20, "case-1"),
         "withdraw_by_case": E.Withdraw("legal", NOW, case="case-1"),
@@ -142,6 +153,7 @@ def lthash_vectors() -> dict:
     a = E.element("md5", bytes(16), "case-1", ("csam",))
     b = E.element("sha1", b"\x01" * 20, "case-2", ("a", "b"))
     ab = LtHash16().add([a, b]).digest()
+    video = V.segments(vpdq_frames(2))[0]
     add_then_remove = LtHash16().add([a]).add([b]).remove([b]).digest()
     return {
         "element_a": h(a),
@@ -154,6 +166,10 @@ def lthash_vectors() -> dict:
         "a_b_b64": base64.b64encode(ab).decode(),
         "a_plus_b_minus_b_b64": base64.b64encode(add_then_remove).decode(),
         "a_b_sha256": hashlib.sha256(ab).hexdigest(),
+        "element_vpdq": h(E.element("vpdq", video, "case-v", ("csam",))),
+        "vpdq_text": V.format_frames(vpdq_frames(2)),
+        "vpdq_video_id": h(V.video_id(vpdq_frames(2))),
+        "vpdq_long_video_segments": [h(x) for x in V.segments(vpdq_frames(V.SEGMENT_FRAMES + 1))],
     }
 
 
@@ -292,6 +308,10 @@ ENTRY_TITLES = {
     "add": "add: md5 of 16 zero bytes, case `case-1`, label `csam`, time 1700000000 (the example of section 4)",
     "add_photodna": "add: a PhotoDNA hash (bin8 of 144 bytes), three labels, the largest time (uint64)",
     "add_edges": "add: a 40-byte case and a 32-byte label (str8), 16 labels (array16), time 65535 (uint16)",
+    "add_vpdq": "add: a vpdq video of two frames (frames 0 and 30, qualities 100 and 90, PDQ bytes 00..1f and "
+                "20..3f, 0 and 1,000 ms): one segment, 102 bytes (bin8)",
+    "add_vpdq_bin16": "add: a vpdq video of seven frames as the line above continues it: one segment of 307 bytes "
+                      "(bin16)",
     "withdraw_by_hash": "withdraw by hash, every case",
     "withdraw_by_hash_in_case": "withdraw by hash, one case",
     "withdraw_by_case": "withdraw by case",
@@ -337,6 +357,11 @@ def appendix(v: dict) -> str:
     out.append(_hex_block(lt["element_b"]))
     out.append("Digest of the set of both records:\n")
     out.append(_hex_block(lt["a_b"]))
+    out.append("Element of the record (`vpdq`, the segment of the two-frame video of A.2, `case-v`, [`csam`]): "
+               "the hash's length is a u16 (section 6). That video in vPDQ's text form, and its video id "
+               f"(the first 16 bytes of SHA-256 of its frame records), `{lt['vpdq_video_id']}`:\n")
+    out.append(_text_block(lt["vpdq_text"]))
+    out.append(_hex_block(lt["element_vpdq"]))
     out.append("### A.4 A feed: checkpoints with the log's timestamp\n")
     out.append(f"The feed `{feed['name']}` (origin `{feed['origin']}`) as created (`feed create`, the empty "
                "tree, section 3b) and after each of three versions (their operations are in "
