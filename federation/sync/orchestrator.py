@@ -34,6 +34,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -302,6 +303,19 @@ def upstream_failure(e: Exception, name: str, url: str) -> FederationError:
     return MalformedError(f"unexpected {type(e).__name__} while checking data from {url}: {str(e)[:200]}")
 
 
+def token_headers(f: Follow) -> dict | None:
+    """The upstream's ``Authorization`` for a feed followed with
+    ``--token-env VAR``: read from the environment at each sync (the mirror
+    stores the variable's name, never the token). ``InputError`` if unset."""
+    if f.token_env is None:
+        return None
+    token = os.environ.get(f.token_env, "").strip()
+    if not token:
+        raise InputError(f"feed {f.name} is followed with the member token in ${f.token_env}, which is not set "
+                         "in this environment")
+    return {"Authorization": f"Bearer {token}"}
+
+
 @_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
                     progress=None, policy=None, snapshots: bool = True, *, urls: list[str] | None = None,
@@ -336,6 +350,8 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
     upstream that failed.
     """
     f = mirror.get(name)
+    if headers is None:
+        headers = token_headers(f)
     if policy is None:
         policy = policy_for(mirror, name)
     urls = list(f.urls if urls is None else urls)
