@@ -215,8 +215,10 @@ def base_size(conn: sqlite3.Connection, feed_id: int) -> int:
 
 def sync_status(conn: sqlite3.Connection) -> list[tuple]:
     """(name, version, applied_size, verified_checkpoint, count, last_sync,
-    last_error, updated) of every followed feed, by name (metrics)."""
-    return conn.execute("SELECT name, version, applied_size, verified_checkpoint, count, last_sync, last_error,"
+    sync_failed, updated) of every followed feed, by name (metrics).
+    ``sync_failed``: the kind of error that failed the last sync as a whole,
+    None after a success (even one that needed a later upstream)."""
+    return conn.execute("SELECT name, version, applied_size, verified_checkpoint, count, last_sync, sync_failed,"
                         " updated FROM follows ORDER BY name").fetchall()
 
 
