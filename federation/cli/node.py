@@ -165,7 +165,7 @@ def _store(home: Home):
 @click.option("--feed", "feeds", multiple=True, required=True, help="Feed the token may use; repeat; '*' for all.")
 @click.option("--role", type=click.Choice(list(ROLES)), default="member", show_default=True,
               help="member: read; publisher: read and POST batches; platform: the platform API "
-                   "(lookup, changes) of a node started with 'platform serve --auth'.")
+                   "(lookup, changes) of a node with [platform] in its config, or 'platform serve --auth'.")
 @click.option("--rate", type=float, default=DEFAULT_RATE, show_default=True, help="Requests per second (sustained).")
 @click.option("--burst", type=int, default=DEFAULT_BURST, show_default=True, help="Requests allowed in a burst.")
 @click.pass_obj

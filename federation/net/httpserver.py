@@ -212,11 +212,11 @@ def run_app(app: web.Application, host: str, port: int, on_start: Callable[[str]
     listener closes, ``on_shutdown`` answers held long-polls at once
     (``longpoll.release``), handlers still running get ``SHUTDOWN_TIMEOUT``
     seconds and are then cancelled, and ``cleanup_ctx`` cancels the
-    background tasks (followers, webhook workers, refresh). A task
-    cancelled inside a write transaction rolls it back (``store.db.write_txn``);
-    a version is applied in one synchronous transaction, so it is either
-    committed before the task sees the cancellation or not begun. One log
-    line says which signal stopped the node, one that it stopped.
+    background tasks (followers, webhook workers, refresh). A version being
+    applied (one transaction in a worker thread) is finished before its
+    follower's cancellation completes (``store.db.finish_in_thread``), so
+    no connection is closed under a transaction. One log line says which
+    signal stopped the node, one that it stopped.
     """
 
     async def main() -> None:

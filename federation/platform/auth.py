@@ -1,4 +1,4 @@
-"""Bearer-token access to a platform node's HTTP API (``platform serve --auth``).
+"""Bearer-token access to the platform API (a node's ``[platform]``, ``platform serve --auth``).
 
 Tokens are ``store.tokens.TokenStore`` tokens of role ``platform`` (``federation
 platform token issue``), kept in ``HOME/auth.db`` next to the node's member
