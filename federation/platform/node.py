@@ -53,8 +53,6 @@ class PlatformAPI:
     outside its auth itself, so refusals are counted too).
     """
 
-    ROUTES = ("/lookup", "/changes", "/consumers/", "/webhooks", "/metrics")  # path prefixes
-
     def __init__(self, mirror_path: Path | str, platform_path: Path | str, threshold: int = DEFAULT_THRESHOLD,
                  **deliverer_options):
         self.mirror_path, self.platform_path = Path(mirror_path), Path(platform_path)
