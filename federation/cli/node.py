@@ -65,6 +65,9 @@ def node_check(config):
         short = short_max_age(f.max_age) if f.max_age is not None and f.trust is None else ""
         if short:
             click.echo(f"warning: [[follow]] {f.name} max_age: {short}", err=True)
+    if cfg.platform is not None:
+        click.echo(f"platform API: /lookup (PDQ threshold {cfg.platform.threshold}), /changes, /webhooks, /metrics; "
+                   "platform tokens required")
 
 
 async def _upstream_size(f) -> tuple[int | None, str | None]:

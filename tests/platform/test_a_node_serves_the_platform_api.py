@@ -13,7 +13,9 @@ import re
 
 import aiohttp
 import pytest
+from click.testing import CliRunner
 
+from federation.cli.main import cli
 from federation.core.errors import InputError
 from federation.net import httpserver
 from federation.net.server import PublisherSource, create_app
@@ -118,10 +120,13 @@ async def test_metrics_count_the_followers_rounds_and_show_a_failed_sync(node, p
     assert _metric(text, f'federation_sync_failures_total{{feed="{feed}",kind="transport"}}') >= 1
 
 
-def test_the_platform_table_is_checked():
+def test_the_platform_table_is_checked(tmp_path):
     assert parse_config("[platform]\n").platform.threshold == 31
     assert parse_config("").platform is None
     with pytest.raises(InputError, match=r"\[platform\].*threshold"):
         parse_config("[platform]\nthreshold = 99\n")
     with pytest.raises(InputError, match=r"\[platform\].*unknown"):
         parse_config("[platform]\nauth = false\n")
+    (tmp_path / "node.toml").write_text("[platform]\nthreshold = 20\n")
+    out = CliRunner().invoke(cli, ["node", "check", str(tmp_path / "node.toml")]).output
+    assert "platform API: /lookup (PDQ threshold 20)" in out
