@@ -286,27 +286,38 @@ def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL
                    f"(default {DEFAULT_MAX_AGE}, or the trust file's max_staleness_seconds). Make it a few "
                    f"times the publisher's refresh interval (at least {MIN_MAX_AGE_REFRESHES} x "
                    f"{REFRESH_INTERVAL} s by default), or one late refresh fails every lookup.")
+@click.option("--token-env", "token_env", metavar="VAR",
+              help="Members-only feed: every sync sends the member token held in environment variable VAR "
+                   "(from the publisher's 'federation token issue'). Only the name VAR is stored.")
 @click.pass_obj
-def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None):
+def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None, token_env=None):
     """Start following a feed into this node's mirror as NAME.
+
+    A members-only feed needs a member token: pass --token-env VAR and set
+    VAR wherever 'federation sync' runs. Without it the upstream refuses
+    (sync reports "error (auth)").
 
     \b
     Example:
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ --trust keys/tid.trust
       federation follow tid --url http://127.0.0.1:8080/feeds/tid/ \\
         --origin localhost/feeds/tid --vkey 'localhost/feeds/tid+1a2b3c4d+AW...' --max-age 21600
+      federation follow ncii --url https://clearinghouse.example/feeds/ncii/ --trust keys/ncii.trust \\
+        --token-env NCII_TOKEN
     """
     if trust_file is not None:
         if origin or vkeys:
             raise InputError("--trust gives the origin and keys; do not also pass --origin or --vkey")
         from federation.cli.trust import follow_trusted
-        return follow_trusted(home, name, trust_file, list(urls), max_age)
+        return follow_trusted(home, name, trust_file, list(urls), max_age, token_env)
     if not origin or not vkeys:
         raise InputError("--origin and --vkey are required without --trust")
     from federation.store.mirror import Mirror
-    f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls), max_age or DEFAULT_MAX_AGE)
+    f = Mirror(home.mirror_db).follow(name, origin, list(vkeys), list(urls), max_age or DEFAULT_MAX_AGE,
+                                      token_env=token_env)
     click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)}; stale after {f.max_age} s "
-               "without a fresh signed timestamp")
+               "without a fresh signed timestamp"
+               + (f"; member token read from ${f.token_env} at each sync" if f.token_env else ""))
     short = short_max_age(f.max_age)
     if short:
         click.echo(f"warning: {short}", err=True)

@@ -23,7 +23,7 @@ def hash_cmd(file: Path, as_json, vpdq_out, add_case, labels):
     (a PDQ hash a second with quality and timestamp), MD5 and SHA-256.
 
     Exit 2 if FILE is neither; 5 if the hashing library for its kind is not
-    installed (pip install 'federation[image,video]').
+    installed (pip install 'hashlist-federation[image,video]').
 
     \b
     Example:

@@ -65,6 +65,9 @@ def node_check(config):
         short = short_max_age(f.max_age) if f.max_age is not None and f.trust is None else ""
         if short:
             click.echo(f"warning: [[follow]] {f.name} max_age: {short}", err=True)
+    if cfg.platform is not None:
+        click.echo(f"platform API: /lookup (PDQ threshold {cfg.platform.threshold}), /changes, /webhooks, /metrics; "
+                   "platform tokens required")
 
 
 async def _upstream_size(f) -> tuple[int | None, str | None]:
@@ -165,7 +168,7 @@ def _store(home: Home):
 @click.option("--feed", "feeds", multiple=True, required=True, help="Feed the token may use; repeat; '*' for all.")
 @click.option("--role", type=click.Choice(list(ROLES)), default="member", show_default=True,
               help="member: read; publisher: read and POST batches; platform: the platform API "
-                   "(lookup, changes) of a node started with 'platform serve --auth'.")
+                   "(lookup, changes) of a node with [platform] in its config, or 'platform serve --auth'.")
 @click.option("--rate", type=float, default=DEFAULT_RATE, show_default=True, help="Requests per second (sustained).")
 @click.option("--burst", type=int, default=DEFAULT_BURST, show_default=True, help="Requests allowed in a burst.")
 @click.pass_obj

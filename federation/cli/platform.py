@@ -303,7 +303,7 @@ def webhook_remove(home: Home, name):
 
 @platform.group()
 def token():
-    """Bearer tokens for 'platform serve --auth' (list and revoke with 'federation token').
+    """Platform API tokens: a node's [platform], or 'platform serve --auth' (list, revoke: 'federation token').
 
     \b
     Example:

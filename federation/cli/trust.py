@@ -529,12 +529,13 @@ def feed_rotate_key(home: Home, name, new_key, key_path, prepare, old_key_lost):
 # ---- helpers for cli.py's follow --trust and verify --against ---------------------
 
 
-def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str], max_age: int | None = None) -> None:
+def follow_trusted(home: Home, name: str, trust_file: Path, urls: list[str], max_age: int | None = None,
+                   token_env: str | None = None) -> None:
     from federation.store.mirror import Mirror
     from federation.trust.rotation import follow_with_trust
     from federation.core.trustfile import load_trust_file
     t = load_trust_file(trust_file)
-    f = follow_with_trust(Mirror(home.mirror_db), name, t, urls, max_age)
+    f = follow_with_trust(Mirror(home.mirror_db), name, t, urls, max_age, token_env)
     click.echo(f"following {f.name} ({f.origin}) from {', '.join(f.urls)} under trust version {t.version} "
                f"({t.quorum} of {len(t.witness_keys)} witnesses, max staleness {t.max_staleness} s)")
 

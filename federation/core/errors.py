@@ -7,7 +7,9 @@ Errors are split by whose fault they are (python-tuf style):
   tests can match on it: ``signature``, ``rollback``, ``fork``, ``digest``,
   ``malformed``, ``stale``.
 * ``TransportError`` -- the data never arrived (connection refused, timeout,
-  HTTP error status, oversize response).
+  HTTP error status, oversize response). ``UpstreamAuthError`` (kind
+  ``auth``, exit 3 like its parent) is an upstream's 401/403: the member
+  token is missing or refused.
 * ``StorageError`` -- our own local store is unusable or was changed under us
   (or a local worker process it needs died).
 * ``InputError`` -- an operator's or a client's input (CSV/JSONL batch, CLI
@@ -100,6 +102,14 @@ class TransportError(FederationError):
 
     kind = "transport"
     http_status = 502  # an upstream did not deliver
+
+
+class UpstreamAuthError(TransportError):
+    """An upstream refused us (HTTP 401/403): a members-only feed followed
+    without a member token, or with one it does not accept. Its own kind, so
+    an operator is told to fix the token, not the network."""
+
+    kind = "auth"
 
 
 class StorageError(FederationError):

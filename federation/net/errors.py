@@ -18,7 +18,9 @@ docs/openapi.yaml documents it:
 Which of TEXT and JSON: the route's, as the extension that added it declared
 it (``answer_json``; TEXT otherwise). An ``AuthError`` is the refusal of the
 app's access layer, which decides before routing (so also on a path no route
-matches): it takes the app's ``ErrorFormats.access``.
+matches): on a route that declared its format it takes that format (a node
+serving feeds and the platform API refuses each in its own), elsewhere the
+app's ``ErrorFormats.access``.
 
 Headers: ``WWW-Authenticate: Bearer realm=...`` with an ``AuthError`` that
 names a realm (the 401s), ``Retry-After`` with a ``RateLimitedError``. A 408
@@ -66,9 +68,11 @@ def answer_json(app: web.Application, *routes: str) -> None:
 def _format(request: web.Request, e: FederationError) -> str:
     formats = request.app.get(ERROR_FORMATS) or ErrorFormats()
     resource = request.match_info.route.resource
-    if isinstance(e, AuthError) or resource is None:
+    if resource is None:
         return formats.access
-    return formats.routes.get(resource.canonical, TEXT)
+    # A refusal on a route that declared its format (the platform API's, on
+    # a node that also serves feeds) is in that format; else the access layer's.
+    return formats.routes.get(resource.canonical, formats.access if isinstance(e, AuthError) else TEXT)
 
 
 def answer(request: web.Request, e: FederationError) -> web.Response:

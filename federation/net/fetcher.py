@@ -9,7 +9,7 @@ import asyncio
 
 import aiohttp
 
-from federation.core.errors import TransportError
+from federation.core.errors import TransportError, UpstreamAuthError
 
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10, sock_read=30)
 
@@ -43,13 +43,24 @@ class Fetcher:
 
     async def get(self, path: str, max_bytes: int) -> bytes:
         """Fetch ``path`` from the first prefix that answers 200."""
-        errors = []
+        errors: list[TransportError] = []
         for prefix in self.prefixes:
             try:
                 return await self._get_one(prefix + path, max_bytes)
             except TransportError as e:
-                errors.append(str(e))
-        raise TransportError("; ".join(errors))
+                errors.append(e)
+        # A refusal says what to fix (the token), so it names the whole failure.
+        cls = UpstreamAuthError if any(isinstance(e, UpstreamAuthError) for e in errors) else TransportError
+        raise cls("; ".join(map(str, errors)))
+
+    def _refusal(self, url: str, status: int) -> str:
+        if not any(k.lower() == "authorization" for k in self.headers):
+            return (f"GET {url}: HTTP {status}: the upstream serves this feed to members only and no token was "
+                    "sent; follow it with a member token ('federation follow --token-env VAR', or token_env in "
+                    "the node config's [[follow]]) and set VAR")
+        if status == 401:
+            return f"GET {url}: HTTP 401: the upstream refused the member token sent (unknown or revoked)"
+        return f"GET {url}: HTTP 403: the member token sent is not scoped to this feed"
 
     async def _get_one(self, url: str, max_bytes: int) -> bytes:
         if self._session is None:  # a caller's mistake, reported as the fetch failing
@@ -57,6 +68,8 @@ class Fetcher:
         async with self.semaphore:
             try:
                 async with self._session.get(url, headers=self.headers) as resp:
+                    if resp.status in (401, 403):
+                        raise UpstreamAuthError(self._refusal(url, resp.status))
                     if resp.status != 200:
                         raise TransportError(f"GET {url}: HTTP {resp.status}")
                     # The bound is on the decoded body (docs/PROTOCOL.md section 2): a

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -64,6 +66,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+SHUTDOWN_TIMEOUT = 1.0  # seconds aiohttp waits for handlers in flight at shutdown (then cancels them)
 LIMITS = web.AppKey("http_limits", Limits)
 
 
@@ -190,7 +193,7 @@ async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0, li
     """Start ``app`` on ``host:port`` (0: a free port); return (runner, base URL).
     ``await runner.cleanup()`` stops it."""
     app[LIMITS] = limits
-    runner = web.AppRunner(app, handle_signals=handle_signals, access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(app, handle_signals=handle_signals, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     site = _Site(runner, host, port, limits, access_log)
     try:
@@ -203,28 +206,55 @@ async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0, li
 
 def run_app(app: web.Application, host: str, port: int, on_start: Callable[[str], None] | None = None,
             limits: Limits = DEFAULT_LIMITS, access_log: bool = False) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM (``web.run_app`` with our limits);
-    ``on_start(base_url)`` runs once it listens."""
+    """Serve ``app`` until SIGINT/SIGTERM; ``on_start(base_url)`` runs once it listens.
+
+    Shutdown is bounded (docs/node.md: a node stops within 2 s): the
+    listener closes, ``on_shutdown`` answers held long-polls at once
+    (``longpoll.release``), handlers still running get ``SHUTDOWN_TIMEOUT``
+    seconds and are then cancelled, and ``cleanup_ctx`` cancels the
+    background tasks (followers, webhook workers, refresh). A version being
+    applied (one transaction in a worker thread) is finished before its
+    follower's cancellation completes (``store.db.finish_in_thread``), so
+    no connection is closed under a transaction. One log line says which
+    signal stopped the node, one that it stopped.
+    """
 
     async def main() -> None:
-        runner, url = await start(app, host, port, limits, access_log, handle_signals=True)
+        stop = asyncio.Event()
+        received: list[str] = []
+        loop = asyncio.get_running_loop()
+
+        def on_signal(sig: signal.Signals) -> None:
+            received.append(sig.name)
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        runner, url = await start(app, host, port, limits, access_log)
+        began = time.monotonic()
         try:
             if on_start is not None:
                 on_start(url)
-            await asyncio.Event().wait()
+            await stop.wait()
+            log.info("received %s: stopping (listener closed, held requests answered, background tasks "
+                     "cancelled)", received[0])
+            began = time.monotonic()
         finally:
             await runner.cleanup()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        log.info("stopped in %.2f s", time.monotonic() - began)
 
     loop = asyncio.new_event_loop()
     task = loop.create_task(main())
     try:
         loop.run_until_complete(task)
-    except (web.GracefulExit, KeyboardInterrupt):
+    except KeyboardInterrupt:  # a second signal before the handlers were installed
         pass
     finally:
         if not task.done():  # interrupted: let main() clean the runner up
             task.cancel()
-            with suppress(asyncio.CancelledError, web.GracefulExit, KeyboardInterrupt):
+            with suppress(asyncio.CancelledError, KeyboardInterrupt):
                 loop.run_until_complete(task)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

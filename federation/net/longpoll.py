@@ -58,6 +58,18 @@ class CheckpointWatch:
         self._events: dict[str, asyncio.Event] = {}
         self._seen: dict[str, bytes | None] = {}
         self._waiters: dict[str, int] = {}
+        self.closing = False  # set by ``release_all``: the server is stopping
+
+    def release_all(self) -> int:
+        """The server is stopping: answer every held request now (with the
+        current checkpoint, as on a timeout) and hold no new one, so a
+        SIGTERM is not kept waiting ``wait`` seconds by long-pollers.
+        Returns how many requests were held."""
+        self.closing = True
+        held = self.held
+        for name in list(self._events):
+            self.notify(name)
+        return held
 
     @property
     def held(self) -> int:
@@ -77,7 +89,7 @@ class CheckpointWatch:
         client gets the current checkpoint and, seeing no long-poll, polls
         at its interval instead (``follower.watch_feed``). Memory stays bounded.
         """
-        if self.held >= MAX_WAITERS:
+        if self.held >= MAX_WAITERS or self.closing:
             return
         deadline = time.monotonic() + timeout
         self._waiters[name] = self._waiters.get(name, 0) + 1
@@ -100,6 +112,8 @@ class CheckpointWatch:
                 try:
                     await asyncio.wait_for(ev.wait(), remaining)
                 except asyncio.TimeoutError:
+                    return
+                if self.closing:
                     return
         finally:
             self._waiters[name] -= 1
@@ -155,6 +169,15 @@ def install(app: web.Application) -> None:
             pass
 
     app.cleanup_ctx.append(poller)
+
+    async def release(app: web.Application) -> None:
+        # on_shutdown runs after the listener closed and before aiohttp waits
+        # for the handlers in flight: held long-polls answer at once.
+        held = app[WATCH].release_all()
+        if held:
+            log.info("stopping: answered %d held long-poll(s) with the current checkpoint", held)
+
+    app.on_shutdown.append(release)
 
 
 # docs/PROTOCOL.md section 12: ASCII decimals only (int() and float() would also

@@ -13,7 +13,13 @@
 * one follower task per followed feed (``follower.watch_feed``) in
   ``cleanup_ctx``: started with the app, cancelled on shutdown. Each has its
   own mirror connection, because a SQLite connection holds one transaction;
-* the re-stamping of published checkpoints (``node.refresh``).
+* the re-stamping of published checkpoints (``node.refresh``);
+* with ``[platform]``, the platform API (``platform.node.PlatformAPI``:
+  lookup, change stream, webhooks, metrics) over the same mirror. The
+  followers are its one sync loop: each round is counted in ``/metrics``
+  and a change wakes the webhooks. One auth middleware decides every
+  request (``platform.auth.node_gate``), with the node's own tokens; the
+  metrics middleware sits outside it, so refusals are counted.
 
 ``build_publisher_app`` is plain ``federation serve``: the same read side and
 access control over a publisher database, without a config.
@@ -43,6 +49,8 @@ from federation.node.home import Home
 from federation.node.keys import load_signer
 from federation.node.refresh import load_refresh_signers, recorded_key_files, refresh_task
 from federation.node.status import install_node_status
+from federation.platform.auth import PlatformAuth, node_gate
+from federation.platform.node import PlatformAPI
 from federation.store.mirror import Mirror
 from federation.store.publisher import Publisher
 from federation.store.tokens import TokenStore
@@ -53,6 +61,7 @@ from federation.trust.rotation import follow_with_trust, install_trust_routes
 log = logging.getLogger("federation.node")
 
 NODE_STATES = web.AppKey("node_follow_states", dict)
+NODE_PLATFORM = web.AppKey("node_platform", PlatformAPI)
 
 
 def read_side(publisher_db: Path | None, mirror_db: Path | None = None,
@@ -173,6 +182,9 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
                                      after_publish=after_publish).install)
 
     states = {f.name: follower.FollowState(f.name) for f in cfg.follow}
+    api = PlatformAPI(home.mirror_db, home.platform_db, cfg.platform.threshold) if cfg.platform else None
+    if api is not None:
+        extensions += api.extensions(count_requests=False)  # counted outside the gate, below
 
     def followers(app: web.Application):
         async def ctx(app):
@@ -183,11 +195,14 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
                 def on_change(r, n=f.name, relay=f.relay):
                     if relay:
                         app[longpoll.WATCH].notify(n)  # wake the relay's own long-pollers
+                    if api is not None:
+                        api.changed()
                     if on_sync is not None:
                         on_sync(n, r)
+                on_round = (lambda seconds, e, n=f.name: api.record_sync(n, seconds, e)) if api else None
                 tasks.append(asyncio.create_task(follower.watch_feed(
                     mirror, f.name, list(f.urls), headers[f.name], wait=f.wait, interval=f.interval,
-                    on_change=on_change, state=states[f.name]), name=f"follow {f.name}"))
+                    on_change=on_change, state=states[f.name], on_round=on_round), name=f"follow {f.name}"))
             yield
             for t in tasks:
                 t.cancel()
@@ -214,9 +229,13 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
         followed=[f.name for f in cfg.follow], auth_db=home.auth_db,
         followed_access={f.name: f.access for f in cfg.follow if not f.relay},
         relayed_access={f.name: f"{f.access}, relayed" for f in cfg.follow if f.relay}))
+    gate = ac.middleware if api is None else node_gate(ac, PlatformAuth(store, ac.limiter))
+    counting = [api.metrics.middleware] if api is not None else []
     app = create_app(sources, extensions=extensions,
-                     middlewares=[ac.middleware, install_listing_filter(ac), *readside_middlewares])
+                     middlewares=[*counting, gate, install_listing_filter(ac), *readside_middlewares])
     app[NODE_STATES] = states
+    if api is not None:
+        app[NODE_PLATFORM] = api
     return app
 
 
@@ -253,6 +272,7 @@ def build_publisher_app(home: Home, signers: dict | None = None,
 def run_node(cfg: NodeConfig, home: Home, print_fn=print) -> None:
     """Serve, follow and accept publishes until interrupted."""
     app = build_app(cfg, home)
+    api = ", platform API on /lookup, /changes, /webhooks, /metrics (platform tokens)" if cfg.platform else ""
     httpserver.run_app(app, cfg.host, cfg.port,
             on_start=lambda url: print_fn(f"node serving on {url}/feeds/ "
-                                          f"({len(cfg.publish)} published, {len(cfg.follow)} followed)"))
+                                          f"({len(cfg.publish)} published, {len(cfg.follow)} followed{api})"))

@@ -17,6 +17,9 @@ Example (the README's platform node)::
     origin = "clearinghouse.example/feeds/tid"
     vkeys = ["clearinghouse.example/feeds/tid+1a2b3c4d+AW..."]
     urls = ["http://127.0.0.1:8081/feeds/tid/", "http://127.0.0.1:8080/feeds/tid/"]
+
+    [platform]          # also serve the platform API (lookup, changes, webhooks, metrics)
+    threshold = 31      # default PDQ near-match distance of /lookup
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from federation.core.freshness import REFRESH_INTERVAL
 from federation.core.names import FEED_NAME_PATTERN, is_feed_name
 from federation.net.auth import ANONYMOUS_BURST, ANONYMOUS_RATE
 from federation.net.publish_api import MAX_BATCH_BYTES
+from federation.platform.pdq_index import DEFAULT_THRESHOLD, MAX_THRESHOLD
 from federation.store.mirror import MAX_MAX_AGE
 from federation.store.publisher import ACCESS_LEVELS
 
@@ -42,6 +46,7 @@ _NODE_KEYS = {"listen", "home", "anonymous_rate", "anonymous_burst", "max_batch_
 _PUBLISH_KEYS = {"name", "access", "api", "key"}
 _FOLLOW_KEYS = {"name", "origin", "vkeys", "trust", "urls", "relay", "access", "token_env", "wait", "interval",
                 "max_age"}
+_PLATFORM_KEYS = {"threshold"}
 
 
 # Defaults are stated once, here: as the dataclass defaults below (the
@@ -73,6 +78,15 @@ class FollowedFeed:
 
 
 @dataclass(frozen=True)
+class PlatformConfig:
+    """``[platform]``: the node also serves the platform API over its mirror
+    (``platform.node.PlatformAPI``), behind platform tokens from its own
+    ``auth.db`` ('federation platform token issue')."""
+
+    threshold: int = DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -84,6 +98,7 @@ class NodeConfig:
     publish: tuple[PublishedFeed, ...] = ()
     follow: tuple[FollowedFeed, ...] = ()
     path: Path | None = field(default=None, compare=False)
+    platform: PlatformConfig | None = None  # None: no [platform] table, no platform API
 
     def access(self) -> dict[str, str]:
         out = {p.name: p.access for p in self.publish}
@@ -96,6 +111,7 @@ def _defaults(cls) -> dict:
 
 
 _NODE, _PUBLISH, _FOLLOW = _defaults(NodeConfig), _defaults(PublishedFeed), _defaults(FollowedFeed)
+_PLATFORM = _defaults(PlatformConfig)
 
 
 def _check(cond: bool, where: str, msg: str) -> None:
@@ -127,7 +143,7 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
     """Parse and validate a node config. Relative paths are relative to ``base``."""
     base = Path(base)
     doc = toml_loads(text, "node config", max_bytes=MAX_CONFIG_BYTES, error=InputError)
-    _unknown(doc, {"node", "publish", "follow"}, "node config")
+    _unknown(doc, {"node", "publish", "follow", "platform"}, "node config")
     node = doc.get("node", {})
     _check(isinstance(node, dict), "[node]", "must be a table")
     _unknown(node, _NODE_KEYS, "[node]")
@@ -182,6 +198,15 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
                                      t.get("access", _FOLLOW["access"] if token_env is None else "members"),
                                      token_env, _number(t, "wait", _FOLLOW["wait"], where, 0.0, 3600.0),
                                      _number(t, "interval", _FOLLOW["interval"], where, 0.1, 86400.0), max_age))
+    platform = None
+    if "platform" in doc:
+        t = doc["platform"]
+        _check(isinstance(t, dict), "[platform]", "must be a table")
+        _unknown(t, _PLATFORM_KEYS, "[platform]")
+        threshold = t.get("threshold", _PLATFORM["threshold"])
+        _check(type(threshold) is int and 0 <= threshold <= MAX_THRESHOLD, "[platform]",
+               f"threshold must be an integer 0..{MAX_THRESHOLD}")
+        platform = PlatformConfig(threshold)
     names = [p.name for p in published] + [f.name for f in followed]
     dup = sorted({n for n in names if names.count(n) > 1})
     _check(not dup, "node config", f"feed name(s) {dup} declared twice (published and followed names share the URL space)")
@@ -190,7 +215,7 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
                       _number(node, "anonymous_burst", _NODE["anonymous_burst"], "[node]", 1, 1e6, int),
                       _number(node, "max_batch_bytes", _NODE["max_batch_bytes"], "[node]", 1, 1 << 30, int),
                       _number(node, "refresh_interval", _NODE["refresh_interval"], "[node]", 0.0, 366 * 86400.0),
-                      tuple(published), tuple(followed))
+                      tuple(published), tuple(followed), platform=platform)
 
 
 def load_config(path: Path | str) -> NodeConfig:

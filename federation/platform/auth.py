@@ -1,4 +1,4 @@
-"""Bearer-token access to a platform node's HTTP API (``platform serve --auth``).
+"""Bearer-token access to the platform API (a node's ``[platform]``, ``platform serve --auth``).
 
 Tokens are ``store.tokens.TokenStore`` tokens of role ``platform`` (``federation
 platform token issue``), kept in ``HOME/auth.db`` next to the node's member
@@ -99,3 +99,22 @@ class PlatformAuth:
                 raise ForbiddenError(f"this token is not scoped to feed {feed!r}")
         request[SCOPE] = None if everything else frozenset(token.feeds)
         return await handler(request)
+
+
+def node_gate(feeds, platform: PlatformAuth):
+    """The one auth middleware of a node that serves feeds and the platform
+    API (``[platform]``): ``/healthz``, the status page ``/`` and ``/feeds...`` are decided by the
+    node's access control (``net.auth.AccessControl``: member and publisher
+    tokens, anonymous readers of public feeds), every other path -- the
+    platform API, and paths no route matches -- by ``platform`` (a platform
+    token, 401 before routing). One token store, one rate limiter (the
+    caller shares ``feeds.limiter``), one place that decides."""
+
+    @web.middleware
+    async def gate(request: web.Request, handler):
+        path = request.path
+        if path in ("/", "/healthz", "/feeds") or path.startswith("/feeds/"):
+            return await feeds.middleware(request, handler)
+        return await platform.middleware(request, handler)
+
+    return gate

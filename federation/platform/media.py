@@ -5,7 +5,7 @@ does not grow with the file), then decides what it is: an image if Pillow
 can decode it (PDQ by ``pdqhash``, Meta's PDQ), otherwise a video if
 Meta's ``vpdq`` can decode it (vPDQ: one PDQ hash a second, with quality
 and timestamp), otherwise ``InputError``. The hashing libraries are
-optional extras (``federation[image]``, ``federation[video]``); without
+optional extras (``hashlist-federation[image]``, ``hashlist-federation[video]``); without
 one, that kind of file is ``UnavailableError`` naming the extra.
 
 PDQ's 256 bits are written first bit most significant, as
@@ -22,12 +22,12 @@ import numpy as np
 from federation.core.errors import InputError, UnavailableError
 from federation.core.vpdq import MAX_VIDEO_FRAMES, Frame
 
-try:  # optional: federation[image]
+try:  # optional: hashlist-federation[image]
     import pdqhash
     from PIL import Image, UnidentifiedImageError
 except ImportError:  # pragma: no cover - exercised only on an install without the extra
     pdqhash = None
-try:  # optional: federation[video]
+try:  # optional: hashlist-federation[video]
     import vpdq
 except ImportError:  # pragma: no cover
     vpdq = None
@@ -81,7 +81,7 @@ def pdq_of(rgb: np.ndarray) -> tuple[bytes, int]:
 def video_frames(path: Path) -> tuple[Frame, ...]:
     if vpdq is None:
         raise UnavailableError(f"{path} is not an image, and hashing videos needs the vpdq package "
-                               "(pip install 'federation[video]')")
+                               "(pip install 'hashlist-federation[video]')")
     try:
         features = vpdq.computeHash(str(path), seconds_per_hash=SECONDS_PER_HASH)
     except Exception as e:  # vpdq raises a bare Exception when the file is not a video it can decode
@@ -105,5 +105,5 @@ def hash_file(path: Path | str) -> MediaHashes:
         return MediaHashes("image", md5, sha, pdq, quality)
     if pdqhash is None and vpdq is None:
         raise UnavailableError("hashing media needs pdqhash and pillow, or vpdq "
-                               "(pip install 'federation[image,video]')")
+                               "(pip install 'hashlist-federation[image,video]')")
     return MediaHashes("video", md5, sha, frames=video_frames(path))

@@ -56,7 +56,7 @@ class MirrorCollector:
             ("updated_timestamp_seconds", "Unix time the last version was applied."),
         ]}
         rows = sync_status(self.mirror)
-        for name, version, size, vcp, count, last_sync, last_error, updated in rows:
+        for name, version, size, vcp, count, last_sync, failed, updated in rows:
             verified = parse_checkpoint_body(parse_note(vcp).text).size if vcp else 0
             g["version"].add_metric([name], version)
             g["size"].add_metric([name], size)
@@ -65,7 +65,9 @@ class MirrorCollector:
             g["active_hashes"].add_metric([name], count)
             if last_sync is not None:
                 g["last_sync_timestamp_seconds"].add_metric([name], last_sync)
-                g["last_sync_failed"].add_metric([name], 1 if last_error else 0)
+                # The sync as a whole, not evidence about an upstream that
+                # failed while a later one served (``last_error`` keeps that).
+                g["last_sync_failed"].add_metric([name], 1 if failed else 0)
             if updated is not None:
                 g["updated_timestamp_seconds"].add_metric([name], updated)
         yield from g.values()
@@ -134,8 +136,10 @@ class Metrics:
         self.requests.labels(method, route, str(resp.status)).inc()
         return resp
 
-    def extension(self, mirror_path: Path | str | None = None, platform_path: Path | str | None = None):
-        """An ``install(app)``: ``GET /metrics`` and request counting."""
+    def extension(self, mirror_path: Path | str | None = None, platform_path: Path | str | None = None,
+                  count_requests: bool = True):
+        """An ``install(app)``: ``GET /metrics``, and request counting unless
+        the caller places ``self.middleware`` itself (``count_requests=False``)."""
         def install(app: web.Application) -> None:
             if mirror_path is not None:
                 mirror = connect(mirror_path, readonly=True)
@@ -151,7 +155,8 @@ class Metrics:
                         platform.close()
 
                 app.cleanup_ctx.append(close)
-            app.middlewares.append(self.middleware)
+            if count_requests:
+                app.middlewares.append(self.middleware)
 
             async def get_metrics(request: web.Request) -> web.Response:
                 body = generate_latest(self.registry)

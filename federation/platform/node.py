@@ -1,9 +1,13 @@
-"""A platform's node: mirror sync, lookup API, change stream, webhooks, metrics.
+"""The platform API: lookup, change stream, webhooks, metrics, over a mirror.
 
-``PlatformNode`` composes the pieces into one aiohttp app through the
-server's extension seam, and optionally runs the sync loop in the same
-process (so sync durations and failures by kind appear in ``/metrics``, and
-webhooks are woken as soon as a version is applied).
+``PlatformAPI`` is the one set of parts every assembly installs: a node's
+``[platform]`` table (``node.assembly.build_app``, whose followers are its
+sync loop and whose tokens are its own) and ``federation platform serve``
+(``PlatformNode`` below, kept for a mirror synced by ``federation sync`` or
+its own ``--sync-interval`` loop). Either way ``record_sync`` and
+``changed`` are what a sync loop calls, so sync durations and failures by
+kind appear in ``/metrics`` and webhooks are woken as soon as a version is
+applied.
 
 Files in the node home: ``mirror.db`` (the mirror, written only by sync)
 and ``platform.db`` (consumer cursors, webhooks: ``store.platform``). Every
@@ -33,29 +37,72 @@ from federation.platform.metrics import Metrics
 from federation.store.mirror import Mirror
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
 from federation.platform.auth import PlatformAuth
-from federation.net.errors import ERROR_FORMATS, JSON
+from federation.net.errors import ERROR_FORMATS, JSON, answer_json
 from federation.net.server import create_app
 from federation.sync.orchestrator import sync_once
 
 log = logging.getLogger("federation.platform")
 
 
+class PlatformAPI:
+    """The platform API's parts over ``mirror_path`` and ``platform_path``.
+
+    ``extensions(count_requests)`` are ``server.create_app`` extensions:
+    ``/lookup``, the change stream and webhook deliveries, ``/metrics``
+    (with request counting unless the assembly puts ``metrics.middleware``
+    outside its auth itself, so refusals are counted too).
+    """
+
+    def __init__(self, mirror_path: Path | str, platform_path: Path | str, threshold: int = DEFAULT_THRESHOLD,
+                 **deliverer_options):
+        self.mirror_path, self.platform_path = Path(mirror_path), Path(platform_path)
+        Mirror(self.mirror_path).close()          # create the schema if new
+        PlatformStore(self.platform_path).close()  # idem
+        self.threshold = threshold
+        self.deliverer_options = deliverer_options
+        self.metrics = Metrics()
+        self.app: web.Application | None = None
+
+    def extensions(self, count_requests: bool = True) -> list:
+        def bind(app: web.Application) -> None:
+            self.app = app
+            app[STREAM]["deliverer"].on_attempt = self.metrics.record_webhook
+            answer_json(app, "/metrics")  # its refusals too: the API answers JSON (docs/openapi.yaml)
+
+        return [lookup_extension(self.mirror_path, self.threshold),
+                changes_extension(self.mirror_path, self.platform_path, **self.deliverer_options),
+                self.metrics.extension(self.mirror_path, self.platform_path, count_requests=count_requests),
+                bind]
+
+    @property
+    def deliverer(self):
+        return self.app[STREAM]["deliverer"]
+
+    def record_sync(self, feed: str, seconds: float, error: FederationError | None) -> None:
+        """A sync loop's round of ``feed`` ended (``error`` None: it succeeded)."""
+        self.metrics.record_sync(feed, seconds, error)
+
+    def changed(self) -> None:
+        """A version was applied: wake the webhook deliveries."""
+        if self.app is not None:
+            self.deliverer.notify()
+
+
 class PlatformNode:
+    """``federation platform serve``: the platform API alone over a home's
+    mirror, open or behind platform tokens (``auth_db``), with its own sync
+    loop every ``sync_interval`` seconds if given. A node that also follows
+    its feeds serves the same API from ``[platform]`` (``node.assembly``)."""
+
     def __init__(self, mirror_path: Path | str, platform_path: Path | str, threshold: int = DEFAULT_THRESHOLD,
                  sync_interval: float | None = None, sources: list | None = None,
                  auth_db: Path | str | None = None, extensions: list | None = None, **deliverer_options):
         self.mirror_path, self.platform_path = Path(mirror_path), Path(platform_path)
         self.sync_interval = sync_interval
-        Mirror(self.mirror_path).close()          # create the schema if new
-        PlatformStore(self.platform_path).close()  # idem
-        self.metrics = Metrics()
+        self.api = PlatformAPI(mirror_path, platform_path, threshold, **deliverer_options)
+        self.metrics = self.api.metrics
         self.app = create_app(sources or [], extensions=[
-            lookup_extension(self.mirror_path, threshold),
-            changes_extension(self.mirror_path, self.platform_path, **deliverer_options),
-            self.metrics.extension(self.mirror_path, self.platform_path),
-            *(extensions or []),  # e.g. the status page (node.status)
-        ])
-        self.app[STREAM]["deliverer"].on_attempt = self.metrics.record_webhook
+            *self.api.extensions(), *(extensions or [])])  # e.g. the status page (node.status)
         # The platform API's refusals (401/403/429) are JSON on every path,
         # its read-side routes included (docs/openapi.yaml).
         self.app[ERROR_FORMATS].access = JSON
@@ -70,7 +117,7 @@ class PlatformNode:
 
     @property
     def deliverer(self):
-        return self.app[STREAM]["deliverer"]
+        return self.api.deliverer
 
     async def sync_all(self, mirror: Mirror) -> list:
         """One sync of every followed feed; failures are logged and counted, not raised."""
@@ -80,15 +127,15 @@ class PlatformNode:
             try:
                 r = await sync_once(mirror, f.name)
             except FederationError as e:
-                self.metrics.record_sync(f.name, time.monotonic() - start, e)
+                self.api.record_sync(f.name, time.monotonic() - start, e)
                 log.warning("sync %s failed (%s): %s", f.name, e.kind, e, extra={"feed": f.name, "kind": e.kind})
                 results.append(e)
                 continue
-            self.metrics.record_sync(f.name, time.monotonic() - start, None)
+            self.api.record_sync(f.name, time.monotonic() - start, None)
             if r.changed:
                 log.info("sync %s: version %d -> %d", f.name, r.old_version, r.version,
                          extra={"feed": f.name, "version": r.version})
-                self.deliverer.notify()
+                self.api.changed()
             results.append(r)
         return results
 

@@ -1,7 +1,9 @@
 """SQLite connections with the pragmas every store here relies on."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +28,21 @@ def connect(path: Path | str, readonly: bool = False) -> sqlite3.Connection:
     except sqlite3.Error as e:
         raise StorageError(f"cannot open database {path}: {e}") from e
     return conn
+
+
+async def finish_in_thread(fn: Callable, *args):
+    """``fn(*args)`` in a worker thread, as ``asyncio.to_thread``, except that
+    cancelling the caller waits for ``fn`` to return before the cancellation
+    propagates. A thread cannot be interrupted: a version being applied when
+    a node stops commits or rolls back (``write_txn``) on its own, and the
+    caller must not close the connection under it meanwhile. (A second
+    cancellation while waiting is not waited for.)"""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
 
 
 class Store:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS follows (
     max_age INTEGER NOT NULL DEFAULT 86400,  -- seconds a lookup may trust fresh_time (follow --max-age)
     fresh_time INTEGER,                    -- newest verified time the applied tree was current
     sync_failed TEXT,                      -- kind of the error that failed the last sync, NULL if it succeeded
-    witnessed INTEGER NOT NULL DEFAULT 0   -- 1: followed under a trust file: only a witness quorum vouches freshness
+    witnessed INTEGER NOT NULL DEFAULT 0,  -- 1: followed under a trust file: only a witness quorum vouches freshness
+    token_env TEXT                         -- environment variable holding the upstream member token (never the token)
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,6 +134,7 @@ class Follow:
     fresh_time: int | None = None
     sync_failed: str | None = None
     witnessed: int = 0  # under a trust file: fresh_time comes from witness quorums only
+    token_env: str | None = None  # name of the variable holding the upstream member token (follow --token-env)
 
     def verified(self) -> Checkpoint | None:
         if self.verified_checkpoint is None:
@@ -212,8 +215,10 @@ def base_size(conn: sqlite3.Connection, feed_id: int) -> int:
 
 def sync_status(conn: sqlite3.Connection) -> list[tuple]:
     """(name, version, applied_size, verified_checkpoint, count, last_sync,
-    last_error, updated) of every followed feed, by name (metrics)."""
-    return conn.execute("SELECT name, version, applied_size, verified_checkpoint, count, last_sync, last_error,"
+    sync_failed, updated) of every followed feed, by name (metrics).
+    ``sync_failed``: the kind of error that failed the last sync as a whole,
+    None after a success (even one that needed a later upstream)."""
+    return conn.execute("SELECT name, version, applied_size, verified_checkpoint, count, last_sync, sync_failed,"
                         " updated FROM follows ORDER BY name").fetchall()
 
 
@@ -315,7 +320,13 @@ MAX_MAX_AGE = 366 * 86400
 _FORWARD = "CASE WHEN ? IS NULL THEN fresh_time ELSE max(coalesce(fresh_time, 0), ?) END"
 # The kinds a failed sync records (``FederationError.kind`` of what it raised).
 RECORDED_KINDS = frozenset({"verification", "signature", "rollback", "fork", "digest", "malformed", "stale",
-                            "transport", "storage", "input", "internal", "unavailable"})
+                            "transport", "auth", "storage", "input", "internal", "unavailable"})
+
+
+def check_token_env(name) -> None:
+    """A token variable is an environment variable name (or None)."""
+    if name is not None and (not isinstance(name, str) or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name) is None):
+        raise InputError(f"token variable must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*), got {name!r}")
 
 
 def check_max_age(max_age) -> int:
@@ -363,7 +374,8 @@ class Mirror(Store):
         """
         columns = (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
                    ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
-                   ("sync_failed", "TEXT"), ("witnessed", "INTEGER NOT NULL DEFAULT 0"))
+                   ("sync_failed", "TEXT"), ("witnessed", "INTEGER NOT NULL DEFAULT 0"),
+                   ("token_env", "TEXT"))
 
         def missing() -> list[tuple[str, str]]:
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
@@ -390,12 +402,15 @@ class Mirror(Store):
     # ---- follows ---------------------------------------------------------------
 
     def follow(self, name: str, origin: str, vkeys: list[str], urls: list[str],
-               max_age: int = DEFAULT_MAX_AGE, witnessed: bool = False) -> Follow:
+               max_age: int = DEFAULT_MAX_AGE, witnessed: bool = False, token_env: str | None = None) -> Follow:
         """Start following a feed. ``max_age``: seconds after the newest
         verified timestamp that lookups still trust the feed (``freshness``).
         ``witnessed`` (a feed followed under a trust file): only a witness
-        quorum's time counts as that timestamp, never the log's own word."""
+        quorum's time counts as that timestamp, never the log's own word.
+        ``token_env``: the environment variable a sync reads the upstream's
+        member token from (a members-only feed); the token is never stored."""
         check_feed_name(name)
+        check_token_env(token_env)
         for v in vkeys:
             parse_vkey(v)  # InputError on a bad key
         if not urls:
@@ -405,10 +420,10 @@ class Mirror(Store):
         with write_txn(self.conn):
             try:
                 self.conn.execute(
-                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest, max_age, witnessed)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
+                    "INSERT INTO follows (name, origin, vkeys, urls, compact, digest, max_age, witnessed, token_env)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
                     (name, origin, "\n".join(vkeys), "\n".join(urls), CompactRange().to_bytes(), LtHash16().digest(),
-                     max_age, int(witnessed)),
+                     max_age, int(witnessed), token_env),
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"already following a feed named {name!r} or with origin {origin!r}") from None

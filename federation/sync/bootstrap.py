@@ -65,7 +65,7 @@ from federation.core.snapshot_format import MAX_INDEX_BYTES, ZSTD_MAGIC, Snapsho
     max_snapshot_bytes, parse_index
 from federation.net.fetcher import Fetcher
 from federation.store.activeset import ActiveSet
-from federation.store.db import write_txn
+from federation.store.db import finish_in_thread, write_txn
 from federation.store.mirror import Mirror
 from federation.store.snapshots import _progress, forget_snapshots, keep_mirror_snapshot, mirror_snapshot_dir
 from federation.store.tilestore import TileStore
@@ -317,9 +317,9 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
             async for (lvl, idx, w), data in TileFetcher(fetcher).hash_tiles(acc.tiles_for_head(header)):
                 acc.add_tile(lvl, idx, w, data)
             head = acc.prove_head()
-            n = await asyncio.to_thread(load_snapshot, mirror, name, f.applied_size, head, reader,
+            n = await finish_in_thread(load_snapshot, mirror, name, f.applied_size, head, reader,
                                         signed.raw, cp, workers, progress)
-        await asyncio.to_thread(keep_snapshot, mirror, name, Path(tmp), ref.sha256, header)
+        await finish_in_thread(keep_snapshot, mirror, name, Path(tmp), ref.sha256, header)
     finally:
         Path(tmp).unlink(missing_ok=True)
     dt = time.perf_counter() - t0

@@ -81,7 +81,8 @@ def jittered(seconds: float) -> float:
 async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict | None = None,
                      wait: float = 20.0, interval: float = 30.0, max_backoff: float = 300.0,
                      on_change: Callable[[SyncResult], None] | None = None,
-                     state: FollowState | None = None) -> None:
+                     state: FollowState | None = None,
+                     on_round: Callable[[float, FederationError | None], None] | None = None) -> None:
     """Follow ``name`` forever: sync, long-poll for more, sync again.
 
     Never returns or raises (until cancelled): failures are logged with
@@ -89,15 +90,22 @@ async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict |
     (plus jitter, so many followers of one upstream do not retry in
     lock-step). Even an unexpected exception (a bug, or the mirror's store
     failing) only costs a round: the task that runs this never dies.
+    ``on_round(seconds, error)`` is told how each sync round ended (error
+    None: it succeeded), e.g. for ``/metrics``.
     """
     backoff = 1.0
     while True:
+        began = time.monotonic()
         try:
             result = await sync_from_upstreams(mirror, name, urls, headers, state)
+            if on_round is not None:
+                on_round(time.monotonic() - began, None)
             if result.changed and on_change is not None:
                 on_change(result)
             backoff = 1.0
         except Exception as raised:  # noqa: BLE001 -- a follower loop never dies
+            if on_round is not None and isinstance(raised, FederationError):
+                on_round(time.monotonic() - began, raised)
             if not isinstance(raised, FederationError):
                 log.exception("%s: follower round failed unexpectedly; retrying in about %.0f s", name, backoff)
             await asyncio.sleep(jittered(backoff))

@@ -30,10 +30,10 @@ Order of a log sync, and what a failure at each step leaves behind:
 """
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -47,6 +47,7 @@ from federation.core.trustfile import clock_skew_allowance
 from federation.core.note import MAX_NOTE_BYTES, parse_note, parse_vkey
 from federation.core.verify import Spill
 from federation.net.fetcher import Fetcher
+from federation.store.db import finish_in_thread
 from federation.store.mirror import Follow, Mirror
 from federation.sync.bootstrap import bootstrap_feed, fetch_index
 from federation.sync.tilefetcher import TileFetcher
@@ -106,7 +107,7 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     signed = acc.open_checkpoint(await fetcher.get("checkpoint", MAX_NOTE_BYTES))
     fresh = policy.check(signed) if policy is not None else None
     if policy is not None and not f.witnessed:
-        await asyncio.to_thread(mirror.mark_witnessed, name)  # a mirror made before the flag existed
+        await finish_in_thread(mirror.mark_witnessed, name)  # a mirror made before the flag existed
         f = mirror.get(name)
     now = int(time.time())
     stamped = _note_time(signed.raw, acc.keys, f, fresh, now)
@@ -118,8 +119,8 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
         # note, or a relay's followers would see the feed frozen.
         cp = signed.checkpoint
         if signed.raw != f.checkpoint and _fresher(signed.raw, f, acc.keys, policy, fresh, now):
-            await asyncio.to_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
-        await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, now, signed.raw, acc.keys)
+            await finish_in_thread(mirror.replace_served_note, name, f.checkpoint, signed.raw, cp)
+        await finish_in_thread(_check_fresh, mirror, name, cp.size, stamped, now, signed.raw, acc.keys)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
     # Step 3: prove the hash tiles the sync needs against the signed root,
@@ -132,16 +133,16 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
 
     # Step 4: entries, version by version.
     version = f.version
-    await asyncio.to_thread(mirror.clear_staging, name)  # leftovers of an interrupted sync
+    await finish_in_thread(mirror.clear_staging, name)  # leftovers of an interrupted sync
     staged = False
     try:
         async for (idx, w), data in tiles.bundles(acc.bundles()):
             for v in acc.add_bundle(idx, w, data):
                 if isinstance(v, Spill):  # part of a version too big for memory
-                    await asyncio.to_thread(mirror.stage, name, v.start, v.encoded)
+                    await finish_in_thread(mirror.stage, name, v.start, v.encoded)
                     staged = True
                     continue
-                await asyncio.to_thread(mirror.apply_version, name, v, signed.raw, cp)
+                await finish_in_thread(mirror.apply_version, name, v, signed.raw, cp)
                 version = v.seal.version
                 if progress:
                     progress(v)
@@ -149,11 +150,11 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     except Exception:
         if staged:  # rows of a version that will not be applied: do not keep them (up to GBs)
             try:
-                await asyncio.to_thread(mirror.clear_staging, name)
+                await finish_in_thread(mirror.clear_staging, name)
             except Exception:  # noqa: BLE001 -- the next sync clears them; report the first error
                 log.warning("feed %s: could not clear staged entries after a failed sync", name)
         raise
-    await asyncio.to_thread(_check_fresh, mirror, name, cp.size, stamped, int(time.time()), signed.raw, acc.keys)
+    await finish_in_thread(_check_fresh, mirror, name, cp.size, stamped, int(time.time()), signed.raw, acc.keys)
     return SyncResult(name, f.applied_size, cp.size, f.version, version)
 
 
@@ -302,6 +303,19 @@ def upstream_failure(e: Exception, name: str, url: str) -> FederationError:
     return MalformedError(f"unexpected {type(e).__name__} while checking data from {url}: {str(e)[:200]}")
 
 
+def token_headers(f: Follow) -> dict | None:
+    """The upstream's ``Authorization`` for a feed followed with
+    ``--token-env VAR``: read from the environment at each sync (the mirror
+    stores the variable's name, never the token). ``InputError`` if unset."""
+    if f.token_env is None:
+        return None
+    token = os.environ.get(f.token_env, "").strip()
+    if not token:
+        raise InputError(f"feed {f.name} is followed with the member token in ${f.token_env}, which is not set "
+                         "in this environment")
+    return {"Authorization": f"Bearer {token}"}
+
+
 @_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
                     progress=None, policy=None, snapshots: bool = True, *, urls: list[str] | None = None,
@@ -336,6 +350,8 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
     upstream that failed.
     """
     f = mirror.get(name)
+    if headers is None:
+        headers = token_headers(f)
     if policy is None:
         policy = policy_for(mirror, name)
     urls = list(f.urls if urls is None else urls)

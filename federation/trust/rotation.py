@@ -99,7 +99,8 @@ def publish_trust(conn: sqlite3.Connection, feed: str, data: bytes) -> TrustFile
 # ---- mirror: follow with a trust file, sync under its policy -----------------------
 
 
-def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_age: int | None = None):
+def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_age: int | None = None,
+                      token_env: str | None = None):
     """Follow a feed under ``trust``; ``max_age`` (lookups' freshness bound)
     defaults to the trust file's ``max_staleness_seconds``.
 
@@ -110,7 +111,7 @@ def follow_with_trust(mirror, name: str, trust: TrustFile, urls: list[str], max_
     check_feed_name(name)  # before the trust row: nothing is written for a bad name
     TrustChain(mirror.conn, name).start(trust)
     return mirror.follow(name, trust.origin, [k.vkey for k in trust.log_keys], urls,
-                         trust.max_staleness if max_age is None else max_age, witnessed=True)
+                         trust.max_staleness if max_age is None else max_age, witnessed=True, token_env=token_env)
 
 
 @dataclass

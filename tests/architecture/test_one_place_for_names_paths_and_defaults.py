@@ -129,7 +129,7 @@ def test_parse_config_states_no_default_of_its_own():
 
 
 def _doc_tables() -> list[dict[str, str]]:
-    """The key -> default columns of docs/node.md's [node], [[publish]] and [[follow]] tables."""
+    """The key -> default columns of docs/node.md's [node], [[publish]], [[follow]] and [platform] tables."""
     text = (DOCS / "node.md").read_text(encoding="utf-8")
     tables = []
     for block in text.split("| key | default | meaning |")[1:]:
@@ -156,11 +156,12 @@ def _doc_value(cell: str):
 
 
 def test_docs_list_the_defaults_the_code_has():
-    node, publish, follow = _doc_tables()
+    node, publish, follow, platform = _doc_tables()
     documented = {**{("node", k): v for k, v in node.items()}, **{("publish", k): v for k, v in publish.items()},
-                  **{("follow", k): v for k, v in follow.items()}}
+                  **{("follow", k): v for k, v in follow.items()}, **{("platform", k): v for k, v in platform.items()}}
     want = {("node", "listen"): f"{C.NodeConfig.host}:{C.NodeConfig.port}", ("follow", "max_age"): DEFAULT_MAX_AGE}
-    for table, cls in (("node", C.NodeConfig), ("publish", C.PublishedFeed), ("follow", C.FollowedFeed)):
+    for table, cls in (("node", C.NodeConfig), ("publish", C.PublishedFeed), ("follow", C.FollowedFeed),
+                       ("platform", C.PlatformConfig)):
         for f in fields(cls):
             if f.default is not MISSING and isinstance(f.default, (bool, int, float, str)) \
                     and (table, f.name) not in {("node", "host"), ("node", "port")}:  # documented as listen
