@@ -47,6 +47,8 @@ OWNERS = {
     # auth.db: bearer tokens and the audit log
     "tokens": "store/tokens.py",
     "audit": "store/tokens.py",
+    # publisher.db: members' feedback reports (resolved inside a review's publish transaction)
+    "feedback": "store/feedback.py",
     # platform.db: consumer cursors and webhooks
     "consumers": "store/platform.py",
     "webhooks": "store/platform.py",
