@@ -27,7 +27,7 @@ refuses, is a clear error when the API is set up (before ``fetch`` starts),
 not threatexchange's "failed to fetch!".
 
 Reporting back. ``report_opinion`` (the stock CLI's ``threatexchange label
-COLLAB photo --as-hash pdq -l false_positive FILE``) and ``report_seen``
+--as-hash pdq -l false_positive COLLAB photo FILE``) and ``report_seen``
 send a feedback report (``core.feedback``) to the feed's *publisher* --
 ``--report-url``, its feed URL, e.g. ``http://ch:8080/feeds/tid/`` -- with
 the member token the publisher issued, from the variable named by
