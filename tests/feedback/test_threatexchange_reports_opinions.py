@@ -23,9 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers_tamper import start_app
-from platform_fixtures import make_image, pdq_add, pdq_hex
-
 from federation.core.entries import Add
 from federation.core.note import Signer
 from federation.node.assembly import build_publisher_app
@@ -35,6 +32,9 @@ from federation.store.mirror import Mirror
 from federation.store.publisher import Publisher
 from federation.store.tokens import TokenStore
 from federation.sync.orchestrator import sync_once
+
+from support.images import make_image, pdq_add, pdq_hex
+from support.loopback import start_app
 
 pytestmark = pytest.mark.timeout(150)
 
