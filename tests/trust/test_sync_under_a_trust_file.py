@@ -10,7 +10,7 @@ from federation.core.note import Cosigner, parse_note
 from federation.core.trustfile import QuorumError, quorum_cosignatures
 from federation.trust.rotation import TrustChain, TrustPolicy
 
-from support.feeds import NAME
+from support.feeds import NAME, adds
 from support.mirror_state import expect_failure, snapshot, sync
 from support.tamper import clone_db
 from support.trust_world import World
@@ -33,7 +33,7 @@ async def test_checkpoint_without_cosignatures_is_refused(world: World):
     m = world.mirror()
     await sync(m)
     # A publish the witnesses have not cosigned yet (or a log hiding it from them).
-    world.pub.publish(NAME, __import__("helpers_tamper").adds(2), world.log_key)
+    world.pub.publish(NAME, adds(2), world.log_key)
     await expect_failure(m, QuorumError, "signature", "witness quorum not met", "cosigned by 0 of the 2")
 
 
@@ -117,7 +117,6 @@ async def test_split_view_is_caught_by_the_quorum(world: World, serve):
     fork_db = clone_db(world.pub.conn.execute("PRAGMA database_list").fetchone()[2], world.tmp / "fork.db")
     await world.publish(4)  # main view: witnesses 1-3 cosign size 3+4+2 entries
     from federation.store.publisher import Publisher
-    from support.feeds import adds
     fork = Publisher(fork_db)
     fork.publish(NAME, adds(4), world.log_key)  # a different version 2, same size, same key
     from federation.trust.cosign import refresh_checkpoint
