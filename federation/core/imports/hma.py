@@ -11,7 +11,9 @@ sha256 (the names ``md5`` and ``sha256`` are read too); others (``url``,
 ``raw_text``, ...) are counted as skipped. The case is the collaboration's
 name with spaces as ``-`` (or ``--case``), the labels its tags (space
 separated). A row of category ``NEGATIVE_CLASS`` says the record is *not*
-in the list (gone); any other category is active. A row is a claim on its
+in the list (gone); ``POSITIVE_CLASS`` (or none) is active; an
+``INVESTIGATION_SEED`` is an indirect indicator that needs verifying, not a
+positive, so it is skipped (counted) and never published as one. A row is a claim on its
 own record (hash and case), so the same hash in several collaborations is
 one record per case, and of a record listed twice the later row wins.
 """
@@ -26,7 +28,8 @@ from federation.core.imports import Claim, ReadStats, Record, case_id, hash_valu
 
 SIGNALS = {"pdq": "pdq", "video_md5": "md5", "md5": "md5", "video_sha256": "sha256", "sha256": "sha256"}
 COLUMNS = ("signal_type", "signal_str", "collab", "category", "tags")
-CATEGORIES = {"POSITIVE_CLASS", "NEGATIVE_CLASS", "INVESTIGATION_SEEN", "DISPUTED"}
+# threatexchange's SignalOpinionCategory names
+CATEGORIES = {"POSITIVE_CLASS", "NEGATIVE_CLASS", "INVESTIGATION_SEED"}
 MAX_FIELD_CHARS = 64 * 1024
 
 
@@ -68,6 +71,9 @@ def read_hma(stream, name: str, labels: Iterable[str] = (), stats: ReadStats | N
             category = (row.get("category") or "POSITIVE_CLASS").strip()
             if category not in CATEGORIES:
                 raise InputError(f"{where}, field category: {category[:40]!r} is not one of {sorted(CATEGORIES)}")
+            if category == "INVESTIGATION_SEED":
+                stats.skip("category INVESTIGATION_SEED")
+                continue
             record = Record(hash_type, value, c, labels_of([*labels, *(row.get("tags") or "").split()],
                                                            f"{where}, field tags"))
             claim = Claim(f"{hash_type}:{value.hex()}:{c}", 0, n)

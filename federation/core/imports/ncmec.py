@@ -46,7 +46,7 @@ from federation.core.imports import Claim, ReadStats, Record, case_id, hash_valu
 ENTRY_TAGS = {"image", "video", "deletedImage", "deletedVideo"}
 CONTAINERS = {"images", "videos"}
 FINGERPRINTS = {"md5": "md5", "sha1": "sha1", "pdq": "pdq", "pdna": "photodna"}
-MAX_DEPTH = 8                      # queryResult/images/image/fingerprints/md5 is 5
+MAX_DEPTH = 12                     # queryResult/images/image/feedback/negativeFeedback/reasons/members/member is 8
 MAX_ELEMENT_BYTES = 1 << 20        # bytes read without a parser event: one text node or tag
 MAX_ID_CHARS = 40                  # "ncmec-<member>-<id>" must stay a case id (64 characters)
 
