@@ -101,11 +101,11 @@ def _timestamp(text: str, where: str) -> int:
 
 
 def _claim(elem: Element, tag: str, n: int, name: str, labels: tuple[str, ...], stats: ReadStats) -> Claim:
-    where = f"{name}: <{tag}> #{n}"
+    where = f"{name}: entry {n} <{tag}>"
     entry = _text(_child(elem, "id", where))
     if not entry:
         raise InputError(f"{where}, field id: empty")
-    where = f"{name}: <{tag}> #{n} (id {entry[:MAX_ID_CHARS]})"
+    where = f"{name}: entry {n} <{tag}> (id {entry[:MAX_ID_CHARS]})"
     if len(entry) > MAX_ID_CHARS:
         raise InputError(f"{where}, field id: longer than {MAX_ID_CHARS} characters")
     member = _child(elem, "member", where).get("id", "").strip()
