@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS delta (
 CACHE_KIB = 32 * 1024   # SQLite's page cache of the scratch database; sorts spill to disk past it
 ROWS = 10_000           # rows per executemany
 
-# The winning claims' rows: rank 1 of each group by (stamp, seq), newest first.
+# The winning claims' rows: rank 1 of each group by (stamp, seq), newest first
+# (every row of a claim shares its stamp and seq, so a claim wins whole).
 _WINNERS = ("SELECT alive, hash_type, value, case_id, labels FROM (SELECT alive, hash_type, value, case_id, labels, "
             "rank() OVER (PARTITION BY grp ORDER BY stamp DESC, seq DESC) AS r FROM listed) WHERE r = 1")
 
@@ -127,6 +128,7 @@ class ListDiff:
             self.close()
             raise StorageError(f"cannot open the scratch database in {self.dir}: {e}") from e
         self.summary = DiffSummary(feed, mode)
+        self._winners = _WINNERS
 
     def __enter__(self) -> "ListDiff":
         return self
@@ -154,8 +156,10 @@ class ListDiff:
                 rows += [(c.group, c.stamp, c.seq, 1, r.hash_type, r.value, r.case, join_labels(r.labels))
                          for r in c.records]
                 rows += [(c.group, c.stamp, c.seq, 0, r.hash_type, r.value, r.case, None) for r in c.gone]
-                # The claim's own row: it takes part in the ranking even when it lists nothing.
-                rows.append((c.group, c.stamp, c.seq, 0, None, None, c.gone_case, None))
+                if c.gone_case is not None or not (c.records or c.gone):
+                    # A claim that lists nothing still takes part in the ranking (its
+                    # group's older claims lose): a marker row, its case if it says gone.
+                    rows.append((c.group, c.stamp, c.seq, 0, None, None, c.gone_case, None))
                 if len(rows) >= ROWS:
                     self.conn.executemany("INSERT INTO listed VALUES (?,?,?,?,?,?,?,?)", rows)
                     rows = []
@@ -166,12 +170,15 @@ class ListDiff:
         self.summary.claims = n
         groups = self.conn.execute("SELECT count(DISTINCT grp) FROM listed").fetchone()[0]
         self.summary.superseded = n - groups
+        # A file where no group repeats (the usual export) needs no ranking: its
+        # rows are the winners, and the window function's sort is saved.
+        self._winners = _WINNERS if groups < n else "SELECT alive, hash_type, value, case_id, labels FROM listed"
 
     # ---- 2. the merge with the active set -------------------------------------------------
 
     def _listed(self) -> Iterator[tuple[str, bytes, str, str]]:
         """The winning records, in primary-key order, each key once (labels united)."""
-        cur = self.conn.execute(f"SELECT hash_type, value, case_id, labels FROM ({_WINNERS}) WHERE alive = 1 "
+        cur = self.conn.execute(f"SELECT hash_type, value, case_id, labels FROM ({self._winners}) WHERE alive = 1 "
                                 "ORDER BY hash_type, value, case_id")
         prev = None
         for row in cur:
@@ -241,7 +248,7 @@ class ListDiff:
     def _tombstones(self, ro: sqlite3.Connection, fid: int, emit) -> None:
         """Delta mode: what the winning claims say is gone, where it is active."""
         for _alive, t, v, c, _labels in self.conn.execute(
-                f"SELECT * FROM ({_WINNERS}) WHERE alive = 0 AND (hash_type IS NOT NULL OR case_id IS NOT NULL) "
+                f"SELECT * FROM ({self._winners}) WHERE alive = 0 AND (hash_type IS NOT NULL OR case_id IS NOT NULL) "
                 "ORDER BY hash_type, value, case_id"):
             if t is None:
                 hit = has_case(ro, fid, c)
@@ -261,7 +268,7 @@ class ListDiff:
         """The file alone, resolved, as a batch (``import --out``): an add per
         listed record, a withdrawal per record or case it says is gone."""
         for alive, t, v, c, labels in self.conn.execute(
-                f"SELECT * FROM ({_WINNERS}) WHERE hash_type IS NOT NULL OR case_id IS NOT NULL "
+                f"SELECT * FROM ({self._winners}) WHERE hash_type IS NOT NULL OR case_id IS NOT NULL "
                 "ORDER BY alive DESC, hash_type, value, case_id"):
             if alive:
                 yield Add(t, v, c, split_labels(labels), 0)

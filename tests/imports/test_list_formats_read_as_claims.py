@@ -95,3 +95,16 @@ def test_photodna_in_any_of_ncmecs_spellings(tmp_path):
                f'<id>p</id><fingerprints><pdna>{text}</pdna></fingerprints></image></images></queryResult>')
         claims = list(read_claims(io.BytesIO(xml.encode()), "p.xml", "ncmec"))
         assert claims[0].records[0].hash_type == "photodna" and claims[0].records[0].value == raw
+
+
+def test_a_newer_entry_without_known_fingerprints_replaces_an_older_one(tmp_path):
+    """The newer statement about img-x lists no hash of a known type: img-x lists nothing."""
+    def entry(ts: str, prints: str) -> str:
+        return (f"<image><member id=\"7\">m</member><timestamp>{ts}</timestamp><id>img-x</id>"
+                f"<fingerprints>{prints}</fingerprints></image>")
+    f = tmp_path / "x.xml"
+    f.write_text("<queryResult><images>" + entry("2026-01-01T11:00:00Z", "<netclean>00</netclean>")
+                 + entry("2026-01-01T10:00:00Z", "<md5>" + "a" * 32 + "</md5>") + "</images></queryResult>")
+    adds, gone, stats = resolve(tmp_path, f, "ncmec")
+    assert adds == set() and gone == set()
+    assert stats.skipped == {"fingerprint netclean": 1, "entry without a fingerprint of a known type": 1}
