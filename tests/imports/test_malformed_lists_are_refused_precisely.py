@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from federation.core.errors import FederationError, InputError
+from federation.core.imports import ncmec as ncmec_reader
 from federation.core.imports.formats import read_claims
 from federation.store.publisher import Publisher
 
@@ -166,3 +167,26 @@ def test_unknown_extension_asks_for_the_format(tmp_path):
     f.write_text("x")
     p = run(tmp_path / "h", "import", str(f), "--out", str(tmp_path / "b.jsonl"))
     assert p.returncode == 2 and "--format" in p.stderr
+
+
+def test_ncmec_reader_holds_one_entry_whatever_surrounds_the_entries():
+    """Elements that are not entries -- under the root or inside a container -- are
+    dropped as they end, like entries: memory does not grow with them."""
+    import tracemalloc
+    junk = b"<junk a=\"1\">x</junk>" * 60_000
+    data = (b"<queryResult>" + junk + b"<images>" + junk + ncmec(GOOD)[len(b"<?xml version=\"1.0\"?><queryResult "
+            b"xmlns=\"https://hashsharing.ncmec.org/hashsharing/v2\"><images>"):])
+    tracemalloc.start()
+    try:
+        claims = list(read_claims(io.BytesIO(data), "x.xml", "ncmec"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(claims) == 1
+    assert peak < 8 << 20, f"peak {peak >> 20} MiB for 120,000 dropped elements"
+
+
+def test_ncmec_entry_with_endless_children_is_refused(monkeypatch):
+    monkeypatch.setattr(ncmec_reader, "MAX_ENTRY_ELEMENTS", 1000)  # the bound, made small to test quickly
+    data = ncmec(image("big", "<md5>" + "a" * 32 + "</md5>", extra="<feedback>" + "<m/>" * 1001 + "</feedback>"))
+    assert "x.xml: over 1000 elements in entry 1" in refuse(data, "ncmec", "x.xml")

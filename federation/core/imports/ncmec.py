@@ -28,8 +28,9 @@ Bounds: ``defusedxml`` refuses DTDs, entity declarations and external
 references (no billion laughs, no XXE); nesting is at most ``MAX_DEPTH``;
 and the bytes read between two parser events are at most
 ``MAX_ELEMENT_BYTES``, so no text node or tag can grow without bound. The
-reader holds one entry at a time: processed entries are dropped from the
-tree.
+reader holds one entry at a time (of at most ``MAX_ENTRY_ELEMENTS``
+elements): every element at an entry's depth or above -- entries, and
+anything else -- is dropped from the tree when it ends.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ CONTAINERS = {"images", "videos"}
 FINGERPRINTS = {"md5": "md5", "sha1": "sha1", "pdq": "pdq", "pdna": "photodna"}
 MAX_DEPTH = 12                     # queryResult/images/image/feedback/negativeFeedback/reasons/members/member is 8
 MAX_ELEMENT_BYTES = 1 << 20        # bytes read without a parser event: one text node or tag
+MAX_ENTRY_ELEMENTS = 100_000       # elements held at once: one entry's (its feedback lists members)
 MAX_ID_CHARS = 40                  # "ncmec-<member>-<id>" must stay a case id (64 characters)
 
 
@@ -143,7 +145,7 @@ def read_ncmec(stream, name: str, labels: Iterable[str] = (), stats: ReadStats |
     labels = tuple(labels)
     reader = _Bounded(stream, name, MAX_ELEMENT_BYTES)
     stack: list[Element] = []
-    n = 0
+    n = held = 0
     try:
         for event, elem in defusedxml.ElementTree.iterparse(reader, events=("start", "end"), forbid_dtd=True):
             reader.reset()
@@ -151,14 +153,25 @@ def read_ncmec(stream, name: str, labels: Iterable[str] = (), stats: ReadStats |
                 stack.append(elem)
                 if len(stack) > MAX_DEPTH:
                     raise InputError(f"{name}: elements nested deeper than {MAX_DEPTH} (at <{_local(elem.tag)}>)")
+                if len(stack) >= 3:  # inside an entry (or another element at an entry's depth)
+                    held += 1
+                    if held > MAX_ENTRY_ELEMENTS:
+                        raise InputError(f"{name}: over {MAX_ENTRY_ELEMENTS} elements in entry {n + 1} "
+                                         f"(at <{_local(elem.tag)}>)")
                 continue
             stack.pop()
             tag = _local(elem.tag)
+            claim = None
             if tag in ENTRY_TAGS and stack and _local(stack[-1].tag) in CONTAINERS:
                 n += 1
                 stats.elements = n
                 claim = _claim(elem, tag, n, name, labels, stats)
-                stack[-1].remove(elem)  # hold one entry at a time
+            if 0 < len(stack) <= 2:
+                # Hold one entry at a time: every element at an entry's depth or above
+                # is dropped when it ends, entry or not (<paging>, unknown elements).
+                stack[-1].remove(elem)
+                held = 0
+            if claim is not None:
                 yield claim
     except ParseError as e:  # its message names the line and column
         raise InputError(f"{name}: not well-formed XML: {e}") from None
