@@ -8,11 +8,14 @@ StopNCII client reads the same fields)::
      "CSPFeedbacks": [...]}
 
 A record is the *current* state of one hash: a later record of the same
-signal and hash replaces an earlier one entirely (newest ``lastModtimestamp``
-wins, then the later in the file), so a case that the newer record no longer
-lists, or lists as ``Withdrawn`` / ``Deleted``, is gone. ``Received`` and
-``Active`` cases are active; a ``hashStatus`` of ``Withdrawn`` or ``Deleted``
-withdraws every case of the hash. A record without case numbers is one case,
+signal and hash replaces an earlier one in the file entirely (newest
+``lastModtimestamp`` wins, then the later in the file), so a case the newer
+record lists as ``Withdrawn`` / ``Deleted`` is gone, and one it no longer
+lists is no longer listed. ``Received`` and ``Active`` cases are active; a
+``hashStatus`` of ``Withdrawn`` or ``Deleted`` makes every case the record
+lists gone. Against a feed, ``import`` withdraws what is marked gone; a case
+merely missing from the file stays until a ``--full-list`` leaves it out.
+A record without case numbers is one case,
 ``stopncii``. Signal types: ``ImagePDQ`` -> pdq, ``VideoMD5`` -> md5; others
 (``VideoTMK``, ``Text``, ``URL``) are counted as skipped. ``CSPFeedbacks`` is
 other platforms' feedback and is ignored.
