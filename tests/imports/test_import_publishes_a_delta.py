@@ -102,3 +102,20 @@ def test_a_diff_is_refused_when_the_feed_moved_since(home, tmp_path):
         finally:
             pub.close()
     assert isinstance(signer, Signer)
+
+
+def test_import_out_writes_a_batch_that_publishes_the_same_as_import_publish(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for h in (a, b):
+        assert run(h, "feed", "create", "tid", "--origin", "example.org/tid").returncode == 0
+    out = tmp_path / "batch.jsonl"
+    p = run(a, "import", str(DATA / "ncmec_day1.xml"), "--out", str(out), "--label", "csam")
+    assert p.returncode == 0 and f"wrote 9 operations to {out}" in p.stdout, p.stdout + p.stderr
+    assert not (tmp_path / "batch.jsonl.part").exists() and not list(tmp_path.glob(".list-diff-*"))
+    # The deleted entry is a whole-case withdrawal in the batch: publishing it needs
+    # --allow-unknown-withdrawals on a feed that never held the case.
+    p = run(a, "publish", "tid", str(out), "--allow-unknown-withdrawals")
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = run(b, "import", str(DATA / "ncmec_day1.xml"), "--publish", "tid", "--label", "csam")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert active(Home(a).publisher_db) == active(Home(b).publisher_db) and len(active(Home(b).publisher_db)) == 8
