@@ -70,7 +70,8 @@ def clearinghouse(tmp_path):
     batch = tmp_path / "v1.csv"
     batch.write_text(f"op,type,hash,case,labels,reason\nadd,md5,{H1},c-1,csam,\nadd,md5,{H2},c-2,csam,\n")
     cli(home, "publish", FEED, str(batch))
-    tokens = {m: cli(home, "token", "issue", m, "--feed", FEED).stdout.split()[-1] for m in ("platform-a", "platform-b")}
+    tokens = {m: cli(home, "token", "issue", m, "--feed", FEED).stdout.split()[-1]
+              for m in ("platform-a", "platform-b")}
     served = Served(home)
     yield home, vkey, tokens, served.url
     served.stop()

@@ -46,13 +46,15 @@ GOOD = image("ok", "<md5>" + "a" * 32 + "</md5>")
 @pytest.mark.parametrize("entry, expected", [
     (image("bad", "<md5>xyz</md5>"), "export.xml: entry 2 <image> (id bad), field fingerprints/md5: md5 hash 'xyz'"),
     (image("bad", "<pdq>" + "0" * 63 + "</pdq>"), "entry 2 <image> (id bad), field fingerprints/pdq"),
-    (image("bad", "<md5>" + "b" * 32 + "</md5>", ts="yesterday"), "entry 2 <image> (id bad), field timestamp: 'yesterday'"),
+    (image("bad", "<md5>" + "b" * 32 + "</md5>", ts="yesterday"),
+     "entry 2 <image> (id bad), field timestamp: 'yesterday'"),
     (image("bad", "<md5>" + "b" * 32 + "</md5>", member="x"), "entry 2 <image> (id bad), field member/@id: 'x'"),
     (image("", "<md5>" + "b" * 32 + "</md5>"), "entry 2 <image>, field id: empty"),
     (image("bad/slash", "<md5>" + "b" * 32 + "</md5>"), "entry 2 <image> (id bad/slash), field id: case id"),
     (image("bad", "<md5>" + "b" * 32 + "</md5>", extra="<classification>A 1 é</classification>"),
      "entry 2 <image> (id bad), field classification: label"),
-    ("<deletedImage><member id=\"42\"/><id>gone</id></deletedImage>", "entry 2 <deletedImage> (id gone): no <timestamp>"),
+    ("<deletedImage><member id=\"42\"/><id>gone</id></deletedImage>",
+     "entry 2 <deletedImage> (id gone): no <timestamp>"),
     (image("bad", "<md5>" + "b" * 32 + "</md5>", extra="<id>again</id>"), "entry 2 <image>: more than one <id>"),
 ])
 def test_ncmec_errors_name_the_element_and_field(entry, expected):
