@@ -192,7 +192,7 @@ def feed_refresh(home: Home, names, key_path=None):
 
 @cli.command()
 @click.argument("name")
-@click.argument("batch", type=click.File("rb"))  # decoded line by line: errors name the line
+@click.argument("batch", type=click.File("rb"), required=False)  # decoded line by line: errors name the line
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
               help="Batch format (default: from the file extension).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -200,19 +200,49 @@ def feed_refresh(home: Home, names, key_path=None):
                    "'feed rotate-key', else HOME/private/NAME.key).")
 @click.option("--allow-unknown-withdrawals", is_flag=True,
               help="Publish withdrawals that match no active hash (normally refused as likely typos).")
+@click.option("--full-list", "full_list", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Instead of a batch: a whole export (NCMEC XML, StopNCII JSON, HMA CSV) that the feed must "
+                   "equal. Publishes only the difference: adds, relabels, and withdrawals of what is gone.")
+@click.option("--list-format", type=click.Choice(["ncmec", "stopncii", "hma"]),
+              help="With --full-list: its format (default: from the extension: .xml, .json/.jsonl, .csv).")
+@click.option("--label", "labels", multiple=True, help="With --full-list: a label for every record (repeatable).")
+@click.option("--case", help="With --full-list of an HMA CSV: every record's case (default: the collaboration).")
+@click.option("--dry-run", is_flag=True, help="With --full-list: print the difference, publish nothing.")
+@click.option("--reason", type=click.Choice(["other", "submitter_request", "hash_error", "legal", "duplicate"]),
+              default="other", show_default=True, help="With --full-list: the reason of its withdrawals.")
+@click.option("--max-withdrawals", type=click.FloatRange(0, 100), default=25.0, show_default=True,
+              help="With --full-list: refuse (exit 2) a list that would withdraw more than this percentage of the "
+                   "active records -- what a truncated export looks like.")
+@click.option("--scratch-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --full-list: where the on-disk sort goes (default: next to the publisher database).")
 @click.pass_obj
-def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
-    """Publish BATCH (CSV or JSONL, '-' for stdin) as the next version of NAME.
+def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals, full_list=None, list_format=None,
+            labels=(), case=None, dry_run=False, reason="other", max_withdrawals=25.0, scratch_dir=None):
+    """Publish BATCH (CSV or JSONL, '-' for stdin) as the next version of NAME,
+    or, with --full-list FILE, the difference between the feed and FILE.
 
     The whole batch is one version, sealed and signed in one transaction:
-    on any error nothing is published.
+    on any error nothing is published. A full list is read and checked whole,
+    sorted on disk and merged with the feed's active set (memory does not
+    grow with either); its summary is printed before anything is published.
 
     \b
     CSV header: op,type,hash,case,labels,reason
     Example:
       federation publish tid batch.csv
       echo '{"op":"withdraw","case":"c-17","reason":"submitter_request"}' | federation publish tid - --format jsonl
+      federation publish tid --full-list export.xml --label csam --dry-run
     """
+    if full_list is not None:
+        if batch is not None or fmt or allow_unknown_withdrawals:
+            raise InputError("--full-list replaces BATCH (and --format, --allow-unknown-withdrawals): give one")
+        from federation.cli.imports import publish_full_list
+        return publish_full_list(home, name, full_list, list_format, labels, case, dry_run, reason,
+                                 max_withdrawals, key_path, scratch_dir)
+    if batch is None:
+        raise InputError("give a BATCH file ('-' for stdin), or --full-list FILE")
+    if list_format or labels or case or dry_run:
+        raise InputError("--list-format, --label, --case and --dry-run go with --full-list")
     from federation.store.publisher import Publisher
     fmt = fmt or ("jsonl" if batch.name.endswith((".jsonl", ".ndjson")) else "csv")
     pub = Publisher(home.publisher_db)
@@ -580,6 +610,8 @@ EXTENSION_MODULES: list[str] = [
     "platform",
     "scale",
     "media",
+    "feedback",
+    "imports",
 ]
 
 

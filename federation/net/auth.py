@@ -18,6 +18,10 @@ narrowed by the node config, with these invariants:
   over it, 429 with ``Retry-After``.
 * Every publish, and every checkpoint a member fetches (once per member,
   feed and tree size), is appended to the ``audit`` table.
+* Feedback (``/feeds/NAME/feedback...``, ``net.feedback_api``) is a
+  member's own business whatever the feed's access: every method needs a
+  valid token that may read the feed (a member's or a publisher's, never a
+  platform token), else 401/403, and its answers are ``PRIVATE``.
 """
 from __future__ import annotations
 
@@ -57,16 +61,19 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def allow(self, key: str, rate: float, burst: int, now: float | None = None) -> float:
-        """0.0 if a request may pass now, else seconds until it may."""
+    def allow(self, key: str, rate: float, burst: int, now: float | None = None, cost: float = 1.0) -> float:
+        """0.0 if a request costing ``cost`` tokens (one, unless it carries
+        several items: a batch of feedback reports) may pass now, else seconds
+        until it may. A cost over ``burst`` is charged as ``burst``."""
         now = time.monotonic() if now is None else now
+        cost = min(float(cost), float(burst))
         tokens, last = self._buckets.pop(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
         wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
+        if tokens >= cost:
+            tokens -= cost
         else:
-            wait = (1.0 - tokens) / rate
+            wait = (cost - tokens) / rate
         self._buckets[key] = (tokens, now)  # re-inserted last: the most recently used
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
@@ -78,6 +85,7 @@ ACCESS = web.AppKey("access", dict)  # feed name -> "public" | "members"
 # Request key: the authenticated Token (or None). RequestKey needs aiohttp >= 3.12.
 CALLER = web.RequestKey("caller", object) if hasattr(web, "RequestKey") else "federation.caller"
 _FEED_PATH = re.compile(r"/feeds/([^/]+)(/.*)?", re.S)  # fullmatch
+_FEEDBACK = re.compile(r"/feedback(/.*)?", re.S)  # fullmatch on the rest of a feed path
 
 
 REALM = "federation"  # of the 401s' WWW-Authenticate: Bearer challenge
@@ -145,6 +153,13 @@ class AccessControl:
         if m is None:
             return await handler(request)  # /healthz, /feeds (filtered by the handler below)
         feed = m[1]
+        if m[2] is not None and _FEEDBACK.fullmatch(m[2]):
+            request[PRIVATE] = True  # a member's own reports: never 'public' to caches
+            if token is None:
+                raise AuthError("feedback needs the member token the publisher issued for this feed", REALM)
+            if not token.can_read(feed):
+                raise ForbiddenError("this token may not report on this feed")
+            return await handler(request)
         publishing = request.method == "POST"
         public = self.is_public(feed)
         if publishing or not public:

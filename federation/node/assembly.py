@@ -10,6 +10,8 @@
   (``longpoll``), so an unauthenticated request is never held;
 * the publishing API (``publish_api``) for published feeds with ``api``,
   its cosigning round injected (``node.cosigning``);
+* the feedback API (``feedback_api``) for every published feed: members
+  report on its hashes with their member tokens;
 * one follower task per followed feed (``follower.watch_feed``) in
   ``cleanup_ctx``: started with the app, cancelled on shutdown. Each has its
   own mirror connection, because a SQLite connection holds one transaction;
@@ -21,8 +23,8 @@
   request (``platform.auth.node_gate``), with the node's own tokens; the
   metrics middleware sits outside it, so refusals are counted.
 
-``build_publisher_app`` is plain ``federation serve``: the same read side and
-access control over a publisher database, without a config.
+``build_publisher_app`` is plain ``federation serve``: the same read side,
+access control and feedback API over a publisher database, without a config.
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from federation.net import longpoll
 from federation.net.access import StoredAccess, combine
 from federation.net.auth import AccessControl, install_listing_filter
+from federation.net.feedback_api import FeedbackAPI
 from federation.net import httpserver
 from federation.net.publish_api import PublishAPI
 from federation.net.relay import RelaySource
@@ -181,6 +184,9 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
         extensions.append(PublishAPI(home.publisher_db, api_signers, cfg.max_batch_bytes, audit=store,
                                      after_publish=after_publish).install)
 
+    if cfg.publish:
+        extensions.append(FeedbackAPI(home.publisher_db, store, [p.name for p in cfg.publish]).install)
+
     states = {f.name: follower.FollowState(f.name) for f in cfg.follow}
     api = PlatformAPI(home.mirror_db, home.platform_db, cfg.platform.threshold) if cfg.platform else None
     if api is not None:
@@ -265,7 +271,9 @@ def build_publisher_app(home: Home, signers: dict | None = None,
     extensions, middlewares = read_side(home.publisher_db)
     status = install_node_status("federation node", ac, publisher_db=home.publisher_db,
                                  auth_db=home.auth_db)  # GET /: the status page
-    return create_app([PublisherSource(home.publisher_db)], extensions=[*extensions, close, refresher, status],
+    feedback = FeedbackAPI(home.publisher_db, store)
+    return create_app([PublisherSource(home.publisher_db)],
+                      extensions=[*extensions, feedback.install, close, refresher, status],
                       middlewares=[ac.middleware, install_listing_filter(ac), *middlewares])
 
 

@@ -22,10 +22,22 @@ The checkpoint advances only past pages whose values were emitted.
 A node started with ``platform serve --auth`` needs a platform token: put
 it in an environment variable and name the variable in the collab
 (``--token-env FEDERATION_PLATFORM_TOKEN``); the secret itself never goes
-into threatexchange's config files.
+into threatexchange's config files. A missing variable, or a token the node
+refuses, is a clear error when the API is set up (before ``fetch`` starts),
+not threatexchange's "failed to fetch!".
+
+Reporting back. ``report_opinion`` (the stock CLI's ``threatexchange label
+--as-hash pdq -l false_positive COLLAB photo FILE``) and ``report_seen``
+send a feedback report (``core.feedback``) to the feed's *publisher* --
+``--report-url``, its feed URL, e.g. ``http://ch:8080/feeds/tid/`` -- with
+the member token the publisher issued, from the variable named by
+``--report-token-env``. An opinion's kind: a tag naming one of ``seen``,
+``actioned``, ``false_positive``, ``disputed`` wins; else a negative opinion
+is a false positive and a positive one ``actioned``. Its id is derived from
+its content, so the same opinion sent twice is one report.
 
 Signal types: ``pdq`` maps to PDQ, ``md5`` to threatexchange's
-``video_md5`` (an MD5 of the file bytes), and ``vpdq`` to its ``vpdq``
+``video_md5`` and ``sha256`` to ``video_sha256`` (hashes of the file bytes), and ``vpdq`` to its ``vpdq``
 signal (the extension ``threatexchange.extensions.vpdq``, which needs the
 ``vpdq`` package). A vpdq record is one segment of a video (at most 80
 frames, docs/PROTOCOL.md section 4): each segment becomes one VPDQ signal
@@ -33,8 +45,8 @@ of its frames, so its key can be computed from the change alone and a
 withdrawn segment tombstoned. A video of up to 80 frames is therefore one
 signal; a longer one is several, each matched by threatexchange on its own
 (its query percentage counts the query's frames against that segment), so
-only the node's own video lookup matches a long video as a whole. sha1,
-sha256 and PhotoDNA have no stock signal type and are skipped.
+only the node's own video lookup matches a long video as a whole. sha1
+and PhotoDNA have no stock signal type and are skipped.
 """
 # No "from __future__ import annotations": threatexchange reads dataclass field types at run time.
 
@@ -47,17 +59,24 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
+from threatexchange.cli.exceptions import CommandError
 from threatexchange.exchanges import fetch_state as state
+from threatexchange.exchanges.auth import SignalExchangeAPIInvalidAuthException, SignalExchangeAPIMissingAuthException
 from threatexchange.exchanges.collab_config import CollaborationConfigWithDefaults
 from threatexchange.exchanges.signal_exchange_api import SignalExchangeAPIWithSimpleUpdates
 from threatexchange.extensions.manifest import ThreatExchangeExtensionManifest
 from threatexchange.signal_type.signal_base import SignalType
 
-from federation.core.errors import InputError, MalformedError, TransportError
+from federation.core.errors import AuthError, FederationError, InputError, MalformedError, TransportError
+from federation.core.feedback import kind_of_opinion, parse_report
 from federation.core.vpdq import decode_segment, signal_string
+from federation.net.feedback_client import FeedbackClient
 
 # federation hash type -> threatexchange SignalType.get_name()
-SIGNAL_NAMES = {"pdq": "pdq", "md5": "video_md5", "vpdq": "vpdq"}
+SIGNAL_NAMES = {"pdq": "pdq", "md5": "video_md5", "sha256": "video_sha256", "vpdq": "vpdq"}
+# Reports back name a record's hash; a vPDQ signal is a segment's frames, not
+# a record hash, so video opinions are not reported (report on the node instead).
+HASH_TYPES = {v: k for k, v in SIGNAL_NAMES.items() if k != "vpdq"}
 
 
 def signal_value(hash_type: str, hash_hex: str) -> str:
@@ -87,6 +106,12 @@ class FederationCollabConfig(CollaborationConfigWithDefaults, _FederationRequire
     token_env: t.Optional[str] = field(
         default=None, metadata={"help": "environment variable holding a platform bearer token "
                                         "(for a node started with --auth)", "metavar": "VAR"})
+    report_url: t.Optional[str] = field(
+        default=None, metadata={"help": "the feed's URL on its publisher's node, where opinions are reported "
+                                        "(e.g. http://ch:8080/feeds/tid/)", "metavar": "URL"})
+    report_token_env: t.Optional[str] = field(
+        default=None, metadata={"help": "environment variable holding the member token the publisher issued "
+                                        "for the feed (to report opinions)", "metavar": "VAR"})
 
 
 @dataclass
@@ -122,7 +147,12 @@ def _http(url: str, body: dict | None = None, token: str | None = None) -> dict:
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             raw = resp.read()
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:  # HTTPError is a URLError
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise AuthError(f"{url}: the platform node refused {'the token' if token else 'a request without a token'}"
+                            f" (HTTP {e.code})") from None
+        raise TransportError(f"{url}: {e}") from e
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         raise TransportError(f"{url}: {e}") from e
     try:
         return json.loads(raw)
@@ -176,12 +206,66 @@ class FederationSignalExchangeAPI(
             return None
         token = os.environ.get(self.collab.token_env)
         if not token:
-            raise InputError(f"environment variable {self.collab.token_env} (token_env) is not set")
+            raise SignalExchangeAPIMissingAuthException(type(self), env_hint=self.collab.token_env)
         return token
 
     @classmethod
     def for_collab(cls, collab: FederationCollabConfig) -> "FederationSignalExchangeAPI":
-        return cls(collab)
+        """The API for ``collab``, its platform token checked first: threatexchange
+        calls this before a fetch starts, outside the handler that would turn
+        any error into "failed to fetch!", so a missing variable or a refused
+        token is reported as what it is (an unreachable node is left to the
+        fetch, which says so)."""
+        api = cls(collab)
+        token = api._token()
+        try:
+            _http(api.base + "changes?" + urllib.parse.urlencode({"after": 0, "limit": 1}), token=token)
+        except AuthError as e:
+            hint = (f"; set the platform token in ${collab.token_env}" if collab.token_env
+                    else "; the node needs a platform token: name its variable with --token-env")
+            raise SignalExchangeAPIInvalidAuthException(cls, f"{e}{hint}") from None
+        except FederationError:  # unreachable or odd: the fetch itself reports it
+            pass
+        return api
+
+    # ---- reporting back (``core.feedback``; the publisher's ``net.feedback_api``) ----
+
+    def _report(self, s_type: t.Type[SignalType], signal: str, kind: str, labels: t.Iterable[str] = ()) -> dict:
+        name = s_type.get_name()
+        if name not in HASH_TYPES:
+            raise CommandError.user(f"signal type {name} has no federation hash type (known: "
+                                    f"{', '.join(sorted(HASH_TYPES))})")
+        if not self.collab.report_url or not self.collab.report_token_env:
+            raise CommandError.user(f"collab {self.collab.name}: set --report-url (the feed's URL on its publisher's "
+                                    "node) and --report-token-env (the variable holding its member token) to report")
+        token = os.environ.get(self.collab.report_token_env)
+        if not token:
+            raise SignalExchangeAPIMissingAuthException(type(self), env_hint=self.collab.report_token_env)
+        try:
+            report = parse_report({"kind": kind, "type": HASH_TYPES[name], "hash": s_type.validate_signal_str(signal),
+                                   "labels": [x for x in labels if x]}, "opinion", need_id=False)
+            return FeedbackClient(self.collab.report_url, token).report([report])["reports"][0]
+        except AuthError as e:
+            raise SignalExchangeAPIInvalidAuthException(type(self), f"{e} (token from ${self.collab.report_token_env})"
+                                                        ) from None
+        except (ValueError, InputError) as e:  # a signal threatexchange calls valid but we do not
+            raise CommandError.user(f"cannot report {name} {signal[:80]!r}: {e}") from None
+        except FederationError as e:
+            raise CommandError(f"report to {self.collab.report_url} failed ({e.kind}): {e}",
+                               3 if isinstance(e, TransportError) else 1) from None
+
+    def report_seen(self, s_type: t.Type[SignalType], signal: str,
+                    metadata: t.Optional[state.FetchedSignalMetadata] = None) -> None:
+        """Report that ``signal`` matched on this platform (kind ``seen``)."""
+        self._report(s_type, signal, "seen")
+
+    def report_opinion(self, s_type: t.Type[SignalType], signal: str, opinion: state.SignalOpinion) -> None:
+        """Report an opinion on ``signal`` (see the module for the kind it becomes)."""
+        try:
+            kind = kind_of_opinion(opinion.category.name, opinion.tags)
+        except InputError as e:
+            raise CommandError.user(str(e)) from None
+        self._report(s_type, signal, kind, [x for x in opinion.tags if x.lower() != kind])
 
     def _current(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], list[dict]]:
         out: dict[tuple[str, str], list[dict]] = {}

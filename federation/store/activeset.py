@@ -321,3 +321,8 @@ def distinct_values(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: s
     return [v for (v,) in conn.execute("SELECT DISTINCT value FROM hashes"
                                        f" WHERE feed IN ({','.join('?' * len(ids))}) AND hash_type=?",
                                        (*ids, hash_type))]
+
+
+def has_case(conn: sqlite3.Connection, feed: int, case: str) -> bool:
+    """Whether feed ``feed`` has an active record in ``case`` (through ``hashes_by_case``)."""
+    return conn.execute("SELECT 1 FROM hashes WHERE feed=? AND case_id=? LIMIT 1", (feed, case)).fetchone() is not None

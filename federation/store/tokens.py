@@ -8,8 +8,10 @@
   and *not* the feeds themselves, see ``platform.auth``), a feed scope
   (feed names, or ``*`` for every feed of the node), a rate limit, and can
   be revoked (kept, with ``revoked`` set, for the audit log).
-* ``audit`` is append-only: every publish, and every checkpoint a member
-  fetches (``net.auth`` records it once per member, feed and tree size).
+* ``audit`` is append-only: every publish, every checkpoint a member
+  fetches (``net.auth`` records it once per member, feed and tree size),
+  every feedback report received (``net.feedback_api``) and every review of
+  feedback (``node.feedback``).
 
 Who may do what with a token is decided in ``net.auth``.
 """
@@ -44,7 +46,7 @@ CREATE TABLE IF NOT EXISTS audit (
     time INTEGER NOT NULL,
     token TEXT,
     member TEXT,
-    action TEXT NOT NULL,              -- fetch | publish
+    action TEXT NOT NULL,              -- fetch | publish | feedback | feedback-review
     feed TEXT NOT NULL,
     size INTEGER,                      -- tree size fetched or published
     detail TEXT
@@ -149,6 +151,18 @@ class TokenStore(Store):
                  action, feed, size, detail))
         except sqlite3.Error:
             pass  # the audit log must not take the read side down; the gap is visible in seq
+
+    def record_many(self, action: str, feed: str, token: Token | None, details: list[str],
+                    size: int | None = None) -> None:
+        """One audit row per detail, in one transaction (a batch of feedback
+        reports: one fsync, not one per report). Unlike ``record``, a
+        failure raises: the caller's request must not succeed unaudited."""
+        now = int(time.time())
+        with write_txn(self.conn):
+            self.conn.executemany(
+                "INSERT INTO audit (time, token, member, action, feed, size, detail) VALUES (?,?,?,?,?,?,?)",
+                [(now, token.id if token else None, token.member if token else None, action, feed, size, d)
+                 for d in details])
 
     def audit(self, feed: str | None = None, limit: int = 1000) -> list[dict]:
         sql = "SELECT seq, time, token, member, action, feed, size, detail FROM audit"

@@ -47,6 +47,11 @@ OWNERS = {
     # auth.db: bearer tokens and the audit log
     "tokens": "store/tokens.py",
     "audit": "store/tokens.py",
+    # publisher.db: members' feedback reports (resolved inside a review's publish transaction)
+    "feedback": "store/feedback.py",
+    # a scratch database of its own: a list file's records and the delta against a feed
+    "listed": "store/fulllist.py",
+    "delta": "store/fulllist.py",
     # platform.db: consumer cursors and webhooks
     "consumers": "store/platform.py",
     "webhooks": "store/platform.py",

@@ -177,6 +177,7 @@ async def test_sample_requests_get_documented_answers(tmp_path):
         _, other = tokens.issue("other", "member", ["pub"])
         _, publisher = tokens.issue("ingest", "publisher", ["pub"])
         _, slow = tokens.issue("slow", "member", ["internal"], rate=0.001, burst=1)
+        _, member_all = tokens.issue("everyone", "member", ["*"])
         _, querier = tokens.issue("moderation", "platform", ["*"])  # platform API only, never feeds
         tokens.close()
         ptokens = TokenStore(tmp_path / "platform-auth.db")
@@ -239,6 +240,26 @@ async def test_sample_requests_get_documented_answers(tmp_path):
             await check("POST", node, t, "/feeds/pub/batches/b2", 415, data=batch,
                         headers={"Content-Type": "image/png"}, token=publisher)
             await check("POST", node, t, "/feeds/pub/batches/b3", 422, data="", headers=nd, token=publisher)
+
+            # ---- feedback (issue 13)
+            fb, fb1 = "/feeds/{name}/feedback", "/feeds/{name}/feedback/{report_id}"
+            rep = {"reports": [{"id": "r1", "kind": "false_positive", "type": "md5", "hash": "00" * 16}]}
+            await check("POST", node, fb, "/feeds/internal/feedback", 401, json=rep)
+            await check("POST", node, fb, "/feeds/internal/feedback", 403, json=rep, token=other)
+            await check("POST", node, fb, "/feeds/internal/feedback", 403, json=rep, token=querier)
+            await check("POST", node, fb, "/feeds/internal/feedback", 201, json=rep, token=member)
+            await check("POST", node, fb, "/feeds/internal/feedback", 200, json=rep, token=member)
+            clash = {"reports": [dict(rep["reports"][0], kind="seen")]}
+            await check("POST", node, fb, "/feeds/internal/feedback", 409, json=clash, token=member)
+            await check("POST", node, fb, "/feeds/internal/feedback", 422, json={"reports": [{"id": "x"}]},
+                        token=member)
+            await check("POST", node, fb, "/feeds/tid/feedback", 404, json=rep, token=member_all)
+            mine = json.loads(await check("GET", node, fb, "/feeds/internal/feedback?since=0", 200, token=member))
+            assert [r["id"] for r in mine["reports"]] == ["r1"] and mine["reports"][0]["state"] == "open"
+            await check("GET", node, fb, "/feeds/internal/feedback?limit=x", 400, token=member)
+            await check("GET", node, fb1, "/feeds/internal/feedback/r1", 200, token=member)
+            await check("GET", node, fb1, "/feeds/internal/feedback/r2", 404, token=member)
+            await check("GET", node, fb1, "/feeds/internal/feedback/r1", 404, token=member_all)  # not its report
 
             # ---- witness
             w = "/witness/add-checkpoint"

@@ -264,7 +264,7 @@ def _fills(canonical: str, sha: str) -> list[str]:
     """Concrete paths below ``/feeds/{name}`` for one route."""
     rest = canonical.removeprefix("/feeds/{name}")
     options = {"{path}": ["0/000", "entries/000", "entries/001.p/47"], "{which}": ["latest", "1"],
-               "{sha}": [sha, "index"], "{batch_id}": ["b1"], "{id}": ["b1"]}
+               "{sha}": [sha, "index"], "{batch_id}": ["b1"], "{id}": ["b1"], "{report_id}": ["r1"]}
     paths = [rest]
     for placeholder, values in options.items():
         if placeholder in rest:
