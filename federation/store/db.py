@@ -58,22 +58,72 @@ def create_tables(conn: sqlite3.Connection, schema: str) -> None:
             conn.execute(statement)
 
 
+# SQLite result codes that mean the environment failed us (not our SQL):
+# BUSY, LOCKED, READONLY, IOERR, CORRUPT, CANTOPEN, FULL, PROTOCOL, NOTADB
+# (``sqlite3.Error.sqlite_errorcode``, extended codes masked to the primary one).
+_ENVIRONMENT_CODES = frozenset({5, 6, 8, 10, 11, 14, 13, 15, 26})
+
+
+def storage_error(e: sqlite3.Error, where: str = "") -> StorageError | None:
+    """``e`` as a ``StorageError`` when the disk, the file or another process
+    is to blame (disk full, I/O error, corrupt file, locked), else None: a
+    constraint or a programming error stays what it is for the caller."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is None or (code & 0xFF) not in _ENVIRONMENT_CODES:
+        return None
+    return StorageError(f"{where}{': ' if where else ''}{e}")
+
+
 @contextmanager
 def write_txn(conn: sqlite3.Connection):
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back.
 
     A failing COMMIT (disk full, I/O error) rolls back too, so the
     connection is never left inside a transaction the next BEGIN trips on.
+    SQLite rolls a transaction back by itself on some of these errors
+    (``database or disk is full``), so the ROLLBACK here runs only if one is
+    still open: the error raised is always the one that failed the write,
+    never "cannot rollback - no transaction is active". Failures of the
+    environment (``storage_error``) are raised as ``StorageError`` naming
+    the database file.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        raise storage_error(e, _name(conn)) or e from e
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
+    except BaseException as e:
+        _rollback(conn)
+        if isinstance(e, sqlite3.Error):
+            mapped = storage_error(e, _name(conn))
+            if mapped is not None:
+                raise mapped from e
         raise
     try:
         conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        _rollback(conn)
+        raise storage_error(e, _name(conn)) or e from e
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back whatever transaction is still open; a failure to do so is
+    not the error the caller needs to see (the first one is raised)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolls back on its own when the connection's next statement runs
+
+
+def _name(conn: sqlite3.Connection) -> str:
+    """The database file of ``conn`` (for error messages)."""
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+    except sqlite3.Error:
+        return "database"
+    return f"database {row[2]}" if row and row[2] else "database"

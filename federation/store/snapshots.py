@@ -23,7 +23,6 @@ import logging
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from federation.core.snapshot_format import SNAPSHOT_VERSION, ZSTD_MAGIC, Snapsh
 from federation.store.activeset import ActiveSet
 from federation.store.db import connect, create_tables, write_txn
 from federation.store.publisher import feed_position
+from federation.store.tempfiles import locked_tempfile, remove_leftovers
 from federation.store.tilestore import TileStore
 
 log = logging.getLogger("federation.snapshot")
@@ -114,7 +114,8 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
     snapshot, so a concurrent publish cannot mix versions), to a temporary
     file, hashing as it goes. Order of writes, and what a crash leaves:
 
-    1. temp file written and fsynced       -> a stray ``.tmp`` file, ignored
+    1. temp file written and fsynced       -> a stray ``.tmp`` file, removed by
+       the next ``write_snapshot`` (``store.tempfiles``)
     2. renamed to ``<sha256>.snap``         -> an unlisted file, ignored (rewriting
        the same version yields the same name when uncompressed or same zstd level)
     3. index row inserted (the "head")     -> the snapshot is served
@@ -133,12 +134,16 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
         if bundle is None:
             raise StorageError(f"feed {name!r}: last bundle {bidx}.p/{bwidth} is missing (pruned?)")
         outdir = snapshot_dir(db_path) / str(feed_id)
-        outdir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=outdir, suffix=".tmp")
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(outdir, "", ".tmp")  # what a killed writer left (never a live one's)
+            fd, tmp = locked_tempfile(outdir, ".snapshot-", ".tmp")
+        except OSError as e:
+            raise StorageError(f"feed {name!r}: cannot write a snapshot in {outdir}: {e.strerror or e}") from None
         digest = hashlib.sha256()
         written = 0
         try:
-            with os.fdopen(fd, "wb") as raw:
+            with os.fdopen(fd, "wb", closefd=False) as raw:
                 class _Hashing:
                     def write(self, b):
                         nonlocal written
@@ -179,9 +184,14 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
                 os.fsync(raw.fileno())
             sha = digest.hexdigest()
             os.replace(tmp, outdir / f"{sha}.snap")
+        except OSError as e:  # the disk (full, read-only): one error line, the previous snapshots stay
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(f"feed {name!r}: cannot write a snapshot in {outdir}: {e.strerror or e}") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        finally:
+            os.close(fd)
         conn.execute("COMMIT")
         ref = SnapshotRef(sha, version, size, count, written, compress)
         with write_txn(wconn):

@@ -48,7 +48,7 @@ from federation.core.note import MAX_NOTE_BYTES, parse_note, parse_vkey
 from federation.core.verify import Spill
 from federation.net.fetcher import Fetcher
 from federation.store.mirror import Follow, Mirror
-from federation.sync.bootstrap import bootstrap_feed, fetch_index
+from federation.sync.bootstrap import bootstrap_feed, fetch_index, remove_leftovers_of
 from federation.sync.tilefetcher import TileFetcher
 from federation.trust.rotation import policy_for
 
@@ -167,6 +167,8 @@ async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progr
       and says so in the log (WARNING), then follows the log again.
     """
     f = mirror.get(name)
+    # What a killed bootstrap left (a partial snapshot download), as staged rows are cleared.
+    await asyncio.to_thread(remove_leftovers_of, mirror)
     if f.applied_size == 0:
         try:
             refs, _ = await fetch_index(fetcher)
