@@ -62,6 +62,7 @@ def create_tables(conn: sqlite3.Connection, schema: str) -> None:
 # BUSY, LOCKED, READONLY, IOERR, CORRUPT, CANTOPEN, FULL, PROTOCOL, NOTADB
 # (``sqlite3.Error.sqlite_errorcode``, extended codes masked to the primary one).
 _ENVIRONMENT_CODES = frozenset({5, 6, 8, 10, 11, 14, 13, 15, 26})
+_IOERR, _FULL = 10, 13
 
 
 def storage_error(e: sqlite3.Error, where: str = "") -> StorageError | None:
@@ -71,7 +72,10 @@ def storage_error(e: sqlite3.Error, where: str = "") -> StorageError | None:
     code = getattr(e, "sqlite_errorcode", None)
     if code is None or (code & 0xFF) not in _ENVIRONMENT_CODES:
         return None
-    return StorageError(f"{where}{': ' if where else ''}{e}")
+    # A full disk reads "database or disk is full" (ENOSPC) or "disk I/O
+    # error" (EFBIG, a file size limit; EIO): say what to check.
+    hint = "; check the free space and the health of the disk" if code & 0xFF in (_IOERR, _FULL) else ""
+    return StorageError(f"{where}{': ' if where else ''}{e}{hint}")
 
 
 @contextmanager
@@ -82,32 +86,37 @@ def write_txn(conn: sqlite3.Connection):
     connection is never left inside a transaction the next BEGIN trips on.
     SQLite rolls a transaction back by itself on some of these errors
     (``database or disk is full``), so the ROLLBACK here runs only if one is
-    still open: the error raised is always the one that failed the write,
-    never "cannot rollback - no transaction is active". Failures of the
-    environment (``storage_error``) are raised as ``StorageError`` naming
-    the database file.
+    still open and its own failure is swallowed: the error raised is always
+    the one that failed the write, never "cannot rollback - no transaction
+    is active". Failures of the environment (``storage_error``) are raised
+    as ``StorageError`` naming the database file.
     """
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as e:
-        raise storage_error(e, _name(conn)) or e from e
+        _raise_mapped(e, conn)
+        raise
     try:
         yield conn
     except BaseException as e:
         _rollback(conn)
         if isinstance(e, sqlite3.Error):
-            mapped = storage_error(e, _name(conn))
-            if mapped is not None:
-                raise mapped from e
+            _raise_mapped(e, conn)
         raise
     try:
         conn.execute("COMMIT")
-    except sqlite3.Error as e:
+    except BaseException as e:
         _rollback(conn)
-        raise storage_error(e, _name(conn)) or e from e
-    except BaseException:
-        _rollback(conn)
+        if isinstance(e, sqlite3.Error):
+            _raise_mapped(e, conn)
         raise
+
+
+def _raise_mapped(e: sqlite3.Error, conn: sqlite3.Connection) -> None:
+    """Raise ``e`` as a ``StorageError`` if the environment is to blame; else return."""
+    mapped = storage_error(e, _name(conn))
+    if mapped is not None:
+        raise mapped from e
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -32,7 +32,7 @@ from federation.core.errors import InputError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH
 from federation.core.snapshot_format import SNAPSHOT_VERSION, ZSTD_MAGIC, SnapshotRef, bundle_range
 from federation.store.activeset import ActiveSet
-from federation.store.db import connect, create_tables, write_txn
+from federation.store.db import connect, create_tables, storage_error, write_txn
 from federation.store.publisher import feed_position
 from federation.store.tempfiles import locked_tempfile, remove_leftovers
 from federation.store.tilestore import TileStore
@@ -121,10 +121,21 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
     3. index row inserted (the "head")     -> the snapshot is served
     """
     db_path = Path(db_path)
-    wconn = connect(db_path)
-    ensure_schema(wconn)
-    conn = connect(db_path, readonly=True)
     try:
+        return _write_snapshot(db_path, name, compress, progress)
+    except sqlite3.Error as e:  # the database could not grow (disk full) or be read: one line, kind storage
+        mapped = storage_error(e, f"feed {name!r}: snapshot: database {db_path}")
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def _write_snapshot(db_path: Path, name: str, compress: bool, progress: bool | None) -> SnapshotRef:
+    wconn = connect(db_path)
+    conn = None
+    try:
+        ensure_schema(wconn)
+        conn = connect(db_path, readonly=True)
         conn.execute("BEGIN")
         feed_id, origin, size, version, count = _feed_row(conn, name)
         if version == 0:
@@ -186,7 +197,8 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
             os.replace(tmp, outdir / f"{sha}.snap")
         except OSError as e:  # the disk (full, read-only): one error line, the previous snapshots stay
             Path(tmp).unlink(missing_ok=True)
-            raise StorageError(f"feed {name!r}: cannot write a snapshot in {outdir}: {e.strerror or e}") from None
+            raise StorageError(f"feed {name!r}: cannot write a snapshot in {outdir}: {e.strerror or e}; "
+                               "check the free space and the health of the disk") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -200,7 +212,8 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
         log.info("feed %s: snapshot of version %d (%d hashes, %d bytes) %s", name, version, count, written, sha)
         return ref
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
         wconn.close()
 
 

@@ -12,10 +12,14 @@ mirror clears the rows a killed sync staged.
 Invariant: a leftover is removed only when no live process uses it. The
 writer holds an exclusive ``flock`` on the file (on a directory: on its
 ``.lock`` file) for as long as it uses it, and the kernel drops the lock
-when the process dies, however it dies. A file that is locked, or that
-was made in the last ``GRACE_SECONDS`` (its writer may not hold the lock
-yet), is left alone, so two processes sharing a home never delete each
-other's work.
+when the process dies, however it dies. A locked file is left alone, so
+two processes sharing a home never delete each other's work. The writer
+takes the lock right after creating the file and then checks that the
+name still points at its file: a cleaner that got in between (and removed
+it) makes the writer start again with a new name, so no grace period is
+needed for files. A directory is locked through a file inside it, which
+its writer makes a moment after the directory: a directory without one
+is left alone for ``GRACE_SECONDS``.
 """
 from __future__ import annotations
 
@@ -45,9 +49,22 @@ def locked_tempfile(directory: Path | str, prefix: str, suffix: str = "") -> tup
     """``mkstemp`` in ``directory``, with an exclusive lock on the file held by
     the returned descriptor: close it only when done with the path (after
     renaming the file into place, or after removing it)."""
-    fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
-    _lock(fd)  # a fresh name: nobody else can hold it
-    return fd, Path(name)
+    while True:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+        # A cleaner may have locked and removed the new file before we locked
+        # it: then the lock fails, or the name no longer points at our file.
+        if _lock(fd) and _same_file(fd, name):
+            return fd, Path(name)
+        os.close(fd)
+
+
+def _same_file(fd: int, name: str) -> bool:
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 @contextlib.contextmanager
@@ -68,7 +85,8 @@ def remove_leftovers(directory: Path | str, prefix: str, suffix: str = "", *, re
                      now: float | None = None) -> list[Path]:
     """Remove the files and directories named ``prefix*suffix`` in
     ``directory`` (and below it, with ``recursive``) that no live process
-    holds and that are older than ``GRACE_SECONDS``; return what was removed.
+    holds (a directory without its lock file: older than ``GRACE_SECONDS``);
+    return what was removed.
 
     Best effort: a leftover that cannot be removed now (permissions, a
     race with another cleaner) stays for the next start.
@@ -81,9 +99,9 @@ def remove_leftovers(directory: Path | str, prefix: str, suffix: str = "", *, re
     removed = []
     for path in (directory.rglob(pattern) if recursive else directory.glob(pattern)):
         try:
-            if now - path.lstat().st_mtime < GRACE_SECONDS:
-                continue
             holder = path / LOCK_NAME if path.is_dir() else path
+            if path.is_dir() and not holder.exists() and now - path.lstat().st_mtime < GRACE_SECONDS:
+                continue  # its writer may not have made its lock file yet
             fd = os.open(holder, os.O_RDONLY) if holder.exists() else None
         except OSError:
             continue
