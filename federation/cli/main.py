@@ -365,6 +365,9 @@ async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) 
                 r = await sync_once(mirror, name, progress=on_version)
                 msg = (f"{name}: version {r.old_version} -> {r.version}, size {r.old_size} -> {r.size}"
                        if r.changed else f"{name}: up to date at version {r.version} (size {r.size})")
+                if r.healed:
+                    msg = (f"{name}: healed: the damaged mirror was rebuilt from its upstreams, now at version "
+                           f"{r.version} (size {r.size}, was version {r.old_version})")
                 click.echo(msg)
             except FederationError as e:
                 click.echo(f"{name}: error ({e.kind}): {e}", err=True)
@@ -528,6 +531,9 @@ def _lookup_bases(mirror, feeds: list[str], allow_stale: bool):
 def verify(home: Home, names, against=None):
     """Audit the mirror: recompute digest, count and Merkle root from its rows.
 
+    A feed that fails is marked damaged: lookups fail closed (exit 5, HTTP
+    503) until the next 'federation sync' rebuilds it from its upstreams.
+
     \b
     Example:
       federation verify tid
@@ -549,6 +555,9 @@ def verify(home: Home, names, against=None):
             bad += 1
             for p in problems:
                 click.echo(f"{name}: FAIL {p}")
+            mirror.mark_damaged(name, problems)  # lookups fail closed until a sync heals it
+            click.echo(f"{name}: marked damaged: lookups fail closed until 'federation sync' rebuilds it "
+                       "from its upstreams")
         else:
             click.echo(f"{name}: ok (version {f.version}, size {f.applied_size}, {f.count} active; "
                        "digest and root recomputed from rows)")

@@ -78,6 +78,23 @@ def storage_error(e: sqlite3.Error, where: str = "") -> StorageError | None:
     return StorageError(f"{where}{': ' if where else ''}{e}{hint}")
 
 
+HEALED = "healed"  # the schema a rebuilt copy of a mirror is attached as (``sync.heal``)
+
+
+@contextmanager
+def attached(conn: sqlite3.Connection, path: Path | str, schema: str = HEALED):
+    """``path`` attached to ``conn`` as ``schema`` while the block runs
+    (outside any transaction: SQLite cannot attach inside one)."""
+    try:
+        conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(path),))
+    except sqlite3.Error as e:
+        raise storage_error(e, f"cannot attach {path}") or StorageError(f"cannot attach {path}: {e}") from e
+    try:
+        yield conn
+    finally:
+        conn.execute(f"DETACH DATABASE {schema}")
+
+
 @contextmanager
 def write_txn(conn: sqlite3.Connection):
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; any exception rolls everything back.

@@ -1,13 +1,13 @@
 """Temporary files and directories that a kill leaves behind, and their removal.
 
-Every writer here that makes a file in two steps (write a temporary file,
-then rename it into place) can be killed between them: a bootstrap's
-downloaded snapshot (``.snapshot-*.tmp`` next to the mirror database), a
-snapshot being written (``*.tmp`` in ``snapshots/<feed id>/``), an export's
-``.tmp-*`` files, a backup's ``.tmp-*`` copies, and the working directories
-of ``feed recover`` and of a mirror that heals itself (``.recover-*``,
-``.heal-*``). The next start removes them (``remove_leftovers``), as the
-mirror clears the rows a killed sync staged.
+Every writer that makes a file in two steps (write a temporary file, then
+rename it into place) can be killed between them: a bootstrap's downloaded
+snapshot (``.snapshot-*.tmp`` next to the mirror database), a snapshot
+being written (``.snapshot-*.tmp`` in ``snapshots/<feed id>/``; older
+versions named them ``tmp*.tmp``), an export's ``.tmp-*`` files, and the
+working directory of a mirror that heals itself (``.heal-*``). The next
+run of the same command removes them (``remove_leftovers``), as the mirror
+clears the rows a killed sync staged.
 
 Invariant: a leftover is removed only when no live process uses it. The
 writer holds an exclusive ``flock`` on the file (on a directory: on its

@@ -83,11 +83,15 @@ async def test_a_bootstrap_killed_mid_download_leaves_a_file_the_next_sync_remov
     fd = _held(other)
     lookalike = home / ".snapshot-notes.txt"
     lookalike.write_text("an operator's file")
+    killed_heal = home / ".heal-abc123"  # a heal's working copy, its process killed
+    killed_heal.mkdir()
+    (killed_heal / ".lock").touch()
+    (killed_heal / "mirror.db").write_bytes(b"partial copy")
     try:
         half.stall = False
         out = (await acli(home, "sync")).stdout
         assert "version 0 -> 1" in out
-        assert not partial[0].exists()
+        assert not partial[0].exists() and not killed_heal.exists()
         assert other.exists() and lookalike.exists()
     finally:
         os.close(fd)
