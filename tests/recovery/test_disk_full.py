@@ -95,3 +95,18 @@ async def test_snapshot_on_a_full_disk_lists_nothing_new_and_leaves_no_temporary
     assert first in listed and "version 2" not in listed
     second = (await acli(node.pub, "snapshot", "write", "tid", "--no-compress")).stdout.split()[-1]
     assert second in (await acli(node.pub, "snapshot", "list", "tid")).stdout
+
+
+async def test_a_snapshot_bootstrap_on_a_full_disk_fails_cleanly_and_leaves_no_download(node, tmp_path):
+    await acli(node.pub, "publish", "tid", str(batch(tmp_path / "v1.csv", BIG, "c1")))
+    await acli(node.pub, "snapshot", "write", "tid", "--no-compress")  # ~110 KB: more than FULL
+    p = await acli(node.mirror, "sync", max_file_bytes=FULL, check=False)
+    assert_clean_storage_failure(p)
+    assert "snapshot download" in p.stderr  # our disk, not the upstream's fault
+    assert not list(node.mirror.glob(".snapshot-*"))
+    f = await _followed(node.mirror)
+    assert (f["version"], f["ready"]) == (0, False)
+    p = await acli(node.mirror, "lookup", "md5", "00" * 16, check=False)
+    assert p.returncode == 5
+    assert "bootstrapped from snapshot" in (await acli(node.mirror, "sync")).stderr
+    assert "ok (version 1" in (await acli(node.mirror, "verify")).stdout
