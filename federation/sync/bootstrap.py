@@ -304,11 +304,8 @@ def remove_leftovers_of(mirror: Mirror) -> list[Path]:
 
 
 async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: int | None = None,
-                         progress: bool | None = None, policy=None,
-                         oldest_from: int | None = None) -> BootstrapResult | None:
-    """Load the newest usable snapshot of feed ``name`` into the mirror
-    (with ``oldest_from``: the oldest one of at least that tree size, so
-    as much of the log as the upstream still serves follows it).
+                         progress: bool | None = None, policy=None) -> BootstrapResult | None:
+    """Load the newest usable snapshot of feed ``name`` into the mirror.
 
     The checkpoint is accepted as for a log sync (``acceptance.Acceptance``:
     signature, the trust policy's quorum, rollback, fork), then the
@@ -332,8 +329,7 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
     usable = [r for r in refs if f.applied_size < r.size <= cp.size]
     if not usable:
         raise TransportError(f"feed {name}: no snapshot between size {f.applied_size} and {cp.size} is offered")
-    ref = usable[-1] if oldest_from is None else min((r for r in usable if r.size >= oldest_from),
-                                                      key=lambda r: r.size, default=usable[-1])
+    ref = usable[-1]
     # Locked while this bootstrap uses it: a kill leaves it to the next start
     # (``remove_leftovers``), a live bootstrap in another process keeps it.
     fd, tmp = locked_tempfile(mirror.path.parent, LEFTOVER_PREFIX, LEFTOVER_SUFFIX)
