@@ -283,11 +283,21 @@ def _local(path: Path, mode: str):
 
 
 def _write_local(out, chunk: bytes, path: Path) -> None:
-    # A full disk is ours to report (``storage``), not a failing upstream.
+    """Write all of ``chunk`` to the unbuffered ``out``. A disk that is
+    nearly full (or a file size limit) accepts part of a write without an
+    error -- the next write fails -- so the rest is written until it does:
+    the file never holds less than what was hashed. A full disk is ours to
+    report (``storage``), not a failing upstream."""
+    view = memoryview(chunk)
     try:
-        out.write(chunk)
+        while view:
+            n = out.write(view)
+            if not n:
+                raise StorageError(f"cannot write the snapshot download {path}: the disk accepts no more bytes")
+            view = view[n:]
     except OSError as e:
-        raise StorageError(f"cannot write the snapshot download {path}: {e.strerror or e}") from None
+        raise StorageError(f"cannot write the snapshot download {path}: {e.strerror or e}; check the free space "
+                           "and the health of the disk") from None
 
 
 def snapshot_deadline(limit: int) -> float:

@@ -9,10 +9,12 @@ unchanged, once space is freed.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from support.disk import acli, assert_clean_storage_failure, batch
+from support.disk import acli, assert_clean_storage_failure, batch, limited
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -110,3 +112,27 @@ async def test_a_snapshot_bootstrap_on_a_full_disk_fails_cleanly_and_leaves_no_d
     assert p.returncode == 5
     assert "bootstrapped from snapshot" in (await acli(node.mirror, "sync")).stderr
     assert "ok (version 1" in (await acli(node.mirror, "verify")).stdout
+
+
+SHORT_WRITE = """
+import sys
+from pathlib import Path
+from federation.core.errors import StorageError
+from federation.sync.bootstrap import _write_local
+path = Path(sys.argv[1])
+with open(path, "wb", buffering=0) as out:
+    try:
+        _write_local(out, b"x" * 10000, path)
+    except StorageError as e:
+        print("storage:", e)
+"""
+
+
+def test_a_download_chunk_bigger_than_the_room_left_fails_instead_of_being_kept_short(tmp_path):
+    """The disk takes part of a write without an error (the kernel writes up
+    to the limit); only the next write fails. A snapshot download that
+    ignored the short count kept a file shorter than what it hashed, and the
+    upstream was then blamed for a "malformed" snapshot (seen under load)."""
+    p = subprocess.run([sys.executable, "-c", SHORT_WRITE, str(tmp_path / "download")], capture_output=True,
+                       text=True, timeout=60, preexec_fn=limited(4096))
+    assert p.returncode == 0 and p.stdout.startswith("storage:") and "File too large" in p.stdout, (p.stdout, p.stderr)

@@ -19,7 +19,8 @@ from pathlib import Path
 CLI_TIMEOUT = 60  # seconds, every run
 
 
-def _limited(max_file_bytes: int):
+def limited(max_file_bytes: int):
+    """A ``preexec_fn``: files of the child may not grow past ``max_file_bytes``."""
     def preexec():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
@@ -31,7 +32,7 @@ def cli(home: Path, *args: str, max_file_bytes: int | None = None, check: bool =
     ``max_file_bytes``, no file it writes may grow past that many bytes."""
     env = dict(os.environ, FEDERATION_HOME=str(home))
     p = subprocess.run([sys.executable, "-m", "federation", *args], env=env, capture_output=True, text=True,
-                       timeout=CLI_TIMEOUT, preexec_fn=None if max_file_bytes is None else _limited(max_file_bytes))
+                       timeout=CLI_TIMEOUT, preexec_fn=None if max_file_bytes is None else limited(max_file_bytes))
     if check and p.returncode != 0:
         raise AssertionError(f"federation {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
