@@ -8,8 +8,10 @@ cannot stand behind an answer -- missing, never synced, failed or stale).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from federation.core.errors import FederationError, InputError, StorageError, Tr
 from federation.core.freshness import DEFAULT_MAX_AGE, MIN_MAX_AGE_REFRESHES, REFRESH_INTERVAL, short_max_age
 from federation.node.home import Home
 from federation.node.keys import load_signer, write_new_key
+from federation.store.db import storage_error
 
 log = logging.getLogger("federation")
 
@@ -33,14 +36,37 @@ def _fail(e: FederationError) -> None:
     sys.exit(code)
 
 
+# A write that fails for want of space, or on a failing or read-only disk.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def local_failure(e: BaseException) -> StorageError | None:
+    """``e``, a SQLite or OS error that escaped a command, as a ``StorageError``
+    when this machine's disk or database is to blame (else None: a bug,
+    shown with its traceback). A last line of defence: the stores raise
+    ``StorageError`` themselves (``store.db.write_txn``)."""
+    if isinstance(e, sqlite3.Error):
+        return storage_error(e)
+    if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
+        where = f" {e.filename}" if e.filename else ""
+        return StorageError(f"cannot write{where}: {e.strerror or e}; check the free space and the health of the disk")
+    return None
+
+
 class Group(click.Group):
-    """Turns FederationError into one clear line and an exit code."""
+    """Turns FederationError (and a full or failing disk: ``local_failure``)
+    into one clear line and an exit code."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except FederationError as e:
             _fail(e)
+        except (sqlite3.Error, OSError) as e:
+            mapped = local_failure(e)
+            if mapped is None:
+                raise
+            _fail(mapped)
 
 
 @click.group(cls=Group)
@@ -380,6 +406,9 @@ async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) 
                 r = await sync_once(mirror, name, progress=on_version)
                 msg = (f"{name}: version {r.old_version} -> {r.version}, size {r.old_size} -> {r.size}"
                        if r.changed else f"{name}: up to date at version {r.version} (size {r.size})")
+                if r.healed:
+                    msg = (f"{name}: healed: the damaged mirror was rebuilt from its upstreams, now at version "
+                           f"{r.version} (size {r.size}, was version {r.old_version})")
                 click.echo(msg)
             except FederationError as e:
                 click.echo(f"{name}: error ({e.kind}): {e}", err=True)
@@ -543,6 +572,9 @@ def _lookup_bases(mirror, feeds: list[str], allow_stale: bool):
 def verify(home: Home, names, against=None):
     """Audit the mirror: recompute digest, count and Merkle root from its rows.
 
+    A feed that fails is marked damaged: lookups fail closed (exit 5, HTTP
+    503) until the next 'federation sync' rebuilds it from its upstreams.
+
     \b
     Example:
       federation verify tid
@@ -564,6 +596,9 @@ def verify(home: Home, names, against=None):
             bad += 1
             for p in problems:
                 click.echo(f"{name}: FAIL {p}")
+            mirror.mark_damaged(name, problems)  # lookups fail closed until a sync heals it
+            click.echo(f"{name}: marked damaged: lookups fail closed until 'federation sync' rebuilds it "
+                       "from its upstreams")
         else:
             click.echo(f"{name}: ok (version {f.version}, size {f.applied_size}, {f.count} active; "
                        "digest and root recomputed from rows)")

@@ -268,7 +268,7 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
       federation export /srv/static/feeds tid --watch
       federation export --mirror /srv/relay/feeds --config relay.toml
     """
-    from federation.net.export import export_feed, split_by_access
+    from federation.net.export import export_feed, remove_export_leftovers, split_by_access
     declared: dict[str, str] = {}
     if config is not None:
         if not from_mirror:
@@ -284,6 +284,7 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
     _check_export_dir(out)
     why = "access unknown without --config, so members-only" if from_mirror and config is None else "members-only"
     reported: set[str] = set()
+    cleaned: set[str] = set()
     refresh_signers: dict | None = None
     refreshed_at: float | None = None  # None: not yet, so the first round re-stamps whatever the uptime
     while True:
@@ -303,6 +304,9 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
                        + (f"; an earlier export of it is still in {out / name}: delete it" if name in left else ""),
                        err=True)
         for name in todo:
+            if name not in cleaned:  # once per start: what a killed export left there
+                remove_export_leftovers(out / name)
+                cleaned.add(name)
             r = export_feed(db, name, out / name, access=declared.get(name),
                             include_members_only=include_members_only)
             if r.written or r.checkpoint_changed or r.removed or not watch:

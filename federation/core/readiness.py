@@ -8,6 +8,9 @@ tree size and the age of the newest verified timestamp.
 
 A followed feed is *ready* unless, checked in this order:
 
+* ``damaged``: an audit (``federation verify``, or a sync whose digest
+  check failed) found its rows, digest or tree wrong: nothing it holds can
+  be trusted until a sync rebuilds it from the upstreams (``sync.heal``);
 * ``never_synced``: no verified timestamp at all (``fresh_time`` is NULL):
   nothing was ever verified to answer from;
 * ``stale``: its newest verified timestamp is older than its maximum age
@@ -21,7 +24,8 @@ A followed feed is *ready* unless, checked in this order:
 ``allow_stale`` (CLI ``--allow-stale``, HTTP ``allow_stale=true``) is an
 operator's knowing choice to answer from ``failed`` and ``stale`` feeds
 anyway; the answer still says what it is based on. It never answers from a
-mirror that does not exist, follows no feed, or from a never-synced feed.
+mirror that does not exist, follows no feed, or from a never-synced or
+damaged feed (its rows are known to be wrong, not merely old).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from federation.core.errors import UnavailableError
 from federation.core.freshness import describe_age
 
 VERIFICATION_KINDS = frozenset({"verification", "signature", "rollback", "fork", "digest", "malformed", "stale"})
-NEVER_SYNCED, FAILED, STALE = "never_synced", "failed", "stale"
+NEVER_SYNCED, FAILED, STALE, DAMAGED = "never_synced", "failed", "stale", "damaged"
 OVERRIDABLE = frozenset({FAILED, STALE})
 
 
@@ -46,7 +50,7 @@ class Basis:
     fresh_time: int | None
     max_age: int
     age: int | None
-    problem: str | None = None  # None: ready; else NEVER_SYNCED, FAILED or STALE
+    problem: str | None = None  # None: ready; else DAMAGED, NEVER_SYNCED, FAILED or STALE
     detail: str = ""
 
     @property
@@ -69,6 +73,9 @@ def assess(follow, now: int) -> Basis:
     age = None if follow.fresh_time is None else now - follow.fresh_time
     base = dict(feed=follow.name, origin=follow.origin, version=follow.version, size=follow.applied_size,
                 fresh_time=follow.fresh_time, max_age=follow.max_age, age=age)
+    if follow.damaged:
+        return Basis(**base, problem=DAMAGED, detail=f"an audit found its rows wrong ({follow.damaged}): the next "
+                                                     "'federation sync' rebuilds it from its upstreams")
     if follow.fresh_time is None:
         failed = f"; its last sync failed ({follow.last_error or follow.sync_failed})" if follow.sync_failed else ""
         return Basis(**base, problem=NEVER_SYNCED, detail="never synced: nothing verified to answer from "
@@ -92,7 +99,7 @@ def require(bases: list[Basis], allow_stale: bool = False, where: str = "this mi
                                "(see 'federation follow')")
     blocking = [b for b in bases if not b.ready and not (allow_stale and b.problem in OVERRIDABLE)]
     if blocking:
-        hint = ("" if any(b.problem == NEVER_SYNCED for b in blocking)
+        hint = ("" if any(b.problem in (NEVER_SYNCED, DAMAGED) for b in blocking)
                 else "; --allow-stale (HTTP: allow_stale=true) answers anyway")
         raise UnavailableError(f"{where} cannot stand behind an answer: "
                                + "; ".join(b.describe() for b in blocking) + hint, tuple(blocking))

@@ -20,7 +20,8 @@ first, signed head last):
 1. one read transaction (a consistent snapshot of the database);
 2. every tile and bundle not already on disk is written to a temporary file
    in its directory, fsynced, and renamed into place -- a crash leaves at
-   worst a stray ``.tmp-*`` file and some tiles that no checkpoint names
+   worst a stray ``.tmp-*`` file (removed by the next ``federation export``:
+   ``remove_export_leftovers``) and some tiles that no checkpoint names
    yet, which nobody asks for. Bundles below the feed's minimum index
    (pruned: the server answers 410) are not written;
 3. snapshot files (content-addressed, immutable), then ``snapshot/index``
@@ -57,7 +58,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +72,11 @@ from federation.store.publisher import stored_access
 from federation.core.checkpoint import checkpoint_size
 from federation.store.snapshots import list_snapshots, minimum_index, mirror_snapshot_dir, open_msgpack_stream, \
     snapshot_dir
+from federation.store.tempfiles import locked_tempfile, remove_leftovers
 from federation.store.tilestore import TileStore
 from federation.store.trust_chain import trust_versions
+
+TEMP_PREFIX = ".tmp-"  # a file being written; renamed into place when complete
 
 
 @dataclass(frozen=True)
@@ -92,22 +95,7 @@ class ExportResult:
 
 def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # world-readable: a web server must read it
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _replace_atomic(path, lambda f: f.write(data), fsync)
 
 
 def _open_binary(path: Path):
@@ -117,22 +105,41 @@ def _open_binary(path: Path):
 def _copy_atomic(src: Path, path: Path, fsync: bool = True, opener=_open_binary) -> None:
     """``write_atomic`` for a file too big to hold in memory (a snapshot), read
     through ``opener`` (``open_msgpack_stream``: its decompressed form)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f, opener(src) as r:
+    def copy(f):
+        with opener(src) as r:
             shutil.copyfileobj(r, f, 1 << 20)
+    _replace_atomic(path, copy, fsync)
+
+
+def _replace_atomic(path: Path, fill, fsync: bool) -> None:
+    """A ``TEMP_PREFIX`` file in ``path``'s directory, filled by ``fill(file)``,
+    fsynced and renamed to ``path`` while still locked: a kill leaves the
+    temporary file to ``remove_leftovers`` of the next export, which never
+    touches one a live export holds (``store.tempfiles``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = locked_tempfile(path.parent, TEMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            fill(f)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.fchmod(fd, 0o644)  # world-readable: a web server must read it
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def remove_export_leftovers(out: Path | str) -> list[Path]:
+    """Remove the temporary files killed exports left under ``out`` (a
+    feed's export directory); ``StorageError`` if ``out`` cannot be read."""
+    try:
+        return remove_leftovers(out, TEMP_PREFIX, recursive=True)
+    except OSError as e:
+        raise StorageError(f"cannot clean up {out}: {e.strerror or e}") from None
 
 
 def _is_mirror(conn: sqlite3.Connection, db) -> bool:

@@ -289,6 +289,14 @@ class ActiveSet:
              f" (SELECT 1 FROM temp.old_hashes y WHERE {same_key})", (self.feed,)),
         ]
 
+    def copy_healed(self, feed: int) -> int:
+        """Insert the active records of feed ``feed`` of the database attached
+        as ``healed`` (``db.HEALED``: a rebuilt copy, ``sync.heal``) as this
+        feed's, after ``set_aside``; returns how many."""
+        cur = self.conn.execute("INSERT INTO hashes SELECT ?, hash_type, value, case_id, labels, added_version,"
+                                " added_time FROM healed.hashes WHERE feed=?", (self.feed, feed))
+        return cur.rowcount
+
     def clear_aside(self) -> None:
         self.conn.execute("DELETE FROM temp.old_hashes")
 

@@ -11,13 +11,20 @@ signed checkpoints, ``base_size``/``base_compact``) describe exactly the rows
 in ``hashes``, ``tiles`` and ``changes`` for that feed. They change together,
 only inside ``apply_version`` (one transaction per version) or a snapshot
 bootstrap's one transaction (``sync.bootstrap.load_snapshot``, which ends
-with ``record_replacement`` and ``install_snapshot_head``), each ending with
+with ``record_replacement`` and ``install_snapshot_head``) or a heal's one
+transaction (``sync.heal``, which ends with ``adopt_head``), each ending with
 a compare-and-swap of the head on ``applied_size``: a crash leaves the last
 applied version and nothing of the next. ``replace_served_note`` swaps the
 served note for one of the same tree. Other writes touch only configuration
 (``vkeys``: ``follow``, ``set_upstreams``, and ``set_trusted_keys`` inside a
 trust rotation step's transaction; ``urls``; ``max_age``) and sync
-bookkeeping (``last_sync``, ``last_error``, ``sync_failed``, ``fresh_time``).
+bookkeeping (``last_sync``, ``last_error``, ``sync_failed``, ``fresh_time``,
+``damaged``).
+
+A damaged feed (``damaged`` set by ``mark_damaged`` when an audit finds its
+rows, digest or tree wrong) is never answered from (``readiness``); the
+next sync rebuilds it from the upstreams into a fresh database and swaps
+the result in (``sync.heal``), which clears the mark.
 
 Freshness (``federation.freshness``): ``fresh_time`` is the newest verified
 time at which the applied tree was known to be the feed's newest (the log's
@@ -75,7 +82,8 @@ CREATE TABLE IF NOT EXISTS follows (
     fresh_time INTEGER,                    -- newest verified time the applied tree was current
     sync_failed TEXT,                      -- kind of the error that failed the last sync, NULL if it succeeded
     witnessed INTEGER NOT NULL DEFAULT 0,  -- 1: followed under a trust file: only a witness quorum vouches freshness
-    token_env TEXT                         -- environment variable holding the upstream member token (never the token)
+    token_env TEXT,                        -- environment variable holding the upstream member token (never the token)
+    damaged TEXT                           -- what an audit found wrong (lookups fail closed until a sync heals it)
 );
 CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -135,6 +143,7 @@ class Follow:
     sync_failed: str | None = None
     witnessed: int = 0  # under a trust file: fresh_time comes from witness quorums only
     token_env: str | None = None  # name of the variable holding the upstream member token (follow --token-env)
+    damaged: str | None = None  # problems an audit found in the rows (``mark_damaged``); None: none known
 
     def verified(self) -> Checkpoint | None:
         if self.verified_checkpoint is None:
@@ -375,7 +384,7 @@ class Mirror(Store):
         columns = (("base_size", "INTEGER NOT NULL DEFAULT 0"), ("base_compact", "BLOB"),
                    ("max_age", f"INTEGER NOT NULL DEFAULT {DEFAULT_MAX_AGE}"), ("fresh_time", "INTEGER"),
                    ("sync_failed", "TEXT"), ("witnessed", "INTEGER NOT NULL DEFAULT 0"),
-                   ("token_env", "TEXT"))
+                   ("token_env", "TEXT"), ("damaged", "TEXT"))
 
         def missing() -> list[tuple[str, str]]:
             have = {r[1] for r in self.conn.execute("PRAGMA table_info(follows)")}
@@ -468,6 +477,11 @@ class Mirror(Store):
         """From now on only witness quorums vouch for ``name``'s freshness
         (a feed followed under a trust file; older mirrors learn it here)."""
         self.conn.execute("UPDATE follows SET witnessed=1 WHERE name=? AND witnessed=0", (name,))
+
+    def mark_damaged(self, name: str, problems: list[str]) -> None:
+        """Record that an audit found feed ``name``'s rows wrong: lookups
+        fail closed (``readiness``) until a sync heals it (``sync.heal``)."""
+        self.conn.execute("UPDATE follows SET damaged=? WHERE name=?", ("; ".join(problems) or "damaged", name))
 
     def seal_time(self, name: str) -> int | None:
         """The signed time of the last version applied to feed ``name`` (None: none)."""
@@ -626,6 +640,33 @@ class Mirror(Store):
              now, size, compact.to_bytes(), sealed, sealed, f.id, expect_size))
         if cur.rowcount != 1:
             raise StorageError(f"feed {f.name} changed during bootstrap; retry")
+
+    def adopt_head(self, f: Follow, healed: Follow, versions: list[tuple]) -> None:
+        """Last writes of a heal, in the caller's transaction (``sync.heal``,
+        after the active set and the tiles were replaced): the version rows
+        and staged rows of damaged feed ``f`` replaced by ``versions`` (the
+        healed copy's), then its head set to ``healed``'s (the same feed,
+        rebuilt and audited in another database) and the damage mark
+        cleared. Compare-and-swap on ``f``'s applied size and mark:
+        ``StorageError`` if another sync moved or healed the feed."""
+        _require_txn(self.conn)
+        self.conn.execute("DELETE FROM staging WHERE feed=?", (f.id,))
+        self.conn.execute("DELETE FROM versions WHERE feed=?", (f.id,))
+        self.conn.executemany("INSERT INTO versions VALUES (?,?,?,?,?,?)", [(f.id, *v[1:]) for v in versions])
+        cur = self.conn.execute(
+            "UPDATE follows SET verified_checkpoint=?, checkpoint=?, applied_size=?, compact=?, version=?, count=?,"
+            " digest=?, updated=?, base_size=?, base_compact=?, fresh_time=?, damaged=NULL, sync_failed=NULL,"
+            " last_error=NULL WHERE id=? AND applied_size=? AND damaged IS NOT NULL",
+            (healed.verified_checkpoint, healed.checkpoint, healed.applied_size, healed.compact, healed.version,
+             healed.count, healed.digest, int(time.time()), healed.base_size, healed.base_compact,
+             healed.fresh_time, f.id, f.applied_size))
+        if cur.rowcount != 1:
+            raise StorageError(f"feed {f.name} changed during the heal; sync again")
+
+    def version_rows(self, name: str) -> list[tuple]:
+        """The ``versions`` rows of feed ``name``, oldest first (a heal copies them)."""
+        return self.conn.execute("SELECT v.* FROM versions v JOIN follows f ON f.id=v.feed WHERE f.name=?"
+                                 " ORDER BY v.version", (name,)).fetchall()
 
     # ---- queries ----------------------------------------------------------------
 

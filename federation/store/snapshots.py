@@ -23,7 +23,6 @@ import logging
 import os
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +32,9 @@ from federation.core.errors import InputError, StorageError
 from federation.core.layout import ENTRIES, TILE_WIDTH
 from federation.core.snapshot_format import SNAPSHOT_VERSION, ZSTD_MAGIC, SnapshotRef, bundle_range
 from federation.store.activeset import ActiveSet
-from federation.store.db import connect, create_tables, write_txn
+from federation.store.db import connect, create_tables, storage_error, write_txn
 from federation.store.publisher import feed_position
+from federation.store.tempfiles import locked_tempfile, remove_leftovers
 from federation.store.tilestore import TileStore
 
 log = logging.getLogger("federation.snapshot")
@@ -114,16 +114,28 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
     snapshot, so a concurrent publish cannot mix versions), to a temporary
     file, hashing as it goes. Order of writes, and what a crash leaves:
 
-    1. temp file written and fsynced       -> a stray ``.tmp`` file, ignored
+    1. temp file written and fsynced       -> a stray ``.tmp`` file, removed by
+       the next ``write_snapshot`` (``store.tempfiles``)
     2. renamed to ``<sha256>.snap``         -> an unlisted file, ignored (rewriting
        the same version yields the same name when uncompressed or same zstd level)
     3. index row inserted (the "head")     -> the snapshot is served
     """
     db_path = Path(db_path)
-    wconn = connect(db_path)
-    ensure_schema(wconn)
-    conn = connect(db_path, readonly=True)
     try:
+        return _write_snapshot(db_path, name, compress, progress)
+    except sqlite3.Error as e:  # the database could not grow (disk full) or be read: one line, kind storage
+        mapped = storage_error(e, f"feed {name!r}: snapshot: database {db_path}")
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+def _write_snapshot(db_path: Path, name: str, compress: bool, progress: bool | None) -> SnapshotRef:
+    wconn = connect(db_path)
+    conn = None
+    try:
+        ensure_schema(wconn)
+        conn = connect(db_path, readonly=True)
         conn.execute("BEGIN")
         feed_id, origin, size, version, count = _feed_row(conn, name)
         if version == 0:
@@ -133,12 +145,16 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
         if bundle is None:
             raise StorageError(f"feed {name!r}: last bundle {bidx}.p/{bwidth} is missing (pruned?)")
         outdir = snapshot_dir(db_path) / str(feed_id)
-        outdir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=outdir, suffix=".tmp")
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(outdir, "", ".tmp")  # what a killed writer left (never a live one's)
+            fd, tmp = locked_tempfile(outdir, ".snapshot-", ".tmp")
+        except OSError as e:
+            raise StorageError(f"feed {name!r}: cannot write a snapshot in {outdir}: {e.strerror or e}") from None
         digest = hashlib.sha256()
         written = 0
         try:
-            with os.fdopen(fd, "wb") as raw:
+            with os.fdopen(fd, "wb", closefd=False) as raw:
                 class _Hashing:
                     def write(self, b):
                         nonlocal written
@@ -179,9 +195,15 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
                 os.fsync(raw.fileno())
             sha = digest.hexdigest()
             os.replace(tmp, outdir / f"{sha}.snap")
+        except OSError as e:  # the disk (full, read-only): one error line, the previous snapshots stay
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(f"feed {name!r}: cannot write a snapshot in {outdir}: {e.strerror or e}; "
+                               "check the free space and the health of the disk") from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        finally:
+            os.close(fd)
         conn.execute("COMMIT")
         ref = SnapshotRef(sha, version, size, count, written, compress)
         with write_txn(wconn):
@@ -190,7 +212,8 @@ def write_snapshot(db_path: Path | str, name: str, compress: bool = True,
         log.info("feed %s: snapshot of version %d (%d hashes, %d bytes) %s", name, version, count, written, sha)
         return ref
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
         wconn.close()
 
 

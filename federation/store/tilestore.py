@@ -47,6 +47,14 @@ class TileStore:
         """Delete every entry bundle (hash tiles stay: they still prove the tree)."""
         self.conn.execute("DELETE FROM tiles WHERE feed=? AND level=?", (self.feed, ENTRIES))
 
+    def replace_healed(self, feed: int) -> None:
+        """Replace every tile and bundle of this feed with those of feed
+        ``feed`` of the database attached as ``healed`` (``db.HEALED``: a
+        rebuilt copy, ``sync.heal``)."""
+        self.conn.execute("DELETE FROM tiles WHERE feed=?", (self.feed,))
+        self.conn.execute("INSERT INTO tiles SELECT ?, level, idx, width, data FROM healed.tiles WHERE feed=?",
+                          (self.feed, feed))
+
     def prune_bundles(self, minimum: int, keep: tuple[int, int]) -> int:
         """Delete the entry bundles whose end index is at most ``minimum``,
         except ``keep`` (index, width); returns how many were deleted."""

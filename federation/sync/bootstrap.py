@@ -47,7 +47,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +67,7 @@ from federation.store.activeset import ActiveSet
 from federation.store.db import finish_in_thread, write_txn
 from federation.store.mirror import Mirror
 from federation.store.snapshots import _progress, forget_snapshots, keep_mirror_snapshot, mirror_snapshot_dir
+from federation.store.tempfiles import locked_tempfile, remove_leftovers
 from federation.store.tilestore import TileStore
 from federation.sync.tilefetcher import TileFetcher
 
@@ -79,6 +79,7 @@ MAX_SNAPSHOT_BYTES = 16 << 30
 SNAPSHOT_START_SECONDS = 20.0
 MIN_SNAPSHOT_RATE = 64 << 10
 PARALLEL_THRESHOLD = 50_000  # below this many records, worker start-up costs more than it saves
+LEFTOVER_PREFIX, LEFTOVER_SUFFIX = ".snapshot-", ".tmp"  # a download in progress, next to the mirror db
 
 
 @dataclass(frozen=True)
@@ -250,13 +251,13 @@ async def _download(fetcher: Fetcher, ref: SnapshotRef, dest: Path, signed_size:
             async with fetcher.semaphore, session.get(url, headers=fetcher.headers, timeout=timeout) as resp:
                 if resp.status != 200:
                     raise TransportError(f"GET {url}: HTTP {resp.status}")
-                with open(dest, "wb") as out:
+                with _local(dest, "wb") as out:
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         n += len(chunk)
                         if n > limit:
                             raise TransportError(f"GET {url}: more than the {limit} bytes {why}")
                         digest.update(chunk)
-                        out.write(chunk)
+                        _write_local(out, chunk, dest)
         except asyncio.TimeoutError:
             errors.append(f"GET {url}: not complete within {deadline:.0f} s ({n} of at most {limit} bytes; "
                           f"a snapshot must arrive at {MIN_SNAPSHOT_RATE >> 10} KiB/s or faster)")
@@ -273,11 +274,43 @@ async def _download(fetcher: Fetcher, ref: SnapshotRef, dest: Path, signed_size:
     raise TransportError("; ".join(errors))
 
 
+def _local(path: Path, mode: str):
+    """``open`` of our own file: its failure is ``storage``, not the upstream's."""
+    try:
+        return open(path, mode, buffering=0)  # unbuffered: a full disk fails the write, not a later close
+    except OSError as e:
+        raise StorageError(f"cannot write the snapshot download {path}: {e.strerror or e}") from None
+
+
+def _write_local(out, chunk: bytes, path: Path) -> None:
+    """Write all of ``chunk`` to the unbuffered ``out``. A disk that is
+    nearly full (or a file size limit) accepts part of a write without an
+    error -- the next write fails -- so the rest is written until it does:
+    the file never holds less than what was hashed. A full disk is ours to
+    report (``storage``), not a failing upstream."""
+    view = memoryview(chunk)
+    try:
+        while view:
+            n = out.write(view)
+            if not n:
+                raise StorageError(f"cannot write the snapshot download {path}: the disk accepts no more bytes")
+            view = view[n:]
+    except OSError as e:
+        raise StorageError(f"cannot write the snapshot download {path}: {e.strerror or e}; check the free space "
+                           "and the health of the disk") from None
+
+
 def snapshot_deadline(limit: int) -> float:
     """Seconds a snapshot download of at most ``limit`` bytes may take: a
     start-up allowance plus the time at ``MIN_SNAPSHOT_RATE`` (a 1 GiB
     snapshot gets about 4.5 h, a 4 KiB one 20 s)."""
     return SNAPSHOT_START_SECONDS + limit / MIN_SNAPSHOT_RATE
+
+
+def remove_leftovers_of(mirror: Mirror) -> list[Path]:
+    """Remove the snapshot downloads that killed bootstraps left next to the
+    mirror database (``store.tempfiles``: never one a live bootstrap holds)."""
+    return remove_leftovers(mirror.path.parent, LEFTOVER_PREFIX, LEFTOVER_SUFFIX)
 
 
 async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: int | None = None,
@@ -307,8 +340,9 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
     if not usable:
         raise TransportError(f"feed {name}: no snapshot between size {f.applied_size} and {cp.size} is offered")
     ref = usable[-1]
-    fd, tmp = tempfile.mkstemp(dir=mirror.path.parent, prefix=".snapshot-", suffix=".tmp")
-    os.close(fd)
+    # Locked while this bootstrap uses it: a kill leaves it to the next start
+    # (``remove_leftovers``), a live bootstrap in another process keeps it.
+    fd, tmp = locked_tempfile(mirror.path.parent, LEFTOVER_PREFIX, LEFTOVER_SUFFIX)
     try:
         await _download(fetcher, ref, Path(tmp), cp.size)
         with open(tmp, "rb") as fh:
@@ -322,6 +356,7 @@ async def bootstrap_feed(mirror: Mirror, name: str, fetcher: Fetcher, workers: i
         await finish_in_thread(keep_snapshot, mirror, name, Path(tmp), ref.sha256, header)
     finally:
         Path(tmp).unlink(missing_ok=True)
+        os.close(fd)
     dt = time.perf_counter() - t0
     log.info("feed %s: bootstrapped from snapshot %s: version %d, size %d, %d hashes in %.1f s",
              name, ref.sha256[:16], head.seal.version, header.size, n, dt)

@@ -49,7 +49,8 @@ from federation.core.verify import Spill
 from federation.net.fetcher import Fetcher
 from federation.store.db import finish_in_thread
 from federation.store.mirror import Follow, Mirror
-from federation.sync.bootstrap import bootstrap_feed, fetch_index
+from federation.sync.bootstrap import bootstrap_feed, fetch_index, remove_leftovers_of
+from federation.sync.heal import heal_feed, remove_heal_leftovers
 from federation.sync.tilefetcher import TileFetcher
 from federation.trust.rotation import policy_for
 
@@ -64,6 +65,7 @@ class SyncResult:
     old_version: int
     version: int
     upstream: str | None = None  # sync_once: first upstream of the attempt that served (pinned: its only one)
+    healed: bool = False  # sync_once: the feed was damaged and was rebuilt from its upstreams (``heal``)
 
     @property
     def changed(self) -> bool:
@@ -168,6 +170,10 @@ async def sync_with_snapshots(mirror: Mirror, name: str, fetcher: Fetcher, progr
       and says so in the log (WARNING), then follows the log again.
     """
     f = mirror.get(name)
+    # What a killed bootstrap or heal left (a partial snapshot download, a
+    # rebuilt copy), as staged rows are cleared; never what a live one holds.
+    await finish_in_thread(remove_leftovers_of, mirror)
+    await finish_in_thread(remove_heal_leftovers, mirror)
     if f.applied_size == 0:
         try:
             refs, _ = await fetch_index(fetcher)
@@ -357,6 +363,19 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
     urls = list(f.urls if urls is None else urls)
     if not urls:
         raise InputError(f"feed {name}: no upstream URL to sync from")
+    if f.damaged:
+        async def rebuild(fresh: Mirror):
+            await sync_once(fresh, name, concurrency, headers, None, policy, snapshots, urls=urls, pinned=pinned,
+                            on_failure=on_failure)
+        try:
+            await heal_feed(mirror, name, rebuild)
+        except Exception as raised:  # noqa: BLE001 -- recorded like any failed sync; the feed stays closed
+            e = upstream_failure(raised, name, urls[0])
+            mirror.record_sync(name, f"{e.kind}: the damaged feed could not be rebuilt: {e}", failed=e.kind)
+            raise e from None
+        result = await sync_once(mirror, name, concurrency, headers, progress, policy, snapshots, urls=urls,
+                                 pinned=pinned, on_failure=on_failure)
+        return dataclasses.replace(result, old_size=f.applied_size, old_version=f.version, healed=True)
     step = sync_with_snapshots if snapshots else sync_feed
     failures: list[tuple[str, FederationError]] = []
     for i, url in enumerate(urls):
@@ -380,4 +399,18 @@ async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: di
         return dataclasses.replace(result, upstream=url)
     first = next((e for _, e in failures if isinstance(e, VerificationError)), failures[-1][1])
     mirror.record_sync(name, f"{first.kind}: {first}", failed=first.kind)
+    if first.kind == "digest":
+        await finish_in_thread(_audit_after_digest_failure, mirror, name)
     raise first
+
+
+def _audit_after_digest_failure(mirror: Mirror, name: str) -> None:
+    """A version whose entries verified against the signed tree did not add
+    up to its seal's digest: either the publisher sealed a wrong digest, or
+    the mirror's own rows are damaged. An audit tells them apart; damaged
+    rows mark the feed (``heal``: the next sync rebuilds it)."""
+    problems = mirror.audit(name)
+    if problems:
+        log.error("feed %s: the mirror's rows are damaged (%s); the next sync rebuilds it from its upstreams",
+                  name, "; ".join(problems))
+        mirror.mark_damaged(name, problems)

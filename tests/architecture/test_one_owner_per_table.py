@@ -58,7 +58,8 @@ OWNERS = {
 }
 SQLITE_OWN = {"sqlite_master", "sqlite_schema"}  # SQLite's catalogue, not ours
 
-_NAME = r"(?:temp\.|main\.)?(\{\}|[a-z_][a-z0-9_]*)"
+# ``healed.``: a rebuilt copy of a mirror attached for a heal (``store.db.HEALED``): same tables, same owners.
+_NAME = r"(?:temp\.|main\.|healed\.)?(\{\}|[a-z_][a-z0-9_]*)"
 _PATTERNS = [
     re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE)\s+" + _NAME),
     re.compile(r"\bTABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?" + _NAME),

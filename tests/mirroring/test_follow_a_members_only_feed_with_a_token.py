@@ -64,3 +64,25 @@ def test_a_members_only_feed_followed_without_a_token_says_how_to_fix_it(tmp_pat
         assert '"auth' in r.stdout, r.stdout  # the recorded outcome names the kind too
     finally:
         server.stop()
+
+
+def test_a_damaged_members_only_feed_heals_with_its_token(tmp_path):
+    """The heal's rebuild (sync/heal.py) follows the feed like the mirror
+    did, token variable included: without it the rebuild is refused (401)
+    and a members-only feed would stay closed for good."""
+    server, _, vkey, token = _clearinghouse(tmp_path)
+    try:
+        platform = tmp_path / "platform"
+        env = {"NCII_TOKEN": token}
+        cli_run(platform, "follow", "ncii", "--url", f"{server.url}/feeds/ncii/", "--origin",
+                "clearinghouse.example/feeds/ncii", "--vkey", vkey, "--token-env", "NCII_TOKEN")
+        cli_run(platform, "sync", env=env)
+        with sqlite3.connect(platform / "mirror.db") as db:
+            assert db.execute(f"DELETE FROM hashes WHERE value=x'{HASH}'").rowcount == 1
+        assert cli_run(platform, "verify", env=env, check=False).returncode == 1
+        assert cli_run(platform, "lookup", "md5", HASH, env=env, check=False).returncode == 5
+        r = cli_run(platform, "sync", env=env)
+        assert "healed" in r.stdout, (r.stdout, r.stderr)
+        assert cli_run(platform, "lookup", "md5", HASH, env=env).returncode == 0
+    finally:
+        server.stop()
