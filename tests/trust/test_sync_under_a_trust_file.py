@@ -33,7 +33,7 @@ async def test_checkpoint_without_cosignatures_is_refused(world: World):
     m = world.mirror()
     await sync(m)
     # A publish the witnesses have not cosigned yet (or a log hiding it from them).
-    world.pub.publish(NAME, __import__("helpers_tamper").adds(2), world.log_key)
+    world.pub.publish(NAME, __import__("support.feeds", fromlist=["adds"]).adds(2), world.log_key)
     await expect_failure(m, QuorumError, "signature", "witness quorum not met", "cosigned by 0 of the 2")
 
 
