@@ -568,6 +568,7 @@ EXTENSION_MODULES: list[str] = [
     "trust",
     "platform",
     "scale",
+    "recovery",
 ]
 
 
