@@ -1,0 +1,170 @@
+"""Issue 15, item 2: the publisher records the newest checkpoint it signed
+outside its database (``store.served``) and refuses to sign from a tree
+that does not extend it; ``feed recover`` accepts only a verified copy that
+extends it (``node.recover``), and writes nothing otherwise."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from federation.core.errors import ForkError, MalformedError, SignatureError, StorageError, UnavailableError
+from federation.core.note import Signer
+from federation.net.relay import RelaySource
+from federation.net.server import create_app
+from federation.node.recover import recover_feed
+from federation.store.publisher import Publisher
+from federation.store.served import read_served, served_path
+from federation.sync.orchestrator import sync_feed
+
+from support.feeds import follow, make_feed, ops_for
+from support.loopback import bounded
+from support.tamper import clone_db, flip_bundle_entry
+
+
+def _restore(feed, copy):
+    """Put ``copy`` back in place of the feed's database (the operator's restore)."""
+    feed.pub.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{feed.path}{suffix}").unlink(missing_ok=True)
+    shutil.copy(copy, feed.path)
+    feed.pub = Publisher(feed.path)
+
+
+def test_every_signing_refuses_a_database_older_than_what_was_served(tmp_path, feed):
+    feed.publish_version()
+    week_old = clone_db(feed.path, tmp_path / "week-old.db")
+    feed.publish_version()
+    feed.publish_version()
+    served = feed.pub.feed("tid")
+    _restore(feed, week_old)
+    old = feed.pub.feed("tid")
+    with pytest.raises(UnavailableError) as e:
+        feed.publish_version()
+    assert f"size {old.size}" in str(e.value) and f"size {served.size}" in str(e.value)
+    assert "federation feed recover tid --from URL" in str(e.value)
+    with pytest.raises(UnavailableError):
+        feed.pub.refresh_timestamp("tid", feed.signer)
+    with pytest.raises(UnavailableError):
+        feed.pub.rotate_key("tid", feed.signer, Signer.generate(feed.origin))
+    assert feed.pub.feed("tid") == old  # nothing signed, nothing written
+    assert read_served(feed.path, "tid").note == served.checkpoint  # the record never moves back
+
+
+def test_a_record_one_version_behind_is_accepted(tmp_path, feed):
+    """A crash after the commit and before the record leaves it a version
+    behind: the tree still extends it (checked through the stored tiles)."""
+    feed.publish_version(300)
+    behind = read_served(feed.path, "tid").note
+    feed.publish_version(7)
+    served_path(feed.path, "tid").write_bytes(behind)
+    r = feed.publish_version(3)
+    assert read_served(feed.path, "tid").note == feed.checkpoint()
+    assert r.version == 3
+
+
+def test_a_database_holding_another_tree_is_a_fork(tmp_path):
+    signer = Signer.generate("clearinghouse.example/feeds/tid")
+    a = make_feed(tmp_path / "a.db", signer=signer)
+    b = make_feed(tmp_path / "b.db", signer=signer)
+    a.publish(ops_for(1))
+    b.publish(ops_for(1, case="another-case"))  # same size, another root
+    shutil.copy(served_path(b.path, "tid"), served_path(a.path, "tid"))
+    with pytest.raises(ForkError, match="differs from the checkpoint this node served"):
+        a.publish_version()
+    a.pub.close()
+    b.pub.close()
+
+
+def test_a_larger_tree_not_extending_the_record_is_a_fork(tmp_path):
+    signer = Signer.generate("clearinghouse.example/feeds/tid")
+    a = make_feed(tmp_path / "a.db", signer=signer)
+    b = make_feed(tmp_path / "b.db", signer=signer)
+    a.publish(ops_for(1, 300))
+    a.publish(ops_for(2))
+    b.publish(ops_for(1, 300, case="another-case"))
+    shutil.copy(served_path(b.path, "tid"), served_path(a.path, "tid"))  # b's smaller tree, not a's prefix
+    with pytest.raises(ForkError):
+        a.publish_version()
+    a.pub.close()
+    b.pub.close()
+
+
+def test_a_damaged_record_fails_closed(tmp_path, feed):
+    feed.publish_version()
+    served_path(feed.path, "tid").write_bytes(b"not a checkpoint\n")
+    with pytest.raises(StorageError, match="damaged"):
+        feed.publish_version()
+    served_path(feed.path, "tid").write_bytes(b"x" * 70_000)
+    with pytest.raises(StorageError, match="over"):
+        feed.publish_version()
+
+
+def test_a_served_feed_cannot_be_created_anew(tmp_path, feed):
+    feed.publish_version()
+    feed.pub.close()
+    feed.path.unlink()
+    pub = Publisher(feed.path)
+    with pytest.raises(UnavailableError, match="would fork"):
+        pub.create_feed("tid", feed.origin, Signer.generate(feed.origin))
+    # Another log (another origin) may take the name; its record replaces the old one.
+    other = Signer.generate("clearinghouse.example/feeds/other")
+    pub.create_feed("tid", other.name, other)
+    assert read_served(feed.path, "tid").checkpoint.origin == other.name
+    pub.close()
+
+
+# ---- recovery accepts only a verified copy that extends what was served ----------------
+
+async def _relay(tmp_path, feed, servers, name="relay.db"):
+    url = await servers.publisher(feed.path)
+    relay = follow(tmp_path / name, feed, [f"{url}/feeds/tid/"])
+    await bounded(sync_feed_from(relay, url))
+    return relay
+
+
+async def sync_feed_from(m, url):
+    from federation.net.fetcher import Fetcher
+    async with Fetcher([f"{url}/feeds/tid/"]) as f:
+        return await sync_feed(m, "tid", f)
+
+
+async def test_recover_refuses_a_copy_behind_what_was_served(tmp_path, feed, servers):
+    feed.publish_version(300)
+    relay = await _relay(tmp_path, feed, servers)
+    relay_url = await servers.start(create_app([RelaySource(tmp_path / "relay.db")]))
+    feed.publish_version()  # the relay never saw this one
+    served = feed.pub.feed("tid")
+    feed.pub.close()
+    feed.path.unlink()
+    with pytest.raises(UnavailableError, match=f"serves the log up to size .* this node has served size {served.size}"):
+        await bounded(recover_feed(feed.path, "tid", f"{relay_url}/feeds/tid/", feed.signer.verifier))
+    pub = Publisher(feed.path)
+    assert pub.feeds() == []  # nothing written
+    pub.close()
+    relay.close()
+
+
+async def test_recover_refuses_a_tampering_copy_and_writes_nothing(tmp_path, feed, servers):
+    feed.publish_version(300)
+    feed.publish_version()
+    relay = await _relay(tmp_path, feed, servers)
+
+    class Tampering(RelaySource):
+        def tile(self, name, level, index, width):
+            data = super().tile(name, level, index, width)
+            return flip_bundle_entry(data, 3) if data is not None and level == -1 else data
+
+    relay_url = await servers.start(create_app([Tampering(tmp_path / "relay.db")]))
+    feed.pub.close()
+    feed.path.unlink()
+    with pytest.raises(MalformedError):
+        await bounded(recover_feed(feed.path, "tid", f"{relay_url}/feeds/tid/", feed.signer.verifier))
+    with pytest.raises(SignatureError):
+        await bounded(recover_feed(feed.path, "tid", f"{relay_url}/feeds/tid/",
+                                   Signer.generate(feed.origin).verifier))
+    pub = Publisher(feed.path)
+    assert pub.feeds() == []
+    pub.close()
+    relay.close()
