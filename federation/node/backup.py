@@ -93,7 +93,7 @@ def backup_home(home: Home, out: Path, now: int | None = None) -> Backup:
         "followed": follows,
         "not_included": ["private keys (HOME/private): back them up separately, offline",
                          "served-checkpoint records (HOME/state): never restore them",
-                         "snapshot files (re-create them with 'federation snapshot')"],
+                         "snapshot files (re-create them with 'federation snapshot write')"],
     }
     _write_private(out / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return Backup(out, manifest)
