@@ -7,13 +7,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from federation.core.errors import ForkError, MalformedError, SignatureError, StorageError, UnavailableError
 from federation.core.note import Signer
+from federation.net.fetcher import Fetcher
 from federation.net.relay import RelaySource
-from federation.net.server import create_app
+from federation.net.publish_api import PublishAPI
+from federation.net.server import PublisherSource, create_app
 from federation.node.recover import recover_feed
+from federation.node.refresh import refresh_feeds
 from federation.store.publisher import Publisher
 from federation.store.served import read_served, served_path
 from federation.sync.orchestrator import sync_feed
@@ -125,7 +129,6 @@ async def _relay(tmp_path, feed, servers, name="relay.db"):
 
 
 async def sync_feed_from(m, url):
-    from federation.net.fetcher import Fetcher
     async with Fetcher([f"{url}/feeds/tid/"]) as f:
         return await sync_feed(m, "tid", f)
 
@@ -168,3 +171,24 @@ async def test_recover_refuses_a_tampering_copy_and_writes_nothing(tmp_path, fee
     assert pub.feeds() == []
     pub.close()
     relay.close()
+
+
+async def test_the_publishing_api_and_the_servers_refresh_refuse_too(tmp_path, feed, servers):
+    """Over HTTP the refusal is a 503 naming the way out (never a 500), and
+    the server's refresh round reports it instead of dying."""
+    feed.publish_version()
+    week_old = clone_db(feed.path, tmp_path / "week-old.db")
+    feed.publish_version()
+    _restore(feed, week_old)
+    old = feed.pub.feed("tid")
+    api = PublishAPI(feed.path, {"tid": feed.signer})
+    url = await servers.start(create_app([PublisherSource(feed.path)], extensions=[api.install]))
+    body = '{"op":"add","type":"md5","hash":"9e107d9d372bb6826bd81d3542a419d6","case":"c-1"}\n'
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+        async with s.post(f"{url}/feeds/tid/batches/b-1", data=body,
+                          headers={"Content-Type": "application/x-ndjson"}) as r:
+            assert r.status == 503, await r.text()
+            assert "feed recover" in await r.text()
+    (result,) = refresh_feeds(feed.pub, {"tid": feed.signer})
+    assert result.problem.startswith("unavailable:") and "feed recover" in result.problem
+    assert feed.pub.feed("tid") == old
