@@ -104,7 +104,9 @@ async def _recover(pub: Publisher, name: str, url: str, key: Verifier, access, k
             except NothingNew:
                 if not fresh_row:
                     log.info("feed %s: the database already holds the tree of size %d served at %s", name, f.size, url)
-                    return unchanged, None  # leaving without finish writes nothing
+                    # Nothing to write in the database (leaving without finish
+                    # writes nothing), but a lost record is re-made from it.
+                    return unchanged, signed.raw
                 rb.finish(signed.raw, cp)  # an empty log (size 0): just its row
                 return unchanged, signed.raw
             tiles = TileFetcher(fetcher)

@@ -109,7 +109,10 @@ class FeedRebuild:
         if self.size != checkpoint.size or self.log.compact.root() != checkpoint.root:
             raise ForkError(f"feed {self.name}: the rebuilt tree (size {self.size}) does not hash to the verified "
                             f"checkpoint of size {checkpoint.size}")
+        # The key that signs the served log now; a restored row keeps its key
+        # file unless the key changed since its backup (rotated, or lost: --vkey).
+        key_file = self.feed.key_file if self.vkey == self.feed.vkey else self.key_file
         self.pub.install_recovered_head(self.feed, self.size, self.version, self.count, self.digest.digest(),
-                                        self.log.compact, note, self.vkey)
+                                        self.log.compact, note, self.vkey, key_file)
         self._finished = True
 

@@ -437,16 +437,17 @@ class Publisher(Store):
         return self.feed(name)
 
     def install_recovered_head(self, feed: Feed, size: int, version: int, count: int, digest: bytes,
-                               compact: CompactRange, note: bytes, vkey: str) -> None:
+                               compact: CompactRange, note: bytes, vkey: str, key_file: str | None) -> None:
         """Last write of a recovery, in the caller's transaction: the head of
         the rebuilt tree, served with ``note`` (the verified checkpoint the
-        source served, signed by the feed's key). Compare-and-swap on the
-        size the rebuild started from."""
+        source served, signed by the feed's key ``vkey``, whose file is
+        ``key_file``). Compare-and-swap on the size the rebuild started from."""
         _require_txn(self.conn)
         cur = self.conn.execute(
             "UPDATE feeds SET size=?, version=?, count=?, digest=?, compact=?, checkpoint=?, pending_checkpoint=NULL,"
-            " updated=?, vkey=? WHERE id=? AND size=?",
-            (size, version, count, digest, compact.to_bytes(), note, int(time.time()), vkey, feed.id, feed.size))
+            " updated=?, vkey=?, key_file=? WHERE id=? AND size=?",
+            (size, version, count, digest, compact.to_bytes(), note, int(time.time()), vkey, key_file, feed.id,
+             feed.size))
         if cur.rowcount != 1:
             raise StorageError(f"feed {feed.name!r} changed during recovery; retry")
 

@@ -192,3 +192,49 @@ async def test_the_publishing_api_and_the_servers_refresh_refuse_too(tmp_path, f
     (result,) = refresh_feeds(feed.pub, {"tid": feed.signer})
     assert result.problem.startswith("unavailable:") and "feed recover" in result.problem
     assert feed.pub.feed("tid") == old
+
+
+async def test_recover_on_a_current_database_remakes_a_lost_record(tmp_path, feed, servers):
+    """HOME/state lost (a new disk, a careless restore): ``feed recover`` from
+    a copy re-makes the record from the verified checkpoint, and the guard
+    works again."""
+    feed.publish_version(300)
+    week_old = clone_db(feed.path, tmp_path / "week-old.db")
+    feed.publish_version()
+    relay = await _relay(tmp_path, feed, servers)
+    relay_url = await servers.start(create_app([RelaySource(tmp_path / "relay.db")]))
+    served_path(feed.path, "tid").unlink()
+    before = feed.pub.feed("tid")
+    r = await bounded(recover_feed(feed.path, "tid", f"{relay_url}/feeds/tid/", feed.signer.verifier))
+    assert not r.changed and feed.pub.feed("tid") == before
+    assert read_served(feed.path, "tid").note == before.checkpoint
+    feed.pub.close()
+    clone_db(week_old, feed.path)  # restored through SQLite: the server keeps its connection open
+    feed.pub = Publisher(feed.path)
+    assert feed.pub.feed("tid").size < before.size
+    with pytest.raises(UnavailableError):
+        feed.publish_version()
+    relay.close()
+
+
+async def test_recovery_takes_the_key_that_signs_the_served_log_now(tmp_path, feed, servers):
+    """The key was rotated after the backup: the recovered row names the new
+    key and its file, so the next publish signs with it."""
+    feed.publish_version(300)
+    backup = clone_db(feed.path, tmp_path / "backup.db")
+    new = Signer.generate(feed.origin)
+    feed.pub.rotate_key("tid", feed.signer, new, key_file="/keys/tid-2.key")
+    feed.signer = new
+    feed.publish_version()
+    relay = await _relay(tmp_path, feed, servers)
+    relay_url = await servers.start(create_app([RelaySource(tmp_path / "relay.db")]))
+    feed.pub.close()
+    clone_db(backup, feed.path)
+    feed.pub = Publisher(feed.path)
+    assert feed.pub.feed("tid").key_file is None
+    await bounded(recover_feed(feed.path, "tid", f"{relay_url}/feeds/tid/", new.verifier,
+                               key_file="/keys/tid-2.key"))
+    head = feed.pub.feed("tid")
+    assert (head.vkey, head.key_file) == (new.vkey, "/keys/tid-2.key")
+    assert feed.publish_version().version == 3
+    relay.close()
