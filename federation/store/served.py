@@ -24,6 +24,7 @@ the publisher refuses to sign until an operator looks), never a traceback.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import tempfile
@@ -93,12 +94,28 @@ def record_served(db_path: Path | str, feed: str, note: bytes, replace: bool = F
     origin), so the old record is of another log. Returns whether it wrote.
     ``StorageError`` when the file cannot be written."""
     cp = parse_checkpoint_body(parse_note(note).text)
-    old = read_served(db_path, feed) if not replace else None
-    if old is not None and old.checkpoint.size >= cp.size:
-        return False  # the same tree re-signed (a refresh, a rotation) needs no new record
     path = served_path(db_path, feed)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Two publishers of one database (the API and the CLI) each commit, then
+        # record: the lock keeps the later-read, smaller record from overwriting
+        # the larger one between our read and our rename.
+        lock = os.open(path.parent / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StorageError(f"cannot record the served checkpoint of feed {feed!r} in {path}: {e}") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = read_served(db_path, feed) if not replace else None
+        if old is not None and old.checkpoint.size >= cp.size:
+            return False  # the same tree re-signed (a refresh, a rotation) needs no new record
+        _write_atomic(path, note, feed)
+    finally:
+        os.close(lock)  # releases the lock
+    return True
+
+
+def _write_atomic(path: Path, note: bytes, feed: str) -> None:
+    try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -117,8 +134,6 @@ def record_served(db_path: Path | str, feed: str, note: bytes, replace: bool = F
             os.close(dir_fd)
     except OSError as e:
         raise StorageError(f"cannot record the served checkpoint of feed {feed!r} in {path}: {e}") from None
-    return True
-
 
 
 def check_extends_served(conn: sqlite3.Connection, db_path: Path | str, name: str, feed_id: int, origin: str,

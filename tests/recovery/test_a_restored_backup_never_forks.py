@@ -5,11 +5,13 @@ extends it (``node.recover``), and writes nothing otherwise."""
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from federation.core.checkpoint import Checkpoint
 from federation.core.errors import ForkError, MalformedError, SignatureError, StorageError, UnavailableError
 from federation.core.note import Signer
 from federation.net.fetcher import Fetcher
@@ -19,7 +21,7 @@ from federation.net.server import PublisherSource, create_app
 from federation.node.recover import recover_feed
 from federation.node.refresh import refresh_feeds
 from federation.store.publisher import Publisher
-from federation.store.served import read_served, served_path
+from federation.store.served import read_served, record_served, served_path
 from federation.sync.orchestrator import sync_feed
 
 from support.feeds import follow, make_feed, ops_for
@@ -238,3 +240,22 @@ async def test_recovery_takes_the_key_that_signs_the_served_log_now(tmp_path, fe
     assert (head.vkey, head.key_file) == (new.vkey, "/keys/tid-2.key")
     assert feed.publish_version().version == 3
     relay.close()
+
+
+def test_concurrent_records_never_move_back(tmp_path):
+    """Two publishers of one database (the API and the CLI) record after
+    their commits, in any interleaving: the record ends at the larger tree."""
+    signer = Signer.generate("clearinghouse.example/feeds/tid")
+    notes = [Checkpoint(signer.name, n, bytes(32)).sign([signer]) for n in range(1, 241)]
+    db = tmp_path / "pub.db"
+
+    def record(mine):
+        for note in mine:
+            record_served(db, "tid", note)
+
+    threads = [threading.Thread(target=record, args=(notes[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert read_served(db, "tid").checkpoint.size == 240
