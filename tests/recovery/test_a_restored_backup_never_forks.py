@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from federation.core.checkpoint import Checkpoint
-from federation.core.errors import ForkError, MalformedError, SignatureError, StorageError, UnavailableError
+from federation.core.errors import ForkError, MalformedError, SignatureError, StorageError, TransportError, \
+    UnavailableError
 from federation.core.note import Signer
 from federation.net.fetcher import Fetcher
 from federation.net.relay import RelaySource
@@ -22,6 +23,7 @@ from federation.node.recover import recover_feed
 from federation.node.refresh import refresh_feeds
 from federation.store.publisher import Publisher
 from federation.store.served import read_served, record_served, served_path
+from federation.store.snapshots import prune, write_snapshot
 from federation.sync.orchestrator import sync_feed
 
 from support.feeds import follow, make_feed, ops_for
@@ -259,3 +261,21 @@ def test_concurrent_records_never_move_back(tmp_path):
     for t in threads:
         t.join(60)
     assert read_served(db, "tid").checkpoint.size == 240
+
+
+async def test_a_pruned_copy_cannot_recover_a_lost_database_and_says_why(tmp_path, feed, servers):
+    """Recovery from snapshots is not supported: a copy that pruned the
+    entries the database lacks is refused with the reason, nothing written."""
+    feed.publish_version(300)
+    write_snapshot(feed.path, "tid")
+    prune(feed.path, "tid")
+    feed.publish_version()
+    copy = clone_db(feed.path, tmp_path / "member.db")  # a member node's copy, pruned like the publisher
+    url = await servers.publisher(copy)
+    feed.pub.close()
+    feed.path.unlink()
+    with pytest.raises(TransportError, match="prunes its log"):
+        await bounded(recover_feed(feed.path, "tid", f"{url}/feeds/tid/", feed.signer.verifier))
+    pub = Publisher(feed.path)
+    assert pub.feeds() == []
+    pub.close()
