@@ -171,8 +171,8 @@ def check_extends_served(conn: sqlite3.Connection, db_path: Path | str, name: st
     if root != served.root:
         raise ForkError(
             f"feed {name!r}: the publisher database's tree of size {served.size} differs from the checkpoint this "
-            f"node served at that size ({where}); signing would fork the log. Rebuild the feed from the served "
-            f"log: federation feed recover {name} --from URL")
+            f"node served at that size ({where}); signing would fork the log. Move this database aside, restore a "
+            f"backup the served log extends (or none), then: federation feed recover {name} --from URL")
 
 
 def _root_at(conn: sqlite3.Connection, feed_id: int, size: int, at: int) -> bytes | None:

@@ -279,3 +279,21 @@ async def test_a_pruned_copy_cannot_recover_a_lost_database_and_says_why(tmp_pat
     pub = Publisher(feed.path)
     assert pub.feeds() == []
     pub.close()
+
+
+async def test_recover_refuses_to_build_on_a_database_the_served_log_does_not_extend(tmp_path, servers):
+    signer = Signer.generate("clearinghouse.example/feeds/tid")
+    mine = make_feed(tmp_path / "mine.db", signer=signer, access="public")
+    served = make_feed(tmp_path / "served.db", signer=signer, access="public")
+    mine.publish(ops_for(1, 300))
+    served.publish(ops_for(1, 300, case="another-case"))
+    served.publish(ops_for(2))
+    relay = await _relay(tmp_path, served, servers)
+    relay_url = await servers.start(create_app([RelaySource(tmp_path / "relay.db")]))
+    before = mine.pub.feed("tid")
+    with pytest.raises(ForkError):
+        await bounded(recover_feed(mine.path, "tid", f"{relay_url}/feeds/tid/", signer.verifier))
+    assert mine.pub.feed("tid") == before
+    for f in (mine, served):
+        f.pub.close()
+    relay.close()
