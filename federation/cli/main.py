@@ -647,6 +647,7 @@ EXTENSION_MODULES: list[str] = [
     "media",
     "feedback",
     "imports",
+    "recovery",
 ]
 
 

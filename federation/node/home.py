@@ -10,6 +10,9 @@ Layout, every file of a home (no other module builds these paths):
 * ``platform.db`` -- consumer cursors and webhooks (``store.platform``), mode
   0600: it holds webhook secrets;
 * ``witness.db`` -- the state of a witness this node runs (``store.witness``);
+* ``state/publisher/<feed>.served-checkpoint`` -- the newest checkpoint
+  this node signed for each published feed, outside ``publisher.db`` on
+  purpose (``store.served``): never restore it from a backup;
 * ``private/<feed>.key`` -- log keys (dir 0700, files 0600); a feed created
   or rotated with a key file elsewhere has that path recorded with it in
   ``publisher.db`` (``feed_key``).
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from federation.core.errors import UnavailableError
 from federation.core.names import check_feed_name
+from federation.store.served import served_path
 from federation.store.snapshots import mirror_snapshot_dir, snapshot_dir
 
 
@@ -73,6 +77,17 @@ class Home:
     @property
     def witness_db(self) -> Path:
         return self.root / "witness.db"
+
+    def databases(self) -> dict[str, Path]:
+        """Every database a home may hold, by role (what ``federation backup`` copies)."""
+        return {"publisher": self.publisher_db, "mirror": self.mirror_db, "auth": self.auth_db,
+                "platform": self.platform_db, "witness": self.witness_db}
+
+    def served_checkpoint(self, feed: str) -> Path:
+        """``state/publisher/<feed>.served-checkpoint``: the newest checkpoint
+        this node signed for a published feed, kept outside ``publisher.db``
+        so a restored older copy cannot fork the log (``store.served``)."""
+        return served_path(self.publisher_db, feed)
 
     @property
     def snapshots_dir(self) -> Path:

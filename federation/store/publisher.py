@@ -23,6 +23,15 @@ early is harmless); ``cosign.cosign_feed`` (run by ``federation publish``
 and ``cosign run``) collects the cosignatures and ``promote_checkpoint``
 serves the cosigned note by compare-and-swap.
 
+A restored older database never forks the log: every method that signs
+(``publish``, ``refresh_timestamp``, ``rotate_key``; ``create_feed`` of a
+name already served) first checks that the feed's tree extends the newest
+checkpoint this node ever signed for it, which is recorded OUTSIDE the
+database (``store.served``) after each commit -- signed head first, then the
+record, so a crash between them leaves a record one version behind, which
+the tree still extends. A database older than the record refuses
+(``UnavailableError``, pointing to ``federation feed recover``).
+
 Readers (the server) see either the old or the new version, never a mix,
 because they read the checkpoint and tiles from the same WAL snapshot and
 tiles of a size are written before the checkpoint that names it.
@@ -37,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import sqlite3
 import time
@@ -47,14 +57,17 @@ from federation.core import entries as E
 from federation.store.activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet
 from federation.core.checkpoint import Checkpoint
 from federation.store.db import Store, write_txn
-from federation.core.errors import InputError, StorageError
+from federation.core.errors import InputError, StorageError, UnavailableError
 from federation.core.freshness import check_origin, stamp_note
 from federation.core.lthash import LtHash16
 from federation.store.lthash_workers import ParallelSum
 from federation.core.merkle import CompactRange
 from federation.core.names import check_feed_name
 from federation.core.note import Note, NoteSignature, Signer, parse_note
+from federation.store.served import check_extends_served, read_served, record_served
 from federation.store.tilestore import SCHEMA as TILES_SCHEMA, TileStore
+
+log = logging.getLogger("federation.publisher")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feeds (
@@ -198,6 +211,14 @@ class Publisher(Store):
             raise InputError(f"key name {signer.name!r} must equal the feed origin {origin!r}")
         check_access(access)
         check_origin(origin)
+        served = read_served(self.path, name)
+        if served is not None and served.checkpoint.origin == origin and served.checkpoint.size > 0:
+            # The feed was deleted (or its database lost) after serving a log:
+            # a new empty log of the same origin is a fork of it.
+            raise UnavailableError(
+                f"feed {name!r} ({origin}) has served a checkpoint of size {served.checkpoint.size} from this node "
+                f"before; creating it anew would fork that log. Rebuild it from the served log instead: "
+                f"federation feed recover {name} --from URL")
         now = int(time.time()) if now is None else now
         cp = stamp_note(Checkpoint(origin, 0, CompactRange().root()).sign([signer]), [signer], now)
         with write_txn(self.conn):
@@ -210,6 +231,7 @@ class Publisher(Store):
                 )
             except sqlite3.IntegrityError:
                 raise InputError(f"a feed named {name!r} or with origin {origin!r} already exists") from None
+        self._record_served(name, cp, replace=True)
         return self.feed(name)
 
     def set_access(self, name: str, access: str) -> Feed:
@@ -246,6 +268,7 @@ class Publisher(Store):
             feed = self.feed(name)
             if signer.vkey != feed.vkey:
                 raise InputError(f"signer {signer.vkey} is not the key of feed {name!r} ({feed.vkey})")
+            self._check_served(feed)
             active = ActiveSet(self.conn, feed.id)
             digest, count = LtHash16(feed.digest), feed.count
             log = TileStore(self.conn, feed.id).appender(feed.size, CompactRange.from_bytes(feed.compact))
@@ -295,6 +318,7 @@ class Publisher(Store):
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during publish; retry")
+        self._record_served(name, cp)  # after the commit: the signed head first
         return PublishResult(name, seal.version, feed.size, compact.size, n_add, n_withdraw, n_none, count, held)
 
     def replace_checkpoint(self, name: str, expected: bytes, note: bytes) -> bool:
@@ -327,11 +351,15 @@ class Publisher(Store):
         feed = self.feed(name)
         if signer.vkey != feed.vkey:
             raise InputError(f"signer {signer.vkey} is not the key of feed {name!r} ({feed.vkey})")
+        self._check_served(feed)
         when = int(time.time()) if now is None else now
         if feed.pending_checkpoint is not None:
             when = min(when, feed.updated)
         note = stamp_note(feed.checkpoint, [signer], when)
-        return note if self.replace_checkpoint(name, feed.checkpoint, note) else None
+        if not self.replace_checkpoint(name, feed.checkpoint, note):
+            return None
+        self._record_served(name, note)  # a feed published before records existed gets one
+        return note
 
     def promote_checkpoint(self, name: str, pending: bytes, note: bytes) -> bool:
         """Serve ``note`` (the pending checkpoint with its cosignatures) if the
@@ -368,6 +396,7 @@ class Publisher(Store):
                 raise InputError(f"signer {old.vkey} is not the current key of feed {name!r} ({feed.vkey})")
             if new.name != feed.origin:
                 raise InputError(f"key name {new.name!r} must equal the feed origin {feed.origin!r}")
+            self._check_served(feed)
             signers = [new] if old is None else [new, old]
             now = int(time.time())
             cp = _resign_note(feed.checkpoint, feed.origin, signers, now)
@@ -378,7 +407,72 @@ class Publisher(Store):
                                     (new.vkey, cp, pending, key_file, feed.id, feed.size, feed.vkey))
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
+        self._record_served(name, pending or cp)
         return cp
+
+    # ---- recovery from the served log (``store.feed_rebuild``, in its transaction) ----
+
+    def recovery_row(self, name: str, origin: str, vkey: str, access: str, key_file: str | None) -> Feed:
+        """The row feed ``name`` is rebuilt into, in the caller's transaction:
+        the existing one (a restored older database: rebuilt onwards from its
+        size), or a new empty one with no checkpoint yet (committed only
+        together with ``install_recovered_head``)."""
+        _require_txn(self.conn)
+        check_feed_name(name)
+        check_access(access)
+        row = self.conn.execute(f"SELECT {_FEED_COLUMNS} FROM feeds WHERE name=?", (name,)).fetchone()
+        if row is not None:
+            feed = Feed(*row)
+            if feed.origin != origin:
+                raise InputError(f"feed {name!r} here has origin {feed.origin!r}, the log to recover is {origin!r}")
+            return feed
+        try:
+            self.conn.execute(
+                "INSERT INTO feeds (name, origin, vkey, size, version, count, digest, compact, checkpoint, updated,"
+                " access, key_file) VALUES (?,?,?,0,0,0,?,?,?,?,?,?)",
+                (name, origin, vkey, LtHash16().digest(), CompactRange().to_bytes(), b"", int(time.time()),
+                 access, key_file))
+        except sqlite3.IntegrityError:
+            raise InputError(f"another feed here already has origin {origin!r}") from None
+        return self.feed(name)
+
+    def install_recovered_head(self, feed: Feed, size: int, version: int, count: int, digest: bytes,
+                               compact: CompactRange, note: bytes, vkey: str, key_file: str | None) -> None:
+        """Last write of a recovery, in the caller's transaction: the head of
+        the rebuilt tree, served with ``note`` (the verified checkpoint the
+        source served, signed by the feed's key ``vkey``, whose file is
+        ``key_file``). Compare-and-swap on the size the rebuild started from."""
+        _require_txn(self.conn)
+        cur = self.conn.execute(
+            "UPDATE feeds SET size=?, version=?, count=?, digest=?, compact=?, checkpoint=?, pending_checkpoint=NULL,"
+            " updated=?, vkey=?, key_file=? WHERE id=? AND size=?",
+            (size, version, count, digest, compact.to_bytes(), note, int(time.time()), vkey, key_file, feed.id,
+             feed.size))
+        if cur.rowcount != 1:
+            raise StorageError(f"feed {feed.name!r} changed during recovery; retry")
+
+    def record_served(self, name: str, note: bytes) -> None:
+        """After a recovery committed: record ``note`` as the newest served."""
+        self._record_served(name, note)
+
+    # ---- the newest checkpoint served, kept outside this database (``store.served``) ----
+
+    def _check_served(self, feed: Feed) -> None:
+        """Refuse to sign unless ``feed``'s tree extends the newest checkpoint
+        this node recorded as signed (``served.check_extends_served``)."""
+        check_extends_served(self.conn, self.path, feed.name, feed.id, feed.origin, feed.size,
+                             CompactRange.from_bytes(feed.compact))
+
+    def _record_served(self, name: str, note: bytes, replace: bool = False) -> None:
+        """Record ``note``, committed just now, as the newest signed for
+        ``name``. Its commit already happened, so a failure here is logged,
+        not raised: the version is published, and the next signing of this
+        feed records it again (the check accepts a record that lags)."""
+        try:
+            record_served(self.path, name, note, replace=replace)
+        except StorageError as e:
+            log.warning("feed %s: %s (the version is published; the record catches up at the next signing)",
+                        name, e)
 
     # ---- cosigning configuration (``trust.cosign``) ----------------------------
 
@@ -515,6 +609,11 @@ def status_feeds(conn: sqlite3.Connection) -> list[Feed]:
 def cosigning_configs(conn: sqlite3.Connection) -> dict[str, str]:
     """Feed name -> its stored cosigning configuration (JSON, ``trust.cosign``'s)."""
     return dict(conn.execute("SELECT f.name, c.config FROM feed_cosigning c JOIN feeds f ON f.id = c.feed"))
+
+
+def _require_txn(conn: sqlite3.Connection) -> None:
+    if not conn.in_transaction:
+        raise StorageError("a publisher write that belongs to a larger transaction was called outside one")
 
 
 class _Withdrawn:
