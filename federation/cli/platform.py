@@ -191,7 +191,7 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
 
 @platform.group()
 def webhook():
-    """Register webhooks that receive the change stream (HMAC-signed, retried).
+    """Register webhooks that receive the change stream (Standard Webhooks signed, retried).
 
     \b
     Example:
@@ -204,7 +204,7 @@ def webhook():
 @click.argument("url")
 @click.option("--feed", help="Only this followed feed's changes (default: all).")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the shared HMAC secret as hex (default: generate one and print it).")
+              help="File holding the Standard Webhooks secret, whsec_<base64> (default: generate one and print it).")
 @click.option("--from-now", is_flag=True, help="Start at the newest change instead of the beginning.")
 @click.pass_obj
 def webhook_add(home: Home, name, url, feed, secret_file, from_now):
@@ -224,7 +224,8 @@ def webhook_add(home: Home, name, url, feed, secret_file, from_now):
     hook = PlatformStore(home.platform_db).add_webhook(name, url, secret, feed, start)
     click.echo(f"webhook {hook.name} -> {hook.url} from seq {hook.cursor}")
     if secret is None:
-        click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies X-Federation-Signature)")
+        click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies webhook-signature,"
+                   " e.g. standardwebhooks.Webhook(secret).verify(body, headers))")
 
 
 @webhook.command("list")
