@@ -443,6 +443,11 @@ def lookup(home: Home, hash_type, value, as_json, feeds, allow_stale):
     """Look up one hash in the mirror: exit 0 if active, 1 if not, 5 if the
     mirror cannot stand behind an answer.
 
+    HASH_TYPE is one of md5, sha1, sha256, pdq or photodna; VALUE is hex
+    (PhotoDNA also base64 or 144 comma-separated bytes). This lookup is
+    exact, PDQ included: for PDQ near-matches within a Hamming distance
+    (and several values at once) use 'federation platform lookup pdq'.
+
     Fails closed (exit 5, nothing created) when the home or mirror does not
     exist, no feed is followed, or a feed never synced, failed verification
     on its last sync, or is older than its maximum age. Every answer says

@@ -104,11 +104,16 @@ def is_loopback(host: str) -> bool:
 @click.pass_obj
 def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_stale):
     """Look up hashes in the mirror, PDQ by near-match: exit 0 if any matched,
-    1 if none, 5 if the mirror cannot stand behind an answer.
+    1 if none, 2 if none matched and a value was bad, 5 if the mirror cannot
+    stand behind an answer.
 
-    Each match shows feed, case, labels, the version that added it and, for
-    PDQ, the Hamming distance. Fails closed like 'federation lookup' (exit 5,
-    nothing created) and says what each answer is based on.
+    HASH_TYPE is md5, sha1, sha256, photodna (exact match) or pdq (every
+    active PDQ hash within --threshold bits; 'federation lookup' is exact
+    only). Each match shows feed, case, labels, the version that added it
+    and, for PDQ, the Hamming distance. A bad VALUE is reported on its own
+    line ("error ...") and the others are still answered. Fails closed like
+    'federation lookup' (exit 5, nothing created) and says what each answer
+    is based on.
 
     \b
     Example:
@@ -117,10 +122,13 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_s
       federation platform lookup md5 9e107d9d372bb6826bd81d3542a419d6 d41d8cd98f00b204e9800998ecf8427e
     """
     from federation.core.errors import UnavailableError
-    from federation.platform.lookup import Lookup, parse_query
+    from federation.platform.lookup import Lookup, batch_answers, parse_batch
     from federation.store.mirror import Mirror
-    queries = [parse_query({"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
-               for v in values]
+    parsed = parse_batch([{"type": hash_type, "hash": v,
+                           **({"threshold": threshold} if hash_type.lower() == "pdq" else {})} for v in values])
+    bad = [q for q in parsed if isinstance(q, dict)]
+    if len(bad) == len(parsed):  # nothing to look up: a usage error, as for one bad value
+        raise InputError("; ".join(q["error"] for q in bad))
     Mirror.existing(home.require().mirror_db).close()  # exists (and its schema is current)
     lk = Lookup(home.mirror_db, threshold)
     try:
@@ -130,10 +138,14 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_s
             if as_json:
                 click.echo(json.dumps({"error": str(e), "kind": e.kind, "feeds": [b.to_json() for b in e.problems]}))
             raise
-        results = lk.answer(queries, frozenset(b.feed for b in bases))
+        results = batch_answers(lk, parsed, frozenset(b.feed for b in bases))
     finally:
         lk.close()
     for r in results:
+        if "error" in r:
+            click.echo(json.dumps({**r, "hash": values[r["index"]][:200]}) if as_json else
+                       f"error {values[r['index']][:200]}: {r['error']}")
+            continue
         if as_json:
             click.echo(json.dumps({**r, "based_on": [b.to_json() for b in bases]}))
             continue
@@ -147,7 +159,7 @@ def lookup_cmd(home: Home, hash_type, values, threshold, as_json, feeds, allow_s
     if not as_json:
         for b in bases:
             click.echo(f"based on {b.describe()}")
-    sys.exit(0 if any(r["matched"] for r in results) else 1)
+    sys.exit(0 if any(r.get("matched") for r in results) else 2 if bad else 1)
 
 
 @platform.command("changes")
