@@ -19,6 +19,7 @@ from federation import __version__
 from federation.core.batch import parse_hash, read_batch
 from federation.core.errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
 from federation.core.freshness import DEFAULT_MAX_AGE, MIN_MAX_AGE_REFRESHES, REFRESH_INTERVAL, short_max_age
+from federation.cli.logs import log_json_option, setup as setup_logging
 from federation.node.home import Home
 from federation.node.keys import load_signer, write_new_key
 
@@ -56,8 +57,7 @@ def cli(ctx, home, verbose):
     Example:
       federation demo
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
     ctx.obj = Home.resolve(home)
 
 
@@ -234,6 +234,7 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals):
 @click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
               help="Seconds between re-stamps of each served checkpoint whose key file is here (keeps quiet "
                    "feeds fresh for mirrors); 0 turns it off. With --config: [node] refresh_interval.")
+@log_json_option
 @click.pass_obj
 def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL):
     """Serve the published feeds read-only over HTTP (C2SP tlog-tiles).
@@ -354,6 +355,7 @@ async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) 
 @click.argument("names", nargs=-1)
 @click.option("--watch", is_flag=True, help="Keep syncing every --interval seconds.")
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between syncs with --watch.")
+@log_json_option
 @click.pass_obj
 def sync(home: Home, names, watch, interval):
     """Fetch, verify and apply new versions of followed feeds (all by default).

@@ -18,6 +18,7 @@ import click
 from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE, ROLES
 from federation.core.errors import FederationError, InputError, TransportError
 from federation.core.freshness import REFRESH_INTERVAL
+from federation.cli.logs import log_json_option
 from federation.node.home import Home
 
 
@@ -245,6 +246,7 @@ def audit(home: Home, feed, limit):
               help="With --watch, for published feeds whose key file is here (recorded with the feed, else "
                    "HOME/private/NAME.key): re-stamp the checkpoint this often so mirrors of the static copy "
                    "see the feed is alive; 0 turns it off.")
+@log_json_option
 @click.pass_obj
 def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval,
            refresh_interval=REFRESH_INTERVAL):

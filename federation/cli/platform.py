@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from federation.core.errors import InputError
+from federation.cli.logs import log_json_option
 from federation.node.home import Home
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
 from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE
@@ -36,14 +37,14 @@ def platform():
               help="Default PDQ near-match threshold (Hamming distance) of the lookup API.")
 @click.option("--sync-interval", type=float, default=None,
               help="Also sync every followed feed every N seconds in this process.")
-@click.option("--log-json", is_flag=True, help="Write logs as JSON lines (ts, level, logger, msg, ...).")
+@log_json_option
 @click.option("--auth", "use_auth", is_flag=True,
               help="Require a platform bearer token (HOME/auth.db) on every route but /healthz.")
 @click.option("--insecure-no-auth", is_flag=True,
               help="Allow a non-loopback --host without --auth: anyone who reaches the port reads every hash "
                    "of the mirror. Only behind your own authenticating proxy.")
 @click.pass_obj
-def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, insecure_no_auth=False):
+def serve(home: Home, host, port, threshold, sync_interval, use_auth, insecure_no_auth=False):
     """Serve the mirror's lookup API, change stream, webhooks and /metrics.
 
     Routes: /lookup, /changes, /consumers/NAME/changes, /consumers/NAME/ack,
@@ -68,9 +69,6 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, 
         logging.getLogger("federation.platform").warning(
             "serving the platform API on %s without authentication (--insecure-no-auth): every hash of the mirror "
             "is readable by anyone who reaches it", host)
-    if log_json:
-        from federation.cli.jsonlog import use_json_logs
-        use_json_logs()
     node = PlatformNode(home.mirror_db, home.platform_db, threshold, sync_interval,
                         auth_db=home.auth_db if use_auth else None)
     run_app(node.app, host, port,

@@ -202,9 +202,12 @@ async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0, li
 
 
 def run_app(app: web.Application, host: str, port: int, on_start: Callable[[str], None] | None = None,
-            limits: Limits = DEFAULT_LIMITS, access_log: bool = False) -> None:
+            limits: Limits = DEFAULT_LIMITS, access_log: bool = True) -> None:
     """Serve ``app`` until SIGINT/SIGTERM (``web.run_app`` with our limits);
-    ``on_start(base_url)`` runs once it listens."""
+    ``on_start(base_url)`` runs once it listens. Every server a command runs
+    writes an access log (logger ``aiohttp.access``, one line per request;
+    with ``--log-json`` its fields are JSON fields, ``cli.logs``); tests
+    that ``start`` servers in-process leave it off."""
 
     async def main() -> None:
         runner, url = await start(app, host, port, limits, access_log, handle_signals=True)

@@ -302,6 +302,33 @@ def upstream_failure(e: Exception, name: str, url: str) -> FederationError:
     return MalformedError(f"unexpected {type(e).__name__} while checking data from {url}: {str(e)[:200]}")
 
 
+def _log_outcome(fn):
+    """One log line per sync outcome, whoever called (``federation sync``, a
+    node's followers, the platform loop): ``outcome`` is ``applied``,
+    ``up_to_date`` or ``failed`` (with its ``kind``), with the feed, version
+    and size as fields, so JSON logs (``--log-json``) can be counted and
+    alerted on without parsing messages."""
+    @functools.wraps(fn)
+    async def wrapper(mirror, name, *args, **kw):
+        try:
+            r = await fn(mirror, name, *args, **kw)
+        except FederationError as e:
+            log.warning("feed %s: sync failed (%s): %s", name, e.kind, e,
+                        extra={"feed": name, "outcome": "failed", "kind": e.kind})
+            raise
+        fields = {"feed": name, "version": r.version, "size": r.size, "upstream": r.upstream}
+        if r.changed:
+            log.info("feed %s: applied version %d -> %d, size %d -> %d from %s", name, r.old_version, r.version,
+                     r.old_size, r.size, r.upstream, extra={**fields, "outcome": "applied",
+                                                            "old_version": r.old_version, "old_size": r.old_size})
+        else:
+            log.info("feed %s: up to date at version %d (size %d)", name, r.version, r.size,
+                     extra={**fields, "outcome": "up_to_date"})
+        return r
+    return wrapper
+
+
+@_log_outcome
 @_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
                     progress=None, policy=None, snapshots: bool = True, *, urls: list[str] | None = None,
