@@ -22,6 +22,7 @@ import click
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_JSON = "federation.log_json"  # set in the click context's meta when --log-json is given
 
 
 class JsonFormatter(_LibraryJsonFormatter):
@@ -56,6 +57,7 @@ def use_json_logs() -> None:
 
 def _on_log_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
+        ctx.meta[LOG_JSON] = True
         use_json_logs()
     return value
 

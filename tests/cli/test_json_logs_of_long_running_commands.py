@@ -74,7 +74,7 @@ def test_sync_outcomes_and_the_servers_access_log_are_json_lines(tmp_path):
         server_log.close()
     (applied,) = [r for r in first if "outcome" in r]
     assert (applied["outcome"], applied["feed"], applied["version"], applied["old_version"]) == ("applied", "tid", 1, 0)
-    assert applied["level"] == "info" and applied["logger"] == "federation.sync" and applied["ts"].endswith("Z")
+    assert applied["level"] == "info" and applied["logger"] == "federation.sync.outcome" and applied["ts"].endswith("Z")
     (same,) = [r for r in second if "outcome" in r]
     assert (same["outcome"], same["version"]) == ("up_to_date", 1)
     access = [r for r in json_lines((tmp_path / "serve.log").read_text()) if r["logger"] == "aiohttp.access"]
