@@ -52,6 +52,7 @@ from federation.store.platform import PlatformStore
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.core.errors import ForbiddenError, InputError
+from federation.core import retry
 from federation.core.webhook_signature import sign_headers
 from federation.platform.auth import scope_of
 
@@ -83,10 +84,6 @@ def head(mirror: sqlite3.Connection) -> int:
 
 
 # ---- webhook delivery (the I/O shell) ------------------------------------------------
-
-def backoff(attempts: int, base: float, cap: float) -> float:
-    return min(cap, base * (2 ** min(attempts, 30)))
-
 
 class Deliverer:
     """Delivers each webhook's changes in order, retrying forever with backoff.
@@ -217,7 +214,7 @@ class Deliverer:
             self._next_try.pop(ident, None)
             return True
         self.store.failed(name, status, error, hook.url)
-        wait = backoff(hook.attempts, self.retry_base, self.retry_cap)
+        wait = retry.delay(hook.attempts + 1, self.retry_base, self.retry_cap)  # attempts: failures before this one
         self._next_try[ident] = time.monotonic() + wait
         log.warning("webhook %s: delivery of seq %s-%s failed (%s); retry in %.1fs",
                     name, hook.inflight_first, hook.inflight_last, error, wait)
