@@ -21,6 +21,8 @@ from federation import __version__
 from federation.core.batch import parse_hash, read_batch
 from federation.core.errors import FederationError, InputError, StorageError, TransportError, UnavailableError, VerificationError
 from federation.core.freshness import DEFAULT_MAX_AGE, MIN_MAX_AGE_REFRESHES, REFRESH_INTERVAL, short_max_age
+from federation.cli.logs import LOG_JSON, log_json_option, setup as setup_logging
+from federation.cli.progress import SyncBar, bar as progress_bar, file_size, progress_option, read_with_progress
 from federation.node.home import Home
 from federation.node.keys import load_signer, write_new_key
 from federation.store.db import storage_error
@@ -82,8 +84,7 @@ def cli(ctx, home, verbose):
     Example:
       federation demo
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
     ctx.obj = Home.resolve(home)
 
 
@@ -241,9 +242,10 @@ def feed_refresh(home: Home, names, key_path=None):
                    "active records -- what a truncated export looks like.")
 @click.option("--scratch-dir", type=click.Path(file_okay=False, path_type=Path),
               help="With --full-list: where the on-disk sort goes (default: next to the publisher database).")
+@progress_option
 @click.pass_obj
 def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals, full_list=None, list_format=None,
-            labels=(), case=None, dry_run=False, reason="other", max_withdrawals=25.0, scratch_dir=None):
+            labels=(), case=None, dry_run=False, reason="other", max_withdrawals=25.0, scratch_dir=None, progress=None):
     """Publish BATCH (CSV or JSONL, '-' for stdin) as the next version of NAME,
     or, with --full-list FILE, the difference between the feed and FILE.
 
@@ -251,6 +253,8 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals, f
     on any error nothing is published. A full list is read and checked whole,
     sorted on disk and merged with the feed's active set (memory does not
     grow with either); its summary is printed before anything is published.
+    On a terminal (or with --progress) a bar shows how much of the batch file
+    was read.
 
     \b
     CSV header: op,type,hash,case,labels,reason
@@ -273,7 +277,12 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals, f
     fmt = fmt or ("jsonl" if batch.name.endswith((".jsonl", ".ndjson")) else "csv")
     pub = Publisher(home.publisher_db)
     signer = load_signer(key_path or home.feed_key(name, pub.feed(name).key_file))
-    r = pub.publish(name, read_batch(batch, fmt), signer, allow_unknown_withdrawals=allow_unknown_withdrawals)
+    b = progress_bar(f"publish {name}", progress, total=file_size(batch), unit="B")
+    try:
+        r = pub.publish(name, read_batch(read_with_progress(batch, b), fmt), signer,
+                        allow_unknown_withdrawals=allow_unknown_withdrawals)
+    finally:
+        b.close()  # before the summary, which must not be drawn over the bar
     click.echo(f"published {name} version {r.version}: {r.adds} adds, {r.withdrawals} withdrawals"
                f" ({r.no_effect} without effect); tree size {r.old_size} -> {r.size}; {r.count} active hashes")
     if r.pending:  # cosigning configured: served only once cosigned (docs/trust.md)
@@ -290,6 +299,7 @@ def publish(home: Home, name, batch, fmt, key_path, allow_unknown_withdrawals, f
 @click.option("--refresh-interval", type=click.FloatRange(min=0), default=REFRESH_INTERVAL, show_default=True,
               help="Seconds between re-stamps of each served checkpoint whose key file is here (keeps quiet "
                    "feeds fresh for mirrors); 0 turns it off. With --config: [node] refresh_interval.")
+@log_json_option
 @click.pass_obj
 def serve(home: Home, host, port, config=None, refresh_interval=REFRESH_INTERVAL):
     """Serve the published feeds read-only over HTTP (C2SP tlog-tiles).
@@ -379,19 +389,7 @@ def follow(home: Home, name, urls, origin, vkeys, trust_file=None, max_age=None,
         click.echo(f"warning: {short}", err=True)
 
 
-def _progress_bar(name: str):
-    from tqdm import tqdm
-    bar = tqdm(desc=f"sync {name}", unit=" entries", disable=not sys.stderr.isatty(), leave=False)
-
-    def on_version(v):
-        bar.update(v.end - v.start)
-        if not sys.stderr.isatty():
-            log.info("%s: applied version %d (log size %d)", name, v.seal.version, v.end)
-
-    return bar, on_version
-
-
-async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) -> int:
+async def _sync_all(home: Home, names: list[str], watch: bool, interval: float, progress: bool | None) -> int:
     from federation.store.mirror import Mirror
     from federation.sync.orchestrator import sync_once
     mirror = Mirror.existing(home.require().mirror_db)  # a typo'd --home creates nothing
@@ -401,20 +399,22 @@ async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) 
     worst = 0
     while True:
         for name in names:
-            bar, on_version = _progress_bar(name)
+            bar = SyncBar(name, progress)
             try:
-                r = await sync_once(mirror, name, progress=on_version)
-                msg = (f"{name}: version {r.old_version} -> {r.version}, size {r.old_size} -> {r.size}"
-                       if r.changed else f"{name}: up to date at version {r.version} (size {r.size})")
-                if r.healed:
-                    msg = (f"{name}: healed: the damaged mirror was rebuilt from its upstreams, now at version "
-                           f"{r.version} (size {r.size}, was version {r.old_version})")
-                click.echo(msg)
+                r = await sync_once(mirror, name, progress=bar)
             except FederationError as e:
+                bar.close()  # first: the error line must not be drawn over the bar
                 click.echo(f"{name}: error ({e.kind}): {e}", err=True)
                 worst = worst or next((c for cls, c in EXIT.items() if isinstance(e, cls)), 1)
+                continue
             finally:
                 bar.close()
+            msg = (f"{name}: version {r.old_version} -> {r.version}, size {r.old_size} -> {r.size}"
+                   if r.changed else f"{name}: up to date at version {r.version} (size {r.size})")
+            if r.healed:
+                msg = (f"{name}: healed: the damaged mirror was rebuilt from its upstreams, now at version "
+                       f"{r.version} (size {r.size}, was version {r.old_version})")
+            click.echo(msg)
         if not watch:
             return worst
         await asyncio.sleep(interval)
@@ -424,19 +424,27 @@ async def _sync_all(home: Home, names: list[str], watch: bool, interval: float) 
 @click.argument("names", nargs=-1)
 @click.option("--watch", is_flag=True, help="Keep syncing every --interval seconds.")
 @click.option("--interval", default=30.0, show_default=True, help="Seconds between syncs with --watch.")
+@log_json_option
+@progress_option
 @click.pass_obj
-def sync(home: Home, names, watch, interval):
+def sync(home: Home, names, watch, interval, progress=None):
     """Fetch, verify and apply new versions of followed feeds (all by default).
 
     Exits 1 if any feed failed verification (that feed keeps its last
-    verified version), 3 on transport failure.
+    verified version), 3 on transport failure. On a terminal (or with
+    --progress) a bar shows the entries applied out of the new
+    checkpoint's size, with a percentage.
 
     \b
     Example:
       federation sync tid
       federation sync --watch --interval 10
     """
-    code = asyncio.run(_sync_all(home, list(names), watch, interval))
+    if not (watch or click.get_current_context().meta.get(LOG_JSON) or log.isEnabledFor(logging.DEBUG)):
+        # One-shot, for a person: the lines below are the outcome; the
+        # outcome log line (for --watch and --log-json) would say it twice.
+        logging.getLogger("federation.sync.outcome").setLevel(logging.ERROR)
+    code = asyncio.run(_sync_all(home, list(names), watch, interval, progress))
     sys.exit(code)
 
 
@@ -512,6 +520,11 @@ def status(home: Home, as_json):
 def lookup(home: Home, hash_type, value, as_json, feeds, allow_stale):
     """Look up one hash in the mirror: exit 0 if active, 1 if not, 5 if the
     mirror cannot stand behind an answer.
+
+    HASH_TYPE is one of md5, sha1, sha256, pdq or photodna; VALUE is hex
+    (PhotoDNA also base64 or 144 comma-separated bytes). This lookup is
+    exact, PDQ included: for PDQ near-matches within a Hamming distance
+    (and several values at once) use 'federation platform lookup pdq'.
 
     Fails closed (exit 5, nothing created) when the home or mirror does not
     exist, no feed is followed, or a feed never synced, failed verification

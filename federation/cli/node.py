@@ -18,6 +18,8 @@ import click
 from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE, ROLES
 from federation.core.errors import FederationError, InputError, TransportError
 from federation.core.freshness import REFRESH_INTERVAL
+from federation.cli.logs import log_json_option
+from federation.cli.progress import bar as progress_bar, progress_option
 from federation.node.home import Home
 
 
@@ -248,9 +250,11 @@ def audit(home: Home, feed, limit):
               help="With --watch, for published feeds whose key file is here (recorded with the feed, else "
                    "HOME/private/NAME.key): re-stamp the checkpoint this often so mirrors of the static copy "
                    "see the feed is alive; 0 turns it off.")
+@log_json_option
+@progress_option
 @click.pass_obj
 def export(home: Home, out, names, from_mirror, config, include_members_only, watch, interval,
-           refresh_interval=REFRESH_INTERVAL):
+           refresh_interval=REFRESH_INTERVAL, progress=None):
     """Write feeds as static files under OUT/NAME/ (checkpoint last), for any web host.
 
     OUT/NAME/ then holds what the server serves under /feeds/NAME/: tiles,
@@ -260,7 +264,8 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
     left out (named: refused, exit 2) unless --include-members-only. With
     --watch, published feeds whose key is here are re-stamped at start and
     every --refresh-interval seconds, so mirrors of the copy do not see them
-    stale. A full disk or an unwritable OUT is one error line (exit 4).
+    stale. A full disk or an unwritable OUT is one error line (exit 4). On a
+    terminal (or with --progress) a bar shows each feed's tiles and bundles.
 
     \b
     Example:
@@ -307,8 +312,12 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
             if name not in cleaned:  # once per start: what a killed export left there
                 remove_export_leftovers(out / name)
                 cleaned.add(name)
-            r = export_feed(db, name, out / name, access=declared.get(name),
-                            include_members_only=include_members_only)
+            b = progress_bar(f"export {name}", progress, unit=" files")
+            try:
+                r = export_feed(db, name, out / name, access=declared.get(name),
+                                include_members_only=include_members_only, progress=_advance(b))
+            finally:
+                b.close()  # before the summary, which must not be drawn over the bar
             if r.written or r.checkpoint_changed or r.removed or not watch:
                 click.echo(f"{name}: size {r.size}, {r.written} files written, {r.skipped} unchanged"
                            f"{f', {r.removed} pruned bundles removed' if r.removed else ''}"
@@ -322,6 +331,15 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
                                  "export are still in the export directory; delete them")
             return
         time.sleep(interval)
+
+
+def _advance(b):
+    """``export_feed``'s ``progress(done, total)`` onto a tqdm bar."""
+    def advance(done: int, total: int) -> None:
+        if b.total != total:
+            b.reset(total=total)
+        b.update(done - b.n)
+    return advance
 
 
 def _check_export_dir(out: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from federation.core.errors import InputError
+from federation.cli.logs import log_json_option
 from federation.node.home import Home
 from federation.platform.pdq_index import DEFAULT_THRESHOLD
 from federation.store.tokens import DEFAULT_BURST, DEFAULT_RATE
@@ -56,14 +57,14 @@ def platform():
               help="Default PDQ near-match threshold (Hamming distance) of the lookup API.")
 @click.option("--sync-interval", type=float, default=None,
               help="Also sync every followed feed every N seconds in this process.")
-@click.option("--log-json", is_flag=True, help="Write logs as JSON lines (ts, level, logger, msg, ...).")
+@log_json_option
 @click.option("--auth", "use_auth", is_flag=True,
               help="Require a platform bearer token (HOME/auth.db) on every route but /healthz.")
 @click.option("--insecure-no-auth", is_flag=True,
               help="Allow a non-loopback --host without --auth: anyone who reaches the port reads every hash "
                    "of the mirror. Only behind your own authenticating proxy.")
 @click.pass_obj
-def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, insecure_no_auth=False):
+def serve(home: Home, host, port, threshold, sync_interval, use_auth, insecure_no_auth=False):
     """Serve the mirror's lookup API, change stream, webhooks and /metrics.
 
     Routes: /lookup, /changes, /consumers/NAME/changes, /consumers/NAME/ack,
@@ -80,6 +81,7 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, 
     """
     from federation.net.httpserver import run_app
     from federation.platform.node import PlatformNode
+    from federation.node.status import install_platform_status
     if not use_auth and not is_loopback(host):
         if not insecure_no_auth:
             raise InputError(f"--host {host} is not a loopback address, and without --auth anyone who reaches it "
@@ -88,10 +90,6 @@ def serve(home: Home, host, port, threshold, sync_interval, log_json, use_auth, 
         logging.getLogger("federation.platform").warning(
             "serving the platform API on %s without authentication (--insecure-no-auth): every hash of the mirror "
             "is readable by anyone who reaches it", host)
-    if log_json:
-        from federation.cli.jsonlog import use_json_logs
-        use_json_logs()
-    from federation.node.status import install_platform_status
     status = install_platform_status("federation platform node", home.mirror_db, home.platform_db, use_auth)
     node = PlatformNode(home.mirror_db, home.platform_db, threshold, sync_interval,
                         auth_db=home.auth_db if use_auth else None, extensions=[status])
@@ -130,15 +128,19 @@ def is_loopback(host: str) -> bool:
 def lookup_cmd(home: Home, hash_type, values, threshold, query_percent, target_percent, as_json, feeds,
                allow_stale):
     """Look up hashes in the mirror, PDQ by near-match, videos (vpdq) by vPDQ:
-    exit 0 if any matched, 1 if none, 5 if the mirror cannot stand behind an
-    answer.
+    exit 0 if any matched, 1 if none, 2 if none matched and a value was bad,
+    5 if the mirror cannot stand behind an answer.
 
-    Each match shows feed, case, labels, the version that added it and, for
-    PDQ, the Hamming distance; for vpdq, the share of the query's frames and
-    of the listed video's frames that matched. For vpdq each VALUE is a file
-    holding the video's vPDQ text (what 'federation hash --vpdq' writes), or
-    '-' for standard input. Fails closed like 'federation lookup' (exit 5,
-    nothing created) and says what each answer is based on.
+    HASH_TYPE is md5, sha1, sha256, photodna (exact match), pdq (every
+    active PDQ hash within --threshold bits; 'federation lookup' is exact
+    only) or vpdq. Each match shows feed, case, labels, the version that
+    added it and, for PDQ, the Hamming distance; for vpdq, the share of the
+    query's frames and of the listed video's frames that matched. For vpdq
+    each VALUE is a file holding the video's vPDQ text (what 'federation
+    hash --vpdq' writes), or '-' for standard input. A bad VALUE is reported
+    on its own line ("error ...") and the others are still answered. Fails
+    closed like 'federation lookup' (exit 5, nothing created) and says what
+    each answer is based on.
 
     \b
     Example:
@@ -148,17 +150,19 @@ def lookup_cmd(home: Home, hash_type, values, threshold, query_percent, target_p
       federation hash upload.mp4 --vpdq upload.vpdq && federation platform lookup vpdq upload.vpdq
     """
     from federation.core.errors import UnavailableError
-    from federation.platform.lookup import Lookup, parse_query
+    from federation.platform.lookup import Lookup, batch_answers, parse_batch
     from federation.store.mirror import Mirror
     if hash_type.lower() == "vpdq":
         extra = {k: v for k, v in (("query_percent", query_percent), ("target_percent", target_percent))
                  if v is not None}
-        queries = [parse_query({"type": "vpdq", "hash": read_video_hash(v), "threshold": threshold, **extra})
-                   for v in values]
+        raw = [{"type": "vpdq", "hash": read_video_hash(v), "threshold": threshold, **extra} for v in values]
     else:
-        queries = [parse_query({"type": hash_type, "hash": v,
-                                **({"threshold": threshold} if hash_type.lower() == "pdq" else {})})
-                   for v in values]
+        raw = [{"type": hash_type, "hash": v, **({"threshold": threshold} if hash_type.lower() == "pdq" else {})}
+               for v in values]
+    parsed = parse_batch(raw)
+    bad = [q for q in parsed if isinstance(q, dict)]
+    if len(bad) == len(parsed):  # nothing to look up: a usage error, as for one bad value
+        raise InputError("; ".join(q["error"] for q in bad))
     Mirror.existing(home.require().mirror_db).close()  # exists (and its schema is current)
     lk = Lookup(home.mirror_db, threshold)
     try:
@@ -168,10 +172,14 @@ def lookup_cmd(home: Home, hash_type, values, threshold, query_percent, target_p
             if as_json:
                 click.echo(json.dumps({"error": str(e), "kind": e.kind, "feeds": [b.to_json() for b in e.problems]}))
             raise
-        results = lk.answer(queries, frozenset(b.feed for b in bases))
+        results = batch_answers(lk, parsed, frozenset(b.feed for b in bases))
     finally:
         lk.close()
     for r in results:
+        if "error" in r:
+            click.echo(json.dumps({**r, "hash": values[r["index"]][:200]}) if as_json else
+                       f"error {values[r['index']][:200]}: {r['error']}")
+            continue
         if as_json:
             click.echo(json.dumps({**r, "based_on": [b.to_json() for b in bases]}))
             continue
@@ -190,7 +198,7 @@ def lookup_cmd(home: Home, hash_type, values, threshold, query_percent, target_p
     if not as_json:
         for b in bases:
             click.echo(f"based on {b.describe()}")
-    sys.exit(0 if any(r["matched"] for r in results) else 1)
+    sys.exit(0 if any(r.get("matched") for r in results) else 2 if bad else 1)
 
 
 @platform.command("changes")
@@ -234,7 +242,7 @@ def changes_cmd(home: Home, consumer, after, feed, limit, no_ack):
 
 @platform.group()
 def webhook():
-    """Register webhooks that receive the change stream (HMAC-signed, retried).
+    """Register webhooks that receive the change stream (Standard Webhooks signed, retried).
 
     \b
     Example:
@@ -247,7 +255,7 @@ def webhook():
 @click.argument("url")
 @click.option("--feed", help="Only this followed feed's changes (default: all).")
 @click.option("--secret-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the shared HMAC secret as hex (default: generate one and print it).")
+              help="File holding the Standard Webhooks secret, whsec_<base64> (default: generate one and print it).")
 @click.option("--from-now", is_flag=True, help="Start at the newest change instead of the beginning.")
 @click.pass_obj
 def webhook_add(home: Home, name, url, feed, secret_file, from_now):
@@ -267,7 +275,8 @@ def webhook_add(home: Home, name, url, feed, secret_file, from_now):
     hook = PlatformStore(home.platform_db).add_webhook(name, url, secret, feed, start)
     click.echo(f"webhook {hook.name} -> {hook.url} from seq {hook.cursor}")
     if secret is None:
-        click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies X-Federation-Signature)")
+        click.echo(f"secret: {hook.secret}  (give it to the receiver; it verifies webhook-signature,"
+                   " e.g. standardwebhooks.Webhook(secret).verify(body, headers))")
 
 
 @webhook.command("list")

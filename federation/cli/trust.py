@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from federation.core.errors import FederationError, InputError
+from federation.cli.logs import log_json_option
 from federation.node.home import Home
 
 
@@ -316,6 +317,7 @@ def cosign_after_publish(home: Home, name: str, version: int) -> None:
 @click.option("--once", is_flag=True,
               help="Refresh once and exit: 1 if a served checkpoint got fewer fresh cosignatures than the quorum, "
                    "its refresh would be refused by the feed's trust file, or a pending checkpoint stays unserved.")
+@log_json_option
 @click.pass_obj
 def cosign_run(home: Home, names, keys, witnesses, interval, once):
     """Collect fresh cosignatures for feeds NAMES, on a schedule, even when nothing changed.
@@ -423,6 +425,7 @@ def witness_add_log(home: Home, origin, vkeys, key):
               help="This witness's cosigner key file.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8081, show_default=True, type=int)
+@log_json_option
 @click.pass_obj
 def witness_serve(home: Home, key, host, port):
     """Serve POST /witness/add-checkpoint (C2SP tlog-witness).

@@ -50,6 +50,14 @@ class RateLimiter:
     100k spoofed or rotating addresses cost at most ``max_keys`` entries. A
     dropped bucket restarts full, which only matters for a key idle while
     ``max_keys`` others were seen: an active (throttled) key is always recent.
+
+    Kept hand-written after a measurement (``bench/token_bucket.py``, 10,000
+    keys, 200,000 checks): aiolimiter's ``AsyncLimiter``, one per key, took
+    about as long per check (9-19 us against our 6-16 us, tracemalloc on, a
+    loaded 2-core machine) and 2.6 times the memory per key (~520 B against
+    ~200 B), and it offers neither the seconds until a request may pass (our
+    429's ``Retry-After``) nor a bound on its keys: we would keep this LRU and
+    this arithmetic around it.
     """
 
     MAX_KEYS = 10_000

@@ -56,6 +56,7 @@ stores that own those tables, on one read-only connection.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -202,13 +203,15 @@ def feed_names(db: Path | str) -> list[str]:
 
 
 def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, *, access: str | None = None,
-                include_members_only: bool = False) -> ExportResult:
+                include_members_only: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> ExportResult:
     """Export feed ``name`` of database ``db`` into directory ``out``.
 
     ``access``: the access the caller's node config declares (a followed
     feed's; for a published feed it can only narrow the stored one). A
     members-only feed raises ``InputError`` before anything is written,
-    unless ``include_members_only``.
+    unless ``include_members_only``. ``progress(done, total)`` is called as
+    the tiles and bundles (most of the files) are written or skipped.
     """
     out = Path(out)
     check_feed_name(name)
@@ -217,7 +220,7 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
     except StorageError as e:
         raise InputError(str(e)) from None
     try:
-        return _export(conn, db, name, out, fsync, access, include_members_only)
+        return _export(conn, db, name, out, fsync, access, include_members_only, progress)
     except OSError as e:  # the disk: full, read-only, a path under a regular file, ...
         where = f" ({e.filename})" if e.filename else ""
         raise StorageError(f"export of feed {name} to {out}: {e.strerror or e}{where}") from None
@@ -226,7 +229,7 @@ def export_feed(db: Path | str, name: str, out: Path | str, fsync: bool = True, 
 
 
 def _export(conn: sqlite3.Connection, db, name: str, out: Path, fsync: bool, access: str | None,
-            include_members_only: bool) -> ExportResult:
+            include_members_only: bool, progress: Callable[[int, int], None] | None = None) -> ExportResult:
     """``export_feed``'s steps, on its read-only connection."""
     conn.execute("BEGIN")  # step 1: one snapshot for checkpoint and tiles
     mirror = _is_mirror(conn, db)
@@ -260,7 +263,10 @@ def _export(conn: sqlite3.Connection, db, name: str, out: Path, fsync: bool, acc
     # Step 2: tiles and bundles, skipping immutable files already present.
     written = skipped = 0
     tiles = TileStore(conn, fid)
-    for level, idx, width, length in tiles.sizes():
+    sizes = list(tiles.sizes())
+    for done, (level, idx, width, length) in enumerate(sizes, 1):
+        if progress is not None:
+            progress(done, len(sizes))
         if level == ENTRIES and idx * TILE_WIDTH + width <= minimum:
             continue  # pruned (the server answers 410); the partial bundle of the size is kept in the db
         path = out / tile_path(level, idx, width)

@@ -205,7 +205,7 @@ async def start(app: web.Application, host: str = "127.0.0.1", port: int = 0, li
 
 
 def run_app(app: web.Application, host: str, port: int, on_start: Callable[[str], None] | None = None,
-            limits: Limits = DEFAULT_LIMITS, access_log: bool = False) -> None:
+            limits: Limits = DEFAULT_LIMITS, access_log: bool = True) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; ``on_start(base_url)`` runs once it listens.
 
     Shutdown is bounded (docs/node.md: a node stops within 2 s): the
@@ -217,6 +217,11 @@ def run_app(app: web.Application, host: str, port: int, on_start: Callable[[str]
     follower's cancellation completes (``store.db.finish_in_thread``), so
     no connection is closed under a transaction. One log line says which
     signal stopped the node, one that it stopped.
+
+    Every server a command runs writes an access log (logger
+    ``aiohttp.access``, one line per request; with ``--log-json`` its fields
+    are JSON fields, ``cli.logs``); tests that ``start`` servers in-process
+    leave it off.
     """
 
     async def main() -> None:

@@ -20,10 +20,11 @@ Invariants:
   its first attempt, and every retry resends exactly that range with the
   same ``Idempotency-Key``.
 
-Webhook requests are signed: ``X-Federation-Signature: sha256=HEX`` is
-HMAC-SHA256 with the webhook's secret over ``TIMESTAMP + "." + BODY``, with
-``X-Federation-Timestamp`` the unix time of the attempt (see
-docs/PROTOCOL.md section 13).
+Webhook requests follow Standard Webhooks (``core.webhook_signature``):
+``webhook-id`` (the batch's idempotency key, stable across retries),
+``webhook-timestamp`` (unix time of the attempt) and ``webhook-signature``
+(``v1,<base64 HMAC-SHA256>`` over ``id.timestamp.body`` keyed with the
+``whsec_`` secret's bytes); see docs/PROTOCOL.md section 13.
 
 With ``platform serve --auth`` (``platform_auth``), pages are filtered to
 the caller's feed scope in SQL, so ``next`` still moves past the changes of
@@ -34,8 +35,6 @@ may read or acknowledge it, and its pages are that scope's changes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import sqlite3
@@ -53,6 +52,8 @@ from federation.store.platform import PlatformStore
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.core.errors import ForbiddenError, InputError
+from federation.core import retry
+from federation.core.webhook_signature import sign_headers
 from federation.platform.auth import scope_of
 
 log = logging.getLogger("federation.changes")
@@ -60,9 +61,7 @@ log = logging.getLogger("federation.changes")
 MAX_PAGE = 1000
 MAX_ANSWER_BYTES = 4096  # of a webhook receiver's answer, read for the error report; the rest is never read
 MAX_ACK_BYTES = 64 * 1024  # as the server's client_max_size for other JSON bodies
-SIGNATURE_HEADER = "X-Federation-Signature"
-TIMESTAMP_HEADER = "X-Federation-Timestamp"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_HEADER = "Idempotency-Key"  # kept beside webhook-id, which carries the same key
 
 # ---- reading the stream (through the mirror store's queries) --------------------
 
@@ -84,30 +83,7 @@ def head(mirror: sqlite3.Connection) -> int:
     return changes_head(mirror)
 
 
-# ---- HMAC signatures (pure) ------------------------------------------------------
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    mac = hmac.new(bytes.fromhex(secret), str(timestamp).encode() + b"." + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify_signature(secret: str, signature: str, timestamp: str, body: bytes, now: int | None = None,
-                     tolerance: int = 300) -> bool:
-    """What a receiver runs: constant-time compare, and a bounded clock skew against replays."""
-    try:
-        ts = int(timestamp)
-    except (TypeError, ValueError):
-        return False
-    if abs((int(time.time()) if now is None else now) - ts) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, ts, body), signature or "")
-
-
 # ---- webhook delivery (the I/O shell) ------------------------------------------------
-
-def backoff(attempts: int, base: float, cap: float) -> float:
-    return min(cap, base * (2 ** min(attempts, 30)))
-
 
 class Deliverer:
     """Delivers each webhook's changes in order, retrying forever with backoff.
@@ -226,10 +202,9 @@ class Deliverer:
         changes = read_changes(self.mirror, hook.cursor, MAX_PAGE, hook.feed, upto=hook.inflight_last)
         body = json.dumps({"webhook": name, "cursor": hook.inflight_last, "changes": changes},
                           separators=(",", ":")).encode()
-        ts = int(time.time())
-        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(ts),
-                   SIGNATURE_HEADER: sign(hook.secret, ts, body),
-                   IDEMPOTENCY_HEADER: f"{name}:{hook.inflight_first}-{hook.inflight_last}"}
+        key = f"{name}:{hook.inflight_first}-{hook.inflight_last}"
+        headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key,
+                   **sign_headers(hook.secret, key, int(time.time()), body)}
         status, error = await self._post(session, hook.url, body, headers)
         ok = error is None
         if self.on_attempt:
@@ -239,7 +214,7 @@ class Deliverer:
             self._next_try.pop(ident, None)
             return True
         self.store.failed(name, status, error, hook.url)
-        wait = backoff(hook.attempts, self.retry_base, self.retry_cap)
+        wait = retry.delay(hook.attempts + 1, self.retry_base, self.retry_cap)  # attempts: failures before this one
         self._next_try[ident] = time.monotonic() + wait
         log.warning("webhook %s: delivery of seq %s-%s failed (%s); retry in %.1fs",
                     name, hook.inflight_first, hook.inflight_last, error, wait)

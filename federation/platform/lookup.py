@@ -10,7 +10,10 @@ Routes (installed with ``create_app(..., extensions=[lookup_extension(path)])``)
   algorithm (``video_index``); ``threshold`` is the frame distance, and
   ``quality``, ``query_percent``, ``target_percent`` may be given (POST).
 * ``POST /lookup`` with ``{"queries": [{"type", "hash", "threshold"?}, ...]}``
-  -- up to ``MAX_BATCH`` queries, answered in order.
+  -- up to ``MAX_BATCH`` queries, answered in order. A bad query does not
+  fail the batch: its place in ``results`` is ``{"index", "error", "kind":
+  "input"}`` (``batch_answers``) and the others are answered; only a body
+  that is not such a list (or too long) is a 400.
 
 Fail closed (``readiness``): before answering, every feed in the caller's
 scope (or named with ``?feed=NAME``, repeatable) must be ready -- synced,
@@ -196,6 +199,25 @@ class Lookup:
         return out
 
 
+def parse_batch(objs: list, default_threshold: int = DEFAULT_THRESHOLD) -> list[Query | dict]:
+    """Each query parsed, or in its place the error item that answers it
+    (``{"index", "error", "kind": "input"}``), so one bad query in a batch
+    is reported alone instead of failing the others."""
+    out: list[Query | dict] = []
+    for i, obj in enumerate(objs):
+        try:
+            out.append(parse_query(obj, default_threshold))
+        except InputError as e:
+            out.append(dict(index=i, error=f"query {i}: {e}", kind=e.kind))
+    return out
+
+
+def batch_answers(lookup: "Lookup", parsed: list[Query | dict], feeds: frozenset[str] | None) -> list[dict]:
+    """Answers in query order: the good queries answered, the bad ones' error items in their places."""
+    answers = iter(lookup.answer([q for q in parsed if isinstance(q, Query)], feeds))
+    return [next(answers) if isinstance(q, Query) else q for q in parsed]
+
+
 LOOKUP = web.AppKey("platform_lookup", Lookup)
 
 
@@ -237,14 +259,9 @@ async def post_lookup(request: web.Request) -> web.Response:
         raise InputError("body must be a JSON object with a 'queries' list")
     if len(body["queries"]) > MAX_BATCH:
         raise InputError(f"at most {MAX_BATCH} queries per request")
-    queries = []
-    for i, obj in enumerate(body["queries"]):
-        try:
-            queries.append(parse_query(obj, lk.default_threshold))
-        except InputError as e:
-            raise InputError(f"query {i}: {e}") from None
+    parsed = parse_batch(body["queries"], lk.default_threshold)
     bases = _basis(request)  # UnavailableError (503) unless every feed in the way is ready
-    results = lk.answer(queries, frozenset(b.feed for b in bases))
+    results = batch_answers(lk, parsed, frozenset(b.feed for b in bases))
     return web.json_response({"results": results, "based_on": [b.to_json() for b in bases]})
 
 

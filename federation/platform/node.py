@@ -127,14 +127,11 @@ class PlatformNode:
             try:
                 r = await sync_once(mirror, f.name)
             except FederationError as e:
-                self.api.record_sync(f.name, time.monotonic() - start, e)
-                log.warning("sync %s failed (%s): %s", f.name, e.kind, e, extra={"feed": f.name, "kind": e.kind})
+                self.api.record_sync(f.name, time.monotonic() - start, e)  # sync_once logged it
                 results.append(e)
                 continue
             self.api.record_sync(f.name, time.monotonic() - start, None)
-            if r.changed:
-                log.info("sync %s: version %d -> %d", f.name, r.old_version, r.version,
-                         extra={"feed": f.name, "version": r.version})
+            if r.changed:  # sync_once logged the outcome
                 self.api.changed()
             results.append(r)
         return results

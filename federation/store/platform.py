@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from federation.core.errors import InputError
 from federation.core.names import check_name
+from federation.core.webhook_signature import PREFIX, new_secret, parse_secret
 from federation.store.db import connect, write_txn
 
 SCHEMA = """
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS consumers (
 CREATE TABLE IF NOT EXISTS webhooks (
     name TEXT PRIMARY KEY,
     url TEXT NOT NULL,
-    secret TEXT NOT NULL,                -- shared HMAC key (hex); this file must stay private
+    secret TEXT NOT NULL,                -- Standard Webhooks secret, whsec_<base64>; this file must stay private
     feed TEXT,                           -- only this feed's changes (NULL: all feeds)
     cursor INTEGER NOT NULL DEFAULT 0,   -- last seq the endpoint acknowledged with 2xx
     inflight_first INTEGER,              -- the batch being delivered, fixed before its first attempt
@@ -82,6 +82,21 @@ class PlatformStore:
             # platform.db from before consumer scopes: those consumers keep
             # NULL (every feed), which only an unscoped caller may use.
             self.conn.execute("ALTER TABLE consumers ADD COLUMN scope TEXT")
+        self._migrate_secrets()
+
+    def _migrate_secrets(self) -> None:
+        """Rewrite secrets of an older node (hex digits) as ``whsec_`` + base64
+        of the same bytes: the HMAC key is unchanged, so a receiver converts
+        the secret it holds instead of getting a new one. One transaction: a
+        crash leaves every secret old or every secret new, and both read."""
+        old = self.conn.execute("SELECT name, secret FROM webhooks WHERE secret NOT LIKE ?",
+                                (PREFIX + "%",)).fetchall()
+        if not old:
+            return
+        with write_txn(self.conn):
+            for name, secret in old:
+                self.conn.execute("UPDATE webhooks SET secret=? WHERE name=? AND secret=?",
+                                  (parse_secret(secret), name, secret))
 
     def close(self) -> None:
         self.conn.close()
@@ -126,11 +141,7 @@ class PlatformStore:
         check_name(name, "webhook")
         if not url.startswith(("http://", "https://")):
             raise InputError(f"webhook URL {url!r} must be http(s)")
-        secret = secret or secrets.token_hex(32)
-        try:
-            bytes.fromhex(secret)
-        except ValueError:
-            raise InputError("webhook secret must be hex") from None
+        secret = new_secret() if secret is None else parse_secret(secret)
         with write_txn(self.conn):
             try:
                 self.conn.execute("INSERT INTO webhooks (name, url, secret, feed, cursor) VALUES (?,?,?,?,?)",

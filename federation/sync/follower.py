@@ -5,7 +5,8 @@
 over the follower's upstreams, pinned one upstream per attempt so the
 follower knows which one served it and long-polls that one
 (``GET checkpoint?wait=&after=``, answered by ``net.longpoll``) until it
-reports a bigger tree. Errors back off exponentially with jitter; an
+reports a bigger tree. Errors back off exponentially with jitter
+(``core.retry``); an
 upstream that answers a long-poll at once without anything new (a static
 host) is polled every ``interval`` seconds with jitter instead.
 
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from federation.core import retry
 from federation.core.errors import FederationError, MalformedError, TransportError
 from federation.core.note import MAX_NOTE_BYTES
 from federation.net.fetcher import Fetcher
@@ -75,6 +77,7 @@ async def wait_upstream(url: str, after: int, wait: float, headers: dict | None 
 
 
 def jittered(seconds: float) -> float:
+    """A polling interval, +-20 %, so followers of one static host do not poll in lock-step."""
     return seconds * random.uniform(0.8, 1.2)
 
 
@@ -93,7 +96,7 @@ async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict |
     ``on_round(seconds, error)`` is told how each sync round ended (error
     None: it succeeded), e.g. for ``/metrics``.
     """
-    backoff = 1.0
+    failures = 0  # consecutive failed rounds (sync or long-poll)
     while True:
         began = time.monotonic()
         try:
@@ -102,14 +105,15 @@ async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict |
                 on_round(time.monotonic() - began, None)
             if result.changed and on_change is not None:
                 on_change(result)
-            backoff = 1.0
+            failures = 0
         except Exception as raised:  # noqa: BLE001 -- a follower loop never dies
             if on_round is not None and isinstance(raised, FederationError):
                 on_round(time.monotonic() - began, raised)
+            failures += 1
+            pause = retry.delay(failures, min(1.0, max_backoff), max_backoff)
             if not isinstance(raised, FederationError):
-                log.exception("%s: follower round failed unexpectedly; retrying in about %.0f s", name, backoff)
-            await asyncio.sleep(jittered(backoff))
-            backoff = min(backoff * 2, max_backoff)
+                log.exception("%s: follower round failed unexpectedly; retrying in about %.0f s", name, pause)
+            await asyncio.sleep(pause)
             continue
         started = time.monotonic()
         try:
@@ -121,8 +125,8 @@ async def watch_feed(mirror: Mirror, name: str, urls: list[str], headers: dict |
                 state.upstream_size = seen
         except Exception as e:  # noqa: BLE001 -- as above: poll instead, never die
             log.info("%s: long-poll failed (%s: %s); polling", name, getattr(e, "kind", type(e).__name__), e)
-            await asyncio.sleep(jittered(min(interval, backoff)))
-            backoff = min(backoff * 2, max_backoff)
+            failures += 1
+            await asyncio.sleep(min(jittered(interval), retry.delay(failures, min(1.0, max_backoff), max_backoff)))
             continue
         if seen <= size and time.monotonic() - started < wait / 2:
             # Answered at once with nothing new: the upstream does not hold

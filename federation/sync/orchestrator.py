@@ -55,6 +55,7 @@ from federation.sync.tilefetcher import TileFetcher
 from federation.trust.rotation import policy_for
 
 log = logging.getLogger("federation.sync")
+outcome_log = logging.getLogger("federation.sync.outcome")  # one line per sync_once (_log_outcome)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
     checkpoint must carry its witness quorum, fresh enough; a failure there
     (``QuorumError``, ``StaleError``, ...) leaves the feed's data unchanged.
 
+    ``progress``: called with each applied version; if it has a ``target``
+    method, that is called first with (applied size, accepted checkpoint's
+    size), so a bar can show a total and a percentage.
+
     Raises a ``VerificationError`` subclass or ``TransportError`` on failure;
     returns a ``SyncResult`` (``changed`` False when nothing was new).
     """
@@ -125,6 +130,8 @@ async def sync_feed(mirror: Mirror, name: str, fetcher: Fetcher, progress=None, 
         await finish_in_thread(_check_fresh, mirror, name, cp.size, stamped, now, signed.raw, acc.keys)
         return SyncResult(name, f.applied_size, f.applied_size, f.version, f.version)
 
+    if progress is not None and hasattr(progress, "target"):
+        progress.target(f.applied_size, cp.size)
     # Step 3: prove the hash tiles the sync needs against the signed root,
     # then that the new tree extends ours (nothing stored yet).
     tiles = TileFetcher(fetcher)
@@ -322,6 +329,34 @@ def token_headers(f: Follow) -> dict | None:
     return {"Authorization": f"Bearer {token}"}
 
 
+def _log_outcome(fn):
+    """One log line per sync outcome, whoever called (``federation sync``, a
+    node's followers, the platform loop): ``outcome`` is ``applied``,
+    ``up_to_date`` or ``failed`` (with its ``kind``), with the feed, version
+    and size as fields, so JSON logs (``--log-json``) can be counted and
+    alerted on without parsing messages."""
+    @functools.wraps(fn)
+    async def wrapper(mirror, name, *args, **kw):
+        try:
+            r = await fn(mirror, name, *args, **kw)
+        except FederationError as e:
+            outcome_log.warning("feed %s: sync failed (%s): %s", name, e.kind, e,
+                                extra={"feed": name, "outcome": "failed", "kind": e.kind})
+            raise
+        fields = {"feed": name, "version": r.version, "size": r.size, "upstream": r.upstream}
+        if r.changed:
+            outcome_log.info("feed %s: applied version %d -> %d, size %d -> %d from %s", name, r.old_version,
+                             r.version, r.old_size, r.size, r.upstream,
+                             extra={**fields, "outcome": "applied", "old_version": r.old_version,
+                                    "old_size": r.old_size})
+        else:
+            outcome_log.info("feed %s: up to date at version %d (size %d)", name, r.version, r.size,
+                             extra={**fields, "outcome": "up_to_date"})
+        return r
+    return wrapper
+
+
+@_log_outcome
 @_storage_errors
 async def sync_once(mirror: Mirror, name: str, concurrency: int = 8, headers: dict | None = None,
                     progress=None, policy=None, snapshots: bool = True, *, urls: list[str] | None = None,

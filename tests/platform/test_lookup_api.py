@@ -104,11 +104,28 @@ async def test_exact_lookup_of_every_type_single_and_batch(deployment):
     assert body["results"][0]["matched"]
 
 
+@pytest.mark.parametrize("query, fragment", [
+    ({"type": "md5", "hash": "xyz"}, "query 1: md5 hash"),
+    ({"type": "md5", "hash": "00" * 16, "threshold": 5}, "threshold applies to pdq only"),
+    ({"type": "pdq", "hash": "00" * 32, "threshold": 64}, "threshold 64"),
+    ({"type": "pdq", "hash": "00" * 32, "extra": 1}, "unknown query field"),
+    ({"type": "nope", "hash": "00"}, "unknown hash type"),
+    ("md5", "each query must be a JSON object"),
+    ({"type": ["md5"], "hash": "00"}, "must be strings"),
+])
+async def test_a_bad_query_is_reported_in_its_place_and_the_batch_still_answered(deployment, query, fragment):
+    deployment.publish([md5_add("hit", "c1")])
+    await deployment.sync()
+    hit = hashlib.md5(b"hit").hexdigest()
+    status, r = await post(deployment.url, {"queries": [{"type": "md5", "hash": hit}, query,
+                                                        {"type": "md5", "hash": "00" * 16}]})
+    assert status == 200, r
+    good, bad, miss = r["results"]
+    assert good["matched"] is True and miss["matched"] is False
+    assert bad["index"] == 1 and bad["kind"] == "input" and fragment in bad["error"] and "matched" not in bad
+
+
 @pytest.mark.parametrize("body, fragment", [
-    ({"queries": [{"type": "md5", "hash": "xyz"}]}, "query 0: md5 hash"),
-    ({"queries": [{"type": "md5", "hash": "00" * 16, "threshold": 5}]}, "threshold applies to pdq only"),
-    ({"queries": [{"type": "pdq", "hash": "00" * 32, "threshold": 64}]}, "threshold 64"),
-    ({"queries": [{"type": "pdq", "hash": "00" * 32, "extra": 1}]}, "unknown query field"),
     ({"queries": [{"type": "md5", "hash": "00" * 16}] * 1001}, "at most 1000"),
     ({"nope": []}, "'queries' list"),
     (b"{not json", "body must be JSON"),

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from click.testing import CliRunner
 
-from federation.cli.jsonlog import JsonFormatter
+from federation.cli.logs import JsonFormatter
 from federation.cli.main import cli
 from federation.core.note import Signer
 from federation.node.doctor import FAIL, OK, run_doctor
