@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -38,20 +37,6 @@ from support.feeds import adds, make_feed
 from support.loopback import Servers, bounded, start_app
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def serve_feed():
-    runners = []
-
-    async def serve(db: Path) -> str:
-        runner, url = await start_app(create_app([PublisherSource(db)]))
-        runners.append(runner)
-        return f"{url}/feeds/{NAME}/"
-
-    yield serve
-    for r in reversed(runners):
-        await r.cleanup()
 
 
 # ---- 1. a matcher never answers from a mirror it cannot stand behind ------------------
@@ -325,7 +310,6 @@ async def test_a_mirror_whose_clock_runs_behind_is_told_to_check_its_clock(tmp_p
     from federation.sync import orchestrator as sync_module
     from federation.core.errors import StaleError
     from federation.store.mirror import Mirror
-    from federation.net.server import PublisherSource, create_app
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")
     feed.publish_version()
     servers = Servers()
@@ -390,7 +374,6 @@ async def test_doctor_accepts_an_upstream_that_sync_accepts_fresh_by_its_seal(tm
     from federation.node.doctor import FAIL, run_doctor
     from federation.store.mirror import Mirror
     from federation.core.note import Note, parse_note
-    from federation.net.server import PublisherSource, create_app
     from federation.sync.orchestrator import sync_once
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")
     feed.publish_version()  # published just now
@@ -440,7 +423,6 @@ async def test_doctor_cannot_tell_the_freshness_of_a_bigger_tree_without_a_times
     upstream stale (sync may well accept it) or fresh (it may be frozen too)."""
     import time
     from federation.core.note import Note, parse_note
-    from federation.net.server import PublisherSource, create_app
     from federation.node.doctor import WARN, run_doctor
     from federation.store.mirror import Mirror
     from federation.sync.orchestrator import sync_once

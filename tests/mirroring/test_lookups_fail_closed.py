@@ -31,20 +31,6 @@ from support.loopback import Servers, bounded, start_app
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-async def serve_feed():
-    runners = []
-
-    async def serve(db: Path) -> str:
-        runner, url = await start_app(create_app([PublisherSource(db)]))
-        runners.append(runner)
-        return f"{url}/feeds/{NAME}/"
-
-    yield serve
-    for r in reversed(runners):
-        await r.cleanup()
-
-
 # ---- 1. a matcher never answers from a mirror it cannot stand behind ------------------
 
 
@@ -205,7 +191,6 @@ async def test_a_node_follower_fails_lookups_closed_after_a_relay_rolls_back_lik
     from federation.store.mirror import Mirror
     from federation.node.config import parse_config
     from federation.node.assembly import build_app
-    from federation.net.server import PublisherSource, create_app
     from federation.sync.orchestrator import sync_once
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")
     feed.publish_version()
@@ -257,7 +242,6 @@ async def test_a_node_follower_fails_lookups_closed_after_a_relay_rolls_back_lik
 @pytest.mark.timeout(120)
 async def test_an_old_mirror_whose_last_sync_found_a_fork_stays_closed_after_the_upgrade(tmp_path):
     from federation.store.mirror import Mirror
-    from federation.net.server import PublisherSource, create_app
     from federation.sync.orchestrator import sync_once
     feed = make_feed(tmp_path / "pub.db", "tid", access="public")
     feed.publish_version()
