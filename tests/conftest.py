@@ -1,62 +1,53 @@
-"""Shared fixtures: a publisher with a generated key, its server on 127.0.0.1,
-a transparent (until told otherwise) tampering proxy, and mirrors.
+"""Fixtures shared by several features (pytest finds them here for every test).
 
-Fixtures (all function-scoped, all under ``tmp_path``):
+All function-scoped, all under ``tmp_path``, every server on 127.0.0.1 with an
+ephemeral port. Each feature directory's ``conftest.py`` holds the fixtures
+only its tests use; plain helpers are in ``support/``.
+
+Publishers and mirrors of feed ``NAME`` (``support.feeds``):
 
 * ``signer``            -- a fresh Ed25519 key named ``ORIGIN``
 * ``make_publisher``    -- factory: ``make_publisher(filename, signer, name, origin)`` -> ``PubFeed``
 * ``publisher``         -- ``PubFeed`` for feed ``NAME`` in ``pub.db``, no versions yet
 * ``serve``             -- async factory: ``await serve(app_or_db_path)`` -> base URL on 127.0.0.1
 * ``server``            -- base URL of a server for ``publisher``'s DB
-* ``proxy``             -- a running ``TamperProxy`` in front of ``server``
 * ``make_mirror``       -- factory: ``make_mirror(filename, urls, vkeys=None, name, origin)`` -> ``Mirror``
 * ``mirror``            -- a mirror following ``NAME`` straight from ``server``
+
+Feed ``tid`` and the servers of the distribution tests (``support.feeds``, ``support.loopback``):
+
+* ``servers``           -- a ``Servers``: ``await servers.start(app)`` / ``servers.publisher(db)``
+* ``feed``              -- a public feed ``tid`` in ``pub.db`` (``Feed``)
+
+Whole deployments:
+
+* ``deployment``        -- publisher -> mirror -> platform node (``support.deployment``)
+* ``world``             -- a publisher under trust file v1 with three witnesses (``support.trust_world``)
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+# ``support`` is imported as a top-level package by the tests of every directory.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers_tamper import NAME, ORIGIN, TamperProxy, adds, feed_url, start_app  # noqa: E402
-
-from federation.core.entries import Add, Withdraw  # noqa: E402
-from federation.store.mirror import Mirror  # noqa: E402
 from federation.core.note import Signer  # noqa: E402
-from federation.store.publisher import Publisher, PublishResult  # noqa: E402
 from federation.net.server import PublisherSource, create_app  # noqa: E402
+from federation.platform.node import PlatformNode  # noqa: E402
+from federation.store.mirror import Mirror  # noqa: E402
+from federation.store.publisher import Publisher  # noqa: E402
+
+from support.deployment import FEED, ORIGIN as DEPLOYMENT_ORIGIN, Deployment  # noqa: E402
+from support.feeds import NAME, ORIGIN, Feed, PubFeed, feed_url, make_feed  # noqa: E402
+from support.loopback import Servers, start, start_app  # noqa: E402
+from support.trust_world import close_world, make_world  # noqa: E402
 
 
-@dataclass
-class PubFeed:
-    """A publisher DB with one feed and the key that signs it."""
-
-    pub: Publisher
-    signer: Signer
-    name: str
-    origin: str
-    path: Path
-
-    @property
-    def vkey(self) -> str:
-        return self.signer.vkey
-
-    def publish(self, ops: list[Add | Withdraw], **kw) -> PublishResult:
-        return self.pub.publish(self.name, ops, self.signer, **kw)
-
-    def publish_adds(self, n: int, case: str = "case1", labels: tuple[str, ...] = ("csam",),
-                     hash_type: str = "md5") -> tuple[PublishResult, list[Add]]:
-        ops = adds(n, case, labels, hash_type)
-        return self.publish(ops), ops
-
-    def head(self):
-        return self.pub.feed(self.name)
-
+# ---- publishers and mirrors of feed NAME -------------------------------------------
 
 @pytest.fixture
 def signer() -> Signer:
@@ -108,14 +99,6 @@ async def server(serve, publisher) -> str:
 
 
 @pytest.fixture
-async def proxy(server):
-    p = TamperProxy(server)
-    await p.start()
-    yield p
-    await p.close()
-
-
-@pytest.fixture
 def make_mirror(tmp_path, signer):
     made: list[Mirror] = []
 
@@ -134,3 +117,52 @@ def make_mirror(tmp_path, signer):
 @pytest.fixture
 def mirror(make_mirror, server) -> Mirror:
     return make_mirror("m.db", feed_url(server))
+
+
+# ---- feed tid and the distribution tests' servers ----------------------------------
+
+@pytest.fixture
+async def servers():
+    s = Servers()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def feed(tmp_path) -> Feed:
+    f = make_feed(tmp_path / "pub.db", access="public")  # read anonymously, and exported, by these tests
+    yield f
+    f.pub.close()
+
+
+# ---- whole deployments ------------------------------------------------------------
+
+@pytest.fixture
+async def deployment(tmp_path):
+    """Publisher served on loopback, a mirror following it, and a platform node over the mirror."""
+    signer = Signer.generate(DEPLOYMENT_ORIGIN)
+    pub = Publisher(tmp_path / "pub.db")
+    pub.create_feed(FEED, DEPLOYMENT_ORIGIN, signer)
+    runners = []
+    r, base = await start(create_app([PublisherSource(tmp_path / "pub.db")]))
+    runners.append(r)
+    feed_url = f"{base}feeds/{FEED}/"
+    mirror = Mirror(tmp_path / "mirror.db")
+    mirror.follow(FEED, DEPLOYMENT_ORIGIN, [signer.vkey], [feed_url])
+    node = PlatformNode(tmp_path / "mirror.db", tmp_path / "platform.db", poll=5.0, retry_base=0.05, retry_cap=0.2)
+    r, url = await start(node.app)
+    runners.append(r)
+    yield Deployment(tmp_path, pub, signer, feed_url, mirror, node, url)
+    for r in reversed(runners):
+        await r.cleanup()
+    mirror.close()
+    pub.close()
+
+
+@pytest.fixture
+async def world(tmp_path, make_publisher):
+    """Publisher (feed NAME, trust v1 published: 3 witnesses, quorum 2, 2-of-2
+    trust keys, 1 h staleness), its server with trust routes, three witnesses."""
+    world = await make_world(tmp_path, make_publisher("pub.db"))
+    yield world
+    await close_world(world)
