@@ -47,6 +47,7 @@ from federation.core.errors import InputError, UnavailableError
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.store.mirror import follow_ids, lookup_rows, origins as follow_origins, read_follows
+from federation.platform.pdq_file import index_path
 from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
 from federation.platform.auth import scope_of
 from federation.core.readiness import Basis, assess, require
@@ -86,10 +87,13 @@ def parse_query(obj, default_threshold: int = DEFAULT_THRESHOLD) -> Query:
 class Lookup:
     """Answers queries from a mirror database (read-only) and its PDQ index."""
 
-    def __init__(self, mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
+    def __init__(self, mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD, keep_index: bool = False):
+        """``keep_index``: save the PDQ index next to the mirror (``pdq_file.index_path``)
+        after each full rebuild, as a serving node does; a one-shot lookup only
+        reads a saved one."""
         self.conn: sqlite3.Connection = connect(mirror_path, readonly=True)
         self.default_threshold = check_threshold(default_threshold)
-        self.index = PdqIndex(self.conn)
+        self.index = PdqIndex(self.conn, index_path(mirror_path), save=keep_index)
 
     def close(self) -> None:
         self.conn.close()
@@ -219,7 +223,7 @@ async def post_lookup(request: web.Request) -> web.Response:
 def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
     """An ``install(app)`` for ``server.create_app(extensions=...)``."""
     def install(app: web.Application) -> None:
-        app[LOOKUP] = Lookup(mirror_path, default_threshold)
+        app[LOOKUP] = Lookup(mirror_path, default_threshold, keep_index=True)
         app.router.add_get("/lookup/{type}/{hash}", get_lookup)
         app.router.add_post("/lookup", post_lookup)
         answer_json(app, "/lookup/{type}/{hash}", "/lookup")

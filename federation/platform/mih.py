@@ -127,8 +127,6 @@ class Table:
         self.bucket_bits = bucket_bits
         self.starts = starts  # concatenated per-chunk offsets, each chunk's with a final end entry
         self.ids = ids
-        # (start, end) of every bucket as one 8-byte row (overlapping rows of ``starts``).
-        self._pairs = np.lib.stride_tricks.as_strided(starts, (max(len(starts) - 1, 0), 2), (4, 4), writeable=False)
         firsts = [0]
         for b in bucket_bits:
             firsts.append(firsts[-1] + (1 << b) + 1)
@@ -209,9 +207,10 @@ class Table:
         for c, b in enumerate(self.bucket_bits):
             keys[:, c] = chunk_keys(queries, c) & np.uint32((1 << b) - 1)
         buckets = ((keys[:, p.chunk] ^ p.mask).astype(np.int64) + p.base).ravel()  # (nq * P,)
-        bounds = np.take(self._pairs, buckets, axis=0)  # one 8-byte read per probe: (start, end)
-        first = bounds[:, 0].astype(np.int64)
-        count = bounds[:, 1].astype(np.int64) - first
+        # Two gathers from the contiguous offsets (np.take of an overlapping
+        # strided view copies the whole view first: 20 ms a call at 1M).
+        first = np.take(self.starts, buckets).astype(np.int64)
+        count = np.take(self.starts, buckets + 1).astype(np.int64) - first
         total = int(count.sum())
         if total == 0:
             empty = np.zeros(0, dtype=np.int64)
