@@ -192,14 +192,16 @@ class Table:
         occupancy = CHUNKS * n / (len(self.starts) - CHUNKS)
         return probes * (PROBE_COST + occupancy * CANDIDATE_COST) > n * SCAN_COST
 
-    def search(self, queries: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, threshold: int,
+               method: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every (query number, value number, distance) with distance <= ``threshold``,
-        each pair once, sorted by query then value number."""
+        each pair once, sorted by query then value number. ``method``: "probe"
+        or "scan" (both exact; tests pin each), else the cheaper one."""
         queries = as_values(queries)
         if len(self) == 0 or len(queries) == 0:
             empty = np.zeros(0, dtype=np.int64)
             return empty, empty, empty
-        if self.prefers_scan(threshold):
+        if method == "scan" or (method is None and self.prefers_scan(threshold)):
             return scan(self.words, queries, threshold)
         p = self.plan(threshold)
         nq, np_ = len(queries), len(p.mask)
