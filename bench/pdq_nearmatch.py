@@ -17,7 +17,7 @@ peak memory (ru_maxrss) is its own:
   ``bitwise_count`` over four uint64 words), on the first ``--sample``
   queries: the ground truth.
 * threatexchange: ``PDQIndex`` (faiss multi-hash, what HMA uses), one query
-  per call.
+  per call, on the first ``--peer-queries`` queries (it is slow at 10M).
 * http: the real lookup API (``lookup_extension``) in a server process that
   loads the saved index, one query per ``GET /lookup/pdq/{hash}`` request,
   load from wrk (or bench/loadgen.py) in a third process.
@@ -48,6 +48,21 @@ from federation.platform.pdq_file import index_path  # noqa: E402
 from federation.platform.pdq_index import DEFAULT_THRESHOLD as T, PdqIndex  # noqa: E402
 from federation.store.db import connect  # noqa: E402
 from federation.store.mirror import Mirror  # noqa: E402
+
+
+class Clock:
+    """Wall and process CPU time of a block: on a shared machine the CPU
+    rate is what the engine costs, the wall rate what it got."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def rates(self, n: int) -> dict:
+        return {"wall": n / self.wall, "cpu": n / self.cpu}
 
 
 def rss_mib() -> float:
@@ -88,18 +103,16 @@ def child_ours(d: Path, sample: int) -> dict:
     index = PdqIndex(conn, index_path(d / "mirror.db"))
     build = time.perf_counter() - t0
     rss_built = rss_mib()
-    t0 = time.perf_counter()
-    single = [index.candidates([q], T)[0] for q in queries]
-    per_call = len(queries) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
+    with Clock() as c1:
+        single = [index.candidates([q], T)[0] for q in queries]
     batched = []
-    for s in range(0, len(queries), 1000):
-        batched += index.candidates(queries[s:s + 1000], T)
-    per_batch = len(queries) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for q in queries:
-        index.search([q], T)
-    with_sql = len(queries) / (time.perf_counter() - t0)
+    with Clock() as c2:
+        for s in range(0, len(queries), 1000):
+            batched += index.candidates(queries[s:s + 1000], T)
+    with Clock() as c3:
+        for q in queries:
+            index.search([q], T)
+    per_call, per_batch, with_sql = c1.rates(len(queries)), c2.rates(len(queries)), c3.rates(len(queries))
     assert batched == single
     del index
     t0 = time.perf_counter()
@@ -114,27 +127,31 @@ def child_brute(d: Path, sample: int) -> dict:
     words = np.load(d / "values.npy").view(np.uint64)  # (n, 4)
     values = words.view(np.uint8)
     queries = np.load(d / "queries.npy")[:sample].view(np.uint64)
-    t0 = time.perf_counter()
     answers = []
-    for q in queries:
-        dist = np.bitwise_count(words[:, 0] ^ q[0])
-        for w in range(1, 4):
-            dist += np.bitwise_count(words[:, w] ^ q[w])
-        hits = np.nonzero(dist <= T)[0]
-        answers.append([(values[i].tobytes(), int(dist[i])) for i in hits])
-    return {"per_call": len(queries) / (time.perf_counter() - t0), "rss_mib": rss_mib(), "answers": as_sets(answers)}
+    with Clock() as c:
+        for q in queries:
+            dist = np.bitwise_count(words[:, 0] ^ q[0])
+            for w in range(1, 4):
+                dist += np.bitwise_count(words[:, w] ^ q[w])
+            hits = np.nonzero(dist <= T)[0]
+            answers.append([(values[i].tobytes(), int(dist[i])) for i in hits])
+    return {"per_call": c.rates(len(queries)), "rss_mib": rss_mib(), "answers": as_sets(answers)}
 
 
-def child_threatexchange(d: Path, sample: int) -> dict:
+def child_threatexchange(d: Path, sample: int, nq: int) -> dict:
+    import faiss
     from threatexchange.signal_type.pdq.pdq_index import PDQIndex
+    # One OpenMP thread: one query per call has nothing to share out, and on a
+    # busy machine idle-spinning threads only slow it down (faster for them).
+    faiss.omp_set_num_threads(1)
     values = np.load(d / "values.npy")
-    queries = [q.tobytes().hex() for q in np.load(d / "queries.npy")]
+    queries = [q.tobytes().hex() for q in np.load(d / "queries.npy")[:max(nq, sample)]]
     t0 = time.perf_counter()
     index = PDQIndex((v.tobytes().hex(), i) for i, v in enumerate(values))
     build = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    found = [index.query(q) for q in queries]
-    per_call = len(queries) / (time.perf_counter() - t0)
+    with Clock() as c:
+        found = [index.query(q) for q in queries]
+    per_call = c.rates(len(queries))
     answers = [[(values[m.metadata].tobytes(), int(m.similarity_info.distance)) for m in ms] for ms in found[:sample]]
     return {"build_s": build, "per_call": per_call, "rss_mib": rss_mib(), "answers": as_sets(answers)}
 
@@ -160,11 +177,20 @@ def child_http(d: Path, seconds: float, conns: int) -> dict:
         # wrk passes the paths in one environment variable (at most 128 KiB): 1000 of them
         urls = [base + q.tobytes().hex() for q in np.load(d / "queries.npy")[:1000]]
         load(urls, conns, 1.0)  # warm-up
+        cpu0 = server_cpu(proc.pid)
         r = load(urls, conns, seconds)
+        r["server_cpu_s"] = server_cpu(proc.pid) - cpu0
+        r["requests"] = r["rps"] * seconds if "requests" not in r else r["requests"]
         r["server_rss_mib"] = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
     finally:
         common.stop(proc)
     return {**r, "server_ready_s": ready}
+
+
+def server_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_child(kind: str, d: Path, *extra: str) -> dict:
@@ -180,6 +206,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=100, help="queries checked against brute force")
     ap.add_argument("--http-seconds", type=float, default=10.0)
     ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--peer-queries", type=int, default=500, help="queries timed on threatexchange's index")
     ap.add_argument("--skip-threatexchange", action="store_true")
     ap.add_argument("--child", nargs="+")
     ap.add_argument("--serve", nargs=2)
@@ -189,7 +216,7 @@ def main() -> None:
     if a.child:
         kind, d = a.child[0], Path(a.child[1])
         res = {"ours": lambda: child_ours(d, a.sample), "brute": lambda: child_brute(d, a.sample),
-               "threatexchange": lambda: child_threatexchange(d, a.sample),
+               "threatexchange": lambda: child_threatexchange(d, a.sample, a.peer_queries),
                "http": lambda: child_http(d, a.http_seconds, a.connections)}[kind]()
         print(json.dumps(res))
         return
@@ -203,35 +230,37 @@ def main() -> None:
         ours = run_child("ours", d, *common_args)
         print(f"ours built in {ours['build_s']:.1f} s", flush=True)
         brute = run_child("brute", d, *common_args)
-        theirs = None if a.skip_threatexchange else run_child("threatexchange", d, *common_args)
+        theirs = None if a.skip_threatexchange else run_child("threatexchange", d, *common_args,
+                                                              "--peer-queries", str(a.peer_queries))
         http = run_child("http", d, "--http-seconds", str(a.http_seconds), "--connections", str(a.connections))
     base = brute["per_call"]
     same = ours["answers"] == brute["answers"]
     found = sum(len(x) for x in brute["answers"])
+    load1 = os.getloadavg()[0]
     print(f"\nN={a.n:,} threshold={T} queries={a.queries} (sample checked against brute force: {a.sample}, "
-          f"{found} matches in it)")
-    print(f"{'engine':44} {'queries/s':>10} {'vs brute':>9} {'build s':>8} {'peak MiB':>9}")
-    fmt = "{:44} {:>10,.0f} {:>8.1f}x {:>8} {:>9}"
+          f"{found} matches in it); load average {load1:.1f} on {os.cpu_count()} cores")
+    print("queries/s by wall clock, and per CPU second of the process (what it costs on an idle core)")
+    print(f"{'engine':47} {'wall q/s':>9} {'cpu q/s':>9} {'vs brute':>9} {'build s':>8} {'peak MiB':>9}")
 
-    class row:  # noqa: N801 - a format with the peak memory column optional
-        @staticmethod
-        def format(name, qps, ratio, build, mib):
-            return fmt.format(name, qps, ratio, build, f"{mib:,.0f}" if mib != "" else "")
-    print(row.format("numpy brute-force scan, one query per call", base, 1.0, "-", brute["rss_mib"]))
+    def row(name, r, build="", mib=None):
+        print(f"{name:47} {r['wall']:>9,.0f} {r['cpu']:>9,.0f} {r['cpu'] / base['cpu']:>8.1f}x {build:>8} "
+              f"{'' if mib is None else f'{mib:,.0f}':>9}")
+    row("numpy brute-force scan, one query per call", base, "-", brute["rss_mib"])
     if theirs:
-        print(row.format("threatexchange PDQIndex (faiss), one per call", theirs["per_call"],
-                         theirs["per_call"] / base, f"{theirs['build_s']:.1f}", theirs["rss_mib"]))
-    print(row.format("ours, one query per call", ours["per_call"], ours["per_call"] / base,
-                     f"{ours['build_s']:.1f}", ours["rss_after_build_mib"]))
-    print(row.format("ours, batches of 1000", ours["batched"], ours["batched"] / base, "", ""))
-    print(row.format("ours, one per call with SQL provenance", ours["with_sql"], ours["with_sql"] / base, "", ""))
-    print(row.format(f"ours, HTTP GET one per request ({http['tool']}, {a.connections} conns)", http["rps"],
-                     http["rps"] / base, "", http["server_rss_mib"]))
+        row("threatexchange PDQIndex (faiss), one per call", theirs["per_call"], f"{theirs['build_s']:.1f}",
+            theirs["rss_mib"])
+    row("ours, one query per call", ours["per_call"], f"{ours['build_s']:.1f}", ours["rss_after_build_mib"])
+    row("ours, batches of 1000", ours["batched"])
+    row("ours, one per call with SQL provenance", ours["with_sql"])
+    http_rates = {"wall": http["rps"], "cpu": http["requests"] / max(http["server_cpu_s"], 1e-9)}
+    row(f"ours, HTTP GET, one per request ({http['tool']})", http_rates, "", http["server_rss_mib"])
     if theirs:
-        print(f"ours vs threatexchange, one query per call: {ours['per_call'] / theirs['per_call']:.1f}x; "
-              f"batched: {ours['batched'] / theirs['per_call']:.1f}x")
+        print(f"ours vs threatexchange (per CPU second), one query per call: "
+              f"{ours['per_call']['cpu'] / theirs['per_call']['cpu']:.1f}x; "
+              f"batched: {ours['batched']['cpu'] / theirs['per_call']['cpu']:.1f}x")
     print(f"restart: the saved index loaded in {ours['load_s']:.1f} s (loaded from file: {ours['loaded_from_file']}); "
-          f"HTTP server ready in {http['server_ready_s']:.1f} s; HTTP errors: {http['errors']}")
+          f"HTTP server ready in {http['server_ready_s']:.1f} s; HTTP errors: {http['errors']}; "
+          f"HTTP cpu q/s = requests per server CPU second ({a.connections} connections)")
     print(f"exact on the sample (ours == brute force): {same}")
     if theirs:
         got = sum(len(x) for x in theirs["answers"])

@@ -57,6 +57,10 @@ MAX_VALUES = (1 << 32) // CHUNKS - 1  # ids and offsets are uint32
 # ``probes * occupancy`` values at random. Relative costs measured here
 # (ns per probe, per candidate, per scanned value) choose between them.
 PROBE_COST, CANDIDATE_COST, SCAN_COST = 25.0, 60.0, 3.0
+# Queries probed together: one query's probes and candidates (~70 KB of
+# temporaries at 10M) stay in cache; a batch of 25 at once was 30% slower
+# per query at 10M than one at a time (measured here, bench/README.md).
+GROUP = 8
 
 
 def as_values(data) -> np.ndarray:
@@ -114,7 +118,7 @@ class Plan:
     """The probes of one threshold on one table: bucket numbers relative to each query."""
 
     chunk: np.ndarray   # (P,) chunk of each probe
-    mask: np.ndarray    # (P,) folded flip mask (uint32)
+    mask: np.ndarray    # (P,) folded flip mask (int64, as the keys)
     base: np.ndarray    # (P,) first bucket of that chunk in the concatenated tables (int64)
 
 
@@ -175,7 +179,7 @@ class Table:
             for c, (r, b) in enumerate(zip(radii(threshold), self.bucket_bits)):
                 m = flip_masks(CHUNK_BITS[c], r, b)
                 chunks.append(np.full(len(m), c, dtype=np.intp))
-                masks.append(m)
+                masks.append(m.astype(np.int64))
                 bases.append(np.full(len(m), self.firsts[c], dtype=np.int64))
             p = self._plans[threshold] = Plan(np.concatenate(chunks), np.concatenate(masks), np.concatenate(bases))
         return p
@@ -203,12 +207,18 @@ class Table:
             return empty, empty, empty
         if method == "scan" or (method is None and self.prefers_scan(threshold)):
             return scan(self.words, queries, threshold)
+        out = [self._probe(queries[s:s + GROUP], threshold) for s in range(0, len(queries), GROUP)]
+        if len(out) == 1:
+            return out[0]
+        return (np.concatenate([q + s for q, s in zip((o[0] for o in out), range(0, len(queries), GROUP))]),
+                np.concatenate([o[1] for o in out]), np.concatenate([o[2] for o in out]))
+
+    def _probe(self, queries: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``search`` by probing, for a group of queries."""
         p = self.plan(threshold)
         nq, np_ = len(queries), len(p.mask)
-        keys = np.empty((nq, CHUNKS), dtype=np.uint32)
-        for c, b in enumerate(self.bucket_bits):
-            keys[:, c] = chunk_keys(queries, c) & np.uint32((1 << b) - 1)
-        buckets = ((keys[:, p.chunk] ^ p.mask).astype(np.int64) + p.base).ravel()  # (nq * P,)
+        keys = query_keys(queries, self.bucket_bits)
+        buckets = ((keys[:, p.chunk] ^ p.mask) + p.base).ravel()  # (nq * P,)
         # Two gathers from the contiguous offsets (np.take of an overlapping
         # strided view copies the whole view first: 20 ms a call at 1M).
         first = np.take(self.starts, buckets).astype(np.int64)
@@ -224,18 +234,29 @@ class Table:
         return _verify(self.words, queries.view(np.uint64), count.reshape(nq, np_).sum(axis=1), cand, threshold)
 
 
+def query_keys(queries: np.ndarray, bucket_bits: tuple[int, ...]) -> np.ndarray:
+    """The (folded) chunk keys of a few queries, (nq, CHUNKS) int64: through
+    Python integers, 11 shifts a query (a few us), where ``chunk_keys``'s
+    whole-array passes cost 30 us a chunk for one query."""
+    spans = [(BITS - s - c, (1 << b) - 1) for s, c, b in zip(CHUNK_START, CHUNK_BITS, bucket_bits)]
+    rows = []
+    for q in queries:
+        x = int.from_bytes(q.tobytes(), "big")
+        rows.append([(x >> shift) & fold for shift, fold in spans])
+    return np.array(rows, dtype=np.int64).reshape(len(queries), CHUNKS)
+
+
 def _verify(words: np.ndarray, qwords: np.ndarray, per_query: np.ndarray, cand: np.ndarray,
             threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distances of the candidates ``cand`` (the first ``per_query[0]`` of query 0,
     and so on); the pairs within ``threshold``, each once."""
-    got = np.take(words, cand, axis=0)
-    got ^= np.repeat(qwords, per_query, axis=0)
-    dist = np.bitwise_count(got[:, 0])
-    for w in range(1, 4):
-        dist += np.bitwise_count(got[:, w])
-    hit = np.nonzero(dist <= threshold)[0]
-    qn = np.repeat(np.arange(len(per_query), dtype=np.int64), per_query)[hit]
-    cand, dist = cand[hit].astype(np.int64), dist[hit].astype(np.int64)
+    qn = np.repeat(np.arange(len(per_query), dtype=np.int64), per_query)
+    got = np.take(words, cand, axis=0)  # (C, 4) uint64: the random reads
+    got ^= qwords[qn] if len(per_query) > 1 else qwords
+    np.bitwise_count(got, out=got)
+    dist = got[:, 0] + got[:, 1] + got[:, 2] + got[:, 3]
+    hit = np.flatnonzero(dist <= threshold)
+    qn, cand, dist = qn[hit], cand[hit].astype(np.int64), dist[hit].astype(np.int64)
     # A value is found once per chunk it agrees on: keep each pair once.
     pair = qn * (1 << 32) + cand
     pair, first = np.unique(pair, return_index=True)

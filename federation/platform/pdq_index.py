@@ -181,6 +181,11 @@ class PdqIndex:
 
     def refresh(self) -> int:
         """Apply changes after the cursor; returns how many PDQ values were added."""
+        # The usual case, every lookup: nothing new. Two reads, no transaction:
+        # a version committed between them changes one of the two, and the
+        # full path below runs on one snapshot.
+        if changes_head(self.conn) == self.cursor and follow_versions(self.conn) == self._versions:
+            return 0
         self.conn.execute("BEGIN")  # one snapshot: rows up to ``top`` are all there is up to ``top``
         try:
             top = changes_head(self.conn)
