@@ -139,7 +139,7 @@ class Lookup:
         ``feeds``, only records of those feeds are reported."""
         self.index.refresh()
         origins, feed_ids = self._origins(), follow_ids(self.conn)
-        # Near queries go to the index grouped by threshold (one faiss call per group).
+        # Near queries go to the index grouped by threshold (one index call per group).
         near: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
             if q.threshold is not None:
