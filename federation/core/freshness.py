@@ -27,7 +27,7 @@ Why the log key and not a key of its own: a mirror that follows a plain vkey
 freshness along, and the statement is the log's own. Verifiers that know only
 the log key ignore the line: its key ID hashes in type 0x04, so it is a
 signature by an unknown key, which signed-note verifiers MUST ignore (Go's
-``sumdb/note`` does: tests/test_conformance_go.py). Cross-use is harmless
+``sumdb/note`` does: tests/protocol/test_conformance_go.py). Cross-use is harmless
 (docs/PROTOCOL.md section 3a): the Ed25519 part of a timestamp line is a
 valid log signature over ``cosignature/v1\ntime T\n<checkpoint>``, but no
 checkpoint parser accepts that text (its first line is not the origin, its

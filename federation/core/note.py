@@ -38,7 +38,7 @@ EM_DASH = "\u2014"
 # A key name: one or more characters, none of them '+' or one of these
 # (docs/PROTOCOL.md section 3). The list is spelled out, not "\s", so the rule
 # does not move with Python's Unicode tables; it is exactly the set Python's
-# str.isspace() gives today (tests/test_note_rules.py): Unicode White_Space,
+# str.isspace() gives today (tests/protocol/test_note_and_checkpoint_rules.py): Unicode White_Space,
 # plus U+001C..U+001F, which can never appear in a note anyway.
 NAME_FORBIDDEN = ("+\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
                   "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")

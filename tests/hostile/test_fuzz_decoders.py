@@ -3,7 +3,7 @@
 Random bytes and mutated valid seeds (real signed notes, real bundles,
 entries, snapshots, trust files, configs, batches, witness requests) go to
 each decoder. The only outcomes allowed are a returned object or one of our
-errors with a kind (``fuzz_support.outcome``); the witness's own refusal
+errors with a kind (``support.fuzz.outcome``); the witness's own refusal
 carries a 4xx status. Anything else -- ``ValueError``, ``RecursionError``,
 ``OverflowError``, ``UnicodeDecodeError``, a hang -- fails the property.
 Findings are pinned as named tests in ``test_hostile_parsers.py``.

@@ -34,7 +34,7 @@ from federation.store.mirror import Mirror
 from federation.store.publisher import Publisher
 
 from support.clearinghouse import Clearinghouse, DAY, MD5, NAME, ORIGIN, acli, cli, follow
-from support.feeds import make_feed
+from support.feeds import adds, make_feed
 from support.loopback import Servers, bounded, start_app
 
 pytestmark = pytest.mark.timeout(90)
@@ -260,7 +260,7 @@ async def test_doctor_fails_an_upstream_whose_witness_quorum_sync_calls_stale(wo
     two_hours_ago = int(time.time()) - 7200
     for w in world.witnesses:
         w.clock = lambda: time.time() - 7200
-    world.pub.publish(NAME, __import__("helpers_tamper").adds(2), world.log_key, now=two_hours_ago)
+    world.pub.publish(NAME, adds(2), world.log_key, now=two_hours_ago)
     await world.cosign(now=two_hours_ago)  # the witnesses last cosigned two hours ago (max staleness: 1 h)
     world.pub.refresh_timestamp(NAME, world.log_key)  # the log's own timestamp is fresh
     (tmp_path / "platform").mkdir()

@@ -1,6 +1,6 @@
 """Mirror sync over real HTTP on 127.0.0.1: the semantics of the log arrive intact.
 
-Every sync is bounded in time (``helpers_tamper.sync``) and every test in
+Every sync is bounded in time (``support.mirror_state.sync``) and every test in
 time (pytest-timeout).
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every constant here is copied from a public source, named next to it:
 
 * Go's ``golang.org/x/mod/sumdb/note`` package documentation (note.go) and
   tests (note_test.go): the PeterNeumann / EnochRoot keys, note and
-  signatures. ``tests/test_conformance_go.py`` checks that these constants
+  signatures. ``tests/protocol/test_conformance_go.py`` checks that these constants
   still appear verbatim in the installed Go source.
 * Go's ``golang.org/x/mod/sumdb/tlog`` tests (note_test.go, tlog_test.go).
 * transparency-dev/merkle ``testonly/constants.go`` and

@@ -115,14 +115,14 @@ def test_records_that_are_not_well_formed_are_malformed(record, words):
 ])
 def test_well_formed_records_are_not_judged_one_by_one(record):
     """Such a record is read (and then fails the digest check at bootstrap:
-    tests/test_scale_snapshot.py), not refused as malformed on its own."""
+    tests/mirroring/test_snapshot_bootstrap_and_pruning.py), not refused as malformed on its own."""
     assert len(read_all(header(1) + record)) == 1
 
 
 def test_fields_too_long_for_an_element_are_malformed():
     """The element encoding (section 6) has u8 lengths: a field over 255 bytes
     cannot be one, which entries.element() reports (bootstrap turns it into
-    malformed: tests/test_scale_snapshot.py)."""
+    malformed: tests/mirroring/test_snapshot_bootstrap_and_pruning.py)."""
     for t, h, c, labels in [("md5", bytes(16), "c" * 256, ()), ("md5", bytes(256), "c", ()),
                             ("x" * 256, bytes(16), "c", ()), ("md5", bytes(16), "c", ("l" * 256,))]:
         assert len(read_all(header(1) + rec(t, h, c, labels))) == 1

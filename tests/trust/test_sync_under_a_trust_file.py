@@ -10,7 +10,7 @@ from federation.core.note import Cosigner, parse_note
 from federation.core.trustfile import QuorumError, quorum_cosignatures
 from federation.trust.rotation import TrustChain, TrustPolicy
 
-from support.feeds import NAME
+from support.feeds import NAME, adds
 from support.mirror_state import expect_failure, snapshot, sync
 from support.tamper import clone_db
 from support.trust_world import World
@@ -33,7 +33,7 @@ async def test_checkpoint_without_cosignatures_is_refused(world: World):
     m = world.mirror()
     await sync(m)
     # A publish the witnesses have not cosigned yet (or a log hiding it from them).
-    world.pub.publish(NAME, __import__("helpers_tamper").adds(2), world.log_key)
+    world.pub.publish(NAME, adds(2), world.log_key)
     await expect_failure(m, QuorumError, "signature", "witness quorum not met", "cosigned by 0 of the 2")
 
 
@@ -56,7 +56,7 @@ async def test_cosignatures_from_unknown_keys_are_ignored_and_named(world: World
 
 async def test_cosignature_from_the_future_is_not_counted(world: World):
     # A publisher whose clock runs an hour ahead serves witness 2's line dated then.
-    # (A bad cosignature among a quorum of good ones: tests/test_trust_quorum.py.)
+    # (A bad cosignature among a quorum of good ones: tests/trust/test_witness_quorum.py.)
     await world.publish(2, which=[0])
     await world.cosign(which=[], local=[world.witnesses[1].cosigner], now=int(time.time()) + 3600)
     m = world.mirror()
@@ -117,7 +117,6 @@ async def test_split_view_is_caught_by_the_quorum(world: World, serve):
     fork_db = clone_db(world.pub.conn.execute("PRAGMA database_list").fetchone()[2], world.tmp / "fork.db")
     await world.publish(4)  # main view: witnesses 1-3 cosign size 3+4+2 entries
     from federation.store.publisher import Publisher
-    from support.feeds import adds
     fork = Publisher(fork_db)
     fork.publish(NAME, adds(4), world.log_key)  # a different version 2, same size, same key
     from federation.trust.cosign import refresh_checkpoint
@@ -185,4 +184,4 @@ async def test_relay_passes_on_refreshed_cosignatures_so_its_followers_are_not_f
     assert times[refreshed].quorum_time > times[original].quorum_time
     assert policy.quorum_time(refreshed) == times[refreshed].quorum_time > policy.quorum_time(original)
     # (sync.orchestrator._fresher serves a note only with a newer quorum time:
-    # tests/test_review_log_timestamp.py drives that end to end.)
+    # tests/trust/test_freshness_by_witness_quorum.py drives that end to end.)
