@@ -32,8 +32,11 @@ probes (a random 32-byte read each), and longer chunks need more memory for
 bucket offsets: 2^23-2^24 buckets x 11 chunks is 448 MiB at 10M values,
 plus 4 bytes per value per chunk for ``ids`` and the 32 bytes of the value.
 All steps are whole-array numpy operations over every probe and candidate
-of a batch (``np.take`` for the random reads: 6x faster than fancy indexing
-a 2-D array), so a batch of queries costs few Python-level calls.
+of a group of ``GROUP`` queries (``np.take`` for the random reads: 6x faster
+than fancy indexing a 2-D array), so a query costs a few dozen numpy calls.
+The floor at 10M is those random reads: in bench/pdq_profile.py ``take``
+(bucket offsets, ids, values) is about half of a query's time, the distance
+step a fifth.
 """
 from __future__ import annotations
 
@@ -57,10 +60,10 @@ MAX_VALUES = (1 << 32) // CHUNKS - 1  # ids and offsets are uint32
 # ``probes * occupancy`` values at random. Relative costs measured here
 # (ns per probe, per candidate, per scanned value) choose between them.
 PROBE_COST, CANDIDATE_COST, SCAN_COST = 25.0, 60.0, 3.0
-# Queries probed together: one query's probes and candidates (~70 KB of
-# temporaries at 10M) stay in cache; a batch of 25 at once was 30% slower
-# per query at 10M than one at a time (measured here, bench/README.md).
-GROUP = 8
+# Queries probed together. At 10M (bench/pdq_profile.py, per CPU second):
+# groups of 1-4 ~6,000 queries/s, 8 ~4,100-5,900, 16 ~3,600: past a few
+# queries the temporaries (probes, candidates) fall out of cache.
+GROUP = 4
 
 
 def as_values(data) -> np.ndarray:
