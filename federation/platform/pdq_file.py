@@ -132,11 +132,12 @@ def _hash(digest, a: np.ndarray) -> None:
 def _header(path: Path, raw: bytes) -> dict:
     try:
         h = json.loads(raw)
-        ok = (isinstance(h, dict) and all(type(h.get(k)) is int and h[k] >= 0 for k in ("n", "starts", "cursor"))
+        ok = (isinstance(h, dict) and all(type(h.get(k)) is int and 0 <= h[k] < 1 << 63 for k in ("n", "starts", "cursor"))
               and isinstance(h.get("bucket_bits"), list) and isinstance(h.get("sha256"), str)
               and isinstance(h.get("anchor"), str) and isinstance(h.get("feeds"), dict)
-              and all(k.isdigit() and isinstance(v, list) and len(v) == 3 and isinstance(v[0], str)
-                      and type(v[1]) is int and isinstance(v[2], str) for k, v in h["feeds"].items()))
+              and all(k.isascii() and k.isdigit() and len(k) < 19 and isinstance(v, list) and len(v) == 3
+                      and isinstance(v[0], str) and type(v[1]) is int and isinstance(v[2], str)
+                      for k, v in h["feeds"].items()))
     except (ValueError, RecursionError) as e:  # json's errors (and UnicodeDecodeError) are ValueErrors
         raise StorageError(f"{path}: unreadable header: {e}") from e
     if not ok:

@@ -57,7 +57,7 @@ log = logging.getLogger("federation.platform.pdq_index")
 PDQ_BITS = 256
 PDQ_BYTES = 32
 DEFAULT_THRESHOLD = 31  # the PDQ standard's threshold for a confident match
-MAX_THRESHOLD = 63      # beyond this nflip=3 probes get slow and matches meaningless
+MAX_THRESHOLD = 63      # beyond this matches are meaningless (and a scan beats probing)
 REBUILD_DEAD_FRACTION = 0.25
 TAIL_MAX = 4096          # newest values scanned directly: 4096 x 32 B per query is ~10 us
 RECENT_FRACTION = 0.125  # ``recent`` past this fraction of ``main`` (and RECENT_MIN): full rebuild

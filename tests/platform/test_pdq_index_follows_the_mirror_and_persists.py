@@ -8,6 +8,7 @@ version's transaction: the active rows (``hashes``), their change rows
 """
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -169,7 +170,23 @@ def _header_not_json(path):
     path.write_bytes(raw[:12] + b"\xff" * n + raw[12 + n:])
 
 
-@pytest.mark.parametrize("damage", [_damage_body, _truncate, _bad_magic, _huge_header, _header_not_json])
+def _header_with(**fields):
+    """A damage: the header's fields replaced (sizes and digest kept)."""
+    def damage(path):
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[8:12], "big")
+        h = json.loads(raw[12:12 + n])
+        h.update(fields)
+        head = json.dumps(h).encode()
+        path.write_bytes(raw[:8] + len(head).to_bytes(4, "big") + head + raw[12 + n:])
+    damage.__name__ = f"_header_with_{'_'.join(fields)}"
+    return damage
+
+
+@pytest.mark.parametrize("damage", [_damage_body, _truncate, _bad_magic, _huge_header, _header_not_json,
+                                    _header_with(cursor=1 << 70), _header_with(feeds={"\u00b2": ["o", 1, ""]}),
+                                    _header_with(n=-1), _header_with(bucket_bits=[99] * 11)],
+                         ids=lambda f: f.__name__)
 def test_a_damaged_file_is_rebuilt_not_trusted(tmp_path, damage):
     feed, path = _saved(tmp_path)
     damage(path)
