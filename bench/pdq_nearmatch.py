@@ -123,7 +123,8 @@ def child_ours(d: Path, sample: int) -> dict:
     t0 = time.perf_counter()
     again = PdqIndex(conn, index_path(d / "mirror.db"))
     load = time.perf_counter() - t0
-    return {"build_s": build, "load_s": load, "loaded_from_file": again.loaded_from_file, "rss_after_build_mib": rss_built,
+    return {"build_s": build, "load_s": load, "loaded_from_file": again.loaded_from_file,
+            "rss_after_build_mib": rss_built,
             "per_call": per_call, "batched": per_batch, "with_sql": with_sql, "rss_mib": rss_mib(),
             "answers": as_sets(single[:sample])}
 
@@ -269,7 +270,8 @@ def main() -> None:
     print(f"exact on the sample (ours == brute force): {same}")
     if theirs:
         got = sum(len(x) for x in theirs["answers"])
-        print(f"threatexchange on the sample: {got}/{found} matches, identical: {theirs['answers'] == brute['answers']}")
+        same_theirs = theirs["answers"] == brute["answers"]
+        print(f"threatexchange on the sample: {got}/{found} matches, identical: {same_theirs}")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,8 @@ def _hash(digest, a: np.ndarray) -> None:
 def _header(path: Path, raw: bytes) -> dict:
     try:
         h = json.loads(raw)
-        ok = (isinstance(h, dict) and all(type(h.get(k)) is int and 0 <= h[k] < 1 << 63 for k in ("n", "starts", "cursor"))
+        ok = (isinstance(h, dict)
+              and all(type(h.get(k)) is int and 0 <= h[k] < 1 << 63 for k in ("n", "starts", "cursor"))
               and isinstance(h.get("bucket_bits"), list) and isinstance(h.get("sha256"), str)
               and isinstance(h.get("anchor"), str) and isinstance(h.get("feeds"), dict)
               and all(k.isascii() and k.isdigit() and len(k) < 19 and isinstance(v, list) and len(v) == 3

@@ -60,8 +60,8 @@ def test_random_queries_far_from_everything_find_nothing_and_scan_agrees():
     queries = rng.integers(0, 256, (50, 32), dtype=np.uint8)
     table = mih.Table.build(values)
     for method in ("probe", "scan"):
-        qn, _, _ = table.search(queries, 31, method=method)
-        assert set(zip(*[x.tolist() for x in table.search(queries, 31, method=method)])) == reference(values, queries, 31)
+        qn, vn, dist = table.search(queries, 31, method=method)
+        assert set(zip(qn.tolist(), vn.tolist(), dist.tolist())) == reference(values, queries, 31)
         assert len(qn) == 0
 
 
