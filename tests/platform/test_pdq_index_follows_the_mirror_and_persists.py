@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from federation.platform import mih, pdq_file, pdq_index
+from federation.platform.lookup import Lookup, parse_query
 from federation.platform.pdq_index import PdqIndex
 from federation.store.mirror import Mirror
 
@@ -242,3 +243,21 @@ def test_a_one_shot_reader_does_not_write_the_file(tmp_path):
     path = pdq_file.index_path(tmp_path / "m.db")
     PdqIndex(feed.m.conn, path, save=False)
     assert not path.exists()
+
+
+def test_the_serving_lookup_keeps_the_index_next_to_the_mirror_and_a_one_shot_lookup_reads_it(tmp_path):
+    feed = Feed(tmp_path / "mirror.db")
+    h = bytes(range(32))
+    feed.apply(add=[h])
+    path = tmp_path / "mirror.db.pdq-index"
+    one_shot = Lookup(tmp_path / "mirror.db")
+    assert not path.exists() and not one_shot.index.loaded_from_file
+    one_shot.close()
+    serving = Lookup(tmp_path / "mirror.db", keep_index=True)
+    assert path.exists() and not serving.index.loaded_from_file
+    serving.close()
+    again = Lookup(tmp_path / "mirror.db")
+    assert again.index.loaded_from_file
+    (item,) = again.answer([parse_query({"type": "pdq", "hash": h.hex()})])
+    assert [m["hash"] for m in item["matches"]] == [h.hex()]
+    again.close()
