@@ -6,6 +6,9 @@ Layout, every file of a home (no other module builds these paths):
   snapshot index and trust chains; ``snapshots/<feed id>/`` its snapshot files;
 * ``mirror.db`` -- feeds it follows (``store.mirror``);
   ``mirror-snapshots/<follow id>/`` the snapshot each bootstrapped from;
+  ``mirror.db.pdq-index`` the PDQ near-match index a serving platform node
+  saved (``platform.pdq_file``, mode 0600), rebuilt whenever it does not
+  match the mirror;
 * ``auth.db`` -- bearer tokens and the audit log (``store.tokens``);
 * ``platform.db`` -- consumer cursors and webhooks (``store.platform``), mode
   0600: it holds webhook secrets;
@@ -33,6 +36,7 @@ from pathlib import Path
 
 from federation.core.errors import UnavailableError
 from federation.core.names import check_feed_name
+from federation.platform.pdq_file import index_path
 from federation.store.served import served_path
 from federation.store.snapshots import mirror_snapshot_dir, snapshot_dir
 
@@ -65,6 +69,11 @@ class Home:
     @property
     def mirror_db(self) -> Path:
         return self.root / "mirror.db"
+
+    @property
+    def mirror_pdq_index(self) -> Path:
+        """The PDQ index saved next to the mirror (``platform serve``)."""
+        return index_path(self.mirror_db)
 
     @property
     def auth_db(self) -> Path:

@@ -17,7 +17,7 @@ import sqlite3
 
 from federation.core.errors import MalformedError
 from federation.core.vpdq import decode_segment
-from federation.store.mirror import active_values, change_values
+from federation.store.mirror import active_value_batches, change_values
 
 VIDEO = "vpdq"
 
@@ -31,16 +31,14 @@ def frame_pdqs(segment: bytes) -> list[bytes]:
         return []
 
 
-def index_values(conn: sqlite3.Connection) -> list[bytes]:
-    """Distinct values the index holds: active image PDQs, then active video frames."""
-    values = active_values(conn, "pdq")
-    seen = set(values)
-    for segment in active_values(conn, VIDEO):
-        for pdq in frame_pdqs(segment):
-            if pdq not in seen:
-                seen.add(pdq)
-                values.append(pdq)
-    return values
+def index_value_batches(conn: sqlite3.Connection, size: int):
+    """What the index holds, in lists of at most ``size`` values: active image
+    PDQs, then the frames of active videos. A value may come twice (an image
+    that is also a frame, a frame of two videos): the index answers each
+    value once and confirms every candidate against the active rows."""
+    yield from active_value_batches(conn, "pdq", size)
+    for segments in active_value_batches(conn, VIDEO, max(1, size // 80)):
+        yield [pdq for segment in segments for pdq in frame_pdqs(segment)]
 
 
 def index_changes(conn: sqlite3.Connection, after: int, upto: int) -> list[tuple[int, str, bytes]]:

@@ -54,6 +54,7 @@ from federation.core.errors import InputError, UnavailableError
 from federation.net.errors import answer_json
 from federation.net.httpserver import read_body
 from federation.store.mirror import follow_ids, lookup_rows, origins as follow_origins, read_follows
+from federation.platform.pdq_file import index_path
 from federation.platform.pdq_index import DEFAULT_THRESHOLD, PdqIndex, check_threshold
 from federation.platform.video_index import VideoIndex, VideoQuery, video_query
 from federation.core.vpdq import video_id
@@ -110,10 +111,13 @@ def parse_query(obj, default_threshold: int = DEFAULT_THRESHOLD) -> Query:
 class Lookup:
     """Answers queries from a mirror database (read-only) and its PDQ index."""
 
-    def __init__(self, mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
+    def __init__(self, mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD, keep_index: bool = False):
+        """``keep_index``: save the PDQ index next to the mirror (``pdq_file.index_path``)
+        after each full rebuild, as a serving node does; a one-shot lookup only
+        reads a saved one."""
         self.conn: sqlite3.Connection = connect(mirror_path, readonly=True)
         self.default_threshold = check_threshold(default_threshold)
-        self.index = PdqIndex(self.conn)
+        self.index = PdqIndex(self.conn, index_path(mirror_path), save=keep_index)
         self.videos = VideoIndex(self.conn, self.index)  # its frames are in self.index
 
     def close(self) -> None:
@@ -162,7 +166,7 @@ class Lookup:
         if any(q.video is not None for q in queries):
             self.videos.refresh()  # only when asked: image lookups pay nothing for videos
         origins, feed_ids = self._origins(), follow_ids(self.conn)
-        # Near queries go to the index grouped by threshold (one faiss call per group).
+        # Near queries go to the index grouped by threshold (one index call per group).
         near: dict[int, list[int]] = {}
         for i, q in enumerate(queries):
             if q.threshold is not None and q.video is None:
@@ -268,7 +272,7 @@ async def post_lookup(request: web.Request) -> web.Response:
 def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_THRESHOLD):
     """An ``install(app)`` for ``server.create_app(extensions=...)``."""
     def install(app: web.Application) -> None:
-        app[LOOKUP] = Lookup(mirror_path, default_threshold)
+        app[LOOKUP] = Lookup(mirror_path, default_threshold, keep_index=True)
         app.router.add_get("/lookup/{type}/{hash}", get_lookup)
         app.router.add_post("/lookup", post_lookup)
         answer_json(app, "/lookup/{type}/{hash}", "/lookup")

@@ -1,49 +1,69 @@
 """Near-match index of the mirror's PDQ hashes, kept in step with the ``changes`` table.
 
 PDQ near-match: two 256-bit PDQ hashes match when their Hamming distance is
-at most a threshold (31 is the PDQ standard). The index is faiss's
-multi-index hashing (``IndexBinaryMultiHash``): the 256 bits are cut into
-16 chunks of 16 bits; by pigeonhole, a hash within distance ``t`` of the
-query agrees with it on some chunk up to ``t // 16`` flipped bits, so probing
-each chunk's buckets with ``nflip = t // 16`` finds *every* hash within
-``t`` (no false negatives), and faiss then checks the full distance.
+at most a threshold (31 is the PDQ standard). The index is exact
+multi-index hashing in numpy (``platform.mih``: 11 chunks, every hash within
+the threshold is found and its full distance checked), chosen from the
+measurements in bench/README.md over faiss's multi-hash and a brute-force scan.
+
+Layout: a ``main`` table built from every active value, a ``recent`` table
+rebuilt from the values added since (small, so cheap to rebuild), and a
+``tail`` of the newest additions scanned directly. Adding a change costs an
+append; the tail is folded into ``recent`` past ``TAIL_MAX`` values; a
+full rebuild happens only when ``recent`` grows past a fraction of ``main``
+or too many indexed values were withdrawn.
 
 Invariants:
 
 * The index holds a superset of the active PDQ values: every value added
   by an applied version up to ``cursor`` (a ``changes.seq``), minus those
-  dropped at the last rebuild. Withdrawals are not removed from faiss
-  (it cannot delete from a multi-hash index); instead every candidate is
-  confirmed against the ``hashes`` table in the same read that returns its
-  provenance, so an answer never names a withdrawn hash. When too many
-  values are dead the index is rebuilt from the active rows.
+  dropped at the last rebuild. Withdrawals are not removed from the tables
+  (they are immutable); every candidate is confirmed against the ``hashes``
+  table in the same read that returns its provenance, so an answer never
+  names a withdrawn hash. A value added again after its withdrawal may be
+  indexed twice; ``candidates`` reports it once.
 * A feed whose new version left no change rows (a snapshot bootstrap
   writes none) triggers a rebuild, so bootstrapped rows are indexed too.
 * ``refresh`` reads ``changes`` with ``seq > cursor``. The mirror writes a
   version's changes and its head in one transaction, and SQLite has one
   writer, so sequence numbers become visible in order: a cursor never
   skips a change.
+* With a ``path``, ``main`` is saved there after each full rebuild
+  (``pdq_file``) with the mirror state it was built from, and loaded at
+  start only if the file is intact *and* that state is in this mirror's
+  history: the change row at its cursor has the same fingerprint (sequence
+  numbers are never reused, and a pruned row fails the check), and every
+  feed it knew is still followed with the same origin, at the same digest if
+  at the same version. Otherwise the file is rebuilt, never trusted.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
-import faiss
 import numpy as np
 
+from federation.core.errors import FederationError, InputError
+from federation.platform import mih, pdq_file
 from federation.store.activeset import split_labels
-from federation.store.mirror import changes_head, follow_ids, follow_versions, has_changes, lookup_rows
-from federation.platform.frames import index_changes, index_values
-from federation.core.errors import InputError
+from federation.store.mirror import change_fingerprint, changes_head, first_change_seq, follow_ids, follow_states, \
+    follow_versions, has_changes, lookup_rows
+from federation.platform.frames import index_changes, index_value_batches
+
+log = logging.getLogger("federation.platform.pdq_index")
 
 PDQ_BITS = 256
 PDQ_BYTES = 32
 DEFAULT_THRESHOLD = 31  # the PDQ standard's threshold for a confident match
-MAX_THRESHOLD = 63      # beyond this nflip=3 probes get slow and matches meaningless
-CHUNKS = 16             # 16 chunks x 16 bits
+MAX_THRESHOLD = 63      # beyond this matches are meaningless (and a scan beats probing)
 REBUILD_DEAD_FRACTION = 0.25
+TAIL_MAX = 4096          # newest values scanned directly: 4096 x 32 B per query is ~10 us
+RECENT_FRACTION = 0.125  # ``recent`` past this fraction of ``main`` (and RECENT_MIN): full rebuild
+RECENT_MIN = 1 << 16
+LOAD_BATCH = 1 << 16     # values read from SQLite per batch at a rebuild
 
 
 @dataclass(frozen=True)
@@ -69,50 +89,82 @@ def hamming(a: bytes, b: bytes) -> int:
 
 
 class PdqIndex:
-    """Multi-index-hashing index over one mirror database's PDQ values.
+    """Exact near-match index over one mirror database's PDQ values.
 
-    Thread-safe: ``refresh`` and ``search`` take one lock, because faiss
-    indexes are not safe to add to while searching.
+    ``path``: where the built index is kept between restarts (see the module
+    docstring); None keeps it in memory only. ``save=False`` only reads a
+    file there (a one-shot command must not write 1 GB). Thread-safe: ``refresh`` and
+    the searches take one lock around the swap of the tables.
     """
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, path: Path | str | None = None, save: bool = True):
         self.conn = conn
+        self.path = Path(path) if path is not None else None
+        self.save = save
         self.cursor = 0
         self._lock = threading.Lock()
-        self._values: list[bytes] = []      # faiss id -> value
-        self._ids: dict[bytes, int] = {}    # value -> faiss id
+        self._main = mih.Table.build(_EMPTY)
+        self._recent = mih.Table.build(_EMPTY)
+        self._tail = _EMPTY
         self._withdrawn_since_build = 0
         self._versions: dict[int, int] = {}  # feed id -> version seen at the last read
-        self._index = self._new_index()
-        self.rebuild()
-
-    @staticmethod
-    def _new_index() -> faiss.IndexBinaryMultiHash:
-        return faiss.IndexBinaryMultiHash(PDQ_BITS, CHUNKS, PDQ_BITS // CHUNKS)
+        self.loaded_from_file = False
+        if not self._load():
+            self.rebuild()
 
     def __len__(self) -> int:
-        return len(self._values)
+        """Values indexed (withdrawn ones not yet dropped by a rebuild included)."""
+        return len(self._main) + len(self._recent) + len(self._tail)
+
+    def values(self) -> np.ndarray:
+        """Every indexed value, as an (n, 32) uint8 array (for checks and benchmarks)."""
+        return np.concatenate([self._main.values, self._recent.values, self._tail])
 
     # ---- keeping in step with the mirror ---------------------------------------
 
     def rebuild(self) -> None:
-        """Load every active PDQ value and the cursor from one snapshot."""
-        self.conn.execute("BEGIN")  # a read transaction: one WAL snapshot for both reads
+        """Index every active PDQ value as of one snapshot, and save it (with ``path``)."""
+        self.conn.execute("BEGIN")  # a read transaction: one WAL snapshot for every read
         try:
-            cursor = changes_head(self.conn)
-            values = index_values(self.conn)  # image PDQs and video frames (frames.py)
+            basis = _basis(self.conn)
             self._versions = follow_versions(self.conn)
+            values = _pack(index_value_batches(self.conn, LOAD_BATCH))  # image PDQs and video frames (frames.py)
         finally:
             self.conn.execute("COMMIT")
-        index = self._new_index()
-        if values:
-            index.add(np.frombuffer(b"".join(values), dtype=np.uint8).reshape(-1, PDQ_BYTES))
+        main = mih.Table.build(values)
         with self._lock:
-            self._index = index
-            self._values = values
-            self._ids = {v: i for i, v in enumerate(values)}
-            self.cursor = cursor
+            self._main, self._recent, self._tail = main, mih.Table.build(_EMPTY), _EMPTY
+            self.cursor = basis.cursor
             self._withdrawn_since_build = 0
+        if self.path is not None and self.save:
+            try:
+                pdq_file.write(self.path, main, basis)
+            except FederationError as e:  # the index still works; the next start rebuilds
+                log.warning("%s", e)
+
+    def _load(self) -> bool:
+        """Use the saved index if it is intact and built from this mirror's history."""
+        if self.path is None or not self.path.exists():
+            return False
+        try:
+            main, basis = pdq_file.read(self.path)
+        except FederationError as e:
+            log.warning("rebuilding the PDQ index: %s", e)
+            return False
+        self.conn.execute("BEGIN")
+        try:
+            why = _mismatch(self.conn, basis)
+        finally:
+            self.conn.execute("COMMIT")
+        if why:
+            log.warning("rebuilding the PDQ index: %s was built from another mirror state (%s)", self.path, why)
+            return False
+        with self._lock:
+            self._main, self.cursor = main, basis.cursor
+        self._versions = {i: v for i, (_, v, _) in basis.feeds.items()}
+        self.loaded_from_file = True
+        self.refresh()  # the changes applied since it was saved
+        return True
 
     def _versions_without_changes(self) -> bool:
         """True if a feed reached a new version that left no change rows.
@@ -130,6 +182,11 @@ class PdqIndex:
 
     def refresh(self) -> int:
         """Apply changes after the cursor; returns how many PDQ values were added."""
+        # The usual case, every lookup: nothing new. Two reads, no transaction:
+        # a version committed between them changes one of the two, and the
+        # full path below runs on one snapshot.
+        if changes_head(self.conn) == self.cursor and follow_versions(self.conn) == self._versions:
+            return 0
         self.conn.execute("BEGIN")  # one snapshot: rows up to ``top`` are all there is up to ``top``
         try:
             top = changes_head(self.conn)
@@ -142,51 +199,48 @@ class PdqIndex:
             # the cursor cannot see them, so reload from the active rows.
             self.rebuild()
             return 0
-        new: list[bytes] = []
-        withdrawn = 0
-        seen: set[bytes] = set()
-        for seq, action, value in rows:
-            if action == "withdraw":
-                withdrawn += 1
-            elif value not in self._ids and value not in seen:
-                seen.add(value)
-                new.append(value)
+        new = list(dict.fromkeys(v for _, action, v in rows if action == "add"))
+        withdrawn = sum(1 for _, action, _ in rows if action == "withdraw")
         with self._lock:
             if new:
-                self._index.add(np.frombuffer(b"".join(new), dtype=np.uint8).reshape(-1, PDQ_BYTES))
-                for v in new:
-                    self._ids[v] = len(self._values)
-                    self._values.append(v)
+                tail = np.concatenate([self._tail, _pack([new])])
+                if len(tail) > TAIL_MAX:  # fold the tail into ``recent``: a rebuild of a small table
+                    self._recent = mih.Table.build(np.concatenate([self._recent.values, tail]))
+                    tail = _EMPTY
+                self._tail = tail
             self.cursor = max(self.cursor, top)
             self._withdrawn_since_build += withdrawn
-        if self._values and self._withdrawn_since_build > REBUILD_DEAD_FRACTION * len(self._values):
+            total = len(self)
+            full = (len(self._recent) > max(RECENT_MIN, RECENT_FRACTION * len(self._main))
+                    or (total and self._withdrawn_since_build > REBUILD_DEAD_FRACTION * total))
+        if full:
             self.rebuild()
         return len(new)
 
     # ---- queries ---------------------------------------------------------------
 
     def candidates(self, queries: list[bytes], threshold: int) -> list[list[tuple[bytes, int]]]:
-        """For each query, (value, distance) of indexed values within ``threshold``.
+        """For each query, (value, distance) of indexed values within ``threshold``,
+        each value once, nearest first (then by value).
 
         Includes values that may since have been withdrawn; ``search``
         confirms them against the active rows.
         """
         check_threshold(threshold)
         for q in queries:
-            if len(q) != PDQ_BYTES:
+            if not isinstance(q, bytes) or len(q) != PDQ_BYTES:
                 raise InputError(f"PDQ hash is {len(q)} bytes, want {PDQ_BYTES}")
         if not queries:
             return []
         xq = np.frombuffer(b"".join(queries), dtype=np.uint8).reshape(-1, PDQ_BYTES)
         with self._lock:
-            if not self._values:
-                return [[] for _ in queries]
-            self._index.nflip = threshold // (PDQ_BITS // CHUNKS)
-            # faiss range_search returns distances strictly below the radius.
-            lims, dist, ids = self._index.range_search(xq, threshold + 1)
-            values = self._values
-            return [[(values[ids[j]], int(dist[j])) for j in range(lims[i], lims[i + 1])]
-                    for i in range(len(queries))]
+            parts = [(t.values, t.search(xq, threshold)) for t in (self._main, self._recent)]
+            parts.append((self._tail, mih.scan(self._tail.view(np.uint64), xq, threshold)))
+        found: list[dict[bytes, int]] = [{} for _ in queries]
+        for values, (qn, vn, dist) in parts:
+            for i, v, d in zip(qn.tolist(), vn.tolist(), dist.tolist()):
+                found[i][values[v].tobytes()] = d
+        return [sorted(f.items(), key=lambda x: (x[1], x[0])) for f in found]
 
     def search(self, queries: list[bytes], threshold: int = DEFAULT_THRESHOLD) -> list[list[NearMatch]]:
         """Near matches of each query among active records, nearest first."""
@@ -201,3 +255,38 @@ class PdqIndex:
             matches.sort(key=lambda m: (m.distance, m.feed, m.case, m.value))
             out.append(matches)
         return out
+
+
+_EMPTY = np.zeros((0, PDQ_BYTES), dtype=np.uint8)
+
+
+def _pack(batches) -> np.ndarray:
+    """Lists of 32-byte values as one (n, 32) uint8 array, built batch by batch."""
+    arrays = [np.frombuffer(b"".join(b), dtype=np.uint8).reshape(-1, PDQ_BYTES) for b in batches if b]
+    return np.concatenate(arrays) if arrays else _EMPTY
+
+
+def _basis(conn: sqlite3.Connection) -> pdq_file.Basis:
+    """The mirror state now (inside the caller's read transaction)."""
+    cursor = changes_head(conn)
+    anchor = change_fingerprint(conn, cursor) if cursor else None
+    feeds = {i: (o, v, d.hex()) for i, (o, v, d) in follow_states(conn).items()}
+    return pdq_file.Basis(cursor, anchor.hex() if anchor else "", feeds)
+
+
+def _mismatch(conn: sqlite3.Connection, basis: pdq_file.Basis) -> str:
+    """Why ``basis`` is not a state in this mirror's history ("" if it is)."""
+    if basis.cursor:
+        fp = change_fingerprint(conn, basis.cursor)
+        if fp is None or fp.hex() != basis.anchor:
+            return f"change {basis.cursor} differs or is gone"
+    elif first_change_seq(conn) not in (None, 1):
+        return "changes it never saw were pruned"
+    now = follow_states(conn)
+    for fid, (origin, version, digest) in basis.feeds.items():
+        if fid not in now:
+            return f"feed {fid} is no longer followed"
+        o, v, d = now[fid]
+        if o != origin or v < version or (v == version and d.hex() != digest):
+            return f"feed {fid} ({o}) is not at or past the state it was built from"
+    return ""

@@ -321,6 +321,19 @@ def _find_sql(n: int) -> str:
             f" WHERE h.feed IN ({','.join('?' * n)}) AND h.hash_type=? AND h.value=?")
 
 
+def distinct_value_batches(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str,
+                           size: int = 1 << 16) -> Iterable[list[bytes]]:
+    """``distinct_values`` in lists of at most ``size``, so a caller can pack
+    ten million values into an array without holding them all as ``bytes``."""
+    ids = tuple(feeds)
+    if not ids:
+        return
+    cur = conn.execute(f"SELECT DISTINCT value FROM hashes WHERE feed IN ({','.join('?' * len(ids))}) AND hash_type=?",
+                       (*ids, hash_type))
+    while batch := cur.fetchmany(size):
+        yield [v for (v,) in batch]
+
+
 def distinct_values(conn: sqlite3.Connection, feeds: Iterable[int], hash_type: str) -> list[bytes]:
     """The distinct values of the active ``hash_type`` records of ``feeds``."""
     ids = tuple(feeds)

@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from federation.core import entries as E
-from federation.store.activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, distinct_values, find, join_labels
+from federation.store.activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet, distinct_value_batches, distinct_values, \
+    find, join_labels
 from federation.core.checkpoint import Checkpoint, parse_checkpoint_body
 from federation.store.db import Store, write_txn
 from federation.store.mirror_audit import audit_follow
@@ -250,6 +251,38 @@ def lookup_rows(conn: sqlite3.Connection, hash_type: str, value: bytes,
 def active_values(conn: sqlite3.Connection, hash_type: str) -> list[bytes]:
     """The distinct values of active ``hash_type`` records of every followed feed."""
     return distinct_values(conn, follow_ids(conn), hash_type)
+
+
+def active_value_batches(conn: sqlite3.Connection, hash_type: str, size: int = 1 << 16):
+    """``active_values`` in lists of at most ``size`` values."""
+    return distinct_value_batches(conn, follow_ids(conn), hash_type, size)
+
+
+def follow_states(conn: sqlite3.Connection) -> dict[int, tuple[str, int, bytes]]:
+    """Followed feed id -> (origin, applied version, active-set digest): what a
+    derived structure (the PDQ index file) records to know which mirror state
+    it was built from."""
+    return {i: (o, v, bytes(d)) for i, o, v, d in conn.execute("SELECT id, origin, version, digest FROM follows")}
+
+
+def change_fingerprint(conn: sqlite3.Connection, seq: int) -> bytes | None:
+    """SHA-256 of change row ``seq`` (None if there is none, e.g. pruned).
+    Sequence numbers are never reused (AUTOINCREMENT), so a row with the same
+    fingerprint at ``seq`` means the same change stream up to ``seq``."""
+    row = conn.execute("SELECT seq, feed, version, action, hash_type, value, case_id, labels FROM changes"
+                       " WHERE seq=?", (seq,)).fetchone()
+    if row is None:
+        return None
+    h = hashlib.sha256()
+    for field_ in row:
+        b = field_ if isinstance(field_, bytes) else str(field_).encode()
+        h.update(len(b).to_bytes(8, "big") + b)
+    return h.digest()
+
+
+def first_change_seq(conn: sqlite3.Connection) -> int | None:
+    """The oldest change row's ``seq`` (None when there is none)."""
+    return conn.execute("SELECT min(seq) FROM changes").fetchone()[0]
 
 
 def change_rows(conn: sqlite3.Connection, after: int, limit: int, feed: str | None = None, upto: int | None = None,

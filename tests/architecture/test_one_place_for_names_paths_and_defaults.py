@@ -65,6 +65,7 @@ def test_home_knows_every_file(tmp_path):
         {tmp_path / n for n in HOME_FILES - {"private"}}
     assert home.private_dir == tmp_path / "private" and home.key_path("tid") == tmp_path / "private" / "tid.key"
     assert (home.snapshots_dir, home.mirror_snapshots_dir) == (tmp_path / "snapshots", tmp_path / "mirror-snapshots")
+    assert home.mirror_pdq_index == tmp_path / "mirror.db.pdq-index"  # next to the mirror (platform.pdq_file)
 
 
 # ---- the feed-name pattern -------------------------------------------------------

@@ -176,7 +176,7 @@ def test_index_finds_exactly_what_brute_force_finds(tmp_path):
     m.conn.executemany("INSERT OR IGNORE INTO hashes VALUES (1,'pdq',?,'c','',1,0)", [(r,) for r in rows])
     index = PdqIndex(m.conn)
     assert len(index) == len(set(rows))
-    data = np.frombuffer(b"".join(index._values), dtype=np.uint8).reshape(-1, 32)
+    data = index.values()
     queries = [c.tobytes() for c in centers[:20]]
     for t in (0, 15, 16, 31, 40):
         got = index.candidates(queries, t)
