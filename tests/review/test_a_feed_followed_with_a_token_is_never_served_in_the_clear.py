@@ -1,0 +1,64 @@
+"""Review: a feed this home followed with a member token (`follow --token-env`, issue 14) stays
+members-only when the home is later served by `serve --config`, whatever the config omits.
+
+The mirror records that the feed was fetched with a token (`follows.token_env`); a node config whose
+`[[follow]]` of it leaves out `token_env` and `access` gets the default access "public" (node/config.py),
+so the relay and the status page hand the members-only list to anyone.
+"""
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from federation.node.assembly import build_app
+from federation.node.config import load_config
+from federation.node.home import Home
+
+from support.loopback import start_app
+from support.review import FEED, H1, ORIGIN, clearinghouse, ok, serve_home
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.mark.xfail(strict=True, reason="review: a node config without token_env re-serves a feed the mirror "
+                                       "fetched with a member token as public (relay and status page)")
+async def test_a_feed_followed_with_a_token_is_not_relayed_in_the_clear(tmp_path):
+    ch, platform = tmp_path / "ch", tmp_path / "platform"
+    vkey, tokens = await clearinghouse(ch, access="members")
+    runner, url = await serve_home(ch)
+    node = None
+    try:
+        env = {"TID_TOKEN": tokens["platform-a"]}
+        await ok(platform, "follow", FEED, "--url", f"{url}/feeds/{FEED}/", "--origin", ORIGIN, "--vkey", vkey,
+                 "--token-env", "TID_TOKEN")
+        await ok(platform, "sync", FEED, env=env)
+        config = tmp_path / "node.toml"
+        config.write_text(f"""
+[node]
+listen = "127.0.0.1:0"
+home = "platform"
+
+[[follow]]
+name = "{FEED}"
+origin = "{ORIGIN}"
+vkeys = ["{vkey}"]
+urls = ["{url}/feeds/{FEED}/"]
+relay = true
+""")
+        cfg = load_config(config)
+        try:
+            app = build_app(cfg, Home.resolve(str(cfg.home)))
+        except Exception:  # refusing such a config at start is a fine answer too  # noqa: BLE001
+            return
+        node, node_url = await start_app(app)
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{node_url}/feeds/{FEED}/checkpoint") as r:
+                checkpoint_status = r.status
+            async with s.get(f"{node_url}/") as r:
+                page = await r.text()
+        assert checkpoint_status == 401, "an anonymous reader got the members-only feed's checkpoint"
+        assert H1 not in page, "the anonymous status page shows the members-only feed's hashes"
+    finally:
+        if node is not None:
+            await node.cleanup()
+        await runner.cleanup()
