@@ -40,7 +40,7 @@ from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from federation.net import longpoll
 from federation.net.access import StoredAccess, combine
 from federation.net.auth import AccessControl, install_listing_filter
-from federation.net.feedback_api import FeedbackAPI
+from federation.net.feedback_api import REPORT_RATE, FeedbackAPI
 from federation.net import httpserver
 from federation.net.publish_api import PublishAPI
 from federation.net.relay import RelaySource
@@ -245,8 +245,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     return app
 
 
-def build_publisher_app(home: Home, signers: dict | None = None,
-                        refresh_interval: float = REFRESH_INTERVAL) -> web.Application:
+def build_publisher_app(home: Home, signers: dict | None = None, refresh_interval: float = REFRESH_INTERVAL,
+                        report_rate: float = REPORT_RATE) -> web.Application:
     """Plain ``federation serve`` (no config): every feed of the publisher
     database, each readable as its stored access says (member tokens from
     ``HOME/auth.db``), through the same access control as ``build_app``.
@@ -271,7 +271,7 @@ def build_publisher_app(home: Home, signers: dict | None = None,
     extensions, middlewares = read_side(home.publisher_db)
     status = install_node_status("federation node", ac, publisher_db=home.publisher_db,
                                  auth_db=home.auth_db)  # GET /: the status page
-    feedback = FeedbackAPI(home.publisher_db, store)
+    feedback = FeedbackAPI(home.publisher_db, store, rate=report_rate)  # reports a second per member
     return create_app([PublisherSource(home.publisher_db)],
                       extensions=[*extensions, feedback.install, close, refresher, status],
                       middlewares=[ac.middleware, install_listing_filter(ac), *middlewares])

@@ -147,6 +147,15 @@ class FeedbackStore(Store):
                 out.append(StoredReport(r.id, r.kind, t, r.labels, r.note, now, "open", None, None))
         return out
 
+    def known(self, feed: str, member: str, ids: list[str]) -> int:
+        """How many of ``ids`` ``member`` already reported on ``feed`` (replays, unless in conflict)."""
+        n = 0
+        for i in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+            part = ids[i:i + 500]
+            n += self.conn.execute(f"SELECT count(*) FROM feedback WHERE feed=? AND member=? AND report_id IN "
+                                   f"({','.join('?' * len(part))})", (feed, member, *part)).fetchone()[0]
+        return n
+
     def mine(self, feed: str, member: str, since: int = 0, limit: int = 100) -> list[StoredReport]:
         """``member``'s own reports on ``feed`` received at or after ``since``, oldest first."""
         rows = self.conn.execute(

@@ -15,7 +15,7 @@ from federation.node.config import load_config
 from federation.node.home import Home
 
 from support.loopback import start_app
-from support.review import FEED, H1, ORIGIN, clearinghouse, ok, serve_home
+from support.served_clearinghouse import FEED, H1, ORIGIN, clearinghouse, ok, serve_home
 
 pytestmark = pytest.mark.timeout(120)
 

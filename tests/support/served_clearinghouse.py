@@ -1,4 +1,4 @@
-"""Shared by the review tests: a clearinghouse home made by the real CLI, served in-process."""
+"""A clearinghouse home made by the real CLI (subprocesses), served in-process on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
@@ -48,6 +48,7 @@ async def clearinghouse(home: Path, access: str = "public") -> tuple[str, dict[s
     return vkey, tokens
 
 
-async def serve_home(home: Path) -> tuple[web.AppRunner, str]:
-    """Plain ``federation serve`` of ``home`` in this process; (runner, base URL)."""
-    return await start_app(build_publisher_app(Home(home)))
+async def serve_home(home: Path, **kw) -> tuple[web.AppRunner, str]:
+    """Plain ``federation serve`` of ``home`` in this process (``kw``: ``build_publisher_app``'s,
+    e.g. ``report_rate``); (runner, base URL)."""
+    return await start_app(build_publisher_app(Home(home), **kw))

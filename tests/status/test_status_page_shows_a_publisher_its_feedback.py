@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from support.review import FEED, H1, clearinghouse, ok, serve_home
+from support.served_clearinghouse import FEED, H1, clearinghouse, ok, serve_home
 
 pytestmark = pytest.mark.timeout(120)
 

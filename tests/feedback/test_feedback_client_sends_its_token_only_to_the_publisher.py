@@ -1,4 +1,4 @@
-"""Review: a member's feedback token goes to the publisher it was issued by, and nowhere else;
+"""A member's feedback token goes to the publisher it was issued by, and nowhere else;
 a batch of reports larger than one request completes.
 
 Real parts: the clearinghouse made by the CLI and served in-process on 127.0.0.1, a stand-in relay
@@ -13,7 +13,7 @@ from aiohttp import web
 
 from support.loopback import start_app
 
-from support.review import FEED, H1, ORIGIN, clearinghouse, cli, ok, serve_home
+from support.served_clearinghouse import FEED, H1, ORIGIN, clearinghouse, cli, ok, serve_home
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,8 +35,6 @@ class Recorder:
         return web.Response(status=404, text="no such route")
 
 
-@pytest.mark.xfail(strict=True, reason="review: feedback sends the member token to every followed URL, "
-                                       "relays of a public feed included (cli/feedback.py _each_upstream)")
 async def test_feedback_report_does_not_send_the_member_token_to_a_relay(tmp_path):
     ch, platform = tmp_path / "ch", tmp_path / "platform"
     vkey, tokens = await clearinghouse(ch, access="public")
@@ -48,8 +46,13 @@ async def test_feedback_report_does_not_send_the_member_token_to_a_relay(tmp_pat
         # with the publisher as the fallback: an ordinary set-up.
         await ok(platform, "follow", FEED, "--url", f"{relay_url}/feeds/{FEED}/", "--url", f"{url}/feeds/{FEED}/",
                  "--origin", ORIGIN, "--vkey", vkey)
-        await ok(platform, "feedback", "report", FEED, "md5", H1, "false_positive",
-                 env={"FEDERATION_TOKEN": tokens["platform-a"]})
+        env = {"FEDERATION_TOKEN": tokens["platform-a"]}
+        # Without --url the client cannot tell the publisher from a relay among the followed URLs:
+        # it refuses (exit 2), saying where the token goes, and sends nothing anywhere.
+        rc, _out, err = await cli(platform, "feedback", "report", FEED, "md5", H1, "false_positive", env=env)
+        assert rc == 2 and "--url" in err and "publisher only" in err, (rc, err)
+        await ok(platform, "feedback", "report", FEED, "md5", H1, "false_positive", "--url", f"{url}/feeds/{FEED}/",
+                 env=env)
         # The relay operator holds no grant from the publisher: it must never see the member's token.
         assert not any(h and tokens["platform-a"] in h for h in relay.seen), relay.seen
     finally:
@@ -57,8 +60,6 @@ async def test_feedback_report_does_not_send_the_member_token_to_a_relay(tmp_pat
         await runner.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="review: the feedback client (urllib) follows a redirect to another "
-                                       "host with the Authorization header (net/feedback_client.py _call)")
 async def test_feedback_status_does_not_carry_the_token_across_a_redirect_to_another_host(tmp_path):
     platform = tmp_path / "platform"
     elsewhere = Recorder()
@@ -69,21 +70,22 @@ async def test_feedback_status_does_not_carry_the_token_across_a_redirect_to_ano
     front_runner, front_url = await start_app(front.app)
     token = "fedtok_abcdefghijkl_" + "A" * 43
     try:
-        await cli(platform, "feedback", "status", FEED, "--url", f"{front_url}/feeds/{FEED}/",
-                  env={"FEDERATION_TOKEN": token})
+        rc, _out, err = await cli(platform, "feedback", "status", FEED, "--url", f"{front_url}/feeds/{FEED}/",
+                                  env={"FEDERATION_TOKEN": token})
         assert front.seen, "the client never called the publisher's URL"
+        assert rc == 3 and "redirect" in err and "not followed" in err, (rc, err)
         assert not any(h and token in h for h in elsewhere.seen), elsewhere.seen
     finally:
         await front_runner.cleanup()
         await else_runner.cleanup()
 
 
-@pytest.mark.xfail(strict=True, reason="review: report-batch of 2001 reports: the second request gets 429, the CLI "
-                                       "exits 2 'error (auth) ... nothing recorded' after recording 1000")
 async def test_report_batch_of_more_than_one_request_completes(tmp_path):
     ch, platform = tmp_path / "ch", tmp_path / "platform"
     vkey, tokens = await clearinghouse(ch, access="public")
-    runner, url = await serve_home(ch)
+    # 1000 reports a second (the default is 10): the second request of 1000 finds the bucket
+    # the first emptied, is answered 429 with Retry-After 1, and is sent again a second later.
+    runner, url = await serve_home(ch, report_rate=1000.0)
     try:
         batch = tmp_path / "seen.csv"
         rows = ["kind,type,hash"] + [f"seen,md5,{i:032x}" for i in range(2001)]
@@ -92,5 +94,11 @@ async def test_report_batch_of_more_than_one_request_completes(tmp_path):
                                  f"{url}/feeds/{FEED}/", "--json", env={"FEDERATION_TOKEN": tokens["platform-a"]})
         assert rc == 0, f"exit {rc}\n{out[-500:]}\n{err[-2000:]}"
         assert len(json.loads(out)["reports"]) == 2001
+        assert "rate-limited by the publisher" in err, "the test meant to cross the rate limit did not"
+        # A rerun is all replays: not charged, so not refused either.
+        rc, out, err = await cli(platform, "feedback", "report-batch", FEED, str(batch), "--url",
+                                 f"{url}/feeds/{FEED}/", "--json", env={"FEDERATION_TOKEN": tokens["platform-a"]})
+        assert rc == 0 and "rate-limited" not in err, err[-2000:]
+        assert all(r["replayed"] for r in json.loads(out)["reports"])
     finally:
         await runner.cleanup()
