@@ -248,3 +248,20 @@ def _covered_sql(item: Target) -> tuple[str, tuple]:
     if item.case is None:
         return "hash_type=? AND value=?", (item.hash_type, item.value)
     return "hash_type=? AND value=? AND case_id=?", (item.hash_type, item.value, item.case)
+
+
+# ---- the status page (read-only connections of ``node.status``) ---------------------
+
+
+def feedback_overview(conn: sqlite3.Connection, feed: str, latest: int) -> tuple[dict[str, int], list[tuple]]:
+    """``feed``'s open reports counted per kind, and its ``latest`` reports,
+    newest first, as (member, StoredReport). Who reported is in the answer:
+    it is for the feed's publisher alone (the caller decides). A database
+    whose feedback table does not exist yet (no report ever) has none."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='feedback'").fetchone() is None:
+        return {}, []
+    counts = dict(conn.execute("SELECT kind, count(*) FROM feedback WHERE feed=? AND state='open' "
+                               "GROUP BY kind ORDER BY kind", (feed,)).fetchall())
+    rows = conn.execute(f"SELECT member, {_COLUMNS} FROM feedback WHERE feed=? "
+                        "ORDER BY received DESC, member, report_id LIMIT ?", (feed, latest)).fetchall()
+    return counts, [(r[0], _row(r[1:])) for r in rows]

@@ -1,5 +1,6 @@
-"""Review: issue 14's status page shows "for a publisher the feedback and followers it has seen";
-node/status.py never fills ``FeedStatus.feedback`` although the node keeps feedback now (issue 13)."""
+"""The status page shows a feed's publisher the feedback members sent about it (open reports per
+kind, the latest few with who sent them); nobody else sees it: members never learn who the other
+members are."""
 from __future__ import annotations
 
 import aiohttp
@@ -10,8 +11,6 @@ from support.served_clearinghouse import FEED, H1, clearinghouse, ok, serve_home
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.mark.xfail(strict=True, reason="review: the status page never shows the feedback a publisher received "
-                                       "(node/status.py leaves FeedStatus.feedback None)")
 async def test_status_page_shows_the_publisher_the_feedback_on_its_feed(tmp_path):
     ch = tmp_path / "ch"
     _vkey, tokens = await clearinghouse(ch, access="public")
@@ -25,6 +24,14 @@ async def test_status_page_shows_the_publisher_the_feedback_on_its_feed(tmp_path
                 assert r.status == 201, await r.text()
             async with s.get(f"{url}/", headers={"Authorization": f"Bearer {operator}"}) as r:
                 page = await r.text()
+            async with s.get(f"{url}/", headers={"Authorization": f"Bearer {tokens['platform-b']}"}) as r:
+                member_page = await r.text()
+            async with s.get(f"{url}/") as r:
+                anonymous_page = await r.text()
         assert "false_positive" in page and "platform-a" in page, "no feedback on the publisher's status page"
+        assert "Open reports: false_positive 1" in page, page
+        for other in (member_page, anonymous_page):
+            assert FEED in other  # the public feed itself is shown...
+            assert "platform-a" not in other and "Feedback" not in other  # ...but not who reported on it
     finally:
         await runner.cleanup()
