@@ -102,3 +102,22 @@ async def test_report_batch_of_more_than_one_request_completes(tmp_path):
         assert all(r["replayed"] for r in json.loads(out)["reports"])
     finally:
         await runner.cleanup()
+
+
+async def test_feedback_reads_the_token_from_the_variable_the_feed_was_followed_with(tmp_path):
+    ch, platform = tmp_path / "ch", tmp_path / "platform"
+    vkey, tokens = await clearinghouse(ch, access="members")
+    runner, url = await serve_home(ch)
+    try:
+        feed_url = f"{url}/feeds/{FEED}/"
+        await ok(platform, "follow", FEED, "--url", feed_url, "--origin", ORIGIN, "--vkey", vkey,
+                 "--token-env", "TID_TOKEN")
+        env = {"TID_TOKEN": tokens["platform-a"]}  # and no FEDERATION_TOKEN
+        out = await ok(platform, "feedback", "report", FEED, "md5", H1, "seen", "--url", feed_url, "--json", env=env)
+        assert json.loads(out)["reports"][0]["kind"] == "seen"
+        # --token-env still names another variable outright.
+        rc, _out, err = await cli(platform, "feedback", "status", FEED, "--url", feed_url, "--token-env", "OTHER",
+                                  env=env)
+        assert rc == 2 and "$OTHER" in err, (rc, err)
+    finally:
+        await runner.cleanup()
