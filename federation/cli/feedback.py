@@ -8,22 +8,25 @@ Registered through ``cli.EXTENSION_MODULES``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import click
 
-from federation.core.errors import (AuthError, FederationError, InputError, NotFoundError, RateLimitedError,
-                                    TransportError, UnavailableError)
-from federation.core.feedback import KINDS, STATES, parse_item, parse_report, parse_since, read_reports
+from federation.core.errors import InputError, UnavailableError, UpstreamRateLimitedError
+from federation.core.feedback import KINDS, MAX_REPORTS, STATES, parse_item, parse_report, parse_since, read_reports
 from federation.node.home import Home
 
 TOKEN_ENV = "FEDERATION_TOKEN"
-_URL_HELP = ("The feed's URL on the publisher's node (its tlog-tiles prefix, e.g. http://ch.example:8080/feeds/tid/). "
-             "Default: the URLs this home's mirror follows FEED from, in order (a relay in front is skipped).")
-_TOKEN_HELP = "Environment variable holding the member token the publisher issued for FEED."
+_URL_HELP = ("Required: the feed's URL on its publisher's own node (its tlog-tiles prefix, e.g. "
+             "http://ch.example:8080/feeds/tid/). The member token is sent there only, never to a relay.")
+_TOKEN_HELP = ("Environment variable holding the member token the publisher issued for FEED "
+               f"(default: the one FEED was followed with, 'follow --token-env', else {TOKEN_ENV}).")
 
 
 @click.group()
@@ -38,42 +41,40 @@ def feedback():
     """
 
 
-def _urls(home: Home, feed: str, url: str | None) -> list[str]:
-    if url:
-        return [url]
-    from federation.store.mirror import Mirror
-    if home.mirror_db.exists():
-        mirror = Mirror.existing(home.mirror_db)
-        try:
-            return list(mirror.get(feed).urls)
-        except InputError:
-            pass
-        finally:
-            mirror.close()
-    raise InputError(f"this home does not follow feed {feed}: give the publisher's feed URL with --url")
+def _client(home: Home, feed: str, url: str | None, token_env: str | None):
+    """The feedback client of FEED's publisher, with the member token.
 
-
-def _each_upstream(home: Home, feed: str, url: str | None, token_env: str, call):
-    """``call(client)`` against the feed's upstreams in order: a relay in
-    front of the publisher (no feedback route, or not our token) is skipped;
-    the last refusal is raised if none answers."""
+    Only the URL given with ``--url`` is used, never the URLs the mirror
+    follows FEED from: those may be relays (or any mirror re-serving the
+    feed), and the token is the publisher's grant to this member -- a relay
+    that saw it could report, and read this member's reports, as it. A
+    refused token is never retried elsewhere for the same reason.
+    ``token_env`` None: the variable the feed was followed with
+    (``follow --token-env``), else ``FEDERATION_TOKEN``.
+    """
     from federation.net.feedback_client import FeedbackClient
-    token = os.environ.get(token_env)
-    urls = _urls(home, feed, url)
-    errors: list[str] = []
-    last: FederationError | None = None
-    for u in urls:
-        client = FeedbackClient(u, token, token_hint=f"${token_env}")
-        try:
-            return call(client)
-        except RateLimitedError:
-            raise  # the publisher answered: retry later, not elsewhere
-        except (AuthError, NotFoundError, TransportError) as e:
-            errors.append(f"{u}: {e}")
-            last = e
-    if len(errors) == 1:
-        raise last
-    raise type(last)(f"no upstream of {feed} took the request: {'; '.join(errors)}")
+    follow = _follow(home, feed)
+    if not url:
+        where = f" (followed from {', '.join(follow.urls)})" if follow is not None else ""
+        raise InputError(f"give FEED's URL on its publisher's own node with --url{where}: feedback and the member "
+                         "token go to the publisher only, never to a relay or another upstream")
+    if token_env is None:
+        token_env = follow.token_env if follow is not None and follow.token_env else TOKEN_ENV
+    return FeedbackClient(url, os.environ.get(token_env), token_hint=f"${token_env}")
+
+
+def _follow(home: Home, feed: str):
+    """How this home's mirror follows ``feed``, or None."""
+    from federation.store.mirror import Mirror
+    if not home.mirror_db.exists():
+        return None
+    mirror = Mirror.existing(home.mirror_db)
+    try:
+        return mirror.get(feed)
+    except InputError:
+        return None
+    finally:
+        mirror.close()
 
 
 def _report_line(r: dict) -> str:
@@ -95,7 +96,7 @@ def _report_line(r: dict) -> str:
 @click.option("--id", "report_id", help="The report's idempotency key (default: derived from its content, so "
               "sending the same report again is a replay).")
 @click.option("--url", help=_URL_HELP)
-@click.option("--token-env", default=TOKEN_ENV, show_default=True, help=_TOKEN_HELP)
+@click.option("--token-env", metavar="VAR", help=_TOKEN_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def report(home: Home, feed, hash_type, value, kind, case, note, labels, report_id, url, token_env, as_json):
@@ -117,7 +118,7 @@ def report(home: Home, feed, hash_type, value, kind, case, note, labels, report_
         obj = {"type": hash_type, "hash": value, **({"case": case} if case else {})}
     r = parse_report({**obj, "kind": kind, "note": note, "labels": list(labels),
                       **({"id": report_id} if report_id else {})}, "report", need_id=False)
-    answer = _each_upstream(home, feed, url, token_env, lambda c: c.report([r]))
+    answer = _client(home, feed, url, token_env).report([r])
     _print_reports(answer["reports"], as_json)
 
 
@@ -126,30 +127,92 @@ def report(home: Home, feed, hash_type, value, kind, case, note, labels, report_
 @click.argument("file", type=click.File("rb"))
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Default: from the file extension.")
 @click.option("--url", help=_URL_HELP)
-@click.option("--token-env", default=TOKEN_ENV, show_default=True, help=_TOKEN_HELP)
+@click.option("--token-env", metavar="VAR", help=_TOKEN_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def report_batch(home: Home, feed, file, fmt, url, token_env, as_json):
     """Report every line of FILE ('-' for stdin) to FEED's publisher, in
     requests of up to 1000 reports, each all or nothing.
 
+    The file is checked whole before anything is sent (a bad line anywhere:
+    nothing is sent), then streamed: memory stays bounded by one request.
+    Past the publisher's rate (429) the request waits the answer's
+    Retry-After (at most 300 seconds a time) and is sent again;
+    a report sent again is a replay, so rerunning a batch is safe.
+
     CSV header: id,kind,type,hash,case,note,labels (id optional; a case
     report leaves type and hash empty). JSONL: one such object a line.
 
     \b
     Example:
-      federation feedback report-batch tid seen.csv
+      federation feedback report-batch tid seen.csv --url https://ch.example/feeds/tid/
     """
-    from federation.core.feedback import MAX_REPORTS
     fmt = fmt or ("jsonl" if file.name.endswith((".jsonl", ".ndjson")) else "csv")
-    reports = list(read_reports(file, fmt))  # a bad line anywhere: nothing is sent
-    if not reports:
-        raise InputError(f"{file.name}: no reports")
-    out = []
-    for i in range(0, len(reports), MAX_REPORTS):
-        chunk = reports[i:i + MAX_REPORTS]
-        out += _each_upstream(home, feed, url, token_env, lambda c: c.report(chunk))["reports"]
-    _print_reports(out, as_json)
+    client = _client(home, feed, url, token_env)
+    with _seekable(file) as f:
+        if not any(True for _ in read_reports(f, fmt)):  # every line checked, none kept
+            raise InputError(f"{file.name}: no reports")
+        f.seek(0)
+        if as_json:
+            click.echo('{"reports": [', nl=False)
+        first = True
+        for chunk in _chunks(read_reports(f, fmt), MAX_REPORTS):
+            for r in _send(client, chunk):
+                if as_json:
+                    click.echo(("" if first else ",\n") + json.dumps(r), nl=False)
+                else:
+                    click.echo(_report_line(r))
+                first = False
+        if as_json:
+            click.echo("]}")
+
+
+MAX_RATE_WAIT = 300  # seconds: a publisher asking for a longer wait is answered by giving up (exit 3)
+MAX_RATE_TRIES = 20  # 429s in a row for one request before giving up
+
+
+def _send(client, chunk: list) -> list[dict]:
+    """One request of reports, sent again after each 429's Retry-After (bounded)."""
+    for _ in range(MAX_RATE_TRIES):
+        try:
+            return client.report(chunk)["reports"]
+        except UpstreamRateLimitedError as e:
+            if e.retry_after > MAX_RATE_WAIT:
+                raise UpstreamRateLimitedError(f"{e}; the publisher asks for a wait of {e.retry_after} s, over "
+                                               f"{MAX_RATE_WAIT} s: run the batch again later (the reports "
+                                               "already taken are replays then)", e.retry_after) from None
+            click.echo(f"rate-limited by the publisher: sending {len(chunk)} reports again in {e.retry_after} s",
+                       err=True)
+            time.sleep(e.retry_after)
+    raise UpstreamRateLimitedError(f"still rate-limited after {MAX_RATE_TRIES} tries; run the batch again later "
+                                   "(the reports already taken are replays then)", 1)
+
+
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextlib.contextmanager
+def _seekable(file):
+    """``file``, or for a pipe (stdin) a copy spooled to a temporary file, so
+    it can be read twice: once to check, once to send."""
+    try:
+        if file.seekable():
+            yield file
+            return
+    except OSError:
+        pass
+    with tempfile.TemporaryFile() as copy:
+        shutil.copyfileobj(file, copy)
+        copy.seek(0)
+        yield copy
 
 
 def _print_reports(reports: list[dict], as_json: bool) -> None:
@@ -166,7 +229,7 @@ def _print_reports(reports: list[dict], as_json: bool) -> None:
 @click.option("--since", help="Only reports received since: unix seconds, an ISO date or time, or an age (7d).")
 @click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
 @click.option("--url", help=_URL_HELP)
-@click.option("--token-env", default=TOKEN_ENV, show_default=True, help=_TOKEN_HELP)
+@click.option("--token-env", metavar="VAR", help=_TOKEN_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def status(home: Home, feed, report_id, since, limit, url, token_env, as_json):
@@ -180,10 +243,10 @@ def status(home: Home, feed, report_id, since, limit, url, token_env, as_json):
       federation feedback status tid r-0f3a... --json
     """
     if report_id:
-        reports = [_each_upstream(home, feed, url, token_env, lambda c: c.one(report_id))]
+        reports = [_client(home, feed, url, token_env).one(report_id)]
     else:
         start = parse_since(since, int(time.time())) if since else 0
-        reports = _each_upstream(home, feed, url, token_env, lambda c: c.mine(start, limit))
+        reports = _client(home, feed, url, token_env).mine(start, limit)
     _print_reports(reports, as_json)
 
 

@@ -36,7 +36,7 @@ def _diff(home: Home, feed: str | None, path: Path, fmt: str | None, labels, cas
     d = ListDiff(home.publisher_db if feed else None, feed, mode, scratch_dir, reason)
     try:
         with _open(path) as stream:
-            d.load(read_claims(stream, str(path), fmt, labels, stats, case))
+            d.load(read_claims(stream, str(path), fmt, labels, stats, case, whole=mode == "full"))
         d.summary.skipped = dict(stats.skipped)
         if feed:
             d.diff()

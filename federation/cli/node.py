@@ -279,9 +279,11 @@ def export(home: Home, out, names, from_mirror, config, include_members_only, wa
         if not from_mirror:
             raise InputError("--config declares followed feeds' access: use it with --mirror (a published "
                              "feed's access is stored with it: 'federation feed set-access')")
-        from federation.node.config import load_config
+        from federation.node.assembly import recorded_token_envs
+        from federation.node.config import load_config, with_recorded_tokens
         cfg = load_config(config)
         home = _node_home(home, cfg)
+        cfg = with_recorded_tokens(cfg, recorded_token_envs(home))  # fetched with a token: never exported public
         declared = {f.name: f.access for f in cfg.follow}
     db = home.mirror_db if from_mirror else home.publisher_db
     if not db.exists():

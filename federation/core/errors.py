@@ -9,7 +9,8 @@ Errors are split by whose fault they are (python-tuf style):
 * ``TransportError`` -- the data never arrived (connection refused, timeout,
   HTTP error status, oversize response). ``UpstreamAuthError`` (kind
   ``auth``, exit 3 like its parent) is an upstream's 401/403: the member
-  token is missing or refused.
+  token is missing or refused; ``UpstreamRateLimitedError`` (kind
+  ``rate_limit``, exit 3) its 429: not taken, send again after its wait.
 * ``StorageError`` -- our own local store is unusable or was changed under us
   (or a local worker process it needs died).
 * ``InputError`` -- an operator's or a client's input (CSV/JSONL batch, CLI
@@ -110,6 +111,18 @@ class UpstreamAuthError(TransportError):
     an operator is told to fix the token, not the network."""
 
     kind = "auth"
+
+
+class UpstreamRateLimitedError(TransportError):
+    """An upstream answered 429: our request was not taken; it may be sent
+    again in ``retry_after`` seconds. Its own kind (exit 3 like its parent):
+    not an ``auth`` failure, since the token was fine."""
+
+    kind = "rate_limit"
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StorageError(FederationError):

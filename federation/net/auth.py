@@ -25,6 +25,7 @@ narrowed by the node config, with these invariants:
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import OrderedDict
@@ -217,7 +218,6 @@ def install_listing_filter(ac: AccessControl):
     async def listing(request: web.Request, handler):
         resp = await handler(request)
         if request.path == "/feeds" and resp.status == 200:
-            import json
             data = json.loads(resp.body)
             token = request.get(CALLER)
             data["feeds"] = [f for f in data["feeds"] if ac.visible(token, f["name"])]

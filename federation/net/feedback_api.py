@@ -16,8 +16,9 @@ Who may call: ``auth.AccessControl`` requires, on every feedback path, a
 valid token that may read the feed (a member's token, as issued to the
 platform, or a publisher's), whatever the feed's access; its answers are
 never cacheable. Here: the feed must be one this node publishes (404),
-reports cost one token each from a per-member bucket (``rate``/``burst``:
-429 with ``Retry-After`` past it, on top of the token's own request rate),
+reports not stored before (replays are free) cost one token each from a
+per-member bucket (``rate``/``burst``: 429 with ``Retry-After`` past it, on
+top of the token's own request rate),
 and every report received -- replays too -- is appended to the audit log
 (``store.tokens``) after it is stored.
 
@@ -100,7 +101,10 @@ class FeedbackAPI:
             reports = parse_reports(json_loads(body, "feedback", max_bytes=MAX_BODY_BYTES, error=InputError))
         except InputError as e:
             raise RefusedError(f"feedback refused, nothing recorded: {e}") from None
-        wait = self.limiter.allow("feedback:" + token.member, self.rate, self.burst, cost=len(reports))
+        # Replays are not charged: a batch sent again after a failure part-way
+        # (or a 429) costs only what is new, so a rerun is not refused in turn.
+        new = len(reports) - await self._run(self.store.known, feed, token.member, [r.id for r in reports])
+        wait = self.limiter.allow("feedback:" + token.member, self.rate, self.burst, cost=new) if new > 0 else 0
         if wait > 0:
             raise RateLimitedError(f"over {self.rate:g} reports a second for this member; nothing recorded",
                                    retry_after=max(1, int(wait + 0.999)))

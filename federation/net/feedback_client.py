@@ -9,8 +9,14 @@ share it. Every answer is read bounded (``MAX_ANSWER_BYTES``) and within
 * 401 (missing, malformed, unknown or revoked token): ``AuthError`` saying
   the publisher refused the token; 403: ``ForbiddenError`` (a token of
   another feed or role); 404 ``NotFoundError``; 409 ``ConflictError``;
-  422 ``RefusedError``; 429 ``RateLimitedError`` (with ``Retry-After``);
-* 5xx, refused connections, timeouts: ``TransportError``;
+  422 ``RefusedError``;
+* 429: ``UpstreamRateLimitedError`` (a ``TransportError`` of kind
+  ``rate_limit``, with the answer's ``Retry-After``): the request was not
+  taken, and may be sent again after that wait;
+* 5xx, refused connections, timeouts: ``TransportError``; so is any 3xx: a
+  redirect is never followed, since urllib would carry the member token's
+  ``Authorization`` header to whatever host the answer names (as the webhook
+  deliverer, ``platform.changes``, never follows one either);
 * an answer that is not the JSON object expected: ``MalformedError``.
 """
 from __future__ import annotations
@@ -23,11 +29,23 @@ import urllib.request
 
 from federation.core.bounded import json_loads
 from federation.core.errors import (AuthError, ConflictError, FederationError, ForbiddenError, InputError,
-                                    MalformedError, NotFoundError, RateLimitedError, RefusedError, TransportError)
+                                    MalformedError, NotFoundError, RefusedError, TransportError,
+                                    UpstreamRateLimitedError)
 from federation.core.feedback import Report
 
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 TIMEOUT = 30.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Answer a 3xx as the HTTPError it is instead of following it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+# urllib's default handlers, with only the redirect one replaced.
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def feedback_url(feed_url: str) -> str:
@@ -66,7 +84,7 @@ class FeedbackClient:
             "Content-Type": "application/json", "Accept": "application/json",
             "User-Agent": "federation-feedback", "Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with _OPENER.open(req, timeout=self.timeout) as resp:
                 raw = resp.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as e:
             raise _refusal(url, e) from None
@@ -103,8 +121,13 @@ def _refusal(url: str, e: urllib.error.HTTPError) -> Exception:
     if e.code == 409:
         return ConflictError(f"{url}: 409: {said}")
     if e.code == 429:
-        retry = e.headers.get("Retry-After", "1") if e.headers else "1"
-        return RateLimitedError(f"{url}: 429: {said}", retry_after=int(retry) if retry.isdigit() else 1)
+        retry = (e.headers.get("Retry-After", "1") if e.headers else "1").strip()
+        wait = int(retry) if retry.isdigit() and len(retry) <= 6 else 1
+        return UpstreamRateLimitedError(f"{url}: 429: {said}", retry_after=wait)
+    if 300 <= e.code < 400:
+        where = (e.headers.get("Location", "(none)") if e.headers else "(none)")[:200]
+        return TransportError(f"{url}: HTTP {e.code}: redirect to {where} not followed (the member token goes to "
+                              "the URL given, never elsewhere); give the publisher's feed URL itself")
     if 400 <= e.code < 500:
         return RefusedError(f"{url}: {e.code}: {said}")
     return TransportError(f"{url}: HTTP {e.code}: {said}")

@@ -9,6 +9,7 @@ and a relay's base come from the publisher and mirror stores.
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from pathlib import Path
 
@@ -72,9 +73,6 @@ def server_extension(db_path: Path | str, mirror: bool = False, names: list[str]
     its own fresh followers bootstrap from it as they would from the origin.
     Installed for several databases, the first that has the feed answers.
     """
-    import re
-
-
     source = _ServedSnapshots(Path(db_path), mirror, names)
     key = SNAPSHOT_SOURCES
     sha_re = re.compile(r"[0-9a-f]{64}")  # fullmatch

@@ -3,9 +3,10 @@
 What an operator would rather look at than read out of ``doctor`` and
 ``/metrics``: per published and followed feed its version, tree size, active
 hashes, the age of its newest checkpoint, freshness, witness state, last
-error and recent changes; for a publisher the followers it has seen (and, once
-a node keeps them, the feedback members sent: ``FeedStatus.feedback``); for a
-platform its change-stream consumers and webhooks.
+error and recent changes; for a publisher the followers it has seen and the
+feedback members sent (``FeedStatus.feedback``: open reports per kind, the
+latest few with who sent them); for a platform its change-stream consumers
+and webhooks.
 
 This module is the view: the values (``StatusPage``), their HTML (a Jinja2
 template, ``templates/status.html``) and the route. What goes into a page,
@@ -37,6 +38,7 @@ CACHE_CONTROL = "no-store"
 # No script, no external anything: the inline stylesheet is all the page loads.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 RECENT = 10  # recent changes shown per feed
+FEEDBACK_LATEST = 10  # latest reports shown per published feed (all of them: 'federation feedback list')
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,24 @@ class Follower:
 
 
 @dataclass(frozen=True)
+class Feedback:
+    """One report a member sent about a published feed (``store.feedback``)."""
+
+    member: str
+    kind: str
+    what: str  # the hash, hash in a case, or case it is about
+    state: str  # open | withdrawn | rejected
+    received: int
+    note: str
+
+
+@dataclass(frozen=True)
+class FeedbackSummary:
+    open: tuple[tuple[str, int], ...]  # (kind, open reports), by kind
+    latest: tuple[Feedback, ...]  # newest first, at most FEEDBACK_LATEST
+
+
+@dataclass(frozen=True)
 class FeedStatus:
     name: str
     side: str  # "published" | "followed"
@@ -79,8 +99,9 @@ class FeedStatus:
     changes: tuple[Change, ...] = ()
     # None: not shown to this caller (only a publisher of the feed sees who follows it).
     followers: tuple[Follower, ...] | None = None
-    # Feedback members sent about the feed (issue 13): None until the node keeps it.
-    feedback: tuple[str, ...] | None = None
+    # Feedback members sent about the feed. None: not shown to this caller (only a publisher of the
+    # feed sees it: it names the reporting members, who never see each other).
+    feedback: FeedbackSummary | None = None
 
 
 @dataclass(frozen=True)

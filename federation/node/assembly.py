@@ -40,13 +40,13 @@ from federation.core.freshness import DEFAULT_MAX_AGE, REFRESH_INTERVAL
 from federation.net import longpoll
 from federation.net.access import StoredAccess, combine
 from federation.net.auth import AccessControl, install_listing_filter
-from federation.net.feedback_api import FeedbackAPI
+from federation.net.feedback_api import REPORT_RATE, FeedbackAPI
 from federation.net import httpserver
 from federation.net.publish_api import PublishAPI
 from federation.net.relay import RelaySource
 from federation.net.server import PublisherSource, create_app
 from federation.net.snapshots import server_extension
-from federation.node.config import FollowedFeed, NodeConfig, trust_file
+from federation.node.config import FollowedFeed, NodeConfig, trust_file, with_recorded_tokens
 from federation.node.cosigning import cosign_configured
 from federation.node.home import Home
 from federation.node.keys import load_signer
@@ -144,9 +144,24 @@ def load_signers(home: Home, cfg: NodeConfig) -> dict:
     return {p.name: load_signer(p.key or home.feed_key(p.name, recorded.get(p.name))) for p in cfg.publish if p.api}
 
 
+def recorded_token_envs(home: Home) -> dict[str, str | None]:
+    """Followed feed -> the variable its member token is read from, as this
+    home's mirror records it (``follow --token-env``); {} without a mirror."""
+    if not home.mirror_db.exists():
+        return {}
+    mirror = Mirror.existing(home.mirror_db)
+    try:
+        return {f.name: f.token_env for f in mirror.all()}
+    finally:
+        mirror.close()
+
+
 def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=None) -> web.Application:
     """The node's app. ``signers`` (name -> Signer) defaults to the key files;
-    ``on_sync(name, SyncResult)`` is called after each sync that applied something."""
+    ``on_sync(name, SyncResult)`` is called after each sync that applied something.
+    A feed the mirror already fetches with a member token stays members-only
+    whatever ``cfg`` omits (``config.with_recorded_tokens``)."""
+    cfg = with_recorded_tokens(cfg, recorded_token_envs(home))
 
     stored = {}
     if cfg.publish:
@@ -245,8 +260,8 @@ def build_app(cfg: NodeConfig, home: Home, signers: dict | None = None, on_sync=
     return app
 
 
-def build_publisher_app(home: Home, signers: dict | None = None,
-                        refresh_interval: float = REFRESH_INTERVAL) -> web.Application:
+def build_publisher_app(home: Home, signers: dict | None = None, refresh_interval: float = REFRESH_INTERVAL,
+                        report_rate: float = REPORT_RATE) -> web.Application:
     """Plain ``federation serve`` (no config): every feed of the publisher
     database, each readable as its stored access says (member tokens from
     ``HOME/auth.db``), through the same access control as ``build_app``.
@@ -271,7 +286,7 @@ def build_publisher_app(home: Home, signers: dict | None = None,
     extensions, middlewares = read_side(home.publisher_db)
     status = install_node_status("federation node", ac, publisher_db=home.publisher_db,
                                  auth_db=home.auth_db)  # GET /: the status page
-    feedback = FeedbackAPI(home.publisher_db, store)
+    feedback = FeedbackAPI(home.publisher_db, store, rate=report_rate)  # reports a second per member
     return create_app([PublisherSource(home.publisher_db)],
                       extensions=[*extensions, feedback.install, close, refresher, status],
                       middlewares=[ac.middleware, install_listing_filter(ac), *middlewares])

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 from federation.core.bounded import toml_loads
@@ -75,6 +75,7 @@ class FollowedFeed:
     wait: float = 20.0
     interval: float = 30.0
     max_age: int | None = None  # None: DEFAULT_MAX_AGE, or the trust file's max_staleness_seconds
+    access_given: bool = False  # the config states access (else it is a default: with_recorded_tokens may close it)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,8 @@ def parse_config(text: str, base: Path | str = ".") -> NodeConfig:
                                      tuple(vkeys), trust, t.get("relay", _FOLLOW["relay"]),
                                      t.get("access", _FOLLOW["access"] if token_env is None else "members"),
                                      token_env, _number(t, "wait", _FOLLOW["wait"], where, 0.0, 3600.0),
-                                     _number(t, "interval", _FOLLOW["interval"], where, 0.1, 86400.0), max_age))
+                                     _number(t, "interval", _FOLLOW["interval"], where, 0.1, 86400.0), max_age,
+                                     "access" in t))
     platform = None
     if "platform" in doc:
         t = doc["platform"]
@@ -226,6 +228,34 @@ def load_config(path: Path | str) -> NodeConfig:
         raise InputError(f"cannot read node config {path}: {e}") from None
     cfg = parse_config(text, path.parent)
     return NodeConfig(**{**cfg.__dict__, "path": path})
+
+
+def with_recorded_tokens(cfg: NodeConfig, recorded: dict[str, str | None]) -> NodeConfig:
+    """``cfg`` with what the home's mirror records of how each followed feed is
+    fetched (``recorded``: name -> the ``follow --token-env`` variable, or None).
+
+    Fail closed: a feed the mirror fetches with a member token comes from a
+    members-only upstream, whatever the config omits. A ``[[follow]]`` of it
+    without ``token_env`` takes the recorded variable (so the node's syncs
+    still authenticate) and, without ``access``, defaults to ``members``, as
+    one with ``token_env`` does; with ``access = "public"`` the config is
+    refused, as it would be next to ``token_env``. Defaulting to members (not
+    refusing) keeps a node that was merely not told the token's name
+    serving its members, and never anyone else.
+    """
+    out = []
+    for f in cfg.follow:
+        env = recorded.get(f.name)
+        if env is None or f.token_env is not None:
+            out.append(f)
+            continue
+        _check(not (f.access_given and f.access == "public"), f"[[follow]] {f.name}",
+               f"access = \"public\", but this home's mirror follows the feed with the member token in ${env} "
+               "('follow --token-env'): the upstream serves it to members only; it must not be re-served or "
+               "exported in the clear (say access = \"members\", or follow it anew without a token if the "
+               "upstream made it public)")
+        out.append(replace(f, token_env=env, access=f.access if f.access_given else "members"))
+    return replace(cfg, follow=tuple(out))
 
 
 # ---- what a config says about a followed feed's keys ------------------------------

@@ -14,7 +14,8 @@ Who sees what -- the same access as the API the page sits next to (docs/node.md)
   ``[[follow]] access`` (members-only when fetched with a token). The
   followers a published feed has seen (who fetched which size: the audit
   log) only to a publisher token of that feed: members do not learn who the
-  other members are. An invalid token is refused (401) by the access layer
+  other members are. Likewise the feedback members sent about it (open
+  reports per kind, the latest few, with who sent them). An invalid token is refused (401) by the access layer
   before the page, as on every route.
 * A platform (``platform serve``): ``platform_viewer``. Without ``--auth`` the
   API is open (loopback only) and so is the page; with it, a platform token,
@@ -30,7 +31,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiohttp import web
@@ -44,10 +45,11 @@ from federation.core.readiness import assess
 from federation.core.tiles import parse_bundle
 from federation.core.trustfile import parse_trust
 from federation.net.auth import CALLER, AccessControl
-from federation.net.status_page import (RECENT, Change, Consumer, FeedStatus, Follower, StatusPage, Webhook,
-                                         status_extension)
+from federation.net.status_page import (FEEDBACK_LATEST, RECENT, Change, Consumer, FeedStatus, Feedback,
+                                         FeedbackSummary, Follower, StatusPage, Webhook, status_extension)
 from federation.platform.auth import SCOPE
 from federation.store.db import connect
+from federation.store.feedback import feedback_overview
 from federation.store.mirror import changes_head, read_follows, recent_changes
 from federation.store.platform import consumer_rows, webhook_rows
 from federation.store.publisher import Feed, cosigning_configs, status_feeds
@@ -112,8 +114,12 @@ class NodeStatus:
                         continue
                     if not viewer.sees("published", feed.name):
                         continue
-                    seen = followers.get(feed.name, []) if viewer.operates(feed.name) else None
-                    feeds.append(_published(conn, feed, cosigning.get(feed.name), seen, now))
+                    operator = viewer.operates(feed.name)
+                    seen = followers.get(feed.name, []) if operator else None
+                    status = _published(conn, feed, cosigning.get(feed.name), seen, now)
+                    if operator:  # it names the reporting members: the publisher's alone
+                        status = replace(status, feedback=_feedback(conn, feed.name))
+                    feeds.append(status)
         consumers = webhooks = None
         if self.mirror_db is not None:
             with _reader(self.mirror_db) as conn:
@@ -193,6 +199,12 @@ def _published(conn: sqlite3.Connection, feed: Feed, cosigning: str | None, seen
         Follower(m, size, None if size is None else max(0, feed.size - size), t) for m, size, t in seen)
     return FeedStatus(feed.name, "published", feed.origin, feed.access, feed.version, feed.size, feed.count, age,
                       fresh, freshness, witness, changes=_log_tail(conn, feed), followers=followers)
+
+
+def _feedback(conn: sqlite3.Connection, feed: str) -> FeedbackSummary:
+    counts, latest = feedback_overview(conn, feed, FEEDBACK_LATEST)
+    return FeedbackSummary(tuple(sorted(counts.items())), tuple(
+        Feedback(member, r.kind, r.target.describe(), r.state, r.received, r.note) for member, r in latest))
 
 
 def _log_tail(conn: sqlite3.Connection, feed: Feed) -> tuple[Change, ...]:

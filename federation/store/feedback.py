@@ -147,6 +147,15 @@ class FeedbackStore(Store):
                 out.append(StoredReport(r.id, r.kind, t, r.labels, r.note, now, "open", None, None))
         return out
 
+    def known(self, feed: str, member: str, ids: list[str]) -> int:
+        """How many of ``ids`` ``member`` already reported on ``feed`` (replays, unless in conflict)."""
+        n = 0
+        for i in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+            part = ids[i:i + 500]
+            n += self.conn.execute(f"SELECT count(*) FROM feedback WHERE feed=? AND member=? AND report_id IN "
+                                   f"({','.join('?' * len(part))})", (feed, member, *part)).fetchone()[0]
+        return n
+
     def mine(self, feed: str, member: str, since: int = 0, limit: int = 100) -> list[StoredReport]:
         """``member``'s own reports on ``feed`` received at or after ``since``, oldest first."""
         rows = self.conn.execute(
@@ -239,3 +248,20 @@ def _covered_sql(item: Target) -> tuple[str, tuple]:
     if item.case is None:
         return "hash_type=? AND value=?", (item.hash_type, item.value)
     return "hash_type=? AND value=? AND case_id=?", (item.hash_type, item.value, item.case)
+
+
+# ---- the status page (read-only connections of ``node.status``) ---------------------
+
+
+def feedback_overview(conn: sqlite3.Connection, feed: str, latest: int) -> tuple[dict[str, int], list[tuple]]:
+    """``feed``'s open reports counted per kind, and its ``latest`` reports,
+    newest first, as (member, StoredReport). Who reported is in the answer:
+    it is for the feed's publisher alone (the caller decides). A database
+    whose feedback table does not exist yet (no report ever) has none."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='feedback'").fetchone() is None:
+        return {}, []
+    counts = dict(conn.execute("SELECT kind, count(*) FROM feedback WHERE feed=? AND state='open' "
+                               "GROUP BY kind ORDER BY kind", (feed,)).fetchall())
+    rows = conn.execute(f"SELECT member, {_COLUMNS} FROM feedback WHERE feed=? "
+                        "ORDER BY received DESC, member, report_id LIMIT ?", (feed, latest)).fetchall()
+    return counts, [(r[0], _row(r[1:])) for r in rows]

@@ -11,6 +11,7 @@ neither aiohttp nor sqlite3 nor anything of ours outside ``core``.
 from __future__ import annotations
 
 import ast
+import sys
 
 from support.paths import REPO_ROOT
 
@@ -125,6 +126,26 @@ def test_the_library_imports_our_modules_at_module_level():
     found = [f"{name}:{line} imports {target} inside a function"
              for name, tree in mods.items() if layer(name) not in ("cli", None)
              for target, line in imports(tree, mods, function_level=True)]
+    assert found == [], "\n".join(found)
+
+
+def test_the_library_imports_the_standard_library_at_module_level():
+    """No ``import json`` inside a function outside ``cli``: a standard module costs nothing to import
+    up front, and a hidden import hides a module's dependencies (third-party ones imported lazily on
+    purpose, e.g. zstandard for snapshots only, are not checked here)."""
+    found = []
+    for name, tree in modules().items():
+        if layer(name) in ("cli", None):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(node):
+                    if isinstance(n, ast.Import):
+                        found += [f"{name}:{n.lineno} imports {a.name} inside a function" for a in n.names
+                                  if a.name.split(".")[0] in sys.stdlib_module_names]
+                    elif isinstance(n, ast.ImportFrom) and n.module and \
+                            n.module.split(".")[0] in sys.stdlib_module_names:
+                        found.append(f"{name}:{n.lineno} imports from {n.module} inside a function")
     assert found == [], "\n".join(found)
 
 

@@ -85,17 +85,18 @@ def test_false_positive_report_is_reviewed_into_a_withdrawal_the_mirror_applies(
         cli(home, "sync", FEED)
     assert cli(platform, "lookup", "md5", H1).returncode == 0  # it matches, wrongly
 
-    # The platform reports it (the feedback URL comes from the feed it follows).
-    out = cli(platform, "feedback", "report", FEED, "md5", H1, "false_positive", "--note", "a stock photo",
+    # The platform reports it, to the publisher's URL (never to the followed URLs: a relay may be one).
+    pub = f"{url}/feeds/{FEED}/"
+    out = cli(platform, "feedback", "report", FEED, "--url", pub, "md5", H1, "false_positive", "--note", "a stock photo",
               "--label", "stock", "--json", token=tokens["platform-a"]).stdout
     mine = json.loads(out)["reports"][0]
     assert (mine["kind"], mine["hash"], mine["state"], mine["replayed"]) == ("false_positive", H1, "open", False)
     # Sent again: a replay (the id is derived from the content), not a second report.
-    again = json.loads(cli(platform, "feedback", "report", FEED, "md5", H1, "false_positive", "--note",
+    again = json.loads(cli(platform, "feedback", "report", FEED, "--url", pub, "md5", H1, "false_positive", "--note",
                            "a stock photo", "--label", "stock", "--json", token=tokens["platform-a"]).stdout)
     assert again["reports"][0]["id"] == mine["id"] and again["reports"][0]["replayed"] is True
     # Another member saw the same hash.
-    cli(other, "feedback", "report", FEED, "md5", H1, "seen", token=tokens["platform-b"])
+    cli(other, "feedback", "report", FEED, "--url", pub, "md5", H1, "seen", token=tokens["platform-b"])
 
     # The clearinghouse sees them aggregated, with who reported.
     listed = json.loads(cli(ch, "feedback", "list", FEED, "--json").stdout)["targets"]
@@ -119,14 +120,14 @@ def test_false_positive_report_is_reviewed_into_a_withdrawal_the_mirror_applies(
         [("withdraw", H1, 2)]
 
     # The reporter reads the resolving version of its own report -- and only its own reports.
-    status = json.loads(cli(platform, "feedback", "status", FEED, "--json", token=tokens["platform-a"]).stdout)
+    status = json.loads(cli(platform, "feedback", "status", FEED, "--url", pub, "--json", token=tokens["platform-a"]).stdout)
     assert [(r["id"], r["state"], r["resolved_version"]) for r in status["reports"]] == [(mine["id"], "withdrawn", 2)]
-    one = json.loads(cli(platform, "feedback", "status", FEED, mine["id"], "--json",
+    one = json.loads(cli(platform, "feedback", "status", FEED, "--url", pub, mine["id"], "--json",
                          token=tokens["platform-a"]).stdout)["reports"][0]
     assert one["resolved_version"] == 2 and one["note"] == "a stock photo"
-    theirs = json.loads(cli(other, "feedback", "status", FEED, "--json", token=tokens["platform-b"]).stdout)
+    theirs = json.loads(cli(other, "feedback", "status", FEED, "--url", pub, "--json", token=tokens["platform-b"]).stdout)
     assert [r["kind"] for r in theirs["reports"]] == ["seen"] and "platform-a" not in json.dumps(theirs)
-    r = cli(other, "feedback", "status", FEED, mine["id"], token=tokens["platform-b"], ok=False)
+    r = cli(other, "feedback", "status", FEED, "--url", pub, mine["id"], token=tokens["platform-b"], ok=False)
     assert r.returncode == 2 and "no report" in r.stderr  # another member's report does not exist for it
 
     # Everything is in the audit log.

@@ -192,3 +192,35 @@ def test_ncmec_entry_with_endless_children_is_refused(monkeypatch):
     monkeypatch.setattr(ncmec_reader, "MAX_ENTRY_ELEMENTS", 1000)  # the bound, made small to test quickly
     data = ncmec(image("big", "<md5>" + "a" * 32 + "</md5>", extra="<feedback>" + "<m/>" * 1001 + "</feedback>"))
     assert "x.xml: over 1000 elements in entry 1" in refuse(data, "ncmec", "x.xml")
+
+
+def test_ncmec_entry_spanning_too_many_bytes_is_refused(monkeypatch):
+    """Each text node is under MAX_ELEMENT_BYTES and the elements are few, but together they would
+    make one entry (held whole in memory) as large as their product: the entry's bytes are bounded."""
+    monkeypatch.setattr(ncmec_reader, "MAX_ENTRY_BYTES", 256 << 10)  # the bound, made small to test quickly
+    notes = "".join(f"<note>{'n' * (30 << 10)}</note>" for _ in range(20))  # 600 KiB in 20 elements
+    data = ncmec(image("wide", "<md5>" + "a" * 32 + "</md5>", extra=f"<feedback>{notes}</feedback>"))
+    assert f"x.xml: entry 1 spans over {256 << 10} bytes" in refuse(data, "ncmec", "x.xml")
+    monkeypatch.setattr(ncmec_reader, "MAX_ENTRY_BYTES", 1 << 20)
+    assert len(list(read_claims(io.BytesIO(data), "x.xml", "ncmec"))) == 1  # under the bound: read
+
+
+def test_one_page_of_a_paged_ncmec_export_is_not_a_full_list(tmp_path):
+    """NCMEC answers an export in pages; as a full list one page would withdraw every entry of the
+    others. `publish --full-list` refuses a page whose <paging><next> names another; `import` (a
+    delta) takes it."""
+    home = tmp_path / "h"
+    assert run(home, "feed", "create", "tid", "--origin", "example.org/tid").returncode == 0
+    assert run(home, "publish", "tid", "--full-list", str(DATA / "ncmec_day1.xml")).returncode == 0
+    page = tmp_path / "page1.xml"
+    page.write_text((DATA / "ncmec_day2.xml").read_text().replace(
+        "</queryResult>", "<paging><next>/v2/entries?start=2001&amp;size=1000</next></paging></queryResult>"))
+    p = run(home, "publish", "tid", "--full-list", str(page))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "page1.xml: one page of a paged export (<paging><next> names the next page), not a full list" in p.stderr
+    pub = Publisher(home / "publisher.db")
+    try:
+        assert pub.feed("tid").version == 1  # nothing of the page published
+    finally:
+        pub.close()
+    assert run(home, "import", str(page), "--out", str(tmp_path / "delta.jsonl")).returncode == 0

@@ -11,14 +11,15 @@ from federation.core.imports.stopncii import read_stopncii
 
 
 def read_claims(stream, name: str, fmt: str, labels: Iterable[str] = (), stats: ReadStats | None = None,
-                case: str | None = None) -> Iterator[Claim]:
+                case: str | None = None, whole: bool = False) -> Iterator[Claim]:
     """Claims of the binary ``stream`` in format ``fmt`` (``FORMATS``); ``case``
-    (HMA only) overrides the collaboration's name as every record's case."""
+    (HMA only) overrides the collaboration's name as every record's case.
+    ``whole``: the stream is to be a full list (an NCMEC page is refused)."""
     if case is not None and fmt != "hma":
         raise InputError("--case names the case of an HMA / threatexchange CSV's records; NCMEC and StopNCII "
                          "records carry their own")
     if fmt == "ncmec":
-        return read_ncmec(stream, name, labels, stats)
+        return read_ncmec(stream, name, labels, stats, whole)
     if fmt == "stopncii":
         return read_stopncii(stream, name, labels, stats)
     if fmt == "hma":

@@ -29,8 +29,16 @@ references (no billion laughs, no XXE); nesting is at most ``MAX_DEPTH``;
 and the bytes read between two parser events are at most
 ``MAX_ELEMENT_BYTES``, so no text node or tag can grow without bound. The
 reader holds one entry at a time (of at most ``MAX_ENTRY_ELEMENTS``
-elements): every element at an entry's depth or above -- entries, and
-anything else -- is dropped from the tree when it ends.
+elements and ``MAX_ENTRY_BYTES`` bytes of the document, so its elements
+cannot each grow to ``MAX_ELEMENT_BYTES``): every element at an entry's
+depth or above -- entries, and anything else -- is dropped from the tree
+when it ends.
+
+Paging: NCMEC answers a large export in pages, each naming the next in
+``<paging><next>``. A page is a fine delta (``federation import``), but as
+a *full list* (``whole``: ``publish --full-list``) it would withdraw every
+entry on the other pages, so a document whose ``<next>`` names a page is
+refused then.
 """
 from __future__ import annotations
 
@@ -50,6 +58,7 @@ FINGERPRINTS = {"md5": "md5", "sha1": "sha1", "pdq": "pdq", "pdna": "photodna"}
 MAX_DEPTH = 12                     # queryResult/images/image/feedback/negativeFeedback/reasons/members/member is 8
 MAX_ELEMENT_BYTES = 1 << 20        # bytes read without a parser event: one text node or tag
 MAX_ENTRY_ELEMENTS = 100_000       # elements held at once: one entry's (its feedback lists members)
+MAX_ENTRY_BYTES = 16 << 20         # document bytes one entry spans (a real one: a few KiB; feedback lists grow it)
 MAX_ID_CHARS = 40                  # "ncmec-<member>-<id>" must stay a case id (64 characters)
 
 
@@ -59,11 +68,12 @@ class _Bounded:
 
     def __init__(self, stream, name: str, limit: int):
         self.stream, self.name, self.limit = stream, name, limit
-        self.since = 0
+        self.since = self.total = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(65536 if n is None or n < 0 else n)
         self.since += len(data)
+        self.total += len(data)
         if self.since > self.limit:
             raise InputError(f"{self.name}: over {self.limit} bytes without the end of an element "
                              "(a text node or tag that long is not NCMEC hash-sharing XML)")
@@ -138,22 +148,29 @@ def _claim(elem: Element, tag: str, n: int, name: str, labels: tuple[str, ...], 
     return Claim(case, stamp, n, records)
 
 
-def read_ncmec(stream, name: str, labels: Iterable[str] = (), stats: ReadStats | None = None) -> Iterator[Claim]:
+def read_ncmec(stream, name: str, labels: Iterable[str] = (), stats: ReadStats | None = None,
+               whole: bool = False) -> Iterator[Claim]:
     """Claims of an NCMEC XML document read from the binary ``stream``
-    (named ``name`` in errors); ``labels`` are added to every record."""
+    (named ``name`` in errors); ``labels`` are added to every record.
+    ``whole``: the document must be a full list, not one page of a paged export."""
     stats = stats if stats is not None else ReadStats()
     labels = tuple(labels)
     reader = _Bounded(stream, name, MAX_ELEMENT_BYTES)
     stack: list[Element] = []
-    n = held = 0
+    n = held = entry_from = 0
     try:
         for event, elem in defusedxml.ElementTree.iterparse(reader, events=("start", "end"), forbid_dtd=True):
             reader.reset()
+            if held and reader.total - entry_from > MAX_ENTRY_BYTES:
+                raise InputError(f"{name}: entry {n + 1} spans over {MAX_ENTRY_BYTES} bytes "
+                                 f"(at <{_local(elem.tag)}>)")
             if event == "start":
                 stack.append(elem)
                 if len(stack) > MAX_DEPTH:
                     raise InputError(f"{name}: elements nested deeper than {MAX_DEPTH} (at <{_local(elem.tag)}>)")
                 if len(stack) >= 3:  # inside an entry (or another element at an entry's depth)
+                    if not held:
+                        entry_from = reader.total
                     held += 1
                     if held > MAX_ENTRY_ELEMENTS:
                         raise InputError(f"{name}: over {MAX_ENTRY_ELEMENTS} elements in entry {n + 1} "
@@ -162,6 +179,11 @@ def read_ncmec(stream, name: str, labels: Iterable[str] = (), stats: ReadStats |
             stack.pop()
             tag = _local(elem.tag)
             claim = None
+            # <next> ends (and is dropped, like anything at an entry's depth) before its <paging> does.
+            if whole and tag == "next" and len(stack) == 2 and _local(stack[-1].tag) == "paging" and _text(elem):
+                raise InputError(f"{name}: one page of a paged export (<paging><next> names the next page), not a "
+                                 "full list: as a full list it would withdraw every entry of the other pages. Fetch "
+                                 "every page into one document, or import the pages as deltas ('federation import')")
             if tag in ENTRY_TAGS and stack and _local(stack[-1].tag) in CONTAINERS:
                 n += 1
                 stats.elements = n
