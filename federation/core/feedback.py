@@ -128,6 +128,18 @@ def _labels(value, where: str) -> tuple[str, ...]:
     return labels
 
 
+def report_json(report_id: str, kind: str, target: Target, note: str, labels: tuple[str, ...]) -> dict:
+    """A report as JSON (the route's and the CLI's form): by hash, by case, or both."""
+    out = {"id": report_id, "kind": kind}
+    if not target.by_case:
+        out["type"], out["hash"] = target.hash_type, target.value.hex()
+    if target.case is not None:
+        out["case"] = target.case
+    out["note"] = note
+    out["labels"] = list(labels)
+    return out
+
+
 @dataclass(frozen=True)
 class Report:
     id: str
@@ -137,15 +149,7 @@ class Report:
     labels: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
-        t = self.target
-        out = {"id": self.id, "kind": self.kind}
-        if not t.by_case:
-            out["type"], out["hash"] = t.hash_type, t.value.hex()
-        if t.case is not None:
-            out["case"] = t.case
-        out["note"] = self.note
-        out["labels"] = list(self.labels)
-        return out
+        return report_json(self.id, self.kind, self.target, self.note, self.labels)
 
     @property
     def digest(self) -> bytes:

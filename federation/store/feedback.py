@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from federation.core.errors import ConflictError, InputError
-from federation.core.feedback import STATES, Report, Target
+from federation.core.feedback import STATES, Report, Target, report_json
 from federation.store.db import Store, write_txn
 
 SCHEMA = """
@@ -68,13 +68,8 @@ class StoredReport:
     replayed: bool = False
 
     def to_json(self) -> dict:
-        t = self.target
-        out = {"id": self.id, "kind": self.kind}
-        if not t.by_case:
-            out["type"], out["hash"] = t.hash_type, t.value.hex()
-        if t.case is not None:
-            out["case"] = t.case
-        out.update(note=self.note, labels=list(self.labels), received=self.received, state=self.state,
+        out = report_json(self.id, self.kind, self.target, self.note, self.labels)
+        out.update(received=self.received, state=self.state,
                    resolved_version=self.resolved_version, resolved_time=self.resolved_time)
         return out
 
