@@ -18,7 +18,6 @@ from support.cli import write_batch
 from support.disk import cli
 
 
-@pytest.mark.xfail(strict=True, reason="review: doctor/status say OK for a restored publisher that refuses to sign")
 def test_doctor_and_status_say_a_restored_publisher_cannot_sign(tmp_path):
     home = tmp_path / "home"
     cli(home, "feed", "create", "tid", "--origin", "ch.example/feeds/tid", "--access", "public")

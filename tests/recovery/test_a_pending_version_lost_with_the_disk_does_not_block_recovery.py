@@ -24,7 +24,6 @@ pytestmark = pytest.mark.timeout(120)
 ORIGIN = "127.0.0.1/feeds/tid"
 
 
-@pytest.mark.xfail(strict=True, reason="review: a pending (never served) version in the served record blocks every recovery")
 async def test_a_pending_version_lost_with_the_disk_does_not_block_recovery(tmp_path, serve):
     pub, member = tmp_path / "publisher", tmp_path / "member"
     out = (await acli(pub, "feed", "create", "tid", "--origin", ORIGIN, "--access", "public")).stdout
