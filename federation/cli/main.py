@@ -466,17 +466,21 @@ def status(home: Home, as_json):
       federation status --json
     """
     from federation.store.mirror import Mirror
-    from federation.store.publisher import Publisher
+    from federation.store.publisher import Publisher, signing_problems
     from federation.core.readiness import assess
     import time
     home.require()
     now = int(time.time())
     out = {"published": [], "followed": []}
     if home.publisher_db.exists():
-        for f in Publisher(home.publisher_db).feeds():
+        pub = Publisher(home.publisher_db)
+        # A restored older database refuses every signing until 'feed recover': say so here.
+        cannot = signing_problems(pub.conn, pub.path)
+        for f in pub.feeds():
             out["published"].append(dict(name=f.name, origin=f.origin, version=f.version, size=f.size,
                                          count=f.count, updated=f.updated, age=now - f.updated, vkey=f.vkey,
-                                         pending=f.pending_checkpoint is not None, access=f.access))
+                                         pending=f.pending_checkpoint is not None, access=f.access,
+                                         cannot_sign=cannot.get(f.name)))
     if home.mirror_db.exists():
         for f in Mirror(home.mirror_db).all():
             v = f.verified()
@@ -495,6 +499,8 @@ def status(home: Home, as_json):
         pending = " (committed, awaiting cosignatures: not served yet)" if f["pending"] else ""
         click.echo(f"published {f['name']} ({f['access']}): version {f['version']}{pending}, size {f['size']}, "
                    f"{f['count']} active, updated {f['age']}s ago")
+        if f["cannot_sign"]:
+            click.echo(f"  CANNOT SIGN: {f['cannot_sign']}")
     from federation.core.freshness import describe_age
     for f in out["followed"]:
         age = f"updated {f['age']}s ago" if f["age"] is not None else "never synced"

@@ -54,8 +54,12 @@ def backup(home: Home, out: Path):
               help="Who may read the feed, if the database no longer has it (an existing feed keeps its own).")
 @click.option("--token-env", default="FEDERATION_TOKEN", show_default=True,
               help="Environment variable holding a member token, for a members-only copy.")
+@click.option("--abandon-witnessed", is_flag=True,
+              help="Give up a checkpoint that was sent to witnesses but never served, when no copy holds it: "
+                   "the witnesses that cosigned it will see the next checkpoint as a fork.")
 @click.pass_obj
-def feed_recover(home: Home, name, url, key_path=None, vkey=None, access="members", token_env="FEDERATION_TOKEN"):
+def feed_recover(home: Home, name, url, key_path=None, vkey=None, access="members", token_env="FEDERATION_TOKEN",
+                 abandon_witnessed=False):
     """Rebuild published feed NAME from a copy of its served log.
 
     Verifies every byte of the copy against the feed's own key, as a mirror
@@ -91,7 +95,16 @@ def feed_recover(home: Home, name, url, key_path=None, vkey=None, access="member
         key_file = home.key_record(name, path)
     token = os.environ.get(token_env)
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    r = asyncio.run(recover_feed(home.ensure().publisher_db, name, url, key, access, key_file, headers))
+    db = home.ensure().publisher_db
+    r = asyncio.run(recover_feed(db, name, url, key, access, key_file, headers, abandon_witnessed=abandon_witnessed))
+    from federation.store.publisher import Publisher
+    pub = Publisher(db)
+    try:
+        problem = pub.signing_problem(name)
+    finally:
+        pub.close()
+    if problem:
+        click.echo(f"warning: {name} still cannot sign: {problem}", err=True)
     if not r.changed:
         click.echo(f"{name}: the database already holds version {r.version} (tree size {r.size}) that {url} serves; "
                    "nothing to recover")

@@ -105,6 +105,11 @@ class TransportError(FederationError):
     http_status = 502  # an upstream did not deliver
 
 
+class Unreachable(TransportError):
+    """No connection could be made (refused, no route, name not found): the
+    request never left this node, so the other side saw nothing of it."""
+
+
 class UpstreamAuthError(TransportError):
     """An upstream refused us (HTTP 401/403): a members-only feed followed
     without a member token, or with one it does not accept. Its own kind, so

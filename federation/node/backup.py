@@ -23,10 +23,14 @@ to stop an older copy from forking the log (``store.served``).
 
 Crash order: copies are written to ``OUT/.partial-*`` and renamed into
 place, the manifest last; a backup without ``manifest.json`` is incomplete.
+A failed copy removes its temporary file; one left by a killed backup is
+removed by the next backup into the same OUT (only those: any other file
+makes OUT refused).
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -41,11 +45,12 @@ from federation.core.checkpoint import parse_checkpoint_body
 from federation.core.errors import FederationError, InputError, StorageError
 from federation.core.note import parse_note
 from federation.node.home import Home
-from federation.store.db import connect
+from federation.store.db import connect, storage_error
 from federation.store.mirror import holds_follows, read_follows
 from federation.store.publisher import holds_feeds, served_feeds
 
 MANIFEST = "manifest.json"
+PARTIAL = ".partial-"  # prefix of a copy being written (never a finished file)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,8 @@ class Backup:
 def backup_home(home: Home, out: Path, now: int | None = None) -> Backup:
     """Copy ``home``'s databases into ``out`` (new or empty) and write the manifest."""
     out = Path(out)
+    if out.is_dir():
+        _clear_litter(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty directory: back up into a new one")
     if out.resolve().is_relative_to(home.root.resolve()):
@@ -99,6 +106,17 @@ def backup_home(home: Home, out: Path, now: int | None = None) -> Backup:
     return Backup(out, manifest)
 
 
+def _clear_litter(out: Path) -> None:
+    """Remove our own temporary copies (``.partial-*.db``) left in ``out`` by a
+    backup that was killed before it could clean up, so that OUT holding only
+    them counts as empty (the same cron line works again)."""
+    for p in out.glob(f"{PARTIAL}*.db"):
+        try:
+            p.unlink()
+        except OSError as e:
+            raise StorageError(f"cannot remove the unfinished copy {p}: {e}") from None
+
+
 def _published(row) -> dict:
     name, origin, vkey, size, version, pending, checkpoint = row
     try:
@@ -111,9 +129,14 @@ def _published(row) -> dict:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """``src`` copied through the online backup API into ``dst`` (0600), via a temporary name."""
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".partial-", suffix=".db")
-    os.close(fd)
+    """``src`` copied through the online backup API into ``dst`` (0600), via a
+    temporary name that is removed whatever goes wrong (our own errors from
+    ``connect`` included), so a failed backup leaves OUT reusable."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=PARTIAL, suffix=".db")
+        os.close(fd)
+    except OSError as e:
+        raise StorageError(f"cannot write in {dst.parent}: {e}; check the free space of that disk") from None
     try:
         source = connect(src, readonly=True)
         try:
@@ -129,11 +152,13 @@ def _copy(src: Path, dst: Path) -> None:
         os.chmod(tmp, 0o600)
         os.replace(tmp, dst)
     except sqlite3.Error as e:
-        os.unlink(tmp)
-        raise StorageError(f"cannot back up {src}: {e}") from None
+        raise storage_error(e, f"cannot back up {src} into {dst}") or StorageError(
+            f"cannot back up {src} into {dst}: {e}") from None
     except OSError as e:
-        os.unlink(tmp)
-        raise StorageError(f"cannot write {dst}: {e}") from None
+        raise StorageError(f"cannot write {dst}: {e}; check the free space of that disk") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # gone already after the rename
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,7 @@ from federation.net.fetcher import Fetcher
 from federation.core.freshness import describe_age, log_timestamp
 from federation.node.home import Home
 from federation.store.mirror import Follow, read_follows
-from federation.store.publisher import feed_key_files, feed_keys
+from federation.store.publisher import feed_key_files, feed_keys, signing_problems
 from federation.store.trust_chain import newest_trust_files
 from federation.core.note import MAX_NOTE_BYTES, parse_vkey
 from federation.core.readiness import assess
@@ -123,11 +124,29 @@ def check_files(home: Home) -> list[Check]:
         except Exception:  # noqa: BLE001 -- not a publisher database: check_files reports whether it opens
             feeds = {}
         conn.close()
+        for feed, problem in sorted(_signing_problems(home).items()):
+            out.append(Check(FAIL, f"feed {feed} signing", f"cannot sign: {problem}"))
         for feed, recorded in sorted(feeds.items()):
             kp = home.feed_key(feed, recorded)
             out.append(Check(OK if kp.exists() else WARN, f"feed {feed} key",
                              str(kp) if kp.exists() else f"{kp} missing: publishing {feed} needs --key"))
     return out
+
+
+def _signing_problems(home: Home) -> dict[str, str]:
+    """Published feeds that cannot sign: the database is older than (or
+    differs from) what this node served -- a restored backup; every publish
+    and refresh would be refused until ``feed recover``."""
+    try:
+        conn = connect(home.publisher_db, readonly=True)
+    except FederationError:
+        return {}  # check_files reports that it does not open
+    try:
+        return signing_problems(conn, home.publisher_db)
+    except (sqlite3.Error, FederationError):
+        return {}  # not a publisher database: check_files reports whether it opens
+    finally:
+        conn.close()
 
 
 def followed(home: Home) -> list[tuple[str, str, list[str], list[str]]]:

@@ -14,8 +14,10 @@ Layout, every file of a home (no other module builds these paths):
   0600: it holds webhook secrets;
 * ``witness.db`` -- the state of a witness this node runs (``store.witness``);
 * ``state/publisher/<feed>.served-checkpoint`` -- the newest checkpoint
-  this node signed for each published feed, outside ``publisher.db`` on
+  this node served for each published feed, outside ``publisher.db`` on
   purpose (``store.served``): never restore it from a backup;
+  ``<feed>.witnessed-checkpoint`` beside it: a checkpoint sent to witnesses
+  before it was served;
 * ``private/<feed>.key`` -- log keys (dir 0700, files 0600); a feed created
   or rotated with a key file elsewhere has that path recorded with it in
   ``publisher.db`` (``feed_key``).
@@ -37,7 +39,7 @@ from pathlib import Path
 from federation.core.errors import UnavailableError
 from federation.core.names import check_feed_name
 from federation.platform.pdq_file import index_path
-from federation.store.served import served_path
+from federation.store.served import served_path, witnessed_path
 from federation.store.snapshots import mirror_snapshot_dir, snapshot_dir
 
 
@@ -97,6 +99,11 @@ class Home:
         this node signed for a published feed, kept outside ``publisher.db``
         so a restored older copy cannot fork the log (``store.served``)."""
         return served_path(self.publisher_db, feed)
+
+    def witnessed_checkpoint(self, feed: str) -> Path:
+        """``state/publisher/<feed>.witnessed-checkpoint``: a checkpoint of a
+        published feed sent to witnesses but not served (``store.served``)."""
+        return witnessed_path(self.publisher_db, feed)
 
     @property
     def snapshots_dir(self) -> Path:

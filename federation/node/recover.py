@@ -14,7 +14,14 @@ rebuilds the feed from such a copy:
    fetched (``sync.tilefetcher``) and verified as a mirror verifies them;
 3. the verified versions are replayed into the publisher database through
    its own writers (``store.feed_rebuild``), in one transaction, the head
-   last; then the served-checkpoint record moves forward.
+   last; then the served-checkpoint record moves forward (a record of
+   another origin is replaced, with a warning).
+
+A checkpoint that was committed but never served (held back for
+cosignatures when the disk died) is in no copy, and need not be: nobody
+holds it -- unless a witness was sent it; then signing stays refused
+until a copy holding it is recovered, or the operator gives it up
+(``abandon_witnessed``, ``--abandon-witnessed``).
 
 The feed then continues the same log with the same key: its next publish
 extends the recovered tree, and mirrors accept it as an extension.
@@ -39,7 +46,8 @@ from federation.core.verify import TrustedState
 from federation.net.fetcher import Fetcher
 from federation.store.feed_rebuild import FeedRebuild
 from federation.store.publisher import Publisher
-from federation.store.served import read_served
+from federation.store.db import storage_error
+from federation.store.served import forget_witnessed, read_served
 from federation.sync.tilefetcher import TileFetcher
 
 log = logging.getLogger("federation.recover")
@@ -62,23 +70,58 @@ class Recovered:
 
 async def recover_feed(db_path: Path, name: str, url: str, key: Verifier, access: str = "members",
                        key_file: str | None = None, headers: dict | None = None,
-                       concurrency: int = 8) -> Recovered:
+                       concurrency: int = 8, abandon_witnessed: bool = False) -> Recovered:
     """Rebuild feed ``name`` of the publisher database at ``db_path`` from the
     log served at ``url`` (a tlog-tiles prefix), verified against ``key``
     (its name is the feed's origin). ``access`` and ``key_file`` are stored
     for a feed the database no longer has (an existing feed keeps its own).
+
+    The copy must reach the checkpoint this node SERVED (``store.served``).
+    A checkpoint only witnesses saw, which the recovered tree does not
+    extend, keeps signing refused unless ``abandon_witnessed`` (the operator
+    gives it up: the witnesses will see the next tree as a fork of it).
+    A served record of ANOTHER origin (the name was once another log's) is
+    replaced, with a warning: the record is about this feed's origin.
     """
     pub = Publisher(db_path)
     try:
         try:
             result, note = await _recover(pub, name, url, key, access, key_file, headers, concurrency)
         except sqlite3.Error as e:
-            raise StorageError(f"feed {name}: publisher database {db_path}: {type(e).__name__}: {e}") from None
+            raise storage_error(e, f"feed {name}: publisher database {db_path}") or StorageError(
+                f"feed {name}: publisher database {db_path}: {type(e).__name__}: {e}") from None
         if note is not None:
-            pub.record_served(name, note)
+            old = read_served(pub.path, name)
+            other = old is not None and old.checkpoint.origin != key.name
+            if other:
+                log.warning("feed %s: replacing the served-checkpoint record of origin %s (size %d) with the "
+                            "recovered log of origin %s", name, old.checkpoint.origin, old.checkpoint.size, key.name)
+            pub.record_served(name, note, replace=other)
+        _settle_witnessed(pub, name, key.name, abandon_witnessed)
         return result
     finally:
         pub.close()
+
+
+def _settle_witnessed(pub: Publisher, name: str, origin: str, abandon: bool) -> None:
+    """After a recovery: a witnessed record of another origin is dropped;
+    one the recovered tree does not extend is dropped if ``abandon`` (said
+    loudly), else kept (signing stays refused, with the way out)."""
+    seen = read_served(pub.path, name, witnessed=True)
+    if seen is None:
+        return
+    problem = pub.signing_problem(name) if seen.checkpoint.origin == origin else "another origin"
+    if problem is None:
+        return
+    if seen.checkpoint.origin != origin or abandon:
+        forget_witnessed(pub.path, name)
+        log.warning("feed %s: gave up the checkpoint of size %d (origin %s) that witnesses were sent but no copy "
+                    "holds; witnesses that cosigned it will refuse the next checkpoint as a fork until their "
+                    "operators reset this log", name, seen.checkpoint.size, seen.checkpoint.origin)
+    else:
+        log.warning("feed %s: witnesses were sent a checkpoint of size %d that this copy does not hold; signing "
+                    "stays refused until it is recovered from a copy that has it, or given up with "
+                    "--abandon-witnessed", name, seen.checkpoint.size)
 
 
 async def _recover(pub: Publisher, name: str, url: str, key: Verifier, access, key_file, headers,

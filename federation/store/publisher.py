@@ -27,8 +27,9 @@ A restored older database never forks the log: every method that signs
 (``publish``, ``refresh_timestamp``, ``rotate_key``; ``create_feed`` of a
 name already served) first checks that the feed's tree extends the newest
 checkpoint this node ever signed for it, which is recorded OUTSIDE the
-database (``store.served``) after each commit -- signed head first, then the
-record, so a crash between them leaves a record one version behind, which
+database (``store.served``) after each commit that serves it (a held-back
+head: at its promotion; one witnesses saw is recorded apart) -- signed head
+first, then the record, so a crash between them leaves a record one version behind, which
 the tree still extends. A database older than the record refuses
 (``UnavailableError``, pointing to ``federation feed recover``).
 
@@ -57,7 +58,7 @@ from federation.core import entries as E
 from federation.store.activeset import SCHEMA as ACTIVE_SCHEMA, ActiveSet
 from federation.core.checkpoint import Checkpoint
 from federation.store.db import Store, write_txn
-from federation.core.errors import InputError, StorageError, UnavailableError
+from federation.core.errors import ForkError, InputError, StorageError, UnavailableError
 from federation.core.freshness import check_origin, stamp_note
 from federation.core.lthash import LtHash16
 from federation.store.lthash_workers import ParallelSum
@@ -318,7 +319,8 @@ class Publisher(Store):
             )
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during publish; retry")
-        self._record_served(name, cp)  # after the commit: the signed head first
+        if not held:  # a held-back head is recorded when it is served (``promote_checkpoint``)
+            self._record_served(name, cp)  # after the commit: the signed head first
         return PublishResult(name, seal.version, feed.size, compact.size, n_add, n_withdraw, n_none, count, held)
 
     def replace_checkpoint(self, name: str, expected: bytes, note: bytes) -> bool:
@@ -371,7 +373,24 @@ class Publisher(Store):
         with write_txn(self.conn):
             cur = self.conn.execute("UPDATE feeds SET checkpoint=?, pending_checkpoint=NULL "
                                     "WHERE name=? AND pending_checkpoint=?", (note, name, pending))
-            return cur.rowcount == 1
+            promoted = cur.rowcount == 1
+        if promoted:
+            self._record_served(name, note)  # served from now on: after the commit, as ``publish``
+        return promoted
+
+    def record_witnessed(self, name: str, pending: bytes) -> None:
+        """Record ``pending`` (a checkpoint not served yet) as seen by a
+        witness (``store.served``): called by ``trust.cosign`` after a round
+        in which a witness received it. Logged, not raised, on failure, as
+        ``_record_served``."""
+        try:
+            record_served(self.path, name, pending, witnessed=True)
+        except StorageError as e:
+            log.warning("feed %s: %s (the record of what witnesses saw is behind)", name, e)
+
+    def signing_problem(self, name: str) -> str | None:
+        """Why signing for feed ``name`` would be refused (``signing_problems``), or None."""
+        return signing_problems(self.conn, self.path, [name]).get(name)
 
     def rotate_key(self, name: str, old: Signer | None, new: Signer, key_file: str | None = None) -> bytes:
         """Switch feed ``name`` to log key ``new`` (same name: the origin),
@@ -407,7 +426,7 @@ class Publisher(Store):
                                     (new.vkey, cp, pending, key_file, feed.id, feed.size, feed.vkey))
             if cur.rowcount != 1:
                 raise StorageError(f"feed {name!r} changed during key rotation; retry")
-        self._record_served(name, pending or cp)
+        self._record_served(name, cp)  # only the served one: a pending one is recorded when promoted
         return cp
 
     # ---- recovery from the served log (``store.feed_rebuild``, in its transaction) ----
@@ -451,9 +470,10 @@ class Publisher(Store):
         if cur.rowcount != 1:
             raise StorageError(f"feed {feed.name!r} changed during recovery; retry")
 
-    def record_served(self, name: str, note: bytes) -> None:
-        """After a recovery committed: record ``note`` as the newest served."""
-        self._record_served(name, note)
+    def record_served(self, name: str, note: bytes, replace: bool = False) -> None:
+        """After a recovery committed: record ``note`` as the newest served
+        (``replace``: over a record of another origin)."""
+        self._record_served(name, note, replace)
 
     # ---- the newest checkpoint served, kept outside this database (``store.served``) ----
 
@@ -554,6 +574,23 @@ def stored_access(conn: sqlite3.Connection, name: str) -> str | None:
 def holds_feeds(conn: sqlite3.Connection) -> bool:
     """Whether the database is a publisher's (it has a ``feeds`` table)."""
     return conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='feeds'").fetchone() is not None
+
+
+def signing_problems(conn: sqlite3.Connection, db_path, names: list[str] | None = None) -> dict[str, str]:
+    """Feed name -> why signing for it would be refused (its tree does not
+    extend what this node served or sent to witnesses: ``store.served``),
+    for the feeds (of ``names``, default all) that cannot sign; on any
+    connection, read-only ones too (``doctor``, ``status``)."""
+    out = {}
+    for fid, name, origin, size, compact in conn.execute("SELECT id, name, origin, size, compact FROM feeds "
+                                                         "ORDER BY name").fetchall():
+        if names is not None and name not in names:
+            continue
+        try:
+            check_extends_served(conn, db_path, name, fid, origin, size, CompactRange.from_bytes(compact))
+        except (UnavailableError, ForkError, StorageError) as e:
+            out[name] = str(e)
+    return out
 
 
 def feed_id(conn: sqlite3.Connection, name: str) -> int | None:

@@ -17,6 +17,19 @@ new one. It is written AFTER the database commit: a crash in between
 leaves a record one version behind, which the publisher's check
 (``check_extends_served``) accepts because its tree extends it.
 
+Only checkpoints that left the node are recorded, since only they can be
+forked: a version held back while it awaits cosignatures
+(``Publisher.publish`` with cosigning configured) is recorded when it is
+promoted (served), not at its commit -- if the disk dies first, nobody saw
+it, and a recovery need not (cannot) bring it back. A pending checkpoint
+that a witness received is recorded apart, in ``<feed>.witnessed-checkpoint``
+(``witnessed_path``, written by ``trust.cosign`` after the round): a
+witness keeps the newest checkpoint it cosigned and would hold a different
+tree of that size, signed by the same key, as proof of a fork. Signing
+refuses a tree that does not extend either record; ``feed recover`` needs
+a copy reaching only the SERVED one, and abandons the witnessed one only
+when the operator says so (``forget_witnessed``, ``--abandon-witnessed``).
+
 The record is our own file, not network input, but it is still parsed
 strictly and bounded: a damaged record is a ``StorageError`` (fail closed:
 the publisher refuses to sign until an operator looks), never a traceback.
@@ -24,6 +37,7 @@ the publisher refuses to sign until an operator looks), never a traceback.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -41,6 +55,7 @@ from federation.store.tilestore import TileStore
 
 MAX_RECORD_BYTES = 64 * 1024  # a checkpoint note with its cosignatures is a few hundred bytes
 SUFFIX = ".served-checkpoint"
+WITNESSED_SUFFIX = ".witnessed-checkpoint"
 
 
 def served_dir(db_path: Path | str) -> Path:
@@ -55,6 +70,16 @@ def served_path(db_path: Path | str, feed: str) -> Path:
     return served_dir(db_path) / f"{check_feed_name(feed)}{SUFFIX}"
 
 
+def witnessed_path(db_path: Path | str, feed: str) -> Path:
+    """The newest checkpoint of ``feed`` sent to (and seen by) a witness
+    before it was served."""
+    return served_dir(db_path) / f"{check_feed_name(feed)}{WITNESSED_SUFFIX}"
+
+
+def _path(db_path: Path | str, feed: str, witnessed: bool) -> Path:
+    return witnessed_path(db_path, feed) if witnessed else served_path(db_path, feed)
+
+
 class ServedRecord:
     """The record of one feed: the note and its parsed checkpoint (unverified:
     we wrote it; its signature was made by this node)."""
@@ -64,10 +89,11 @@ class ServedRecord:
         self.checkpoint = checkpoint
 
 
-def read_served(db_path: Path | str, feed: str) -> ServedRecord | None:
-    """The newest checkpoint recorded for ``feed``, or None when none was
-    recorded yet (a new feed, or a node older than this record)."""
-    path = served_path(db_path, feed)
+def read_served(db_path: Path | str, feed: str, witnessed: bool = False) -> ServedRecord | None:
+    """The newest checkpoint recorded as served for ``feed`` (``witnessed``:
+    as seen by a witness), or None when none was recorded yet (a new feed,
+    or a node older than this record)."""
+    path = _path(db_path, feed, witnessed)
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_RECORD_BYTES + 1)
@@ -86,15 +112,17 @@ def read_served(db_path: Path | str, feed: str) -> ServedRecord | None:
     return ServedRecord(data, cp)
 
 
-def record_served(db_path: Path | str, feed: str, note: bytes, replace: bool = False) -> bool:
+def record_served(db_path: Path | str, feed: str, note: bytes, replace: bool = False,
+                  witnessed: bool = False) -> bool:
     """Record ``note`` (a checkpoint this node just committed) as feed
     ``feed``'s newest, unless the record already names a tree at least as
     large (records never move back). ``replace``: a new feed of
     another origin took the name (``create_feed`` refuses one of the same
-    origin), so the old record is of another log. Returns whether it wrote.
+    origin), so the old record is of another log. ``witnessed``: the record
+    of what witnesses saw (``witnessed_path``). Returns whether it wrote.
     ``StorageError`` when the file cannot be written."""
     cp = parse_checkpoint_body(parse_note(note).text)
-    path = served_path(db_path, feed)
+    path = _path(db_path, feed, witnessed)
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Two publishers of one database (the API and the CLI) each commit, then
@@ -105,13 +133,29 @@ def record_served(db_path: Path | str, feed: str, note: bytes, replace: bool = F
         raise StorageError(f"cannot record the served checkpoint of feed {feed!r} in {path}: {e}") from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        old = read_served(db_path, feed) if not replace else None
+        old = read_served(db_path, feed, witnessed) if not replace else None
         if old is not None and old.checkpoint.size >= cp.size:
             return False  # the same tree re-signed (a refresh, a rotation) needs no new record
         _write_atomic(path, note, feed)
     finally:
         os.close(lock)  # releases the lock
     return True
+
+
+def forget_witnessed(db_path: Path | str, feed: str) -> ServedRecord | None:
+    """Remove the witnessed record of ``feed`` (the operator abandons a
+    version no copy holds: ``feed recover --abandon-witnessed``); returns
+    what it held."""
+    record = read_served(db_path, feed, witnessed=True)
+    if record is not None:
+        path = witnessed_path(db_path, feed)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageError(f"cannot remove {path}: {e}") from None
+    return record
 
 
 def _write_atomic(path: Path, note: bytes, feed: str) -> None:
@@ -133,7 +177,8 @@ def _write_atomic(path: Path, note: bytes, feed: str) -> None:
         finally:
             os.close(dir_fd)
     except OSError as e:
-        raise StorageError(f"cannot record the served checkpoint of feed {feed!r} in {path}: {e}") from None
+        raise StorageError(f"cannot record the served checkpoint of feed {feed!r} in {path}: {e}"
+                           f"{'; check the free space of that disk' if e.errno == errno.ENOSPC else ''}") from None
 
 
 def check_extends_served(conn: sqlite3.Connection, db_path: Path | str, name: str, feed_id: int, origin: str,
@@ -150,17 +195,25 @@ def check_extends_served(conn: sqlite3.Connection, db_path: Path | str, name: st
       closed), and the message gives both sizes and the way out.
     * The database holds a different tree for a served size: ``ForkError``
       -- signing would fork the log that mirrors verified (exit 1).
+    * The database does not extend the checkpoint witnesses were sent
+      (``witnessed_path``; never served): ``UnavailableError`` naming
+      ``feed recover --abandon-witnessed``.
     """
     record = read_served(db_path, name)
-    if record is None or record.checkpoint.size == 0:
-        return
-    served = record.checkpoint
+    if record is not None and record.checkpoint.size > 0:
+        _check_served_record(conn, db_path, name, feed_id, origin, size, compact, record.checkpoint)
+    seen = read_served(db_path, name, witnessed=True)
+    if seen is not None and seen.checkpoint.size > 0 and seen.checkpoint.origin == origin:
+        _check_witnessed_record(conn, db_path, name, feed_id, size, compact, seen.checkpoint)
+
+
+def _check_served_record(conn, db_path, name, feed_id, origin, size, compact, served: Checkpoint) -> None:
     where = served_path(db_path, name)
     if served.origin != origin:
         raise UnavailableError(
             f"feed {name!r}: {where} records a checkpoint of origin {served.origin!r}, the database's feed is "
             f"{origin!r}; refusing to sign until an operator checks which log this feed is (docs/node.md, "
-            "Disaster recovery)")
+            f"Disaster recovery; 'federation feed recover {name} --from URL' replaces that record)")
     if size < served.size:
         raise UnavailableError(
             f"feed {name!r}: the publisher database holds the log up to size {size}, but this node has served "
@@ -173,6 +226,24 @@ def check_extends_served(conn: sqlite3.Connection, db_path: Path | str, name: st
             f"feed {name!r}: the publisher database's tree of size {served.size} differs from the checkpoint this "
             f"node served at that size ({where}); signing would fork the log. Move this database aside, restore a "
             f"backup the served log extends (or none), then: federation feed recover {name} --from URL")
+
+
+def _check_witnessed_record(conn, db_path, name, feed_id, size, compact, seen: Checkpoint) -> None:
+    """A checkpoint only witnesses saw (never served): a database that does
+    not extend it is refused too -- the witnesses hold it signed, and a
+    different tree would be a fork in their eyes -- but unlike a served one
+    it can be given up on purpose: no mirror holds it."""
+    if size >= seen.size:
+        root = compact.root() if size == seen.size else _root_at(conn, feed_id, size, seen.size)
+        if root == seen.root:
+            return
+    where = witnessed_path(db_path, name)
+    raise UnavailableError(
+        f"feed {name!r}: the publisher database does not hold the checkpoint of size {seen.size} this node sent "
+        f"to witnesses for cosigning ({where}); it was never served, but the witnesses hold it signed, so a "
+        f"different tree would be a fork to them. Recover it from a copy that holds it (federation feed recover "
+        f"{name} --from URL), or, if none does, give it up explicitly: federation feed recover {name} --from URL "
+        "--abandon-witnessed (docs/node.md, Disaster recovery)")
 
 
 def _root_at(conn: sqlite3.Connection, feed_id: int, size: int, at: int) -> bytes | None:

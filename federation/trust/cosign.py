@@ -33,7 +33,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from federation.core.errors import FederationError, InputError, MalformedError, SignatureError, StorageError
+from federation.core.errors import FederationError, InputError, MalformedError, SignatureError, StorageError, \
+    Unreachable
 from federation.core.note import SIG_COSIGNATURE_V1, Cosigner, Note, NoteSignature, parse_note, parse_vkey, \
     with_signatures
 from federation.core.trustfile import MAX_CLOCK_SKEW, TrustFile, check_cosignatures, clock_skew_allowance, \
@@ -172,6 +173,12 @@ async def cosign_feed(publisher, name: str, cosigners: list[Cosigner], witnesses
     sigs = [c.cosign(base.text, t) for c in cosigners]
     results = await asyncio.gather(*(cosign_with_witness(publisher, feed, base_bytes, w) for w in witnesses),
                                    return_exceptions=True)
+    if pending is not None and any(not isinstance(r, Unreachable) for r in results):
+        # A witness received the pending checkpoint (an answer, or a request
+        # that may have reached it): it may keep it, so it is recorded as
+        # seen before anything else (``store.served``). Only a witness we
+        # never connected to saw nothing.
+        await asyncio.to_thread(publisher.record_witnessed, name, pending)
     failures = []
     for w, r in zip(witnesses, results):
         if isinstance(r, BaseException):

@@ -5,7 +5,8 @@ the witness's cosignature line, verified against the key we trust it with;
 ``cosign_with_witness`` adds the consistency proof from the size the witness
 last cosigned (learnt from a 409 once) out of the publisher's tiles. Answers
 are read whole but bounded (``MAX_RESPONSE``); everything that goes wrong is
-one of our errors: ``TransportError`` (no answer, HTTP error),
+one of our errors: ``TransportError`` (no answer, HTTP error; ``Unreachable``
+when no connection was made, so the witness saw nothing),
 ``MalformedError``/``SignatureError`` (a bad answer), ``ForkError`` /
 ``RollbackError`` (the witness saw a different or bigger tree).
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from federation.core.errors import (SIZE_CONTENT_TYPE, ForkError, MalformedError, RollbackError, SignatureError,
-                                    TransportError, WitnessConflict)
+                                    TransportError, Unreachable, WitnessConflict)
 from federation.core.merkle import consistency_proof
 from federation.core.note import NoteSignature, Verifier, parse_note
 from federation.core.tiles import TileHashes, needed_tiles, parse_hash_tile
@@ -58,6 +59,8 @@ class WitnessClient:
                     raise WitnessConflict(text.strip(), size)  # 409: it last cosigned ``size``
                 if resp.status != 200:
                     raise TransportError(f"POST {url}: HTTP {resp.status}: {text.strip()[:200]}")
+        except aiohttp.ClientConnectorError as e:
+            raise Unreachable(f"POST {url}: {type(e).__name__}: {e}") from e  # the witness saw nothing
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             raise TransportError(f"POST {url}: {type(e).__name__}: {e}") from e
         # tlog-witness: the client MAY append the response to the checkpoint and
