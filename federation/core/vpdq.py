@@ -221,13 +221,18 @@ def _bits(hashes: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 32)
 
 
-def match_percents(query: list[bytes], target: list[bytes], distance: int = DISTANCE_THRESHOLD) -> tuple[float, float]:
-    """(query match %, target match %) of two usable frame lists, as vPDQ's brute matcher."""
+def match_hits(query: list[bytes], target: list[bytes],
+               distance: int = DISTANCE_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """Which query frames are within ``distance`` of some target frame, and
+    which target frames of some query frame (two boolean arrays), by
+    comparing every pair: the reference, for few frames (``platform.video_index``
+    answers lookups from its index's candidates and uses this only for frames
+    its index does not hold)."""
+    q_hit = np.zeros(len(query), dtype=bool)
+    t_hit = np.zeros(len(target), dtype=bool)
     if not query or not target:
-        return 0.0, 0.0
+        return q_hit, t_hit
     q, t = _bits(query), _bits(target)
-    q_hit = np.zeros(len(q), dtype=bool)
-    t_hit = np.zeros(len(t), dtype=bool)
     step = max(1, (1 << 16) // len(t))  # bounds the pairwise array at ~2 MiB of bytes
     for i in range(0, len(q), step):
         # Hamming distances of every pair in the chunk: XOR, then count the set bits.
@@ -235,4 +240,17 @@ def match_percents(query: list[bytes], target: list[bytes], distance: int = DIST
         close = d <= distance
         q_hit[i:i + step] = close.any(axis=1)
         t_hit |= close.any(axis=0)
-    return float(q_hit.sum()) * 100 / len(q), float(t_hit.sum()) * 100 / len(t)
+    return q_hit, t_hit
+
+
+def percents(q_hit: np.ndarray, t_hit: np.ndarray) -> tuple[float, float]:
+    """(query match %, target match %) from the hit arrays (0 for an empty side)."""
+    return (float(q_hit.sum()) * 100 / len(q_hit) if len(q_hit) else 0.0,
+            float(t_hit.sum()) * 100 / len(t_hit) if len(t_hit) else 0.0)
+
+
+def match_percents(query: list[bytes], target: list[bytes], distance: int = DISTANCE_THRESHOLD) -> tuple[float, float]:
+    """(query match %, target match %) of two usable frame lists, as vPDQ's brute matcher."""
+    if not query or not target:
+        return 0.0, 0.0
+    return percents(*match_hits(query, target, distance))

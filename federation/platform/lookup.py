@@ -36,11 +36,22 @@ scoped to some feeds gets answers filtered to those feeds' records: a match
 in another feed is left out, exactly as if it did not exist. A feed of its
 scope that this node does not follow is ``503`` naming it (``not_followed``):
 an answer from the others cannot stand for it.
+
+Off the event loop: a lookup (the readiness check and the answer: SQLite
+reads, index refreshes and searches, a video's comparison) runs in the
+node's one lookup thread (``LOOKUP_THREAD``), so a slow one never stalls
+``/healthz``, the other routes, the sync loop or the default executor's
+threads; lookups wait for each other there, as they share one connection
+and one index (``Lookup.serve`` holds the lock around both).
 """
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,9 +130,19 @@ class Lookup:
         self.default_threshold = check_threshold(default_threshold)
         self.index = PdqIndex(self.conn, index_path(mirror_path), save=keep_index)
         self.videos = VideoIndex(self.conn, self.index)  # its frames are in self.index
+        self._lock = threading.Lock()  # one connection, one index: one lookup at a time through ``serve``
 
     def close(self) -> None:
-        self.conn.close()
+        with self._lock:  # never under a lookup still running in its thread
+            self.conn.close()
+
+    def serve(self, queries: list[Query], feeds: frozenset[str] | None, allow_stale: bool,
+              scope: frozenset[str] | None) -> tuple[list[Basis], list[dict]]:
+        """A request's readiness check (``bases``) and answers, under the lock
+        (for a thread: the HTTP handlers run this off the event loop)."""
+        with self._lock:
+            bases = self.bases(feeds, allow_stale, scope=scope)
+            return bases, self.answer(queries, frozenset(b.feed for b in bases))
 
     def _origins(self) -> dict[str, str]:
         return follow_origins(self.conn)
@@ -218,11 +239,17 @@ def parse_batch(objs: list, default_threshold: int = DEFAULT_THRESHOLD) -> list[
 
 def batch_answers(lookup: "Lookup", parsed: list[Query | dict], feeds: frozenset[str] | None) -> list[dict]:
     """Answers in query order: the good queries answered, the bad ones' error items in their places."""
-    answers = iter(lookup.answer([q for q in parsed if isinstance(q, Query)], feeds))
-    return [next(answers) if isinstance(q, Query) else q for q in parsed]
+    return in_order(parsed, lookup.answer([q for q in parsed if isinstance(q, Query)], feeds))
+
+
+def in_order(parsed: list[Query | dict], answers: list[dict]) -> list[dict]:
+    """The answers of ``parsed``'s queries, with its error items in their places."""
+    it = iter(answers)
+    return [next(it) if isinstance(q, Query) else q for q in parsed]
 
 
 LOOKUP = web.AppKey("platform_lookup", Lookup)
+LOOKUP_THREAD = web.AppKey("platform_lookup_thread", ThreadPoolExecutor)
 
 
 def _flag(request: web.Request, key: str) -> bool:
@@ -232,12 +259,15 @@ def _flag(request: web.Request, key: str) -> bool:
     return value in ("true", "1", "yes")
 
 
-def _basis(request: web.Request) -> list[Basis]:
-    """The feeds this request may be answered from, checked ready (fail closed):
-    the caller's scope, narrowed by ``?feed=NAME`` (repeatable)."""
+async def _serve(request: web.Request, queries: list[Query]) -> tuple[list[Basis], list[dict]]:
+    """``Lookup.serve`` in the lookup thread: the feeds this request may be
+    answered from -- the caller's scope, narrowed by ``?feed=NAME``
+    (repeatable) -- checked ready (fail closed: ``UnavailableError``, 503),
+    and the answers from them."""
     named = request.query.getall("feed", [])
-    return request.app[LOOKUP].bases(frozenset(named) if named else None, _flag(request, "allow_stale"),
-                                     scope=scope_of(request))
+    work = functools.partial(request.app[LOOKUP].serve, queries, frozenset(named) if named else None,
+                             _flag(request, "allow_stale"), scope_of(request))
+    return await asyncio.get_running_loop().run_in_executor(request.app[LOOKUP_THREAD], work)
 
 
 async def get_lookup(request: web.Request) -> web.Response:
@@ -246,8 +276,7 @@ async def get_lookup(request: web.Request) -> web.Response:
     if "threshold" in request.query:
         obj["threshold"] = parse_uint(request.query["threshold"], "threshold")
     q = parse_query(obj, lk.default_threshold)
-    bases = _basis(request)  # UnavailableError (503) unless every feed in the way is ready
-    item = lk.answer([q], frozenset(b.feed for b in bases))[0]
+    bases, [item] = await _serve(request, [q])
     return web.json_response({**item, "based_on": [b.to_json() for b in bases]})
 
 
@@ -264,8 +293,8 @@ async def post_lookup(request: web.Request) -> web.Response:
     if len(body["queries"]) > MAX_BATCH:
         raise InputError(f"at most {MAX_BATCH} queries per request")
     parsed = parse_batch(body["queries"], lk.default_threshold)
-    bases = _basis(request)  # UnavailableError (503) unless every feed in the way is ready
-    results = batch_answers(lk, parsed, frozenset(b.feed for b in bases))
+    bases, answers = await _serve(request, [q for q in parsed if isinstance(q, Query)])
+    results = in_order(parsed, answers)
     return web.json_response({"results": results, "based_on": [b.to_json() for b in bases]})
 
 
@@ -273,13 +302,17 @@ def lookup_extension(mirror_path: Path | str, default_threshold: int = DEFAULT_T
     """An ``install(app)`` for ``server.create_app(extensions=...)``."""
     def install(app: web.Application) -> None:
         app[LOOKUP] = Lookup(mirror_path, default_threshold, keep_index=True)
+        app[LOOKUP_THREAD] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lookup")
         app.router.add_get("/lookup/{type}/{hash}", get_lookup)
         app.router.add_post("/lookup", post_lookup)
         answer_json(app, "/lookup/{type}/{hash}", "/lookup")
 
         async def close(app: web.Application):
             yield
-            app[LOOKUP].close()
+            # In the lookup thread, after a lookup still running there (its
+            # request may be gone): the connection is not closed under it.
+            await asyncio.get_running_loop().run_in_executor(app[LOOKUP_THREAD], app[LOOKUP].close)
+            app[LOOKUP_THREAD].shutdown(wait=False)
 
         app.cleanup_ctx.append(close)
     return install

@@ -216,6 +216,35 @@ class Table:
         return (np.concatenate([q + s for q, s in zip((o[0] for o in out), range(0, len(queries), GROUP))]),
                 np.concatenate([o[1] for o in out]), np.concatenate([o[2] for o in out]))
 
+    def contains(self, queries: np.ndarray, block: int = 4096) -> np.ndarray:
+        """Whether each query is one of the values (distance 0), whole-array.
+
+        An equal value agrees on every chunk, so each query reads one bucket:
+        of its chunks, the one whose bucket holds the fewest values (a
+        crowded bucket of one chunk is passed over)."""
+        queries = as_values(queries)
+        out = np.zeros(len(queries), dtype=bool)
+        if len(self) == 0:
+            return out
+        for s in range(0, len(queries), block):
+            q = queries[s:s + block]
+            buckets = np.stack([(chunk_keys(q, c) & np.uint32((1 << b) - 1)).astype(np.int64) + self.firsts[c]
+                                for c, b in enumerate(self.bucket_bits)], axis=1)      # (nq, CHUNKS)
+            counts = np.take(self.starts, buckets + 1).astype(np.int64) - np.take(self.starts, buckets)
+            pick = np.argmin(counts, axis=1)
+            bucket = buckets[np.arange(len(q)), pick]
+            first = np.take(self.starts, bucket).astype(np.int64)
+            count = counts[np.arange(len(q)), pick]
+            total = int(count.sum())
+            if total == 0:
+                continue
+            ends = np.cumsum(count)
+            pos = np.arange(total, dtype=np.int64) + np.repeat(first - (ends - count), count)
+            qn = np.repeat(np.arange(len(q), dtype=np.int64), count)
+            same = (np.take(self.words, np.take(self.ids, pos), axis=0) == q.view(np.uint64)[qn]).all(axis=1)
+            out[s + qn[same]] = True
+        return out
+
     def _probe(self, queries: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``search`` by probing, for a group of queries."""
         p = self.plan(threshold)

@@ -242,6 +242,17 @@ class PdqIndex:
                 found[i][values[v].tobytes()] = d
         return [sorted(f.items(), key=lambda x: (x[1], x[0])) for f in found]
 
+    def holds(self, values: list[bytes]) -> np.ndarray:
+        """Whether each of ``values`` (32-byte PDQ values) is indexed, as a boolean array."""
+        if not values:
+            return np.zeros(0, dtype=bool)
+        xv = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(-1, PDQ_BYTES)
+        with self._lock:
+            main, recent, tail = self._main, self._recent, self._tail
+        out = main.contains(xv) | recent.contains(xv)
+        in_tail = {row.tobytes() for row in tail}  # at most TAIL_MAX values
+        return out | np.fromiter((v in in_tail for v in values), dtype=bool, count=len(values))
+
     def search(self, queries: list[bytes], threshold: int = DEFAULT_THRESHOLD) -> list[list[NearMatch]]:
         """Near matches of each query among active records, nearest first."""
         found = self.candidates(queries, threshold)

@@ -6,10 +6,17 @@ video frames next to image PDQs: ``frames.py``). Each frame found names
 the segments that hold it (this module's map), each segment its video;
 each candidate video is then reassembled from its *active* segments
 (``lookup_rows``, per feed and case) and compared with the query by vPDQ's
-algorithm (``core.vpdq.match_percents``): it matches when the share of
-query frames within the distance of one of its frames reaches the query
-percentage, and the share of its frames near a query frame reaches the
-target percentage.
+algorithm: it matches when the share of query frames within the distance
+of one of its frames reaches the query percentage, and the share of its
+frames near a query frame reaches the target percentage.
+
+The comparison costs the index's candidates, not query x target frames
+(``_percents``): the index returns, for each query frame, *every* indexed
+value within the distance, so a query frame is near a video iff one of its
+candidates is a frame of that video, and a frame of the video is near the
+query iff it is a candidate of some query frame. A video's frame the index
+does not hold (the index read the mirror a version before the map did) is
+compared pair by pair (``core.vpdq.match_hits``), so the numbers stay exact.
 
 Invariants:
 
@@ -19,8 +26,9 @@ Invariants:
   answer is confirmed against the active rows in the same read, so a
   withdrawn video -- any of its segments withdrawn -- never matches: a
   video matches only whole (``core.vpdq.reassemble``).
-* The percentages are computed on the whole reassembled video, not on the
-  index's candidates, so they are vPDQ's exact brute-force numbers.
+* The percentages are computed over the whole reassembled video (its
+  usable frames), so they are vPDQ's exact brute-force numbers
+  (python-threatexchange ``match_VPDQ_hash_brute``), from the candidates.
 """
 from __future__ import annotations
 
@@ -28,6 +36,8 @@ import sqlite3
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
+
+import numpy as np
 
 from federation.core import vpdq as V
 from federation.core.errors import InputError, MalformedError
@@ -155,9 +165,10 @@ class VideoIndex:
         if not query:
             return []
         found = self.frames.candidates(query, q.distance)
+        near = [frozenset(value for value, _d in cands) for cands in found]
+        reached = frozenset().union(*near)
         with self._lock:
-            videos = {s[:V.VIDEO_ID_BYTES] for cands in found for value, _d in cands
-                      for s in self._by_frame.get(value, ())}
+            videos = {s[:V.VIDEO_ID_BYTES] for value in reached for s in self._by_frame.get(value, ())}
             members = {vid: sorted(self._by_video.get(vid, ())) for vid in videos}
         feeds = follow_ids(self.conn) if feeds is None else feeds
         out: list[VideoMatch] = []
@@ -171,10 +182,32 @@ class VideoIndex:
                 if frames is None:  # a part withdrawn (or never added): the video is not whole
                     continue
                 target = V.usable(frames, q.quality)
-                qp, tp = V.match_percents(query, target, q.distance)
+                qp, tp = self._percents(query, near, reached, target, q.distance)
                 if qp >= q.query_percent and tp >= q.target_percent and qp > 0:
                     labels = tuple(sorted({x for _s, lab, _v in rows for x in split_labels(lab)}))
                     out.append(VideoMatch(feed, case, vid, labels, max(v for _s, _l, v in rows), len(frames),
                                           round(qp, 3), round(tp, 3)))
         out.sort(key=lambda m: (-m.query_percent, -m.target_percent, m.feed, m.case, m.video))
         return out
+
+    def _percents(self, query: list[bytes], near: list[frozenset], reached: frozenset, target: list[bytes],
+                  distance: int) -> tuple[float, float]:
+        """vPDQ's (query %, target %) of usable frame lists, from ``near`` (each
+        query frame's candidates within ``distance``) and ``reached`` (their
+        union): O(candidates + target frames), never query x target."""
+        if not query or not target:
+            return 0.0, 0.0
+        frames = set(target)
+        q_hit = np.fromiter((not n.isdisjoint(frames) for n in near), dtype=bool, count=len(near))
+        t_hit = np.fromiter((t in reached for t in target), dtype=bool, count=len(target))
+        # A frame no query frame reached is far from all of them -- if the index
+        # holds it (it was searched). One it does not hold is compared directly.
+        rest = np.flatnonzero(~t_hit)
+        if len(rest):
+            held = self.frames.holds([target[i] for i in rest])
+            unheld = [int(i) for i, h in zip(rest, held) if not h]
+            if unheld:
+                qh, th = V.match_hits(query, [target[i] for i in unheld], distance)
+                q_hit |= qh
+                t_hit[unheld] = th
+        return V.percents(q_hit, t_hit)
