@@ -5,23 +5,14 @@ the newest snapshot (``core.snapshot_format``) instead of replaying the log,
 then follows the log from the snapshot's tree size. The snapshot server is
 never trusted. ``bootstrap_feed`` accepts the checkpoint ``C`` and proves the
 snapshot's head through an ``acceptance.Acceptance`` (pure:
-``core.headproof``); with ``a`` the snapshot's tree size, from hash tiles at
-size ``C.size``:
-
-1. the seal closing the snapshot's version (the last entry of its last
-   bundle) is in the signed tree: an RFC 6962 inclusion proof to ``C.root``
-   (``malformed`` otherwise);
-2. the compact range at ``a`` (the Merkle state the mirror continues from),
-   read from the tiles, is consistent with ``C``: an RFC 6962 consistency
-   proof from ``root(a)`` to ``C.root``; and the bundle's entries, appended
-   to the compact range at the bundle's start, reproduce ``root(a)``
-   (``malformed`` otherwise);
-3. the header's count equals the seal's (``digest`` otherwise).
+``core.headproof``, whose docstring lists the three proofs: the seal is in
+the signed tree, the compact range at the snapshot's size is consistent with
+it, and the header's count is the seal's).
 
 Then ``load_snapshot`` streams the records into SQLite in primary-key order
 and checks, before committing, that their LtHash16 equals the seal's digest
 and their number its count (``digest`` otherwise, rolled back). The partial
-hash tiles at ``a`` and the last bundle are stored so the mirror can append
+hash tiles at the snapshot's size and the last bundle are stored so the mirror can append
 and re-serve from there.
 
 Order of writes (one transaction; a crash anywhere leaves the mirror as it

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-
 from support.disk import cli
 
 

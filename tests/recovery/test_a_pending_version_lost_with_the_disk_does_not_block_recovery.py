@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from federation.net.relay import RelaySource
-from federation.net.server import PublisherSource, create_app
+from federation.net.server import create_app
 
 from support.disk import acli, batch
 
@@ -24,13 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 ORIGIN = "127.0.0.1/feeds/tid"
 
 
-async def test_a_pending_version_lost_with_the_disk_does_not_block_recovery(tmp_path, serve):
-    pub, member = tmp_path / "publisher", tmp_path / "member"
-    out = (await acli(pub, "feed", "create", "tid", "--origin", ORIGIN, "--access", "public")).stdout
-    vkey = next(line.split()[1] for line in out.splitlines() if line.startswith("vkey:"))
-    db = pub / "publisher.db"
-    url = await serve(create_app([PublisherSource(db)])) + "/feeds/tid/"
-    await acli(member, "follow", "tid", "--url", url, "--origin", ORIGIN, "--vkey", vkey)
+async def test_a_pending_version_lost_with_the_disk_does_not_block_recovery(tmp_path, serve, node):
+    pub, member = node.pub, node.mirror  # feed tid of ORIGIN, served; member follows it
     await acli(pub, "publish", "tid", str(batch(tmp_path / "v1.csv", 300, "c1")))
     assert "version 0 -> 1" in (await acli(member, "sync")).stdout
     relay = await serve(create_app([RelaySource(member / "mirror.db")])) + "/feeds/tid/"

@@ -10,7 +10,7 @@ import pytest
 
 from federation.core.note import Cosigner
 from federation.net.relay import RelaySource
-from federation.net.server import PublisherSource, create_app
+from federation.net.server import create_app
 from federation.trust.witness import Witness, install_witness
 
 from support.disk import acli, batch
@@ -20,13 +20,8 @@ pytestmark = pytest.mark.timeout(120)
 ORIGIN = "127.0.0.1/feeds/tid"
 
 
-async def test_a_version_witnesses_saw_is_given_up_only_on_purpose(tmp_path, serve):
-    pub, member = tmp_path / "publisher", tmp_path / "member"
-    out = (await acli(pub, "feed", "create", "tid", "--origin", ORIGIN, "--access", "public")).stdout
-    vkey = next(line.split()[1] for line in out.splitlines() if line.startswith("vkey:"))
-    db = pub / "publisher.db"
-    url = await serve(create_app([PublisherSource(db)])) + "/feeds/tid/"
-    await acli(member, "follow", "tid", "--url", url, "--origin", ORIGIN, "--vkey", vkey)
+async def test_a_version_witnesses_saw_is_given_up_only_on_purpose(tmp_path, serve, node):
+    pub, member, vkey = node.pub, node.mirror, node.vkey  # feed tid of ORIGIN, served; member follows it
     await acli(pub, "publish", "tid", str(batch(tmp_path / "v1.csv", 30, "c1")))
     await acli(member, "sync")
     relay = await serve(create_app([RelaySource(member / "mirror.db")])) + "/feeds/tid/"

@@ -3,7 +3,6 @@ their bounds, reassembly, text forms, and vPDQ's matching -- checked against
 python-threatexchange's own vPDQ code where it has one."""
 from __future__ import annotations
 
-import json
 import struct
 
 import numpy as np
